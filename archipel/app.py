@@ -1,0 +1,35 @@
+"""Composition root: builds the FastAPI application from each module's router."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from archipel import __version__
+from archipel.platform import http as platform_http
+from archipel.platform.access import AccessDenied
+from archipel.radiology import api as radiology_api
+from archipel.radiology import dicomweb
+
+log = logging.getLogger("archipel.http")
+
+
+def create_app() -> FastAPI:
+    """The Archipel HTTP application."""
+    app = FastAPI(
+        title="Archipel",
+        version=__version__,
+        description="Regional imaging platform: DICOM archive, whole-slide imaging, screening mammography.",
+    )
+    app.include_router(platform_http.public)
+    app.include_router(platform_http.router)
+    app.include_router(radiology_api.router)
+    app.include_router(dicomweb.router)
+
+    @app.exception_handler(AccessDenied)
+    async def _denied(_request: Request, exc: AccessDenied) -> JSONResponse:
+        return JSONResponse({"detail": exc.reason}, status_code=403)
+
+    return app

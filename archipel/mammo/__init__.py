@@ -1,0 +1,1 @@
+"""Screening mammography: episodes, double-reading protocols, worklists, decisions, outcomes, metrics."""

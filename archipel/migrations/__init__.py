@@ -1,0 +1,35 @@
+"""Alembic migrations of the whole index, and the function that applies them.
+
+They live at the composition level because the schema spans every module's models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+HERE = Path(__file__).parent
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration for ``url`` that needs no alembic.ini."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision``."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def load_models() -> None:
+    """Import every module that declares ORM models, so the metadata is complete."""
+    import archipel.platform.audit
+    import archipel.platform.authn
+    import archipel.platform.jobs
+    import archipel.radiology.models  # noqa: F401

@@ -1,0 +1,156 @@
+"""The audit trail: every access to patient data, allowed or denied, as an append-only hash-chained log.
+
+Each event stores the SHA-256 of its predecessor's hash and its own content, so changing or deleting an event
+breaks the chain. Event types follow the DICOM audit message codes (DCM 110100-series).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from datetime import datetime
+
+from sqlalchemy import Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from archipel.platform.authn import Principal
+from archipel.platform.db import Base, Database, UTCDateTime, utcnow
+
+log = logging.getLogger("archipel.audit")
+
+PATIENT_RECORD = "110110"
+QUERY = "110112"
+INSTANCES_ACCESSED = "110103"
+INSTANCES_TRANSFERRED = "110104"
+EXPORT = "110106"
+IMPORT = "110107"
+USER_AUTHENTICATION = "110114"
+
+
+class AuditEvent(Base):
+    """One audit event, chained to the one before it."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    event_type: Mapped[str] = mapped_column(String(16), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    actor_role: Mapped[str] = mapped_column(String(32), default="")
+    actor_kind: Mapped[str] = mapped_column(String(16), default="user")
+    source: Mapped[str] = mapped_column(String(64), default="")
+    purpose: Mapped[str] = mapped_column(String(32), default="care")
+    patient: Mapped[str] = mapped_column(String(160), default="", index=True)
+    object: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+def _digest(prev: str, fields: dict[str, str]) -> str:
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+def _fields(e: AuditEvent) -> dict[str, str]:
+    return {
+        "at": e.at.isoformat(),
+        "event_type": e.event_type,
+        "action": e.action,
+        "outcome": e.outcome,
+        "actor": e.actor,
+        "actor_role": e.actor_role,
+        "actor_kind": e.actor_kind,
+        "source": e.source,
+        "purpose": e.purpose,
+        "patient": e.patient,
+        "object": e.object,
+        "detail": e.detail,
+    }
+
+
+_chain_lock = threading.Lock()
+
+
+def record(
+    db: Database,
+    principal: Principal,
+    event_type: str,
+    action: str,
+    *,
+    outcome: str = "success",
+    patient: str = "",
+    obj: str = "",
+    source: str = "",
+    purpose: str = "care",
+    detail: str = "",
+) -> None:
+    """Append one event to the chain, in its own committed transaction."""
+    with _chain_lock, db.write() as s:
+        append(
+            s,
+            principal,
+            event_type,
+            action,
+            outcome=outcome,
+            patient=patient,
+            obj=obj,
+            source=source,
+            purpose=purpose,
+            detail=detail,
+        )
+
+
+def append(
+    s: Session,
+    principal: Principal,
+    event_type: str,
+    action: str,
+    *,
+    outcome: str = "success",
+    patient: str = "",
+    obj: str = "",
+    source: str = "",
+    purpose: str = "care",
+    detail: str = "",
+) -> AuditEvent:
+    """Append one event inside the caller's write transaction (which must hold the write lock)."""
+    last = s.execute(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)).scalar_one_or_none()
+    prev = last or "0" * 64
+    event = AuditEvent(
+        at=utcnow(),
+        event_type=event_type,
+        action=action,
+        outcome=outcome,
+        actor=principal.subject,
+        actor_role=principal.role,
+        actor_kind=principal.kind,
+        source=source,
+        purpose=purpose,
+        patient=patient,
+        object=obj[:4000],
+        detail=detail[:4000],
+        prev_hash=prev,
+        hash="",
+    )
+    event.hash = _digest(prev, _fields(event))
+    s.add(event)
+    s.flush()
+    log.info(
+        "event=audit type=%s action=%s outcome=%s actor=%s", event_type, action, outcome, principal.subject
+    )
+    return event
+
+
+def verify(s: Session) -> tuple[bool, int | None]:
+    """Walk the chain; return ``(True, None)`` or ``(False, id_of_first_broken_event)``."""
+    prev = "0" * 64
+    for event in s.execute(select(AuditEvent).order_by(AuditEvent.id)).scalars():
+        if event.prev_hash != prev or event.hash != _digest(prev, _fields(event)):
+            return False, event.id
+        prev = event.hash
+    return True, None

@@ -1,0 +1,41 @@
+"""The running platform's shared resources, built once per process from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archipel.platform.db import Database, get_database
+from archipel.platform.settings import Settings, get_settings
+from archipel.platform.storage import BlobStore, open_blob_store
+
+
+@dataclass
+class Runtime:
+    """Settings, index database and blob store of this process."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, built from :func:`get_settings` on first use."""
+    global _runtime
+    if _runtime is None:
+        settings = get_settings()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _runtime = Runtime(
+            settings=settings,
+            db=get_database(settings.effective_database_url),
+            blobs=open_blob_store(settings.effective_blob_url),
+        )
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the runtime, so the next :func:`get_runtime` reads the settings again."""
+    global _runtime
+    _runtime = None

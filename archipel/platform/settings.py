@@ -1,0 +1,136 @@
+"""Settings from ``ARCHIPEL_*`` environment variables, then ``archipel.toml``, then defaults.
+
+The data directory anchors every embedded default: the SQLite index, the filesystem blob store and the
+embedded broker all live inside it, so ``archipel serve --data DIR`` needs nothing else installed.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DuplicatePolicy = Literal["keep-first", "version"]
+
+
+def _toml_file() -> Path:
+    return Path(os.environ.get("ARCHIPEL_CONFIG", "archipel.toml"))
+
+
+class Settings(BaseSettings):
+    """Every setting of one Archipel process.
+
+    ``database_url``, ``blob_url`` and ``broker_url`` are empty by default, meaning "the embedded default inside
+    ``data_dir``"; use the ``effective_*`` properties to read what is actually used.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ARCHIPEL_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path("var"),
+        validation_alias=AliasChoices("data_dir", "ARCHIPEL_DATA", "ARCHIPEL_DATA_DIR"),
+    )
+    database_url: str = ""
+    blob_url: str = ""
+    broker_url: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    ae_title: str = "ARCHIPEL"
+    #: What to do when a SOP Instance UID arrives again with different bytes.
+    duplicate_policy: DuplicatePolicy = "keep-first"
+    #: Signing key for access tokens; generated into the data dir when empty.
+    secret_key: str = ""
+    token_minutes: int = 30
+    #: Maximum number of simultaneous DICOM associations.
+    max_associations: int = 16
+    #: Seconds an orphan blob must be old before the start-up sweep removes it.
+    orphan_grace_seconds: int = 0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_toml_file()),
+        )
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL: the configured one, or an SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @cached_property
+    def effective_blob_url(self) -> str:
+        """The blob store URL: the configured one, or ``file://DATA/blobs``."""
+        if self.blob_url:
+            return self.blob_url
+        return f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @cached_property
+    def effective_broker_url(self) -> str:
+        """The Celery broker: the configured one, or the embedded filesystem broker in the data dir."""
+        if self.broker_url:
+            return self.broker_url
+        return "filesystem://"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when jobs go through the embedded filesystem broker."""
+        return self.effective_broker_url == "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Folder of the embedded broker's queue files."""
+        return self.data_dir / "broker"
+
+    def signing_key(self) -> str:
+        """The token signing key, created once in the data dir (mode 0600) when not configured."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current
+
+
+def configure(**overrides: Any) -> Settings:
+    """Replace the process-wide settings (CLI options, tests) and return them."""
+    global _current
+    _current = Settings(**overrides)
+    return _current

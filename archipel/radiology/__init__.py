@@ -1,0 +1,1 @@
+"""The general DICOM archive: index, DIMSE services, DICOMweb, import."""

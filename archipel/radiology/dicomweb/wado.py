@@ -1,0 +1,7 @@
+"""WADO-RS."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,1 @@
+"""DIMSE services (pynetdicom): handlers per service, kept apart from the listener that carries them."""

@@ -1,0 +1,60 @@
+"""Celery tasks of the archive. Each takes a job id and is safe to run twice."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from celery import shared_task
+
+from archipel.platform import audit, jobs
+from archipel.platform.authn import Principal
+from archipel.platform.runtime import get_runtime
+from archipel.radiology.archive import Archive
+from archipel.radiology.importer import count_items, import_paths
+
+log = logging.getLogger("archipel.jobs")
+
+IMPORT_TASK = "radiology.import"
+
+
+@shared_task(name=IMPORT_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def import_job(job_id: str) -> None:
+    """Import the files of an uploaded archive or server path into the archive, reporting progress.
+
+    Re-running is harmless: instances already stored with the same bytes are counted as such.
+    """
+    rt = get_runtime()
+    job = jobs.get_job(rt.db, job_id)
+    if job is None or job.state == jobs.SUCCEEDED:
+        return
+    params = json.loads(job.params)
+    paths = [Path(p) for p in params["paths"]]
+    progress = jobs.Progress(rt.db, job_id)
+    try:
+        progress.start(count_items(paths), "importing")
+        archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
+        summary = import_paths(
+            archive,
+            paths,
+            default_issuer=params.get("issuer", ""),
+            source=params.get("source", "upload"),
+            on_item=lambda _name, _outcome: progress.advance(),
+        )
+        audit.record(
+            rt.db,
+            Principal(subject=job.created_by, role=params.get("role", "")),
+            audit.IMPORT,
+            "import",
+            obj=f"job:{job_id}",
+            detail=f"stored={summary.counts['stored']} refused={len(summary.refused)}",
+        )
+        progress.finish(summary.as_dict(), "done")
+        if params.get("delete_after"):
+            for p in paths:
+                p.unlink(missing_ok=True)
+    except Exception as exc:
+        log.exception("event=job_failed job=%s", job_id)
+        progress.fail(str(exc))
+        raise

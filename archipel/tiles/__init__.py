@@ -1,0 +1,1 @@
+"""Pyramid engine and tile service (level geometry, downsampling, codecs, tile HTTP APIs)."""

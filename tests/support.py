@@ -1,0 +1,178 @@
+"""Test support: real services probes, and an ``archipel serve`` process driven from outside."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def port_answers(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_available() -> bool:
+    """Whether the local PostgreSQL server answers and lets us create databases."""
+    if not port_answers("127.0.0.1", 5432):
+        return False
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(PG_ADMIN_URL)
+        with engine.connect() as c:
+            c.exec_driver_sql("SELECT 1")
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def redis_available() -> bool:
+    """Whether the local Redis server answers."""
+    return port_answers("127.0.0.1", 6379)
+
+
+def create_pg_database() -> tuple[str, Callable[[], None]]:
+    """A fresh PostgreSQL database; returns its URL and a function that drops it."""
+    import sqlalchemy
+
+    name = f"archipel_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", drop
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def archipel_cmd(*args: str, data: Path, env: dict[str, str] | None = None, stdin: str | None = None,
+                 check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the ``archipel`` command line in a subprocess."""
+    full_env = {**os.environ, **(env or {}), "ARCHIPEL_DATA": str(data)}
+    return subprocess.run(
+        [sys.executable, "-m", "archipel.cli", *args, "--data", str(data)],
+        input=stdin, capture_output=True, text=True, env=full_env, check=check, timeout=120,
+    )
+
+
+class ArchipelServer:
+    """An ``archipel serve`` process on free loopback ports, with a data dir of its own."""
+
+    def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.env = {**os.environ, **(env or {}), "ARCHIPEL_DATA": str(data)}
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.aet = "ARCHIPEL"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data / "serve.log"
+        self._passwords: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def cli(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run an ``archipel`` subcommand against this server's data dir and settings."""
+        return archipel_cmd(*args, data=self.data, env=self.env, stdin=stdin, check=check)
+
+    def add_user(self, name: str, role: str, site: str = "") -> str:
+        """Create a user with a known password and remember it."""
+        password = uuid.uuid4().hex
+        self.cli("users", "create", name, "--role", role, "--site", site, "--password-stdin", stdin=password + "\n")
+        self._passwords[name] = password
+        return password
+
+    def add_node(self, aet: str, port: int = 104, site: str = "SITE-A", regional: bool = False) -> None:
+        """Register a DICOM node at 127.0.0.1."""
+        args = ["nodes", "add", aet, "--host", "127.0.0.1", "--port", str(port), "--site", site]
+        self.cli(*args, *(["--regional"] if regional else []))
+
+    def start(self) -> ArchipelServer:
+        """Start serving and wait until HTTP and DICOM answer."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "archipel.cli", "serve", "--data", str(self.data),
+             "--http-port", str(self.http_port), "--dicom-port", str(self.dicom_port), "--aet", self.aet],
+            env=self.env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"archipel serve exited: {self.log.read_text()[-3000:]}")
+            if not port_answers("127.0.0.1", self.dicom_port):
+                return False
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, "archipel serve to answer")
+        return self
+
+    def token(self, user: str) -> str:
+        """A bearer token for a user created with :meth:`add_user`."""
+        r = httpx.post(self.url + "/api/auth/token", data={"username": user, "password": self._passwords[user]})
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
+    def headers(self, user: str) -> dict[str, str]:
+        """Authorization headers for ``user``."""
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM to the whole process group)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
