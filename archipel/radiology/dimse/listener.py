@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.presentation import AllStoragePresentationContexts, QueryRetrievePresentationContexts
 
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomfile import SUPPORTED_TRANSFER_SYNTAXES
+from archipel.radiology.dimse.find import handle_find
 from archipel.radiology.dimse.nodes import NodeRegistry
+from archipel.radiology.dimse.retrieve import handle_get, handle_move
 from archipel.radiology.dimse.store import handle_store
 
 log = logging.getLogger("archipel.dimse")
@@ -50,7 +52,11 @@ def build_ae(rt: Runtime) -> AE:
     ae.add_supported_context(VERIFICATION)
     for cx in AllStoragePresentationContexts:
         if cx.abstract_syntax is not None:
-            ae.add_supported_context(cx.abstract_syntax, ts)
+            # SCP/SCU role selection lets C-GET send the same storage classes back on the association.
+            ae.add_supported_context(cx.abstract_syntax, ts, scu_role=True, scp_role=True)
+    for cx in QueryRetrievePresentationContexts:
+        if cx.abstract_syntax is not None:
+            ae.add_supported_context(cx.abstract_syntax)
     return ae
 
 
@@ -63,6 +69,9 @@ def start_listener(rt: Runtime, host: str, port: int) -> Listener:
         (evt.EVT_CONN_OPEN, _nodelay),
         (evt.EVT_REQUESTED, nodes.on_requested),
         (evt.EVT_C_STORE, handle_store, [archive, nodes]),
+        (evt.EVT_C_FIND, handle_find, [rt, nodes]),
+        (evt.EVT_C_MOVE, handle_move, [rt, nodes]),
+        (evt.EVT_C_GET, handle_get, [rt, nodes]),
     ]
     server = ae.start_server((host, port), block=False, evt_handlers=handlers)
     assert server is not None
