@@ -28,7 +28,7 @@ app.add_typer(nodes_app, name="nodes")
 app.add_typer(users_app, name="users")
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 DataOpt = Annotated[
     Path | None,

@@ -33,10 +33,11 @@ def load_demo(rt: Runtime, out: Console) -> None:
     for n, site in enumerate(SITES):
         for i, patient in enumerate(demo_patients(site, 3, start=1 + n * 10)):
             acc = f"{site[:3]}{i:04d}"
+            key = f"demo/{site}/{patient.patient_id}"
             study = (
-                ct_series(patient, 12, accession=acc + "1", rows=128, cols=128)
-                + mr_series(patient, 6, accession=acc + "2")
-                + (mammo_study(patient, accession=acc + "3") if patient.sex == "F" else [])
+                ct_series(patient, 12, accession=acc + "1", rows=128, cols=128, key=key + "/1")
+                + mr_series(patient, 6, accession=acc + "2", key=key + "/2")
+                + (mammo_study(patient, accession=acc + "3", key=key + "/3") if patient.sex == "F" else [])
             )
             for ds in study:
                 result = archive.store(to_bytes(ds), source_ae="DEMO", default_issuer=site)

@@ -39,9 +39,11 @@ class SyntheticPatient:
     issuer: str = ""
 
 
-def uid() -> str:
-    """A fresh UID under Archipel's synthetic-data root."""
-    return str(generate_uid(prefix=ROOT))
+def uid(key: str | None = None) -> str:
+    """A UID under Archipel's synthetic-data root: fresh, or derived from ``key`` (same key, same UID)."""
+    if key is None:
+        return str(generate_uid(prefix=ROOT))
+    return str(generate_uid(prefix=ROOT, entropy_srcs=[key]))
 
 
 def _file_meta(sop_class: str, sop_uid: str, ts: str) -> FileMetaDataset:
@@ -64,9 +66,10 @@ def _base(
     description: str,
     series_number: int,
     instance_number: int,
+    key: str | None = None,
 ) -> Dataset:
     ds = Dataset()
-    sop_uid = uid()
+    sop_uid = uid(f"{key}/{series_uid}/{instance_number}" if key else None)
     ds.file_meta = _file_meta(sop_class, sop_uid, ExplicitVRLittleEndian)
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
@@ -121,14 +124,15 @@ def ct_series(
     rows: int = 256,
     cols: int = 256,
     description: str = "CT THORAX",
+    key: str | None = None,
 ) -> list[Dataset]:
-    """One CT series of ``count`` single-frame slices."""
-    study_uid = study_uid or uid()
-    series_uid = uid()
+    """One CT series of ``count`` single-frame slices; a ``key`` makes every UID reproducible."""
+    study_uid = study_uid or uid(f"{key}/study" if key else None)
+    series_uid = uid(f"{key}/ct" if key else None)
     out = []
     for i in range(count):
         ds = _base(
-            patient, study_uid, series_uid, CT_IMAGE, "CT", study_date, accession, description, 1, i + 1
+            patient, study_uid, series_uid, CT_IMAGE, "CT", study_date, accession, description, 1, i + 1, key
         )
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.SliceThickness = "1.0"
@@ -139,7 +143,7 @@ def ct_series(
         ds.RescaleSlope = "1"
         ds.WindowCenter = "40"
         ds.WindowWidth = "400"
-        ds.FrameOfReferenceUID = study_uid + ".1" if len(study_uid) < 62 else uid()
+        ds.FrameOfReferenceUID = uid(f"{study_uid}/for")
         _grey_pixels(ds, rows, cols, seed=i)
         out.append(ds)
     return out
@@ -152,14 +156,15 @@ def mr_series(
     study_uid: str | None = None,
     study_date: str = "20260212",
     accession: str = "ACC0002",
+    key: str | None = None,
 ) -> list[Dataset]:
-    """One MR series of ``count`` slices."""
-    study_uid = study_uid or uid()
-    series_uid = uid()
+    """One MR series of ``count`` slices; a ``key`` makes every UID reproducible."""
+    study_uid = study_uid or uid(f"{key}/study" if key else None)
+    series_uid = uid(f"{key}/mr" if key else None)
     out = []
     for i in range(count):
         ds = _base(
-            patient, study_uid, series_uid, MR_IMAGE, "MR", study_date, accession, "MR BRAIN", 1, i + 1
+            patient, study_uid, series_uid, MR_IMAGE, "MR", study_date, accession, "MR BRAIN", 1, i + 1, key
         )
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
         ds.ScanningSequence = "SE"
@@ -175,11 +180,15 @@ def mr_series(
 
 
 def mammo_study(
-    patient: SyntheticPatient, *, study_date: str = "20260305", accession: str = "ACC0003"
+    patient: SyntheticPatient,
+    *,
+    study_date: str = "20260305",
+    accession: str = "ACC0003",
+    key: str | None = None,
 ) -> list[Dataset]:
     """A four-view screening mammogram (R/L CC and MLO), Digital Mammography For Presentation."""
-    study_uid = uid()
-    series_uid = uid()
+    study_uid = uid(f"{key}/mg-study" if key else None)
+    series_uid = uid(f"{key}/mg" if key else None)
     out = []
     for n, (lat, view) in enumerate([("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")]):
         ds = _base(
@@ -193,6 +202,7 @@ def mammo_study(
             "MAMMOGRAPHIE DE DEPISTAGE",
             1,
             n + 1,
+            key,
         )
         ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
         ds.ImageLaterality = lat
