@@ -219,6 +219,19 @@ def jobs_cmd(
     out.print(table)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Leave when the ``serve`` process that started us is gone (even after a SIGKILL)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _load_tasks() -> None:
     import archipel.radiology.tasks  # noqa: F401
 
@@ -236,6 +249,8 @@ def worker(
 
     _setup(data)
     _logging()
+    if os.environ.get("ARCHIPEL_PARENT_PID"):
+        _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))
     reset_celery()
     _load_tasks()
     celery = celery_app()
@@ -312,7 +327,11 @@ def serve(
     swept = Archive(rt.db, rt.blobs).sweep_orphans(rt.settings.orphan_grace_seconds)
     log = logging.getLogger("archipel.serve")
     log.info("event=recovery_sweep orphans_removed=%d", swept)
-    env = {**os.environ, "ARCHIPEL_DATA": str(rt.settings.data_dir.resolve())}
+    env = {
+        **os.environ,
+        "ARCHIPEL_DATA": str(rt.settings.data_dir.resolve()),
+        "ARCHIPEL_PARENT_PID": str(os.getpid()),
+    }
     worker_proc = subprocess.Popen(
         [sys.executable, "-m", "archipel.cli", "worker", "--concurrency", "2"], env=env
     )
