@@ -12,7 +12,7 @@ import logging
 import threading
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, select
+from sqlalchemy import Integer, String, Text, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform.authn import Principal
@@ -74,6 +74,7 @@ def _fields(e: AuditEvent) -> dict[str, str]:
 
 
 _chain_lock = threading.Lock()
+_CHAIN_LOCK_KEY = 0x41524348  # "ARCH"
 
 
 def record(
@@ -119,6 +120,9 @@ def append(
     detail: str = "",
 ) -> AuditEvent:
     """Append one event inside the caller's write transaction (which must hold the write lock)."""
+    if s.get_bind().dialect.name == "postgresql":
+        # Several processes append to one chain: serialise them so that no two events share a predecessor.
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK_KEY})
     last = s.execute(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)).scalar_one_or_none()
     prev = last or "0" * 64
     event = AuditEvent(
