@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from archipel import __version__
 from archipel.platform import http as platform_http
@@ -27,6 +27,10 @@ def create_app() -> FastAPI:
     app.include_router(platform_http.router)
     app.include_router(radiology_api.router)
     app.include_router(dicomweb.router)
+
+    @app.get("/", include_in_schema=False)
+    def _home() -> RedirectResponse:
+        return RedirectResponse("/docs")
 
     @app.exception_handler(AccessDenied)
     async def _denied(_request: Request, exc: AccessDenied) -> JSONResponse:
