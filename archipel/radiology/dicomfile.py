@@ -156,6 +156,11 @@ def parse_part10(data: bytes, default_issuer: str = "") -> ParsedInstance:
         sop_uid = _require_uid(ds, "SOPInstanceUID")
         study_uid = _require_uid(ds, "StudyInstanceUID")
         series_uid = _require_uid(ds, "SeriesInstanceUID")
+        meta_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
+        if meta_class and meta_class != sop_class:
+            raise InvalidInstance(
+                f"MediaStorageSOPClassUID {meta_class} differs from SOPClassUID {sop_class}", code=0xA900
+            )
         meta_sop = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
         if meta_sop and meta_sop != sop_uid:
             raise InvalidInstance(
@@ -212,7 +217,9 @@ def _pixel_layout(
         return None, None, None
     offset = int(raw.value_tell)
     if raw.length != UNDEFINED_LENGTH:
-        if offset + raw.length > len(data):
+        # In a deflated data set the offset counts in the inflated stream, not in the stored bytes, so it
+        # cannot be checked against them (readers of deflated objects decode the whole file).
+        if ts != "1.2.840.10008.1.2.1.99" and offset + raw.length > len(data):
             raise InvalidInstance("truncated file: Pixel Data runs past the end of the data")
         return offset, int(raw.length), None
     if ts == "1.2.840.10008.1.2.1.99":
