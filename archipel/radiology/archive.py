@@ -48,6 +48,8 @@ class StoreResult:
     series_uid: str
     status: StoreStatus
     sha256: str
+    #: The patient as ``issuer/PatientID``, the form the access policy and the audit trail use.
+    patient: str = ""
 
 
 class Archive:
@@ -96,6 +98,7 @@ class Archive:
             series_uid=parsed.series_uid,
             status=status,
             sha256=digest,
+            patient=f"{parsed.issuer}/{parsed.patient_id}",
         )
 
     def _index(self, s: Session, p: ParsedInstance, digest: str, size: int, source_ae: str) -> StoreStatus:
