@@ -173,10 +173,11 @@ def test_a_part_with_a_wrong_uid_fails_without_touching_the_study(server: Archip
     assert stow(server, [kept]).status_code == 200
     before = stored_hashes(server, kept.StudyInstanceUID)
     broken = ct_series(patient, 1, rows=16, cols=16, study_uid=kept.StudyInstanceUID)[0]
+    broken.file_meta.MediaStorageSOPInstanceUID = uid()
     with pytest.warns(UserWarning, match="Invalid value for VR UI"):
         broken.SOPInstanceUID = "not-a-uid"
-    broken.file_meta.MediaStorageSOPInstanceUID = uid()
-    r = stow(server, [broken], study=kept.StudyInstanceUID)
+        data = to_bytes(broken)
+    r = stow(server, [data], study=kept.StudyInstanceUID)
     assert r.status_code == 409
     assert first_value(sop_items(r.json(), FAILED)[0], FAILURE_REASON) == 0xA900
     assert stored_hashes(server, kept.StudyInstanceUID) == before

@@ -1,20 +1,14 @@
 """WADO-RS against a running server: instances as stored, metadata with bulk data, frames by range, rendering,
-the access gate, and the requests OHIF v3 makes."""
+the access gate, and the requests OHIF v3 makes (rendering: test_wado_rendered.py)."""
 
 from __future__ import annotations
 
-import io
 import sqlite3
 import uuid
-from dataclasses import dataclass
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
-from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.sequence import Sequence
 from sqlalchemy import select
 
 from archipel.platform.runtime import Runtime
@@ -25,76 +19,22 @@ from archipel.radiology.dicomweb.resources import StoredInstance
 from archipel.radiology.models import Instance
 from archipel.radiology.samples import SyntheticPatient, ct_series, jpeg_multiframe, to_bytes, uid
 from tests.dicomweb_messages import read_multipart, sha256, stow
+from tests.dicomweb_study import (
+    EXPLICIT_LE,
+    JPEG_BASELINE,
+    OHIF_FRAMES_ACCEPT,
+    StoredStudy,
+    get,
+    image,
+    store_study,
+    url,
+)
 from tests.support import ArchipelServer
-
-JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-OHIF_FRAMES_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
-
-
-@dataclass
-class StoredStudy:
-    """A study stored through STOW-RS: a CT series, a native multi-frame, a JPEG multi-frame, all one patient."""
-
-    ct: list[Dataset]
-    multiframe: Dataset
-    jpeg: Dataset
-
-    @property
-    def study_uid(self) -> str:
-        return str(self.ct[0].StudyInstanceUID)
-
-    @property
-    def everything(self) -> list[Dataset]:
-        return [*self.ct, self.multiframe, self.jpeg]
-
-
-def with_bulk_values(ds: Dataset) -> Dataset:
-    """Add a private OB value and an icon with its own Pixel Data: binary values beyond the inline threshold."""
-    icon = Dataset()
-    icon.Rows = icon.Columns = 32
-    icon.SamplesPerPixel = 1
-    icon.BitsAllocated = icon.BitsStored = 8
-    icon.HighBit = 7
-    icon.PixelRepresentation = 0
-    icon.PhotometricInterpretation = "MONOCHROME2"
-    icon.PixelData = bytes(range(256)) * 4
-    icon["PixelData"].VR = "OB"
-    ds.IconImageSequence = Sequence([icon])
-    ds.private_block(0x0009, "ARCHIPEL TEST", create=True).add_new(0x10, "OB", bytes(range(256)) * 8)
-    return ds
 
 
 @pytest.fixture(scope="module")
 def study(server: ArchipelServer) -> StoredStudy:
-    patient = SyntheticPatient(f"W{uuid.uuid4().hex[:8]}", "WADO^Test", "19600101", "F", issuer="SITE-A")
-    ct = ct_series(patient, 3, rows=64, cols=64)
-    with_bulk_values(ct[0])
-    study_uid = ct[0].StudyInstanceUID
-    frames = ct_series(patient, 3, rows=32, cols=48, study_uid=study_uid)
-    multiframe = frames[0]
-    multiframe.NumberOfFrames = 3
-    multiframe.PixelData = b"".join(f.PixelData for f in frames)
-    jpeg = jpeg_multiframe(patient, frames=3, size=64)
-    jpeg.StudyInstanceUID = study_uid
-    stored = StoredStudy(ct=ct, multiframe=multiframe, jpeg=jpeg)
-    r = stow(server, list(stored.everything))
-    assert r.status_code == 200, r.text
-    return stored
-
-
-def url(server: ArchipelServer, ds: Dataset, suffix: str = "") -> str:
-    base = f"{server.url}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-    return f"{base}/instances/{ds.SOPInstanceUID}{suffix}"
-
-
-def get(
-    server: ArchipelServer, target: str, accept: str | None = None, user: str = "radiologist"
-) -> httpx.Response:
-    headers = server.headers(user)
-    if accept is not None:
-        headers["Accept"] = accept
-    return httpx.get(target, headers=headers, timeout=60)
+    return store_study(server)
 
 
 def audit_count(server: ArchipelServer, event_type: str) -> int:
@@ -314,54 +254,6 @@ def test_frame_numbers_outside_the_instance_are_400(
     r = get(server, url(server, study.jpeg, f"/frames/{frames}"))
     assert r.status_code == 400
     assert reason in r.json()["detail"]
-
-
-# --- rendered and thumbnails -----------------------------------------------------------------------------------
-
-
-def image(r: httpx.Response) -> Image.Image:
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(r.content))
-
-
-def test_rendered_is_jpeg_by_default_and_png_on_request(server: ArchipelServer, study: StoredStudy) -> None:
-    ct = study.ct[0]
-    jpeg = image(get(server, url(server, ct, "/rendered")))
-    assert (jpeg.format, jpeg.size) == ("JPEG", (64, 64))
-    png = image(get(server, url(server, ct, "/rendered"), "image/png"))
-    assert png.format == "PNG"
-    assert get(server, url(server, ct, "/rendered"), "application/dicom").status_code == 406
-
-
-def test_the_window_parameter_controls_the_grey_levels(server: ArchipelServer, study: StoredStudy) -> None:
-    ct = study.ct[0]
-    below = np.asarray(image(get(server, url(server, ct, "/rendered?window=-5000,10,linear"), "image/png")))
-    above = np.asarray(image(get(server, url(server, ct, "/rendered?window=5000,10"), "image/png")))
-    assert below.min() == 255 and above.max() == 0
-    own = np.asarray(image(get(server, url(server, ct, "/rendered"), "image/png")))
-    assert 0 < own.mean() < 255  # WindowCenter 40 / Width 400 from the data set
-    assert get(server, url(server, ct, "/rendered?window=40"), "image/png").status_code == 400
-
-
-def test_viewport_and_frame_rendering(server: ArchipelServer, study: StoredStudy) -> None:
-    small = image(get(server, url(server, study.ct[0], "/rendered?viewport=32,16")))
-    assert small.size == (16, 16)
-    frame2 = np.asarray(image(get(server, url(server, study.jpeg, "/frames/2/rendered"), "image/png")))
-    bottom_right = frame2[40:, 40:].reshape(-1, 3).mean(axis=0)
-    assert bottom_right[1] > 150 and bottom_right[0] < 60 and bottom_right[2] < 60  # frame 2 is green
-    assert get(server, url(server, study.jpeg, "/frames/9/rendered")).status_code == 400
-
-
-def test_thumbnails_at_study_series_and_instance_level(server: ArchipelServer, study: StoredStudy) -> None:
-    ct = study.ct[0]
-    base = f"{server.url}/dicom-web/studies/{study.study_uid}"
-    for target in (
-        f"{base}/thumbnail",
-        f"{base}/series/{ct.SeriesInstanceUID}/thumbnail",
-        url(server, ct, "/thumbnail"),
-    ):
-        thumb = image(get(server, target, "image/jpeg"))
-        assert thumb.format == "JPEG" and max(thumb.size) <= 128
 
 
 # --- OHIF v3 ---------------------------------------------------------------------------------------------------

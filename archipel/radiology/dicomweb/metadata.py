@@ -58,7 +58,10 @@ def instance_metadata(blobs: BlobStore, instance: StoredInstance, base_url: str)
         return bulk_base + "/".join(path)
 
     out: dict[str, Any] = ds.to_json_dict(
-        bulk_data_threshold=BULK_DATA_THRESHOLD, bulk_data_element_handler=bulk_uri
+        bulk_data_threshold=BULK_DATA_THRESHOLD,
+        bulk_data_element_handler=bulk_uri,
+        # One malformed value must not break a streamed series response: it is left out, with a log line.
+        suppress_invalid_tags=True,
     )
     if instance.pixel_data_offset is not None:
         bits = int(ds.get("BitsAllocated", 8) or 8)

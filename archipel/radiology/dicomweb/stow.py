@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
+import pydicom
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +23,7 @@ from archipel.platform.authn import Principal
 from archipel.platform.http import PrincipalDep, RuntimeDep, guard
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
-from archipel.radiology.dicomfile import InvalidInstance, read_dataset
+from archipel.radiology.dicomfile import InvalidInstance
 from archipel.radiology.dicomweb.mediatypes import parse_media_type
 from archipel.radiology.dicomweb.multipart import MalformedMultipart, ReceivedPart, read_parts
 from archipel.radiology.dicomweb.resources import dicomweb_base
@@ -84,16 +86,20 @@ def _as_part10(data: bytes) -> bytes:
     return data
 
 
+_IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
 def _identify(data: bytes) -> tuple[str, str, str, str]:
-    """SOP Class, SOP Instance, Study and Series UIDs of a part, as far as it can be read ('' otherwise)."""
+    """SOP Class, SOP Instance, Study and Series UIDs of a part, as far as it can be read ('' otherwise).
+
+    Only those four elements are decoded; :meth:`Archive.store` does the full validation.
+    """
     try:
-        ds = read_dataset(data)
-        return tuple(
-            str(ds.get(k, "") or "")
-            for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-        )  # type: ignore[return-value]
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=list(_IDENTIFYING))
+        sop_class, sop_uid, study_uid, series_uid = (str(ds.get(k, "") or "") for k in _IDENTIFYING)
     except Exception:
         return "", "", "", ""
+    return sop_class, sop_uid, study_uid, series_uid
 
 
 def _store_part(archive: Archive, part: ReceivedPart, expected_study: str | None, issuer: str) -> PartOutcome:
