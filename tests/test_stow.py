@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from io import BytesIO
 
 import httpx
@@ -197,3 +198,27 @@ def test_a_user_without_a_producer_role_may_not_store(server: ArchipelServer) ->
     r = stow(server, [ct_series(new_patient(), 1, rows=16, cols=16)[0]], user="doctor")
     assert r.status_code == 403
     assert "may not add" in r.json()["detail"]
+
+
+def test_a_large_body_streamed_in_chunks_with_a_preamble_is_stored_intact(server: ArchipelServer) -> None:
+    """A body sent with chunked transfer encoding, text before the first boundary (RFC 2046 allows it), and a
+    part larger than what is kept in memory (it spools to disk)."""
+    patient = new_patient()
+    big = ct_series(patient, 1, rows=2048, cols=2100)[0]  # 8.6 MB of pixels
+    small = ct_series(patient, 1, rows=16, cols=16, study_uid=big.StudyInstanceUID)[0]
+    body = b"This is a preamble, to be ignored.\r\n" + stow_body([to_bytes(big), to_bytes(small)], "chunky")
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 65_537):
+            yield body[start : start + 65_537]
+
+    headers = {
+        **server.headers("radiologist"),
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary="chunky"',
+    }
+    r = httpx.post(server.url + "/dicom-web/studies", content=chunks(), headers=headers, timeout=120)
+    assert r.status_code == 200, r.text
+    assert stored_hashes(server, big.StudyInstanceUID) == {
+        big.SOPInstanceUID: sha256(to_bytes(big)),
+        small.SOPInstanceUID: sha256(to_bytes(small)),
+    }

@@ -7,8 +7,10 @@ import sqlite3
 import uuid
 
 import httpx
+import numpy as np
 import pytest
 from pydicom.encaps import generate_frames
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from sqlalchemy import select
 
 from archipel.platform.runtime import Runtime
@@ -254,6 +256,23 @@ def test_frame_numbers_outside_the_instance_are_400(
     r = get(server, url(server, study.jpeg, f"/frames/{frames}"))
     assert r.status_code == 400
     assert reason in r.json()["detail"]
+
+
+def test_frames_of_deflated_and_big_endian_instances_are_little_endian_pixels(server: ArchipelServer) -> None:
+    patient = SyntheticPatient(f"E{uuid.uuid4().hex[:8]}", "ENDIAN^Test", "19610101", "M", issuer="SITE-A")
+    deflated, big = ct_series(patient, 2, rows=32, cols=32)
+    little = big.PixelData
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    big.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    big.PixelData = np.frombuffer(little, dtype="<u2").astype(">u2").tobytes()
+    assert stow(server, [deflated, big]).status_code == 200
+    for ds, expected in ((deflated, deflated.PixelData), (big, little)):
+        [(headers, frame)] = read_multipart(get(server, url(server, ds, "/frames/1")))
+        assert headers["content-type"] == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
+        assert frame == expected
+        [meta] = get(server, url(server, ds, "/metadata")).json()
+        assert meta["00280010"]["Value"] == [32]
+        assert image(get(server, url(server, ds, "/rendered"))).size == (32, 32)
 
 
 # --- OHIF v3 ---------------------------------------------------------------------------------------------------

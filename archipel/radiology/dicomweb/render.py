@@ -10,6 +10,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -17,7 +18,7 @@ from pydicom.pixels import pixel_array
 
 from archipel.platform.storage import BlobStore
 from archipel.radiology.dicomweb.header import read_header
-from archipel.radiology.dicomweb.mediatypes import MediaRange
+from archipel.radiology.dicomweb.mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, MediaRange
 from archipel.radiology.dicomweb.resources import StoredInstance
 
 RENDERED_TYPES = ("image/jpeg", "image/png")
@@ -107,8 +108,12 @@ def render_frame(
 ) -> bytes:
     """Frame ``number`` (1-based) rendered for display, encoded as ``media_type``."""
     header = read_header(blobs, instance)
-    with blobs.open(instance.blob_key) as handle:
-        pixels = pixel_array(handle, index=number - 1)
+    if instance.transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        # pydicom cannot find Pixel Data inside a deflated stream read from a file: inflate the whole object.
+        pixels = pixel_array(pydicom.dcmread(io.BytesIO(blobs.get(instance.blob_key))), index=number - 1)
+    else:
+        with blobs.open(instance.blob_key) as handle:
+            pixels = pixel_array(handle, index=number - 1)
     image = Image.fromarray(_to_display(pixels, header, window))
     if viewport is not None:
         scale = min(viewport.width / image.width, viewport.height / image.height)

@@ -76,7 +76,7 @@ def _render(
             viewport=parsed_viewport,
             quality=quality,
         )
-    except (NotImplementedError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # a decoder missing or failing on this object: say so, do not crash
         log.warning("event=render_failed sop_uid=%s error=%s", inst.sop_uid, type(exc).__name__)
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"instance {inst.sop_uid} cannot be rendered: {exc}"
