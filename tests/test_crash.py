@@ -122,6 +122,7 @@ def test_kill_9_during_ingest_loses_no_acknowledged_instance(
     server = ArchipelServer(tmp_path / "data")
     server.add_node("PYNETDICOM")
     acknowledged: list[Path] = []
+    per_round: list[int] = []
     try:
         for _ in range(ROUNDS):
             server.start()
@@ -132,8 +133,10 @@ def test_kill_9_during_ingest_loses_no_acknowledged_instance(
             sender.thread.join(timeout=30)
             assert not sender.thread.is_alive(), f"sender stuck (seed {seed})"
             acknowledged += sender.acknowledged
+            per_round.append(len(sender.acknowledged))
             # The one in flight at the kill may or may not have been stored: it is sent again next round.
             pending = pending[len(sender.acknowledged) :]
+        print(f"crash test seed={seed} acknowledged per round={per_round}")
         planted = plant_orphans(server.data)
         server.start()
         assert acknowledged, f"nothing was acknowledged (seed {seed})"

@@ -279,3 +279,11 @@ def test_when_offered_several_syntaxes_we_pick_lossless_then_uncompressed_and_ne
     assert explicit < implicit
     lossy = set(order) - LOSSLESS_COMPRESSED - set(UNCOMPRESSED)
     assert all(order.index(ts) > order.index(u) for ts in lossy for u in UNCOMPRESSED)
+
+
+def test_a_registered_ae_title_calling_from_another_host_is_rejected(server: ArchipelServer) -> None:
+    ae = AE(ae_title="ECHOSCU")
+    ae.add_requested_context(VERIFICATION)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.aet, bind_address=("127.0.0.2", 0))
+    assert assoc.is_rejected
+    assert (assoc.acceptor.primitive.result, assoc.acceptor.primitive.diagnostic) == (0x01, 0x03)

@@ -125,6 +125,29 @@ def test_movescu_to_storescp_delivers_the_study_byte_identical(
         assert_identical(dest.received(), study, server)
 
 
+def test_patient_root_movescu_by_patient_id_delivers_every_instance(
+    server: ArchipelServer, study: dict[str, Path], tmp_path: Path
+) -> None:
+    with storescp(tmp_path / "received", aet="PATIENTSCP") as dest:
+        server.add_node(dest.aet, port=dest.port)
+        run = dcmtk(
+            "movescu",
+            "-P",
+            "-aem",
+            dest.aet,
+            "-aec",
+            server.aet,
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=RET0001",
+            "127.0.0.1",
+            str(server.dicom_port),
+        )
+        assert run.returncode == 0, run.stderr
+        assert_identical(dest.received(), study, server)
+
+
 def test_move_counts_every_sub_operation_and_audits_once(
     server: ArchipelServer, study: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -376,3 +399,20 @@ def test_a_missing_blob_is_a_failed_sub_operation_not_a_crash(
     assert int(final.Status) == 0xB000
     assert (int(final.NumberOfCompletedSuboperations), int(final.NumberOfFailedSuboperations)) == (2, 1)
     assert {sha256(r) for r in received} == {sha256(dataset_part(to_bytes(cts[i]))) for i in (0, 2)}
+
+
+def test_move_with_an_identifier_that_does_not_fit_fails_with_a900(
+    server: ArchipelServer, tmp_path: Path
+) -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    with storescp(tmp_path / "received", aet="BADIDSCP") as dest:
+        server.add_node(dest.aet, port=dest.port)
+        assoc = scu(server, [(STUDY_MOVE, [ExplicitVRLittleEndian])])
+        try:
+            final = [s for s, _ in assoc.send_c_move(identifier, dest.aet, STUDY_MOVE)][-1]
+        finally:
+            assoc.release()
+        assert int(final.Status) == 0xA900
+        assert "SOPInstanceUID" in final.ErrorComment
+        assert dest.received() == {}
