@@ -258,6 +258,16 @@ def test_frame_numbers_outside_the_instance_are_400(
     assert reason in r.json()["detail"]
 
 
+def test_frames_that_do_not_fit_the_pixel_data_are_refused_before_streaming(server: ArchipelServer) -> None:
+    patient = SyntheticPatient(f"S{uuid.uuid4().hex[:8]}", "SHORT^Pixels", "19620202", "F", issuer="SITE-A")
+    short = ct_series(patient, 1, rows=16, cols=16)[0]
+    short.NumberOfFrames = 3  # but Pixel Data holds one frame
+    assert stow(server, [short]).status_code == 200
+    r = get(server, url(server, short, "/frames/1"))
+    assert r.status_code == 422
+    assert "needed for 3 frame(s)" in r.json()["detail"]
+
+
 def test_frames_of_deflated_and_big_endian_instances_are_little_endian_pixels(server: ArchipelServer) -> None:
     patient = SyntheticPatient(f"E{uuid.uuid4().hex[:8]}", "ENDIAN^Test", "19610101", "M", issuer="SITE-A")
     deflated, big = ct_series(patient, 2, rows=32, cols=32)

@@ -28,6 +28,10 @@ class FrameRequestError(ValueError):
         self.reason = reason
 
 
+class FrameLayoutError(ValueError):
+    """The stored object's attributes do not locate its frames (missing Image Pixel attributes, short value)."""
+
+
 def parse_frame_list(text: str, count: int) -> list[int]:
     """The 1-based frame numbers of a ``frames/{list}`` path segment (``1,3,5``), checked against ``count``."""
     numbers: list[int] = []
@@ -47,6 +51,30 @@ def frame_count(instance: StoredInstance) -> int:
     if instance.pixel_data_offset is None:
         return 0
     return max(instance.number_of_frames, 1)
+
+
+def check_layout(blobs: BlobStore, instance: StoredInstance) -> None:
+    """Raise :class:`FrameLayoutError` when the frames cannot be located from what is stored.
+
+    Called before a response starts streaming, so that a broken object gets an error status rather than a
+    truncated body. Native frames must fit in the Pixel Data value; encapsulated ones need one span list each.
+    """
+    if instance.is_encapsulated:
+        if len(instance.fragments()) < frame_count(instance):
+            raise FrameLayoutError(f"instance {instance.sop_uid} has fewer fragment groups than frames")
+        return
+    if instance.transfer_syntax in (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN):
+        return
+    try:
+        facts = pixel_facts(read_header(blobs, instance))
+    except ValueError as exc:
+        raise FrameLayoutError(str(exc)) from exc
+    needed = (frame_count(instance) * facts.frame_bits + 7) // 8
+    if instance.pixel_data_length is None or needed > instance.pixel_data_length:
+        raise FrameLayoutError(
+            f"Pixel Data of instance {instance.sop_uid} holds {instance.pixel_data_length} bytes,"
+            f" {needed} are needed for {frame_count(instance)} frame(s)"
+        )
 
 
 def read_frame(blobs: BlobStore, instance: StoredInstance, number: int) -> bytes:

@@ -18,7 +18,9 @@ from archipel.platform.http import PrincipalDep, RuntimeDep
 from archipel.platform.runtime import Runtime
 from archipel.radiology.dicomweb import rendered
 from archipel.radiology.dicomweb.frames import (
+    FrameLayoutError,
     FrameRequestError,
+    check_layout,
     frame_count,
     parse_frame_list,
     pixel_data_frames,
@@ -186,6 +188,10 @@ def retrieve_frames(
         numbers = parse_frame_list(frames, count)
     except FrameRequestError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, exc.reason) from exc
+    try:
+        check_layout(rt.blobs, inst)
+    except FrameLayoutError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"frames cannot be served: {exc}") from exc
     if not accepts_frames(parse_media_ranges(request.headers.get("accept")), inst.transfer_syntax):
         raise _not_acceptable(
             f"the archive does not transcode; frames are stored as {frame_media_type(inst.transfer_syntax)}"
