@@ -20,6 +20,7 @@ from archipel.radiology.dicomweb.mediatypes import DEFLATED_EXPLICIT_VR_LITTLE_E
 from archipel.radiology.dicomweb.resources import StoredInstance
 
 _CACHE_SIZE = 512
+_CACHE_MAX_BYTES = 1 << 20
 _cache: OrderedDict[str, Dataset] = OrderedDict()
 _lock = threading.Lock()
 
@@ -44,10 +45,11 @@ def read_header(blobs: BlobStore, instance: StoredInstance) -> Dataset:
     # same element objects (metadata maps bulk data elements by identity).
     for _ in ds.iterall():
         pass
-    with _lock:
-        _cache[instance.blob_key] = ds
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+    if len(data) <= _CACHE_MAX_BYTES:  # an encapsulated document or a huge header is not worth keeping
+        with _lock:
+            _cache[instance.blob_key] = ds
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
     return ds
 
 

@@ -16,6 +16,7 @@ from typing import IO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState
+from starlette.concurrency import run_in_threadpool
 
 #: Parts up to this size stay in memory; larger ones roll over to a temporary file.
 SPOOL_IN_MEMORY = 8 << 20
@@ -131,7 +132,8 @@ async def read_parts(
                     continue
                 started = True
                 chunk, head = bytes(head[at:]), bytearray()
-            parser.write(chunk)
+            # Parsing writes the spool files: keep that disk work off the event loop.
+            await run_in_threadpool(parser.write, chunk)
         if not started:
             raise MalformedMultipart(f"the body holds no boundary {boundary!r}")
         parser.finalize()
