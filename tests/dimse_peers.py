@@ -170,13 +170,13 @@ def files_by_sop_uid(folder: Path) -> dict[str, bytes]:
 
 
 @contextmanager
-def storescp(folder: Path, aet: str = "STORESCP") -> Iterator[StoreSCP]:
-    """Run ``storescp +B +xa`` on a free port until the block ends."""
+def storescp(folder: Path, aet: str = "STORESCP", syntaxes: str = "+xa") -> Iterator[StoreSCP]:
+    """Run ``storescp +B`` on a free port until the block ends; ``syntaxes`` is its acceptance option."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = (folder.parent / f"{aet}.log").open("w")
     proc = subprocess.Popen(
-        ["storescp", "-aet", aet, "+B", "+xa", "-od", str(folder), str(port)],
+        ["storescp", "-aet", aet, "+B", syntaxes, "-od", str(folder), str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=DCMTK_ENV,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -416,3 +417,27 @@ def test_move_with_an_identifier_that_does_not_fit_fails_with_a900(
         assert int(final.Status) == 0xA900
         assert "SOPInstanceUID" in final.ErrorComment
         assert dest.received() == {}
+
+
+def test_a_destination_that_only_takes_implicit_vr_gets_a_converted_copy(
+    server: ArchipelServer, study: dict[str, Path], tmp_path: Path
+) -> None:
+    from pydicom import dcmread
+
+    ct_uid, ct_file = next(
+        (u, p) for u, p in study.items() if dcmread(p, stop_before_pixels=True).Modality == "CT"
+    )
+    with storescp(tmp_path / "received", aet="IMPLICITSCP", syntaxes="+xi") as dest:
+        server.add_node(dest.aet, port=dest.port)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.SOPInstanceUID = ct_uid
+        assoc = scu(server, [(STUDY_MOVE, [ExplicitVRLittleEndian])])
+        try:
+            final = [s for s, _ in assoc.send_c_move(identifier, dest.aet, STUDY_MOVE)][-1]
+        finally:
+            assoc.release()
+        assert int(final.Status) == 0x0000
+        received = dcmread(BytesIO(dest.received()[ct_uid]))
+    assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert received.PixelData == dcmread(ct_file).PixelData

@@ -26,20 +26,25 @@ from archipel.platform.storage import BlobStore
 FALLBACK_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 #: A requestor may propose at most 128 presentation contexts (PS3.8 9.3.2.2: odd IDs 1-255).
 MAX_CONTEXTS = 128
+#: Bytes read to find the end of the file meta information (which is a few hundred bytes in practice).
+HEAD_BYTES = 1 << 16
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
 class StoredInstance(Dataset):
-    """A stored instance, decoded lazily for pynetdicom, with its data set bytes as received.
+    """A stored instance for pynetdicom: its header decoded, and its data set bytes exactly as stored.
 
-    ``encoded`` is the data set after the Part-10 file meta information, in ``transfer_syntax``.
+    The header (everything before Pixel Data) is what pynetdicom looks at to choose a presentation context.
+    ``encoded`` is the whole data set after the Part-10 file meta information, in ``transfer_syntax``;
+    :meth:`decoded` reads all of it, for the rare send that has to convert to another encoding.
     """
 
-    def __init__(self, decoded: Dataset, encoded: bytes, transfer_syntax: str) -> None:
-        super().__init__(decoded)
-        self.file_meta = decoded.file_meta
-        implicit, little = decoded.original_encoding
-        self.set_original_encoding(implicit, little, decoded.original_character_set)
+    def __init__(self, header: Dataset, meta: bytes, encoded: bytes, transfer_syntax: str) -> None:
+        super().__init__(header)
+        self.file_meta = header.file_meta
+        implicit, little = header.original_encoding
+        self.set_original_encoding(implicit, little, header.original_character_set)
+        self.meta = meta
         self.encoded = encoded
         self.transfer_syntax = UID(transfer_syntax)
 
@@ -53,6 +58,10 @@ class StoredInstance(Dataset):
         ):
             return None
         return self.encoded
+
+    def decoded(self) -> Dataset:
+        """The whole instance, decoded (pixel data included)."""
+        return pydicom.dcmread(BytesIO(self.meta + self.encoded))
 
 
 def dataset_offset(data: bytes) -> int:
@@ -81,14 +90,21 @@ def dataset_offset(data: bytes) -> int:
 def load_stored(blobs: BlobStore, blob_key: str, transfer_syntax: str, unchanged: bool = True) -> Dataset:
     """Read one stored Part-10 blob for sending; raises ``BlobNotFound`` or ``ValueError``.
 
-    With ``unchanged`` (the default) the result is a :class:`StoredInstance`; otherwise a plain data set
-    that the sender may modify (pynetdicom strips bulk data for Composite Instance Retrieve Without Bulk Data).
+    With ``unchanged`` (the default) the result is a :class:`StoredInstance`, which holds the data set bytes
+    once and decodes only the header: a slide level of a gigabyte costs a gigabyte, not four. Otherwise it is
+    a plain decoded data set that the sender may modify (pynetdicom strips bulk data for Composite Instance
+    Retrieve Without Bulk Data).
     """
-    data = blobs.get(blob_key)
-    decoded = pydicom.dcmread(BytesIO(data))
     if not unchanged:
-        return decoded
-    return StoredInstance(decoded, data[dataset_offset(data) :], transfer_syntax)
+        return pydicom.dcmread(BytesIO(blobs.get(blob_key)))
+    with blobs.open(blob_key) as f:
+        header = pydicom.dcmread(f, stop_before_pixels=True)
+    head = blobs.read_range(blob_key, 0, HEAD_BYTES)
+    offset = dataset_offset(head)
+    if len(head) == HEAD_BYTES and offset >= HEAD_BYTES:
+        raise ValueError(f"file meta information of blob {blob_key} is longer than {HEAD_BYTES} bytes")
+    encoded = blobs.read_range(blob_key, offset, blobs.size(blob_key) - offset)
+    return StoredInstance(header, head[:offset], encoded, transfer_syntax)
 
 
 def retrieve_contexts(pairs: set[tuple[str, str]]) -> list[PresentationContext]:
@@ -121,6 +137,7 @@ def _encode(ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated:
         raw = ds.encoded_as(is_implicit_vr, is_little_endian, deflated)
         if raw is not None:
             return raw
+        ds = ds.decoded()
     return _library_encode(ds, is_implicit_vr, is_little_endian, deflated)
 
 
