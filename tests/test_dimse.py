@@ -287,3 +287,16 @@ def test_a_registered_ae_title_calling_from_another_host_is_rejected(server: Arc
     assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.aet, bind_address=("127.0.0.2", 0))
     assert assoc.is_rejected
     assert (assoc.acceptor.primitive.result, assoc.acceptor.primitive.diagnostic) == (0x01, 0x03)
+
+
+def test_a_transfer_syntax_we_do_not_keep_is_refused_at_negotiation(server: ArchipelServer) -> None:
+    jpip_referenced = "1.2.840.10008.1.2.4.94"
+    assoc = scu(server, [(VERIFICATION, ["1.2.840.10008.1.2"]), (CT_IMAGE, [jpip_referenced])])
+    try:
+        rejected = [cx for cx in assoc.rejected_contexts if cx.abstract_syntax == CT_IMAGE]
+        assert [cx.result for cx in rejected] == [
+            0x04
+        ]  # transfer syntaxes not supported (provider rejection)
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
