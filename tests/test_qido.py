@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 
 from archipel.app import create_app
 from archipel.platform import audit
-from archipel.platform.authn import create_user
+from archipel.platform.authn import Principal
+from archipel.platform.http import current_principal
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomweb import qido
@@ -54,18 +55,17 @@ class Api:
 
 @pytest.fixture
 def api(runtime: Runtime, archive: Archive) -> Iterator[Api]:
-    """Alpha (SITE-A): a CT+MR study and a mammogram; Bravo (SITE-B): a CT study."""
+    """Alpha (SITE-A): a CT+MR study and a mammogram; Bravo (SITE-B): a CT study; the caller a radiologist."""
     ct = ct_series(ALPHA, 3, study_date="20260110", accession="QACC1", rows=16, cols=16)
     mr = mr_series(ALPHA, 2, study_uid=ct[0].StudyInstanceUID, study_date="20260110", accession="QACC1")
     mg = mammo_study(ALPHA, study_date="20260305", accession="QACC2")
     b = ct_series(BRAVO, 2, study_date="20260111", accession="QACC3", rows=8, cols=8)
     for ds in [*ct, *mr, *mg, *b]:
         archive.store(to_bytes(ds))
-    with runtime.db.session() as s:
-        create_user(s, "reader", "radiologist", "reader-password", site="SITE-A")
-    client = TestClient(create_app())
-    token = client.post("/api/auth/token", data={"username": "reader", "password": "reader-password"})
-    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    app = create_app()
+    # Logging in is the identity module's business (and its tests'): here a radiologist is simply the caller.
+    app.dependency_overrides[current_principal] = lambda: Principal("reader", "radiologist", "SITE-A")
+    client = TestClient(app)
     studies = {"ct_mr": ct[0].StudyInstanceUID, "mg": mg[0].StudyInstanceUID, "bravo": b[0].StudyInstanceUID}
     studies.update(ct=ct, mr=mr)
     with client:
@@ -169,8 +169,12 @@ def test_bad_parameters_get_400_with_a_reason(api: Api, params: dict[str, str], 
 
 
 def test_every_search_needs_a_token(api: Api) -> None:
-    for path in ("/studies", "/series", "/instances", f"/studies/{api.studies['mg']}/series"):
-        assert api.client.get("/dicom-web" + path, headers={"Authorization": ""}).status_code == 401
+    app: Any = api.client.app
+    app.dependency_overrides.clear()
+    paths = ["/studies", "/series", "/instances", f"/studies/{api.studies['mg']}/series"]
+    paths += [f"/studies/{api.studies['mg']}/instances", f"/studies/{api.studies['mg']}/series/1.2/instances"]
+    for path in paths:
+        assert api.client.get("/dicom-web" + path).status_code == 401
 
 
 def test_each_search_is_audited_once_as_a_query(api: Api) -> None:
