@@ -88,7 +88,9 @@ def test_one_association_ingests_nearly_as_fast_as_the_archive_can_store(
 
     The target is 110 instances/s on one association; whether a shared test machine reaches it depends on
     its fsync latency, which the archive's durability pays three times per instance. So the assertion is on
-    the ratio, and the absolute rates are printed.
+    the ratio, and the absolute rates are printed. Measured while writing this, the ratio was 0.75 to 0.85; the
+    bound leaves room for a busy CI runner and still catches a per-message stall (Nagle's algorithm left on
+    costs about 40 ms an instance: a ratio near 0.15).
     """
     count = 300
     server.add_node("RATESCU")
@@ -110,4 +112,4 @@ def test_one_association_ingests_nearly_as_fast_as_the_archive_can_store(
     dimse = (stored - 1) / (last - first).total_seconds()
     direct = direct_store_rate(files, tmp_path / "direct")
     print(f"one association: {dimse:.0f} instances/s; Archive.store alone: {direct:.0f}/s")
-    assert dimse >= 0.5 * direct
+    assert dimse >= 0.35 * direct
