@@ -31,5 +31,6 @@ def load_models() -> None:
     """Import every module that declares ORM models, so the metadata is complete."""
     import archipel.platform.audit
     import archipel.platform.authn
+    import archipel.platform.identity.models
     import archipel.platform.jobs
     import archipel.radiology.models  # noqa: F401

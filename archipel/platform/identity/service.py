@@ -1,0 +1,447 @@
+"""The MPI's API for other modules: register a local identity, find its master, list a master's identities.
+
+``register`` is what the archive calls when a study arrives; ``register_many`` is the same for a batch (CSV
+imports, benchmarks), writing each chunk with one statement per table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archipel.platform import audit
+from archipel.platform.authn import Principal
+from archipel.platform.db import Database, utcnow
+from archipel.platform.identity import store, training
+from archipel.platform.identity.ins import (
+    InsError,
+    InsStatus,
+    normalize_ins,
+    parse_status,
+    usable_for_linking,
+)
+from archipel.platform.identity.linker import LinkIndex, blocking_keys
+from archipel.platform.identity.models import LINKED, NEW, REVIEW, IdentityIssuer, LocalIdentity
+from archipel.platform.identity.normalize import (
+    DateError,
+    Traits,
+    code_key,
+    make_traits,
+    parse_birth_date,
+    parse_sex,
+)
+
+log = logging.getLogger("archipel.identity")
+
+PURPOSE = "identity-management"
+LINKER = Principal(subject="mpi-linker", role="system", kind="system")
+_MAX = {
+    "local_id": 64,
+    "birth_name": 200,
+    "used_name": 200,
+    "given_names": 200,
+    "birth_place": 16,
+    "address": 400,
+    "postcode": 16,
+    "city": 200,
+    "phone": 32,
+}
+
+
+class IdentityError(ValueError):
+    """A local identity or an MPI action that cannot be accepted; the message says why, nothing changed."""
+
+
+class UnknownIssuer(IdentityError):
+    """The issuer is not a registered site (``archipel identity issuers add``)."""
+
+
+@dataclass(frozen=True)
+class LocalIdentityInput:
+    """A local identity as a site sends it: every field but ``issuer`` and ``local_id`` may be empty."""
+
+    issuer: str
+    local_id: str
+    birth_name: str = ""
+    used_name: str = ""
+    given_names: str = ""
+    birth_date: str = ""
+    sex: str = ""
+    birth_place: str = ""
+    address: str = ""
+    postcode: str = ""
+    city: str = ""
+    phone: str = ""
+    ins: str = ""
+    ins_status: str = ""
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    """Where a registered identity now stands: its master, and ``linked`` / ``review`` / ``new`` / ``manual``."""
+
+    issuer: str
+    local_id: str
+    master_id: int
+    status: str
+    score: float | None
+    created: bool
+
+
+_FIELDS = tuple(f.name for f in fields(LocalIdentityInput))
+_LIMITS = tuple((name, _MAX.get(name, 64)) for name in _FIELDS)
+
+
+def clean(inp: LocalIdentityInput) -> dict[str, str]:
+    """The validated, normalised column values of ``inp``; :class:`IdentityError` says what is wrong."""
+    raw = [getattr(inp, name) for name in _FIELDS]
+    try:
+        text = "|".join(raw)
+    except TypeError:
+        for name, v in zip(_FIELDS, raw, strict=True):
+            if v is not None and not isinstance(v, str):
+                raise IdentityError(f"{name} must be text, not {type(v).__name__}") from None
+        raw = [v or "" for v in raw]
+        text = "|".join(raw)
+    if not text.isprintable():
+        bad = next(n for n, v in zip(_FIELDS, raw, strict=True) if not v.isprintable())
+        raise IdentityError(f"{bad} contains control characters")
+    values = {name: v.strip() for name, v in zip(_FIELDS, raw, strict=True)}
+    for name, limit in _LIMITS:
+        if len(values[name]) > limit:
+            raise IdentityError(f"{name} is longer than {limit} characters")
+    if not values["issuer"]:
+        raise IdentityError("issuer is required")
+    if not values["local_id"]:
+        raise IdentityError("local_id is required")
+    try:
+        values["birth_date"] = parse_birth_date(values["birth_date"])
+        values["sex"] = parse_sex(values["sex"])
+        values["ins"] = normalize_ins(values["ins"])
+        status = parse_status(values["ins_status"])
+    except (DateError, InsError, ValueError) as exc:
+        raise IdentityError(str(exc)) from exc
+    if status in (InsStatus.RECUP, InsStatus.QUAL) and not values["ins"]:
+        raise IdentityError(f"INS status {status.value} requires an INS")
+    values["ins_status"] = status.value
+    values["birth_place"] = code_key(values["birth_place"])
+    if not (values["birth_name"] or values["used_name"] or values["given_names"] or values["ins"]):
+        raise IdentityError("an identity needs at least a name or an INS")
+    return values
+
+
+def known_issuers(s: Session) -> set[str]:
+    """Codes of the registered issuers."""
+    return set(s.execute(select(IdentityIssuer.code)).scalars())
+
+
+def add_issuer(s: Session, code: str, name: str = "") -> None:
+    """Register ``code`` as an issuer of local patient IDs (idempotent)."""
+    code = code.strip()
+    if not code or len(code) > 64 or any(ord(c) < 33 for c in code):
+        raise IdentityError("an issuer code has 1 to 64 visible characters and no spaces")
+    if s.get(IdentityIssuer, code) is None:
+        s.add(IdentityIssuer(code=code, name=name, created_at=utcnow()))
+        s.flush()
+
+
+def register(target: Database | Session, inp: LocalIdentityInput) -> LinkOutcome:
+    """Create or update the local identity ``(issuer, local_id)`` and link it; return where it stands.
+
+    ``target`` is the database (one transaction of its own) or a session already in a write transaction.
+    Raises :class:`IdentityError` (nothing written) for a malformed identity or an unknown issuer.
+    """
+    values = clean(inp)
+    if isinstance(target, Database):
+        with target.write() as s:
+            return _register_in(s, [values], audited=True)[0]
+    return _register_in(target, [values], audited=True)[0]
+
+
+def register_many(
+    db: Database,
+    rows: Iterable[LocalIdentityInput | tuple[int, LocalIdentityInput]],
+    *,
+    chunk: int = 5000,
+    on_item: Callable[[int, LinkOutcome | None, str], None] | None = None,
+) -> list[LinkOutcome | IdentityError]:
+    """Register many identities, ``chunk`` per transaction; a bad one is reported and skipped.
+
+    ``on_item(number, outcome, error)`` is called for each (``number`` from the tuple, else the position).
+    """
+    results: list[LinkOutcome | IdentityError] = []
+    for part in _chunks(rows, chunk):
+        good: list[dict[str, str]] = []
+        numbers: list[int] = []
+        for number, inp in part:
+            try:
+                good.append(clean(inp))
+                numbers.append(number)
+            except IdentityError as exc:
+                results.append(exc)
+                if on_item:
+                    on_item(number, None, str(exc))
+        if not good:
+            continue
+        with db.write() as s:
+            try:
+                outcomes = _register_in(s, good, audited=False)
+            except UnknownIssuer as exc:
+                outcomes = []
+                for number in numbers:
+                    results.append(exc)
+                    if on_item:
+                        on_item(number, None, str(exc))
+            else:
+                counts = {LINKED: 0, REVIEW: 0, NEW: 0}
+                for o in outcomes:
+                    counts[o.status] = counts.get(o.status, 0) + 1
+                audit.append(
+                    s,
+                    LINKER,
+                    audit.IMPORT,
+                    "identity-register",
+                    purpose=PURPOSE,
+                    detail=" ".join(f"{k}={v}" for k, v in counts.items()),
+                )
+        for number, outcome in zip(numbers, outcomes, strict=False):
+            results.append(outcome)
+            if on_item:
+                on_item(number, outcome, "")
+    return results
+
+
+def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[tuple[int, LocalIdentityInput]]]:
+    part: list[tuple[int, LocalIdentityInput]] = []
+    for position, row in enumerate(rows, 1):
+        part.append(row if isinstance(row, tuple) else (position, row))
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+def _register_in(s: Session, batch: list[dict[str, str]], *, audited: bool) -> list[LinkOutcome]:
+    with store.process_lock:
+        store.lock_mpi(s)
+        index = store.index_for(s)
+        try:
+            return _link_batch(s, index, batch, audited)
+        except BaseException:
+            store.invalidate(index)
+            raise
+
+
+def _traits(v: dict[str, str]) -> Traits:
+    return make_traits(
+        v["issuer"],
+        v["local_id"],
+        birth_name=v["birth_name"],
+        used_name=v["used_name"],
+        given_names=v["given_names"],
+        birth_date=v["birth_date"],
+        sex=v["sex"],
+        birth_place=v["birth_place"],
+        postcode=v["postcode"],
+        city=v["city"],
+        phone=v["phone"],
+        qualified_ins=v["ins"] if usable_for_linking(v["ins"], v["ins_status"]) else "",
+    )
+
+
+def _link_batch(
+    s: Session, index: LinkIndex, batch: list[dict[str, str]], audited: bool
+) -> list[LinkOutcome]:
+    issuers = {v["issuer"] for v in batch}
+    unknown = issuers - known_issuers(s)
+    if unknown:
+        raise UnknownIssuer(
+            f"unknown issuer {', '.join(sorted(unknown))}: register it with "
+            "`archipel identity issuers add` first"
+        )
+    incoming = [_traits(v) for v in batch]
+    _maybe_estimate(s, index, incoming)
+    gen = store.bump(s, index)
+    out = store.Batch(gen)
+    outcomes: list[LinkOutcome] = []
+    now = utcnow()
+    for v, t in zip(batch, incoming, strict=True):
+        pk = index.by_local.get(index.local_key(t.issuer, t.local_id))
+        row = {**v, "gen": gen, "updated_at": now}
+        if pk is None:
+            outcomes.append(_link_new(index, out, t, row))
+        else:
+            outcomes.append(_relink(s, index, out, pk, t, row))
+    out.flush(s)
+    if audited:
+        for o in outcomes:
+            audit.append(
+                s,
+                LINKER,
+                audit.PATIENT_RECORD,
+                f"identity-{o.status}",
+                purpose=PURPOSE,
+                patient=str(o.master_id),
+                obj=f"{o.issuer}/{o.local_id}",
+            )
+    log.info("event=identity_batch size=%d gen=%d", len(batch), gen)
+    return outcomes
+
+
+def _link_new(index: LinkIndex, out: store.Batch, t: Any, row: dict[str, Any]) -> LinkOutcome:
+    keys = blocking_keys(t)
+    decision = index.decide(t, keys=keys)
+    pk = index.next_local
+    index.next_local += 1
+    if decision.status == LINKED and decision.master_id is not None:
+        master_id = decision.master_id
+    else:
+        master_id = index.next_master
+        index.next_master += 1
+        out.new_master(master_id)
+    row.update(
+        id=pk,
+        master_id=master_id,
+        status=decision.status,
+        score=decision.score,
+        contributions=store._dumps(decision.contributions),
+        decided_by="",
+    )
+    out.new_locals.append(row)
+    out.decision(
+        pk,
+        master_id,
+        None,
+        f"auto-{decision.status}",
+        decision.status,
+        decision.score,
+        decision.contributions,
+        decision.reason,
+    )
+    if decision.status == REVIEW and decision.candidate_master_id is not None:
+        out.review(pk, decision.candidate_master_id, decision.score, decision.contributions, decision.reason)
+    index.put(pk, t, master_id, keys)
+    return LinkOutcome(t.issuer, t.local_id, master_id, decision.status, decision.score, True)
+
+
+def _relink(
+    s: Session, index: LinkIndex, out: store.Batch, pk: int, t: Any, row: dict[str, Any]
+) -> LinkOutcome:
+    """An update of a known identity: new traits; its link changes only if nobody placed it by hand and it is
+    alone on its master (moving an identity away from others would split a person on a guess)."""
+    current = s.execute(
+        select(
+            LocalIdentity.master_id, LocalIdentity.status, LocalIdentity.score, LocalIdentity.decided_by
+        ).where(LocalIdentity.id == pk)
+    ).one()
+    master_id, status, score = current.master_id, current.status, current.score
+    row["id"] = pk
+    alone = len(index.members.get(master_id, ())) <= 1
+    if not current.decided_by and alone and status != LINKED:
+        decision = index.decide(t, self_pk=pk)
+        if decision.status == LINKED and decision.master_id is not None and decision.master_id != master_id:
+            out.decision(
+                pk,
+                decision.master_id,
+                master_id,
+                "auto-linked",
+                LINKED,
+                decision.score,
+                decision.contributions,
+                decision.reason,
+            )
+            master_id, status, score = decision.master_id, LINKED, decision.score
+            row.update(contributions=store._dumps(decision.contributions))
+        elif decision.status == REVIEW and decision.candidate_master_id is not None and status != REVIEW:
+            out.review(
+                pk, decision.candidate_master_id, decision.score, decision.contributions, decision.reason
+            )
+            status, score = REVIEW, decision.score
+    row.update(master_id=master_id, status=status, score=score)
+    out.changed_locals.append(row)
+    index.put(pk, t, master_id)
+    return LinkOutcome(t.issuer, t.local_id, master_id, status, score, False)
+
+
+def _maybe_estimate(s: Session, index: LinkIndex, incoming: list[Any]) -> None:
+    """Re-estimate the model when the identities known have grown fourfold since the last estimate."""
+    total = index.freq.total + len(incoming)
+    done = max(store.model_records(s), index.estimated_at)
+    if total < training.MIN_RECORDS or total < 4 * done or done >= training.STABLE_RECORDS:
+        return
+    index.estimated_at = total
+    model = training.estimate_from([*index.traits.values(), *incoming])
+    if model is not None:
+        store.save_model(s, index, model)
+        log.info(
+            "event=identity_model_estimated records=%d pairs=%d iterations=%d match_share=%.4f",
+            model.n_records,
+            model.n_pairs,
+            model.iterations,
+            model.match_share,
+        )
+
+
+def master_of(db: Database, issuer: str, local_id: str) -> int | None:
+    """The master patient of ``(issuer, local_id)``, or ``None`` if the MPI does not know it."""
+    with db.sessions() as s:
+        return s.execute(
+            select(LocalIdentity.master_id).where(
+                LocalIdentity.issuer == issuer, LocalIdentity.local_id == local_id
+            )
+        ).scalar_one_or_none()
+
+
+def locals_of(db: Database, master_id: int) -> list[tuple[str, str]]:
+    """Every ``(issuer, local_id)`` linked to ``master_id``, sorted."""
+    with db.sessions() as s:
+        rows = s.execute(
+            select(LocalIdentity.issuer, LocalIdentity.local_id)
+            .where(LocalIdentity.master_id == master_id)
+            .order_by(LocalIdentity.issuer, LocalIdentity.local_id)
+        )
+        return [(r.issuer, r.local_id) for r in rows]
+
+
+def rematch(db: Database) -> int:
+    """Re-run automatic matching on every identity that is alone on its master and was never placed by hand
+    (e.g. after a model re-estimate); returns how many moved. Human decisions are never touched."""
+    with store.process_lock, db.write() as s:
+        store.lock_mpi(s)
+        index = store.index_for(s)
+        try:
+            gen = store.bump(s, index)
+            out = store.Batch(gen)
+            rows = (
+                s.execute(
+                    select(LocalIdentity).where(
+                        LocalIdentity.decided_by == "", LocalIdentity.status != LINKED
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            moved = 0
+            for row in rows:
+                before = row.master_id
+                values = {c: getattr(row, c) for c in _FIELDS}
+                outcome = _relink(
+                    s, index, out, row.id, _traits(values), {**values, "gen": gen, "updated_at": utcnow()}
+                )
+                moved += outcome.master_id != before
+            out.flush(s)
+            return moved
+        except BaseException:
+            store.invalidate(index)
+            raise
+
+
+def traits_of_input(inp: LocalIdentityInput) -> Traits:
+    """The comparison traits of a validated input (what the linker would compare)."""
+    return _traits(clean(inp))
