@@ -325,6 +325,19 @@ def test_a_cancel_stops_the_matches_with_fe00(unit: tuple[Runtime, NodeRegistry]
     assert [s for s, _ in out] == [0xFF00, 0xFF00, 0xFE00]
 
 
+def test_long_answers_stream_in_chunks_with_counts_and_order_kept(
+    unit: tuple[Runtime, NodeRegistry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt, nodes = unit
+    monkeypatch.setattr("archipel.radiology.dimse.find.BATCH", 4)
+    ident = _identifier(QueryRetrieveLevel="IMAGE", PatientID="FU0001", InstanceNumber="")
+    ident.NumberOfSeriesRelatedInstances = None
+    out = _run(_Event(ident, STUDY_ROOT_FIND), rt, nodes)
+    matches = [ds for status, ds in out if status == 0xFF00 and ds is not None]
+    assert [ds.InstanceNumber for ds in matches] == [1, 2, 3, 4, 5, 6] and out[-1] == (0x0000, None)
+    assert {ds.NumberOfSeriesRelatedInstances for ds in matches} == {6}
+
+
 def test_unsupported_optional_keys_give_ff01_and_are_returned_empty(
     unit: tuple[Runtime, NodeRegistry],
 ) -> None:
@@ -354,7 +367,7 @@ def test_the_index_failing_gives_c000(
     def broken(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("index unavailable")
 
-    monkeypatch.setattr("archipel.radiology.dimse.find.search", broken)
+    monkeypatch.setattr("archipel.radiology.dimse.find.iter_search", broken)
     [(status, _)] = _run(
         _Event(_identifier(QueryRetrieveLevel="STUDY", PatientID=""), STUDY_ROOT_FIND), rt, nodes
     )

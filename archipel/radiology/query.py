@@ -9,7 +9,7 @@ the whole page with one grouped query per count. Rows come back as plain dicts k
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -18,6 +18,7 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy.orm import Session
 
 from archipel.platform.db import Database
 from archipel.radiology import matching
@@ -310,6 +311,18 @@ _COUNTS = {
 }
 
 
+def _add_counts(s: Session, query: Query, rows: list[dict[str, Any]]) -> None:
+    """Fill the related-object counts ``query.returns`` names, one grouped query per count for all ``rows``."""
+    for keyword, parent in _COUNTS.items():
+        if keyword not in query.returns or parent.depth > query.level.depth or not rows:
+            continue
+        pk_name = f"_pk_{parent.value}"
+        pks = sorted({r[pk_name] for r in rows})
+        counts = {pk: n for pk, n in s.execute(_count_statement(keyword, pks, query.sites))}
+        for r in rows:
+            r[keyword] = counts.get(r[pk_name], 0)
+
+
 def search(db: Database, query: Query) -> list[dict[str, Any]]:
     """The matching rows of one page, as dicts keyed by DICOM keyword (parents' attributes included).
 
@@ -319,15 +332,23 @@ def search(db: Database, query: Query) -> list[dict[str, Any]]:
     query.check()
     with db.sessions() as s:
         rows = [dict(r._mapping) for r in s.execute(statement(query))]
-        for keyword, parent in _COUNTS.items():
-            if keyword not in query.returns or parent.depth > query.level.depth or not rows:
-                continue
-            pk_name = f"_pk_{parent.value}"
-            pks = sorted({r[pk_name] for r in rows})
-            counts = {pk: n for pk, n in s.execute(_count_statement(keyword, pks, query.sites))}
-            for r in rows:
-                r[keyword] = counts.get(r[pk_name], 0)
+        _add_counts(s, query, rows)
     return rows
+
+
+def iter_search(db: Database, query: Query, batch: int = 200) -> Iterator[list[dict[str, Any]]]:
+    """Every match of ``query`` (its limit and offset apply), streamed from one statement in chunks of ``batch``.
+
+    For C-FIND, whose answers may be long: one read transaction and one cursor, rather than re-running the
+    query at a growing offset. Counts are added per chunk. Raises :class:`MatchError` before the first chunk.
+    """
+    query.check()
+    with db.sessions() as s:
+        result = s.execute(statement(query).execution_options(yield_per=batch))
+        for chunk in result.partitions(batch):
+            rows = [dict(r._mapping) for r in chunk]
+            _add_counts(s, query, rows)
+            yield rows
 
 
 def retrieve_path(row: dict[str, Any], level: Level) -> str:

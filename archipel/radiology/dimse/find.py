@@ -19,7 +19,7 @@ from archipel.platform import access, audit
 from archipel.platform.runtime import Runtime
 from archipel.radiology import matching
 from archipel.radiology.dimse.nodes import NodeRegistry
-from archipel.radiology.query import BY_KEYWORD, Level, MatchError, Query, search, to_dataset
+from archipel.radiology.query import BY_KEYWORD, Level, MatchError, Query, iter_search, to_dataset
 
 log = logging.getLogger("archipel.dimse")
 
@@ -37,7 +37,7 @@ CANCELLED = 0xFE00
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 NOT_AUTHORIZED = 0x0124
-#: Rows fetched per round trip to the index; a cancel is noticed between two responses.
+#: Rows fetched from the index cursor at a time; a cancel is noticed between two responses.
 BATCH = 200
 #: Attributes we add to every response whatever the identifier asks.
 _ALWAYS = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle"}
@@ -145,7 +145,6 @@ def handle_find(
         return
     query = request.query
     query.sites = access.visible_sites(principal)
-    query.limit = BATCH
     pending = PENDING_OPTIONAL_KEYS_UNSUPPORTED if request.unsupported else PENDING
     aet = rt.settings.ae_title
     sent = 0
@@ -157,8 +156,7 @@ def handle_find(
         ",".join(request.unsupported),
     )
     try:
-        while True:
-            rows = search(rt.db, query)
+        for rows in iter_search(rt.db, query, BATCH):
             for row in rows:
                 if event.is_cancelled:
                     log.info("event=find_cancelled calling_ae=%s sent=%d", calling, sent)
@@ -166,9 +164,6 @@ def handle_find(
                     return
                 yield pending, _response(row, request, aet)
                 sent += 1
-            if len(rows) < BATCH:
-                break
-            query.offset += BATCH
     except Exception:
         log.exception("event=find_failed calling_ae=%s level=%s sent=%d", calling, query.level.value, sent)
         yield _failure(UNABLE_TO_PROCESS, "the archive could not complete the query"), None
