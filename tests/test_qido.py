@@ -124,6 +124,11 @@ def test_includefield_adds_attributes_by_keyword_tag_or_all(api: Api) -> None:
     assert value(c, "00201200") == 2 and "00081030" in c
 
 
+def test_an_empty_key_asks_for_the_attribute_without_restricting(api: Api) -> None:
+    studies = api.ok("/studies", PatientID="QA0001", InstitutionName="", Modality="")
+    assert len(studies) == 2 and all(s["00080080"] == {"vr": "LO"} for s in studies)
+
+
 def test_matching_keys_and_wildcards(api: Api) -> None:
     assert len(api.ok("/studies", PatientName="qidotest*")) == 3
     assert len(api.ok("/studies", ModalitiesInStudy="MG")) == 1

@@ -115,7 +115,6 @@ DATE_TIME_PAIRS = (
     ("StudyDate", "StudyTime"),
     ("PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime"),
 )
-_UNIQUE = {_P: "PatientID", _ST: "StudyInstanceUID", _SE: "SeriesInstanceUID", _IM: "SOPInstanceUID"}
 _KEY_COLUMN: dict[Level, Any] = {_P: Patient.id, _ST: Study.id, _SE: Series.id, _IM: Instance.id}
 
 
@@ -133,11 +132,6 @@ def resolve(name: str) -> tuple[str, Attribute | None]:
     if not keyword:
         raise UnknownAttribute(f"{name!r} is not a DICOM attribute keyword or tag")
     return keyword, BY_KEYWORD.get(keyword)
-
-
-def unique_key(level: Level) -> str:
-    """The unique key of a level: PatientID, StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID."""
-    return _UNIQUE[level]
 
 
 @dataclass
@@ -160,6 +154,8 @@ class Query:
     def check(self) -> None:
         """Raise :class:`MatchError` for a key the engine cannot match at this level, or a value it cannot use."""
         for keyword, value in self.keys.items():
+            if matching.is_universal(value):
+                continue  # a universal key only asks for the attribute to be returned
             attr = BY_KEYWORD.get(keyword)
             if attr is None:
                 raise MatchError(f"{keyword}: matching on this attribute is not supported")
@@ -168,7 +164,7 @@ class Query:
                     f"{keyword} is a {attr.level.value}-level attribute; it cannot match at "
                     f"{self.level.value} level"
                 )
-            if not matching.is_universal(value) and not attr.matchable:
+            if not attr.matchable:
                 raise MatchError(f"{keyword} can be returned but not used as a matching key")
         if self.limit is not None and self.limit < 0:
             raise MatchError(f"limit must not be negative ({self.limit})")
