@@ -143,6 +143,13 @@ def test_modalities_in_study_matches_any_series_modality(index: Index) -> None:
         index.studies["alpha_ct_mr"],
         index.studies["alpha_mg"],
     }
+    assert _uids(index, ModalitiesInStudy="M?") == {index.studies["alpha_ct_mr"], index.studies["alpha_mg"]}
+    assert _uids(index, ModalitiesInStudy="MG\\C?") == set(index.studies.values())
+    assert _uids(index, ModalitiesInStudy="MG,MR") == {
+        index.studies["alpha_ct_mr"],
+        index.studies["alpha_mg"],
+    }
+    assert _uids(index, ModalitiesInStudy="T") == set() and _uids(index, ModalitiesInStudy="R\\M") == set()
 
 
 def test_study_rows_carry_counts_modalities_and_issuer(index: Index) -> None:

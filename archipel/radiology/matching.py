@@ -248,3 +248,14 @@ def multi_value_match(column: Any, value: str, *, keyword: str, vr: str) -> Colu
         return None
     conditions = [c for p in parts if (c := text_match(column, p, keyword=keyword, vr=vr)) is not None]
     return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+def list_contains(column: Any, values: list[str]) -> ColumnElement[bool]:
+    """Whether a backslash-joined list column (as ``Study.modalities``, ``CT\\MR``) holds any of ``values``.
+
+    Literal values only: a wildcard could span two listed values. One LIKE per value on the row itself, far
+    cheaper than probing child rows. LIKE ignores ASCII case on SQLite.
+    """
+    listed = literal("\\") + column + literal("\\")
+    conditions = [listed.like("%" + like_pattern("\\" + v + "\\") + "%", escape=LIKE_ESCAPE) for v in values]
+    return conditions[0] if len(conditions) == 1 else or_(*conditions)

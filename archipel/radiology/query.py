@@ -9,6 +9,7 @@ the whole page with one grouped query per count. Rows come back as plain dicts k
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
-from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from archipel.platform.db import Database
@@ -173,13 +174,29 @@ class Query:
         conditions(self)
 
 
+def _modalities_condition(value: str) -> ColumnElement[bool] | None:
+    """ModalitiesInStudy (values split on backslash or comma): literal values against the study's modality
+    list, wildcards against its series."""
+    parts = [p.strip() for p in re.split(r"[\\,]", value) if p.strip()]
+    if not parts or any(matching.is_universal(p) for p in parts):
+        return None
+    literal_values = [p for p in parts if not matching.has_wildcard(p)]
+    patterns = [p for p in parts if matching.has_wildcard(p)]
+    found: list[ColumnElement[bool]] = []
+    if literal_values:
+        found.append(matching.list_contains(Study.modalities, literal_values))
+    inner = matching.multi_value_match(
+        Series.modality, "\\".join(patterns), keyword="ModalitiesInStudy", vr="CS"
+    )
+    if inner is not None:
+        found.append(exists(select(Series.id).where(Series.study_pk == Study.id, inner)))
+    return found[0] if len(found) == 1 else or_(*found)
+
+
 def _condition(attr: Attribute, value: str, fuzzy: bool) -> ColumnElement[bool] | None:
     kw, vr, column = attr.keyword, attr.vr, attr.column
     if kw == "ModalitiesInStudy":
-        inner = matching.multi_value_match(Series.modality, value, keyword=kw, vr="CS")
-        if inner is None:
-            return None
-        return exists(select(Series.id).where(Series.study_pk == Study.id, inner))
+        return _modalities_condition(value)
     if vr == "PN":
         return matching.name_match(column, value, fuzzy=fuzzy)
     if vr == "UI":
