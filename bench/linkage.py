@@ -12,6 +12,7 @@ A separate set of twins and homonyms measures false merges.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -234,23 +235,26 @@ def main() -> None:
     if not args.no_splink:
         results["splink"] = run_splink(files, args.splink_threshold)
     print(
-        f"{'':10} {'precision':>9} {'recall':>7} {'F1':>6} {'review':>7} {'ids/s':>8} {'seconds':>8} "
-        f"{'false':>6} {'twins/homonyms':>15}"
+        f"{'':10} {'precision':>9} {'recall':>7} {'F1':>6} {'review':>7} {'ids/s':>8} {'ids/cpu-s':>9} "
+        f"{'seconds':>8} {'false':>6} {'twins/homonyms':>15}"
     )
     for name, r in results.items():
         print(
             f"{name:10} {r['precision']:9.4f} {r['recall']:7.4f} {r['f1']:6.4f} {r['review']:7.2%} "
-            f"{r['rate']:8.0f} {r['seconds']:8.2f} {r['false_merges']:6.0f} {r['tricky_merges']:15.0f}"
+            f"{r['rate']:8.0f} {r['cpu_rate']:9.0f} {r['seconds']:8.2f} {r['false_merges']:6.0f} "
+            f"{r['tricky_merges']:15.0f}"
         )
+    print("false: archipel = masters holding two people; splink = wrong pairs above the threshold")
     if "splink" in results:
         s = results["splink"]
         print(
-            f"ratios archipel/splink: speed x{ours['rate'] / s['rate']:.1f}, "
+            f"archipel/splink: wall-clock speed x{ours['rate'] / s['rate']:.2f}, "
+            f"CPU speed x{ours['cpu_rate'] / s['cpu_rate']:.2f}, "
             f"recall {ours['recall'] - s['recall']:+.4f}, precision {ours['precision'] - s['precision']:+.4f}"
         )
     print(
         f"archipel incremental rate on site B (index already holding site A): {ours['rate_b']:.0f} ids/s; "
-        f"peak RSS {rss:.0f} MiB"
+        f"peak RSS {rss:.0f} MiB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
 
 

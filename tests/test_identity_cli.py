@@ -18,7 +18,11 @@ SITE_A = HEADER + (
     ",Nolocal,,Anne,1970-01-01,F,,,,,,\n"  # no local_id
     "A7,Kerbrat,,Soazig,1977-03-04,F,,,,,,\n"
 )
-SITE_B = "local_id;birth_name;given_names;birth_date;sex\nB1;KERVADOUEC;aurelien;19840719;M\nB2;Kerbrat;Loeiza;19770304;F\n"
+SITE_B = (
+    "local_id;birth_name;given_names;birth_date;sex\n"
+    "B1;KERVADOUEC;aurelien;19840719;M\n"
+    "B2;Kerbrat;Loeiza;19770304;F\n"
+)
 
 
 def test_import_csv_reports_bad_lines_and_links_the_rest(tmp_path: Path) -> None:

@@ -87,7 +87,9 @@ class LinkIndex:
         self.traits: dict[int, Traits] = {}
         self.master: dict[int, int] = {}
         self.members: dict[int, list[int]] = {}
-        self.blocks: dict[str, list[int]] = {}
+        #: Blocking key's hash -> one row id, or a list when several share it. Hashes and bare ints keep a
+        #: million identities in about 1 GB; a hash collision only adds a candidate, which scoring rejects.
+        self.blocks: dict[int, int | list[int]] = {}
         self.by_local: dict[str, int] = {}
         self.no_link: dict[int, set[int]] = {}
         self.freq = NameFrequencies()
@@ -116,14 +118,24 @@ class LinkIndex:
         self.members.setdefault(master_id, []).append(pk)
         blocks = self.blocks
         for key in keys if keys is not None else blocking_keys(t):
-            rows = blocks.get(key)
+            h = hash(key)
+            rows = blocks.get(h)
             if rows is None:
-                blocks[key] = [pk]
+                blocks[h] = pk
+            elif rows.__class__ is int:
+                blocks[h] = [rows, pk]  # type: ignore[list-item]
             else:
-                rows.append(pk)
+                rows.append(pk)  # type: ignore[union-attr]
         self.freq.add(t)
         self.next_local = max(self.next_local, pk + 1)
         self.next_master = max(self.next_master, master_id + 1)
+
+    def rows(self, key: str) -> list[int] | tuple[int, ...]:
+        """Row ids indexed under blocking key ``key``."""
+        rows = self.blocks.get(hash(key))
+        if rows is None:
+            return ()
+        return (rows,) if isinstance(rows, int) else rows
 
     def drop(self, pk: int) -> None:
         """Remove local identity ``pk`` from the index."""
@@ -131,11 +143,17 @@ class LinkIndex:
         self.by_local.pop(self.local_key(t.issuer, t.local_id), None)
         self.move(pk, None)
         for key in blocking_keys(t):
-            rows = self.blocks.get(key)
-            if rows is not None:
+            h = hash(key)
+            rows = self.blocks.get(h)
+            if rows is None:
+                continue
+            if isinstance(rows, int):
+                if rows == pk:
+                    del self.blocks[h]
+            elif pk in rows:
                 rows.remove(pk)
-                if not rows:
-                    del self.blocks[key]
+                if len(rows) == 1:
+                    self.blocks[h] = rows[0]
         self.freq.add(t, -1)
 
     def move(self, pk: int, master_id: int | None) -> None:
@@ -178,8 +196,8 @@ class LinkIndex:
         seen: set[int] = set()
         model, freq, traits = self.model, self.freq, self.traits
         for key in keys if keys is not None else blocking_keys(t):
-            rows = self.blocks.get(key)
-            if not rows or len(rows) > MAX_BLOCK:
+            rows = self.rows(key)
+            if len(rows) > MAX_BLOCK:
                 continue
             for pk in rows:
                 if pk in seen or pk == self_pk:
@@ -223,7 +241,7 @@ class LinkIndex:
         return Decision(NEW, None, round(score, 3), contributions, "score below review threshold")
 
     def _ins_decision(self, t: Traits, self_pk: int | None, banned: set[int]) -> Decision | None:
-        for pk in self.blocks.get(f"I{t.ins}", ()):
+        for pk in self.rows(f"I{t.ins}"):
             if pk == self_pk:
                 continue
             master_id = self.master[pk]

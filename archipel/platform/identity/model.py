@@ -206,14 +206,20 @@ def estimate(
     random_levels: np.ndarray,
     *,
     n_records: int = 0,
+    exact_u: dict[int, float] | None = None,
 ) -> FellegiSunter:
     """Estimate the model: u from ``random_levels``, then m by one EM session per blocking rule.
 
-    Each session is ``(pair_levels, blocked_fields)``: one row per pair and one ``int8`` column per field of
+    ``exact_u`` gives, per field, the u of exact agreement measured from value counts. Each session is
+    ``(pair_levels, blocked_fields)``: one row per pair and one ``int8`` column per field of
     :data:`FIELDS` (``-1`` missing). A field's m comes from the sessions where it was not blocked (averaged),
     as Splink does.
     """
     u = estimate_u(random_levels)
+    for k, share in (exact_u or {}).items():
+        # The exact level's u from value counts; the other levels keep their random-pair proportions.
+        rest = sum(u[k][:-1])
+        u[k] = [x * (1.0 - share) / rest for x in u[k][:-1]] + [share]
     prior = FellegiSunter.prior()
     sums: list[list[float] | None] = [None] * len(LEVELS)
     counts = [0] * len(LEVELS)

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text, update
@@ -186,10 +187,10 @@ class Batch:
         action: str,
         status: str,
         score: float | None,
-        contributions: dict[str, float],
+        contributions: dict[str, float] | str,
         reason: str,
     ) -> None:
-        """Record one link decision in the history."""
+        """Record one link decision in the history (``contributions`` as a dict, or already as JSON)."""
         self.decisions.append(
             {
                 "local_pk": local_pk,
@@ -198,7 +199,7 @@ class Batch:
                 "action": action,
                 "status": status,
                 "score": score,
-                "contributions": _dumps(contributions),
+                "contributions": contributions if isinstance(contributions, str) else _dumps(contributions),
                 "reason": reason,
                 "actor": self.actor,
                 "at": utcnow(),
@@ -206,7 +207,12 @@ class Batch:
         )
 
     def review(
-        self, local_pk: int, candidate: int, score: float | None, contributions: dict[str, float], reason: str
+        self,
+        local_pk: int,
+        candidate: int,
+        score: float | None,
+        contributions: dict[str, float] | str,
+        reason: str,
     ) -> None:
         """Open a review item."""
         self.reviews.append(
@@ -214,7 +220,7 @@ class Batch:
                 "local_pk": local_pk,
                 "candidate_master_id": candidate,
                 "score": score,
-                "contributions": _dumps(contributions),
+                "contributions": contributions if isinstance(contributions, str) else _dumps(contributions),
                 "reason": reason,
                 "state": "open",
                 "resolution": "",
@@ -271,7 +277,10 @@ def insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
             row[key] = done
     if compiled.positional:
         order = compiled.positiontup or []
-        params: list[Any] = [tuple(row[k] for k in order) for row in rows]
+        pick = itemgetter(*order)
+        params: list[Any] = (
+            [pick(row) for row in rows] if len(order) > 1 else [(row[order[0]],) for row in rows]
+        )
     else:
         params = rows
     conn.exec_driver_sql(str(compiled), params)
