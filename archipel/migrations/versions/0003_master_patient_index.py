@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 12:44:14.963322
+Create Date: 2026-11-23 13:19:49.749020
 """
 
 from __future__ import annotations
@@ -92,7 +92,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('local_identities', schema=None) as batch_op:
         batch_op.create_index('ix_local_identities_gen', ['gen'], unique=False)
-        batch_op.create_index(batch_op.f('ix_local_identities_ins'), ['ins'], unique=False)
         batch_op.create_index(batch_op.f('ix_local_identities_master_id'), ['master_id'], unique=False)
 
     op.create_table('identity_no_links',
@@ -172,7 +171,6 @@ def downgrade() -> None:
     op.drop_table('identity_no_links')
     with op.batch_alter_table('local_identities', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_local_identities_master_id'))
-        batch_op.drop_index(batch_op.f('ix_local_identities_ins'))
         batch_op.drop_index('ix_local_identities_gen')
 
     op.drop_table('local_identities')

@@ -72,7 +72,7 @@ class LocalIdentity(Base):
     postcode: Mapped[str] = mapped_column(String(16), default="")
     city: Mapped[str] = mapped_column(String(200), default="")
     phone: Mapped[str] = mapped_column(String(32), default="")
-    ins: Mapped[str] = mapped_column(String(15), default="", index=True)
+    ins: Mapped[str] = mapped_column(String(15), default="")
     ins_status: Mapped[str] = mapped_column(String(5), default="PROV")
     master_id: Mapped[int] = mapped_column(ForeignKey("master_patients.id"), index=True)
     status: Mapped[str] = mapped_column(String(8))

@@ -220,7 +220,8 @@ def make_traits(
     phone: str = "",
     qualified_ins: str = "",
 ) -> Traits:
-    """Fold already-validated fields into :class:`Traits` (``birth_date`` is ``YYYYMMDD`` or empty)."""
+    """Fold already-validated fields into :class:`Traits` (``birth_date`` is ``YYYYMMDD`` or empty,
+    ``birth_place`` already through :func:`code_key`)."""
     birth = name_tokens(birth_name)
     used = name_tokens(used_name, used=True)
     if not birth and used:
@@ -237,7 +238,7 @@ def make_traits(
         given,
         birth_date,
         sex,
-        code_key(birth_place),
+        birth_place,
         _DIGITS.sub("", postcode or "")[:5],
         compact(name_tokens(city)),
         phone_key(phone),

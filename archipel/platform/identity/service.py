@@ -6,12 +6,9 @@ imports, benchmarks), writing each chunk with one statement per table.
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, fields
-from multiprocessing import get_context
 from typing import Any
 
 from sqlalchemy import select
@@ -172,17 +169,14 @@ def register_many(
     *,
     chunk: int = 5000,
     on_item: Callable[[int, LinkOutcome | None, str], None] | None = None,
-    parallel: bool = False,
 ) -> list[LinkOutcome | IdentityError]:
     """Register many identities, ``chunk`` per transaction; a bad one is reported and skipped.
 
     ``on_item(number, outcome, error)`` is called for each (``number`` from the tuple, else the position).
-    With ``parallel``, a second process validates and normalises the next chunk while this one links the
-    current chunk (worth it from a few chunks on: the helper process takes about a second to start).
     """
     results: list[LinkOutcome | IdentityError] = []
     parts = _chunks(rows, chunk)
-    for prepared in _prepared(parts, parallel):
+    for prepared in _prepared(parts):
         good: list[dict[str, str]] = []
         traits: list[Traits] = []
         numbers: list[int] = []
@@ -241,31 +235,9 @@ def prepare(part: list[tuple[int, LocalIdentityInput]]) -> Prepared:
     return out
 
 
-def _prepared(parts: Iterator[list[tuple[int, LocalIdentityInput]]], parallel: bool) -> Iterator[Prepared]:
-    if not parallel:
-        yield from map(prepare, parts)
-        return
-    pool = _helper()
-    pending: Future[Prepared] | None = None
-    for part in parts:
-        submitted = pool.submit(prepare, part)
-        if pending is not None:
-            yield pending.result()
-        pending = submitted
-    if pending is not None:
-        yield pending.result()
-
-
-_pool: ProcessPoolExecutor | None = None
-
-
-def _helper() -> ProcessPoolExecutor:
-    """The helper process that prepares chunks, started once and kept for this process's lifetime."""
-    global _pool
-    if _pool is None:
-        _pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-        atexit.register(_pool.shutdown, cancel_futures=True)
-    return _pool
+def _prepared(parts: Iterator[list[tuple[int, LocalIdentityInput]]]) -> Iterator[Prepared]:
+    # Preparing in a helper process was tried: pickling the results back costs as much as preparing them.
+    return map(prepare, parts)
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[tuple[int, LocalIdentityInput]]]:
