@@ -7,13 +7,13 @@ on disk, which the archive's durability contract relies on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -103,6 +103,9 @@ class Database:
         )
         # SQLite has one writer at a time: threads of this process queue here rather than spin on SQLITE_BUSY.
         self._write_lock: threading.Lock | None = threading.Lock() if is_sqlite else None
+        self._write_engine = self.engine.execution_options(archipel_write=True)
+        #: Small write units from many threads, committed together (see :class:`GroupCommit`).
+        self.group_commit = GroupCommit(self)
 
     @property
     def is_sqlite(self) -> bool:
@@ -138,8 +141,106 @@ class Database:
             if lock is not None:
                 lock.release()
 
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A Core connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite) that commits on success."""
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self._write_engine.begin() as conn:
+                yield conn
+        finally:
+            if lock is not None:
+                lock.release()
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+T = TypeVar("T")
+
+
+class _Unit(Generic[T]):
+    """One write unit waiting in a :class:`GroupCommit`, and its outcome once the batch is committed."""
+
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[Connection], T]) -> None:
+        self.fn = fn
+        self.done = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Runs small write units from many threads in shared transactions: one commit for a whole batch.
+
+    A commit on the index is a disk flush (``synchronous=FULL``), and with several DICOM associations
+    storing at once the flush, not the SQL, is what each of them waits on. :meth:`run` queues a unit; the
+    first waiting thread becomes the committer, runs every queued unit in one transaction (each inside a
+    savepoint, so a unit that raises is undone alone and its exception goes back to its own caller) and
+    commits once. Every caller returns only after the commit that holds its unit, or raises if it failed.
+    There is no background thread: when nothing else is queued a unit is committed at once, by its caller.
+    """
+
+    def __init__(self, db: Database, max_batch: int = 64) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: list[_Unit[Any]] = []
+        self._committing = False
+        self._cond = threading.Condition()
+
+    def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in a write transaction and return its result once that transaction is committed.
+
+        ``fn`` may share the transaction with other units, so it must leave the connection usable when it
+        raises (plain SQL statements; no commit or rollback of its own).
+        """
+        unit: _Unit[T] = _Unit(fn)
+        with self._cond:
+            self._queue.append(unit)
+        while True:
+            with self._cond:
+                while not unit.done and self._committing:
+                    self._cond.wait()
+                if unit.done:
+                    break
+                self._committing = True
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._committing = False
+                    self._cond.notify_all()
+        if unit.error is not None:
+            raise unit.error
+        return unit.result  # type: ignore[return-value]
+
+    def _commit(self, batch: list[_Unit[Any]]) -> None:
+        failure: BaseException | None = None
+        try:
+            with self.db.write_connection() as conn:
+                for unit in batch:
+                    if len(batch) == 1:
+                        unit.result = unit.fn(conn)
+                        continue
+                    savepoint = conn.begin_nested()
+                    try:
+                        unit.result = unit.fn(conn)
+                    except Exception as exc:
+                        unit.error = exc
+                        savepoint.rollback()
+                    else:
+                        savepoint.commit()
+        except BaseException as exc:
+            failure = exc
+        with self._cond:
+            for unit in batch:
+                if failure is not None and unit.error is None:
+                    unit.error = failure
+                unit.done = True
 
 
 _lock = threading.Lock()

@@ -84,9 +84,12 @@ class FileBlobStore:
             os.close(fd)
         parent = final.parent
         if not parent.exists():
-            parent.mkdir(parents=True, exist_ok=True)
+            # A new directory entry is durable once its parent is fsynced; fsync only the parents that changed.
+            if not parent.parent.exists():
+                parent.parent.mkdir(exist_ok=True)
+                _fsync_dir(self.objects)
+            parent.mkdir(exist_ok=True)
             _fsync_dir(parent.parent)
-            _fsync_dir(parent.parent.parent)
         os.replace(tmp, final)
         _fsync_dir(parent)
 

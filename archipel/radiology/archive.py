@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from archipel.platform.db import Database, utcnow
 from archipel.platform.settings import DuplicatePolicy
@@ -22,6 +26,19 @@ from archipel.radiology.dicomfile import InvalidInstance, ParsedInstance, parse_
 from archipel.radiology.models import Instance, InstanceVersion, Patient, Series, Study
 
 log = logging.getLogger("archipel.archive")
+
+# The ingest path writes with SQLAlchemy Core: an ORM session and objects per instance cost more than the
+# index writes themselves.
+_PATIENTS: Table = Patient.__table__  # type: ignore[assignment]
+_STUDIES: Table = Study.__table__  # type: ignore[assignment]
+_SERIES: Table = Series.__table__  # type: ignore[assignment]
+_INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
+_VERSIONS: Table = InstanceVersion.__table__  # type: ignore[assignment]
+# Built once, so that SQLAlchemy reuses their compiled form for every instance.
+_CURRENT_INSTANCE = select(
+    _INSTANCES.c.id, _INSTANCES.c.sha256, _INSTANCES.c.blob_key, _INSTANCES.c.size, _INSTANCES.c.received_at
+).where(_INSTANCES.c.sop_uid == bindparam("sop_uid"))
+_INSERT_INSTANCE = insert(_INSTANCES)
 
 StoreStatus = Literal["stored", "already-stored", "replaced"]
 
@@ -52,6 +69,70 @@ class StoreResult:
     patient: str = ""
 
 
+_writers_lock = threading.Lock()
+_writers: ThreadPoolExecutor | None = None
+
+
+def _blob_writers() -> ThreadPoolExecutor:
+    """The process-wide pool that hashes and writes blobs while the calling thread parses and checks."""
+    global _writers
+    with _writers_lock:
+        if _writers is None:
+            _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="archipel-blob")
+        return _writers
+
+
+def _instance_values(p: ParsedInstance, digest: str, size: int, source_ae: str) -> dict[str, object]:
+    return {
+        "sop_class_uid": p.sop_class_uid,
+        "instance_number": p.instance_number,
+        "transfer_syntax": p.transfer_syntax,
+        "size": size,
+        "sha256": digest,
+        "blob_key": digest,
+        "rows": p.rows,
+        "columns": p.columns,
+        "number_of_frames": p.number_of_frames,
+        "pixel_data_offset": p.pixel_data_offset,
+        "pixel_data_length": p.pixel_data_length,
+        "frame_index": p.frame_index_json(),
+        "source_ae": source_ae,
+        "received_at": utcnow(),
+    }
+
+
+class _KnownSeries:
+    """Series already in the index: Series Instance UID -> (series row id, Study Instance UID).
+
+    It spares a SELECT per instance, since a series arrives as a stream of instances. Entries are published
+    only after the transaction that found or created them commits (a rolled-back row must not be cached),
+    and the whole map is dropped if an insert trips over a stale entry (a series deleted meanwhile).
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._map: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, series_uid: str) -> tuple[int, str] | None:
+        with self._lock:
+            hit = self._map.get(series_uid)
+            if hit is not None:
+                self._map.move_to_end(series_uid)
+            return hit
+
+    def add(self, series_uid: str, entry: tuple[int, str]) -> None:
+        with self._lock:
+            self._map[series_uid] = entry
+            self._map.move_to_end(series_uid)
+            while len(self._map) > self.limit:
+                self._map.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._map.clear()
+
+
 class Archive:
     """The archive's write side over an index database and a blob store."""
 
@@ -59,6 +140,9 @@ class Archive:
         self.db = db
         self.blobs = blobs
         self.duplicate_policy = duplicate_policy
+        self._known = _KnownSeries()
+        self._lock = threading.Lock()
+        self._running = 0
 
     def store(self, data: bytes, *, source_ae: str = "", default_issuer: str = "") -> StoreResult:
         """Store one Part-10 object and return once it is durable.
@@ -66,20 +150,65 @@ class Archive:
         Raises :class:`InvalidInstance` (or :class:`DuplicateConflict`) with a reason; nothing stored before
         is changed in that case.
         """
-        parsed = parse_part10(data, default_issuer=default_issuer)
-        digest = hashlib.sha256(data).hexdigest()
-        with self.db.sessions() as s:
-            existing = s.execute(
-                select(Instance.sha256).where(Instance.sop_uid == parsed.sop_uid)
-            ).scalar_one_or_none()
-        if existing == digest:
-            return self._result(parsed, "already-stored", digest)
-        if existing is not None and self.duplicate_policy == "keep-first":
-            log.warning("event=duplicate_refused sop_uid=%s source_ae=%s", parsed.sop_uid, source_ae)
-            raise DuplicateConflict(parsed.sop_uid)
-        self.blobs.put(digest, data)
-        with self.db.write() as s:
-            status = self._index(s, parsed, digest, len(data), source_ae)
+        # Hashing and the durable blob write release the GIL. With no other store running they go to a
+        # helper thread and overlap the parse, which is what a lone association waits on; with other stores
+        # running, those already keep the cores busy and the hand-off would only add work, so they run here.
+        # Duplicates are found inside the index transaction; a blob written for an object that is then
+        # refused is removed again (an orphan the start-up sweep would remove anyway).
+        with self._lock:
+            self._running += 1
+            alone = self._running == 1
+        try:
+            return self._store(data, source_ae, default_issuer, alone)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _store(self, data: bytes, source_ae: str, default_issuer: str, overlap: bool) -> StoreResult:
+        writing: Future[tuple[str, bool]]
+        if overlap:
+            writing = _blob_writers().submit(self._put, data)
+        else:
+            writing = Future()
+            try:
+                writing.set_result(self._put(data))
+            except Exception as exc:
+                writing.set_exception(exc)
+        try:
+            parsed = parse_part10(data, default_issuer=default_issuer)
+        except BaseException:
+            self._discard(writing, None)
+            raise
+        try:
+            digest = writing.result()[0]
+        except BaseException:
+            self._discard(writing, parsed.sop_uid)
+            raise
+        learned: dict[str, tuple[int, str]] = {}
+
+        def index(conn: Connection) -> StoreStatus:
+            learned.clear()
+            try:
+                # SQLite undoes a failed statement alone; elsewhere a savepoint keeps the transaction usable.
+                with nullcontext() if self.db.is_sqlite else conn.begin_nested():
+                    return self._index(conn, parsed, digest, len(data), source_ae, learned)
+            except IntegrityError:
+                # A cached series that is gone, or a row another process inserted first: look again.
+                self._known.clear()
+                learned.clear()
+                return self._index(conn, parsed, digest, len(data), source_ae, learned)
+
+        # Instances from concurrent associations share one commit: the blob is durable already, and this
+        # returns only once the row is committed.
+        try:
+            status = self.db.group_commit.run(index)
+        except BaseException as exc:
+            if isinstance(exc, DuplicateConflict):
+                log.warning("event=duplicate_refused sop_uid=%s source_ae=%s", parsed.sop_uid, source_ae)
+            self._discard(writing, parsed.sop_uid)
+            raise
+        for series_uid, entry in learned.items():
+            self._known.add(series_uid, entry)
         log.info(
             "event=instance_stored sop_uid=%s status=%s size=%d source_ae=%s",
             parsed.sop_uid,
@@ -88,6 +217,37 @@ class Archive:
             source_ae,
         )
         return self._result(parsed, status, digest)
+
+    def _put(self, data: bytes) -> tuple[str, bool]:
+        """Hash ``data`` and write it durably; return its key and whether this call created the blob."""
+        digest = hashlib.sha256(data).hexdigest()
+        fresh = not self.blobs.exists(digest)
+        self.blobs.put(digest, data)
+        return digest, fresh
+
+    def _discard(self, writing: Future[tuple[str, bool]], sop_uid: str | None) -> None:
+        """Remove the blob of a refused object if this store created it and no index row names it.
+
+        A blob this call created was named by no committed row before; only a concurrent store of the same
+        bytes, so of the same ``sop_uid``, could have committed one since. Bytes that do not parse
+        (``sop_uid`` None) can never be named.
+        """
+        try:
+            digest, fresh = writing.result()
+        except Exception:
+            return
+        if not fresh:
+            return
+        if sop_uid is not None:
+            i, v = _INSTANCES.c, _VERSIONS.c
+            with self.db.engine.connect() as c:
+                named = (
+                    c.execute(select(i.id).where(i.sop_uid == sop_uid, i.blob_key == digest)).first()
+                    or c.execute(select(v.id).where(v.sop_uid == sop_uid, v.blob_key == digest)).first()
+                )
+            if named is not None:
+                return
+        self.blobs.delete(digest)
 
     @staticmethod
     def _result(parsed: ParsedInstance, status: StoreStatus, digest: str) -> StoreResult:
@@ -101,110 +261,136 @@ class Archive:
             patient=f"{parsed.issuer}/{parsed.patient_id}",
         )
 
-    def _index(self, s: Session, p: ParsedInstance, digest: str, size: int, source_ae: str) -> StoreStatus:
-        instance = s.execute(select(Instance).where(Instance.sop_uid == p.sop_uid)).scalar_one_or_none()
-        if instance is not None:
-            if instance.sha256 == digest:
+    def _index(
+        self,
+        c: Connection,
+        p: ParsedInstance,
+        digest: str,
+        size: int,
+        source_ae: str,
+        learned: dict[str, tuple[int, str]],
+    ) -> StoreStatus:
+        """Write the instance row (and its series, study and patient when new) inside the caller's transaction."""
+        current = c.execute(_CURRENT_INSTANCE, {"sop_uid": p.sop_uid}).first()
+        if current is not None:
+            if current.sha256 == digest:
                 return "already-stored"
             if self.duplicate_policy == "keep-first":
                 raise DuplicateConflict(p.sop_uid)
-            s.add(
-                InstanceVersion(
-                    sop_uid=instance.sop_uid,
-                    sha256=instance.sha256,
-                    blob_key=instance.blob_key,
-                    size=instance.size,
-                    received_at=instance.received_at,
+            c.execute(
+                insert(_VERSIONS).values(
+                    sop_uid=p.sop_uid,
+                    sha256=current.sha256,
+                    blob_key=current.blob_key,
+                    size=current.size,
+                    received_at=current.received_at,
+                    superseded_at=utcnow(),
                 )
             )
-        series = self._series(s, p)
-        if instance is None:
-            instance = Instance(sop_uid=p.sop_uid)
-            s.add(instance)
-            status: StoreStatus = "stored"
-        else:
-            status = "replaced"
-        instance.series_pk = series.id
-        instance.sop_class_uid = p.sop_class_uid
-        instance.instance_number = p.instance_number
-        instance.transfer_syntax = p.transfer_syntax
-        instance.size = size
-        instance.sha256 = digest
-        instance.blob_key = digest
-        instance.rows = p.rows
-        instance.columns = p.columns
-        instance.number_of_frames = p.number_of_frames
-        instance.pixel_data_offset = p.pixel_data_offset
-        instance.pixel_data_length = p.pixel_data_length
-        instance.frame_index = p.frame_index_json()
-        instance.source_ae = source_ae
-        instance.received_at = utcnow()
-        return status
+        series_pk = self._series_pk(c, p, learned)
+        values = _instance_values(p, digest, size, source_ae)
+        if current is None:
+            c.execute(_INSERT_INSTANCE, {"sop_uid": p.sop_uid, "series_pk": series_pk, **values})
+            return "stored"
+        c.execute(
+            update(_INSTANCES).where(_INSTANCES.c.id == current.id).values(series_pk=series_pk, **values)
+        )
+        return "replaced"
 
-    def _series(self, s: Session, p: ParsedInstance) -> Series:
-        series = s.execute(select(Series).where(Series.series_uid == p.series_uid)).scalar_one_or_none()
-        if series is not None:
-            if series.study.study_uid != p.study_uid:
+    def _series_pk(self, c: Connection, p: ParsedInstance, learned: dict[str, tuple[int, str]]) -> int:
+        known = self._known.get(p.series_uid)
+        if known is None:
+            se, st = _SERIES.c, _STUDIES.c
+            row = c.execute(
+                select(se.id, st.study_uid)
+                .join(_STUDIES, st.id == se.study_pk)
+                .where(se.series_uid == p.series_uid)
+            ).first()
+            if row is not None:
+                known = (int(row.id), str(row.study_uid))
+                learned[p.series_uid] = known
+        if known is not None:
+            if known[1] != p.study_uid:
                 raise InvalidInstance(
                     f"SeriesInstanceUID {p.series_uid} belongs to another study than {p.study_uid}",
                     code=0xA900,
                 )
-            return series
-        study = self._study(s, p)
-        series = Series(
-            series_uid=p.series_uid,
-            study_pk=study.id,
-            modality=p.modality,
-            series_number=p.series_number,
-            description=p.series_description,
-            body_part=p.body_part,
-            performed_start_date=p.performed_start_date,
-            performed_start_time=p.performed_start_time,
-        )
-        s.add(series)
-        modalities = [m for m in study.modalities.split("\\") if m]
-        if p.modality and p.modality not in modalities:
-            study.modalities = "\\".join(sorted([*modalities, p.modality]))
-        study.updated_at = utcnow()
-        s.flush()
-        return series
+            return known[0]
+        study_pk, modalities = self._study(c, p)
+        now = utcnow()
+        series_pk = c.execute(
+            insert(_SERIES)
+            .values(
+                series_uid=p.series_uid,
+                study_pk=study_pk,
+                modality=p.modality,
+                series_number=p.series_number,
+                description=p.series_description,
+                body_part=p.body_part,
+                performed_start_date=p.performed_start_date,
+                performed_start_time=p.performed_start_time,
+                created_at=now,
+            )
+            .returning(_SERIES.c.id)
+        ).scalar_one()
+        present = [m for m in modalities.split("\\") if m]
+        changes: dict[str, object] = {"updated_at": now}
+        if p.modality and p.modality not in present:
+            changes["modalities"] = "\\".join(sorted([*present, p.modality]))
+        c.execute(update(_STUDIES).where(_STUDIES.c.id == study_pk).values(**changes))
+        learned[p.series_uid] = (int(series_pk), p.study_uid)
+        return int(series_pk)
 
-    def _study(self, s: Session, p: ParsedInstance) -> Study:
-        study = s.execute(select(Study).where(Study.study_uid == p.study_uid)).scalar_one_or_none()
-        if study is not None:
-            if study.patient.patient_id != p.patient_id or study.patient.issuer != p.issuer:
+    def _study(self, c: Connection, p: ParsedInstance) -> tuple[int, str]:
+        """The study row id and its ModalitiesInStudy, created (with its patient) when new."""
+        st, pa = _STUDIES.c, _PATIENTS.c
+        row = c.execute(
+            select(st.id, st.modalities, pa.issuer, pa.patient_id)
+            .join(_PATIENTS, pa.id == st.patient_pk)
+            .where(st.study_uid == p.study_uid)
+        ).first()
+        if row is not None:
+            if row.patient_id != p.patient_id or row.issuer != p.issuer:
                 raise InvalidInstance(
                     f"StudyInstanceUID {p.study_uid} is stored for another patient", code=0xA900
                 )
-            return study
-        patient = s.execute(
-            select(Patient).where(Patient.issuer == p.issuer, Patient.patient_id == p.patient_id)
+            return int(row.id), str(row.modalities)
+        now = utcnow()
+        patient_pk = c.execute(
+            select(pa.id).where(pa.issuer == p.issuer, pa.patient_id == p.patient_id)
         ).scalar_one_or_none()
-        if patient is None:
-            patient = Patient(
-                issuer=p.issuer,
-                patient_id=p.patient_id,
-                patient_name=p.patient_name,
-                birth_date=p.birth_date,
-                sex=p.sex,
+        if patient_pk is None:
+            patient_pk = c.execute(
+                insert(_PATIENTS)
+                .values(
+                    issuer=p.issuer,
+                    patient_id=p.patient_id,
+                    patient_name=p.patient_name,
+                    birth_date=p.birth_date,
+                    sex=p.sex,
+                    created_at=now,
+                )
+                .returning(pa.id)
+            ).scalar_one()
+        study_pk = c.execute(
+            insert(_STUDIES)
+            .values(
+                study_uid=p.study_uid,
+                patient_pk=patient_pk,
+                study_date=p.study_date,
+                study_time=p.study_time,
+                accession_number=p.accession_number,
+                study_id=p.study_id,
+                referring_physician=p.referring_physician,
+                description=p.study_description,
+                modalities="",
+                site=p.issuer,
+                created_at=now,
+                updated_at=now,
             )
-            s.add(patient)
-            s.flush()
-        study = Study(
-            study_uid=p.study_uid,
-            patient_pk=patient.id,
-            study_date=p.study_date,
-            study_time=p.study_time,
-            accession_number=p.accession_number,
-            study_id=p.study_id,
-            referring_physician=p.referring_physician,
-            description=p.study_description,
-            modalities=p.modality,
-            site=p.issuer,
-        )
-        s.add(study)
-        s.flush()
-        return study
+            .returning(st.id)
+        ).scalar_one()
+        return int(study_pk), ""
 
     def sweep_orphans(self, grace_seconds: float = 0) -> int:
         """Remove blobs that no index row names (left by a crash before commit); return how many."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from io import BytesIO
 from typing import Any
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import parse_basic_offsets, parse_fragments
@@ -19,6 +21,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 PIXEL_DATA = 0x7FE00010
+#: The integer keys read by :func:`parse_part10` whose VR is US (binary), not IS (text).
+_US_KEYWORDS = frozenset({"Rows", "Columns"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
 #: Transfer syntaxes the archive accepts and stores (it never transcodes on ingest).
@@ -97,7 +101,51 @@ class ParsedInstance:
         return json.dumps(self.frame_fragments, separators=(",", ":"))
 
 
+#: VRs whose raw value, when plain ASCII and single-valued, is exactly the text pydicom would decode.
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}
+)
+
+
+@lru_cache(maxsize=256)
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return tag
+
+
+def _raw(ds: Dataset, keyword: str) -> tuple[bool, RawDataElement | None, bytes]:
+    """Whether the element is present and, if it was not decoded yet, the element as read and its bytes.
+
+    Reading a few dozen keys through pydicom's value conversion costs more than the rest of the parse, so
+    the common case (an undecoded element with a plain value) is read straight from its bytes.
+    """
+    elem = ds.get_item(_tag(keyword))
+    if elem is None:
+        return False, None, b""
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        return True, elem, elem.value
+    return True, None, b""
+
+
+def _ascii(elem: RawDataElement, value: bytes) -> str | None:
+    """The value of a raw text element when it is unambiguous: one value, ASCII only, no escape sequence."""
+    if elem.VR not in _TEXT_VRS and elem.VR is not None:
+        return None
+    if not value.isascii() or b"\\" in value or b"\x1b" in value:
+        return None
+    return value.decode("ascii")
+
+
 def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
+    present, raw, data = _raw(ds, keyword)
+    if not present:
+        return ""
+    if raw is not None:
+        text = _ascii(raw, data)
+        if text is not None:
+            return text.strip("\x00 ")[:limit]
     value: Any = ds.get(keyword, "")
     if value is None:
         return ""
@@ -106,6 +154,15 @@ def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
+    present, raw, data = _raw(ds, keyword)
+    if not present:
+        return None
+    if raw is not None:
+        if keyword in _US_KEYWORDS and raw.VR in ("US", None) and len(data) == 2:
+            return int.from_bytes(data, "little" if raw.is_little_endian else "big")
+        text = _ascii(raw, data)
+        if text is not None and text.strip("\x00 ").isdigit():
+            return int(text.strip("\x00 "))
     value = ds.get(keyword)
     if value in (None, ""):
         return None
