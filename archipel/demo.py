@@ -1,6 +1,7 @@
 """Demo data: three sites, their patients and CT / MR / MG studies, demo accounts and a demo DICOM node.
 
-Passwords are generated on the first run, printed, and kept in ``DATA/demo-credentials.txt`` (mode 0600).
+Passwords and TOTP secrets are generated on the first run, printed, and kept in ``DATA/demo-credentials.txt``
+(mode 0600).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 from rich.console import Console
 from sqlalchemy import select
 
-from archipel.platform.authn import User, create_user
+from archipel.platform import mfa
+from archipel.platform.authn import User, create_user, find_user
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.models import DicomNode
@@ -47,7 +49,11 @@ def load_demo(rt: Runtime, out: Console) -> None:
     with rt.db.write() as s:
         for name, role, site in ACCOUNTS:
             if s.execute(select(User).where(User.username == name)).scalar_one_or_none() is None:
-                lines.append(f"{name}\t{role}\t{create_user(s, name, role, None, site)}")
+                password = create_user(s, name, role, None, site)
+                user = find_user(s, name)
+                assert user is not None
+                uri = mfa.enrol(user, rt.settings.signing_key(), rt.settings.totp_issuer).uri
+                lines.append(f"{name}\t{role}\t{password}\t{uri}")
         if s.execute(select(DicomNode).where(DicomNode.ae_title == "DEMO_MODALITY")).first() is None:
             s.add(DicomNode(ae_title="DEMO_MODALITY", host="127.0.0.1", port=11113, site=SITES[0]))
     if lines:
@@ -55,11 +61,11 @@ def load_demo(rt: Runtime, out: Console) -> None:
         with os.fdopen(fd, "a") as f:
             f.write("\n".join(lines) + "\n")
     out.print(f"demo data loaded: {stored} new instances across sites {', '.join(SITES)}")
-    out.print(f"demo accounts (user, role, password) are in {creds_path}:")
+    out.print(f"demo accounts (user, role, password, TOTP otpauth URI) are in {creds_path}:")
     if creds_path.exists():
         out.print(creds_path.read_text())
     out.print(
         f"log in: POST http://{rt.settings.http_host}:{rt.settings.http_port}/api/auth/token "
-        "with username/password; DICOM: AE DEMO_MODALITY from 127.0.0.1 "
+        "with username, password and totp (a code from the otpauth URI); DICOM: AE DEMO_MODALITY from 127.0.0.1 "
         f"to {rt.settings.ae_title}@{rt.settings.dicom_port}"
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pyotp
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -82,13 +83,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str =
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def archipel_cmd(*args: str, data: Path, env: dict[str, str] | None = None, stdin: str | None = None,
-                 check: bool = True) -> subprocess.CompletedProcess[str]:
+def archipel_cmd(
+    *args: str, data: Path, env: dict[str, str] | None = None, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the ``archipel`` command line in a subprocess."""
     full_env = {**os.environ, **(env or {}), "ARCHIPEL_DATA": str(data)}
     return subprocess.run(
         [sys.executable, "-m", "archipel.cli", *args, "--data", str(data)],
-        input=stdin, capture_output=True, text=True, env=full_env, check=check, timeout=120,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        check=check,
+        timeout=120,
     )
 
 
@@ -104,21 +111,51 @@ class ArchipelServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data / "serve.log"
         self._passwords: dict[str, str] = {}
+        self._totp: dict[str, pyotp.TOTP] = {}
+        self._last_step: dict[str, int] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def cli(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run an ``archipel`` subcommand against this server's data dir and settings."""
         return archipel_cmd(*args, data=self.data, env=self.env, stdin=stdin, check=check)
 
     def add_user(self, name: str, role: str, site: str = "") -> str:
-        """Create a user with a known password and remember it."""
+        """Create a user with a known password and an enrolled TOTP second factor, and remember both."""
         password = uuid.uuid4().hex
-        self.cli("users", "create", name, "--role", role, "--site", site, "--password-stdin", stdin=password + "\n")
+        done = self.cli(
+            "users",
+            "create",
+            name,
+            "--role",
+            role,
+            "--site",
+            site,
+            "--password-stdin",
+            "--totp",
+            stdin=password + "\n",
+        )
+        uri = next(line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("totp: "))
+        totp = pyotp.parse_uri(uri)
+        assert isinstance(totp, pyotp.TOTP)
         self._passwords[name] = password
+        self._totp[name] = totp
+        self._tokens.pop(name, None)
         return password
+
+    def totp_code(self, user: str) -> str:
+        """A TOTP code for ``user`` that the server has not seen yet: the current step's, else the next one's
+        (the server accepts one step of drift), else wait for a new step."""
+        totp = self._totp[user]
+        wait_until(lambda: int(time.time()) // 30 + 1 > self._last_step.get(user, 0), 35, "a fresh TOTP step")
+        step = max(int(time.time()) // 30, self._last_step.get(user, 0) + 1)
+        self._last_step[user] = step
+        return totp.at(step * 30)
 
     def add_node(self, aet: str, port: int = 104, site: str = "SITE-A", regional: bool = False) -> None:
         """Register a DICOM node at 127.0.0.1."""
@@ -130,9 +167,24 @@ class ArchipelServer:
         self.data.mkdir(parents=True, exist_ok=True)
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "archipel.cli", "serve", "--data", str(self.data),
-             "--http-port", str(self.http_port), "--dicom-port", str(self.dicom_port), "--aet", self.aet],
-            env=self.env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "archipel.cli",
+                "serve",
+                "--data",
+                str(self.data),
+                "--http-port",
+                str(self.http_port),
+                "--dicom-port",
+                str(self.dicom_port),
+                "--aet",
+                self.aet,
+            ],
+            env=self.env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
         def ready() -> bool:
@@ -149,11 +201,23 @@ class ArchipelServer:
         wait_until(ready, 60, "archipel serve to answer")
         return self
 
-    def token(self, user: str) -> str:
-        """A bearer token for a user created with :meth:`add_user`."""
-        r = httpx.post(self.url + "/api/auth/token", data={"username": user, "password": self._passwords[user]})
+    def token(self, user: str, fresh: bool = False) -> str:
+        """A bearer token for a user created with :meth:`add_user` (password + TOTP login).
+
+        Tokens are kept and reused while they have more than a minute left, so that callers may ask often
+        without spending a TOTP code each time; ``fresh`` forces a new login.
+        """
+        cached = self._tokens.get(user)
+        if cached is not None and not fresh and cached[1] - time.monotonic() > 60:
+            return cached[0]
+        r = httpx.post(
+            self.url + "/api/auth/token",
+            data={"username": user, "password": self._passwords[user], "totp": self.totp_code(user)},
+        )
         r.raise_for_status()
-        return str(r.json()["access_token"])
+        body = r.json()
+        self._tokens[user] = (str(body["access_token"]), time.monotonic() + float(body["expires_in"]))
+        return str(body["access_token"])
 
     def headers(self, user: str) -> dict[str, str]:
         """Authorization headers for ``user``."""

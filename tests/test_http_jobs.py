@@ -41,7 +41,19 @@ def _finished_job(srv: ArchipelServer, headers: dict[str, str], job_id: str) -> 
     return state
 
 
-PUBLIC_ROUTES = {"/healthz", "/api/auth/token", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC_ROUTES = {
+    "/healthz",
+    "/api/auth/token",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    # the other ways in: browser login, OIDC token exchange, patient access code + one-time code
+    "/api/auth/session",
+    "/api/auth/oidc",
+    "/api/patient/access",
+    "/api/patient/verify",
+}
 
 
 def test_health_is_public_and_every_other_route_needs_a_token(server: ArchipelServer) -> None:

@@ -33,4 +33,8 @@ def load_models() -> None:
     import archipel.platform.authn
     import archipel.platform.identity.models
     import archipel.platform.jobs
+    import archipel.platform.notify
+    import archipel.platform.patient_access
+    import archipel.platform.sessions
+    import archipel.platform.throttle
     import archipel.radiology.models  # noqa: F401

@@ -1,19 +1,19 @@
-"""Authentication of professionals: local accounts with argon2 hashes, and short-lived bearer tokens.
+"""Who is acting, and local accounts: argon2 password hashes, roles, and the errors authentication raises.
 
-OpenID Connect, TOTP, lock-out and patient access codes extend this module (identity & access issue).
+The rest of authentication lives beside this module, one concept each: ``mfa`` (TOTP), ``throttle`` (lock-out
+and rate limits), ``sessions`` (revocable tokens, idle and absolute expiry), ``login`` (the local login that ties
+them together), ``oidc`` (an external identity provider) and ``patient_access`` (access code + one-time code).
 """
 
 from __future__ import annotations
 
 import secrets
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, String, select
+from sqlalchemy import Boolean, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform.db import Base, UTCDateTime, utcnow
@@ -45,20 +45,38 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The TOTP secret, sealed with a key derived from the signing key (see ``mfa``); empty when not enrolled.
+    totp_secret: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    #: The last TOTP time step accepted: a code of this step or an earlier one is a replay.
+    totp_last_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuthError(Exception):
-    """Authentication failed; the message is safe to show."""
+    """Authentication failed. ``reason`` is safe to show; ``status`` is the HTTP status to answer with
+    (401 bad credentials, 403 authenticated but not admitted, 423 locked, 429 too many attempts)."""
+
+    def __init__(self, reason: str, status: int = 401, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is acting: a user, or a DICOM node."""
+    """Who is acting: a user, a patient, or a DICOM node.
+
+    ``session`` is the revocable session id behind a token (empty for nodes and stateless tokens), ``auth_time``
+    when the person last proved who they are, and ``method`` how (``password+totp``, ``oidc``, ...).
+    """
 
     subject: str
     role: str
     site: str = ""
     kind: str = "user"
+    session: str = ""
+    auth_time: datetime | None = None
+    method: str = ""
 
 
 def create_user(s: Session, username: str, role: str, password: str | None = None, site: str = "") -> str:
@@ -67,6 +85,10 @@ def create_user(s: Session, username: str, role: str, password: str | None = Non
         raise ValueError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
     if not username or len(username) > 128:
         raise ValueError("a user name of 1 to 128 characters is required")
+    if ":" in username:
+        raise ValueError(
+            "a user name may not contain ':' (reserved for external identities such as rpps:...)"
+        )
     if s.execute(select(User).where(User.username == username)).scalar_one_or_none() is not None:
         raise ValueError(f"user {username!r} exists already")
     if password is None:
@@ -78,9 +100,17 @@ def create_user(s: Session, username: str, role: str, password: str | None = Non
     return password
 
 
+def find_user(s: Session, username: str) -> User | None:
+    """The account named ``username``, if any."""
+    return s.execute(select(User).where(User.username == username)).scalar_one_or_none()
+
+
 def authenticate(s: Session, username: str, password: str) -> User:
-    """The active user whose password matches, else :class:`AuthError`."""
-    user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    """The active user whose password matches, else :class:`AuthError`.
+
+    This checks the password only; :func:`archipel.platform.login.password_login` adds TOTP and lock-out.
+    """
+    user = find_user(s, username)
     if user is None or not user.active:
         _hasher.hash(password)  # spend the same time as a real check
         raise AuthError("incorrect user name or password")
@@ -91,28 +121,14 @@ def authenticate(s: Session, username: str, password: str) -> User:
     return user
 
 
-def issue_token(user: User, key: str, minutes: int) -> str:
-    """A signed access token for ``user``, valid ``minutes``."""
-    now = utcnow()
-    claims = {
-        "sub": user.username,
-        "role": user.role,
-        "site": user.site,
-        "iat": now,
-        "exp": now + timedelta(minutes=minutes),
-        "jti": uuid.uuid4().hex,
-    }
-    return jwt.encode(claims, key, algorithm="HS256")
+def hash_secret(value: str) -> str:
+    """A salted argon2 hash of ``value`` (passwords, patient access codes, one-time codes)."""
+    return _hasher.hash(value)
 
 
-def read_token(token: str, key: str) -> Principal:
-    """The principal a valid token names; :class:`AuthError` if it is expired, forged or malformed."""
+def secret_matches(hashed: str, value: str) -> bool:
+    """Whether ``value`` matches the argon2 hash ``hashed``."""
     try:
-        claims = jwt.decode(token, key, algorithms=["HS256"], options={"require": ["exp", "sub"]})
-    except jwt.ExpiredSignatureError as exc:
-        raise AuthError("token expired") from exc
-    except jwt.PyJWTError as exc:
-        raise AuthError("invalid token") from exc
-    return Principal(
-        subject=str(claims["sub"]), role=str(claims.get("role", "")), site=claims.get("site", "")
-    )
+        return _hasher.verify(hashed, value)
+    except (VerificationError, InvalidHashError):
+        return False

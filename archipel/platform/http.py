@@ -1,48 +1,36 @@
-"""HTTP plumbing shared by every module's router: the runtime and current-principal dependencies, the token
-endpoint, health, and the job API."""
+"""HTTP plumbing shared by every module's router: the runtime and current-principal dependencies (defined in
+``credentials``), the access guard, health, the job API, and the authentication routes (``auth_api``,
+``patient_api``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi import APIRouter, HTTPException, Request, status
 
-from archipel.platform import access, audit, jobs
-from archipel.platform.authn import AuthError, Principal, authenticate, issue_token, read_token
-from archipel.platform.runtime import Runtime, get_runtime
+from archipel.platform import access, auth_api, jobs, patient_api
+from archipel.platform.authn import Principal
+from archipel.platform.credentials import (
+    PrincipalDep,
+    RuntimeDep,
+    client_address,
+    current_principal,
+    require_recent_auth,
+    runtime,
+)
+from archipel.platform.runtime import Runtime
 
-oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
-
-
-def runtime() -> Runtime:
-    """Dependency: this process's runtime."""
-    return get_runtime()
-
-
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
-
-
-def current_principal(rt: RuntimeDep, token: Annotated[str | None, Depends(oauth2)]) -> Principal:
-    """Dependency: the principal named by the bearer token; 401 without a valid one."""
-    if not token:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "authentication required", headers={"WWW-Authenticate": "Bearer"}
-        )
-    try:
-        return read_token(token, rt.settings.signing_key())
-    except AuthError as exc:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
-        ) from exc
-
-
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
-
-
-def client_address(request: Request) -> str:
-    """The caller's IP address, for the audit trail."""
-    return request.client.host if request.client else ""
+__all__ = [
+    "PrincipalDep",
+    "RuntimeDep",
+    "client_address",
+    "current_principal",
+    "guard",
+    "public",
+    "require_recent_auth",
+    "router",
+    "runtime",
+]
 
 
 def guard(
@@ -65,6 +53,9 @@ def guard(
 
 public = APIRouter()
 router = APIRouter(prefix="/api")
+public.include_router(auth_api.public)
+public.include_router(auth_api.router)
+public.include_router(patient_api.public)
 
 
 @public.get("/healthz", tags=["platform"])
@@ -75,41 +66,6 @@ def healthz(rt: RuntimeDep) -> dict[str, Any]:
     with rt.db.sessions() as s:
         s.execute(text("SELECT 1"))
     return {"status": "ok"}
-
-
-@public.post("/api/auth/token", tags=["auth"])
-def token(
-    request: Request, rt: RuntimeDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]
-) -> dict[str, Any]:
-    """Exchange a user name and password for a bearer token (OAuth2 password flow)."""
-    try:
-        with rt.db.sessions() as s:
-            user = authenticate(s, form.username, form.password)
-    except AuthError as exc:
-        audit.record(
-            rt.db,
-            Principal(subject=form.username[:128], role=""),
-            audit.USER_AUTHENTICATION,
-            "login",
-            outcome="denied",
-            source=client_address(request),
-        )
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
-        ) from exc
-    audit.record(
-        rt.db,
-        Principal(subject=user.username, role=user.role, site=user.site),
-        audit.USER_AUTHENTICATION,
-        "login",
-        source=client_address(request),
-    )
-    minutes = rt.settings.token_minutes
-    return {
-        "access_token": issue_token(user, rt.settings.signing_key(), minutes),
-        "token_type": "bearer",
-        "expires_in": minutes * 60,
-    }
 
 
 @router.get("/jobs", tags=["jobs"])

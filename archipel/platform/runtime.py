@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from archipel.platform.db import Database, get_database
+from archipel.platform.db import Database, get_database, utcnow
 from archipel.platform.settings import Settings, get_settings
 from archipel.platform.storage import BlobStore, open_blob_store
 
 
 @dataclass
 class Runtime:
-    """Settings, index database and blob store of this process."""
+    """Settings, index database and blob store of this process, and its clock (tests replace it)."""
 
     settings: Settings
     db: Database
     blobs: BlobStore
+    clock: Callable[[], datetime] = field(default=utcnow)
 
 
 _runtime: Runtime | None = None

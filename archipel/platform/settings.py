@@ -51,7 +51,40 @@ class Settings(BaseSettings):
     duplicate_policy: DuplicatePolicy = "keep-first"
     #: Signing key for access tokens; generated into the data dir when empty.
     secret_key: str = ""
-    token_minutes: int = 30
+    #: Lifetime of one access token; a session outlives it and hands out new ones (POST /api/auth/refresh).
+    token_minutes: int = 15
+    #: A session ends after this many minutes without a request ...
+    session_idle_minutes: int = 30
+    #: ... and this many hours after its login, whatever happens.
+    session_max_hours: int = 12
+    #: Local accounts need a TOTP code at login (every role; see docs/decisions).
+    require_totp: bool = True
+    #: Issuer name shown by authenticator apps.
+    totp_issuer: str = "Archipel"
+    #: Consecutive failed logins that lock an account, and for how long.
+    lockout_threshold: int = 5
+    lockout_minutes: int = 15
+    #: Failed attempts allowed per account (or patient access code) in any hour.
+    failed_attempts_per_hour: int = 100
+    #: Mark the web session cookies Secure (HTTPS only); turn off only for a plain-HTTP development setup.
+    cookie_secure: bool = True
+    #: OpenID Connect provider (e.g. Pro Sante Connect): issuer, JWKS URL and the audience tokens must carry.
+    oidc_issuer: str = ""
+    oidc_jwks_url: str = ""
+    oidc_audience: str = ""
+    #: Claim that identifies the professional (Pro Sante Connect: the RPPS number), and a prefix for it.
+    oidc_subject_claim: str = "sub"
+    oidc_subject_prefix: str = "oidc:"
+    #: Claim whose value(s) map to an Archipel role through ``oidc_role_map`` (JSON object in the environment).
+    oidc_role_claim: str = "roles"
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)
+    #: Claim naming the professional's organisation / site; empty means none.
+    oidc_site_claim: str = ""
+    #: Where ``notify`` delivers messages: empty means files in DATA/outbox.
+    notify_url: str = ""
+    #: Days a patient access code stays valid, and minutes a one-time code does.
+    patient_code_days: int = 90
+    patient_otp_minutes: int = 10
     #: Maximum number of simultaneous DICOM associations.
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.

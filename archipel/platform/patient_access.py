@@ -1,0 +1,266 @@
+"""Patients' way in: the access code handed out after an exam, plus a one-time code sent through ``notify``.
+
+An access code is 20 Crockford base32 characters (printed ``XXXX-XXXX-XXXX-XXXX-XXXX``): the first 8 are a
+public id used to find the row, the other 12 a 60-bit secret stored only as an argon2 hash (so 100 bits in
+all, well past guessing under the rate limits). Codes expire and can be revoked. Every failed attempt counts
+against the code (lock-out and hourly cap) and against the caller's address (hourly cap only, since addresses
+are shared); see ``throttle``. A one-time code is 6 digits, valid ``patient_otp_minutes`` (10 at most), good
+for one login and for 5 tries.
+
+The patient is named by an opaque ``patient_ref``, ``"ISSUER/PATIENT_ID"`` for now; it becomes the master
+patient id once the MPI (``platform.identity``) is in place.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ForeignKey, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from archipel.platform import notify, throttle
+from archipel.platform.authn import AuthError, hash_secret, secret_matches
+from archipel.platform.db import Base, Database, UTCDateTime
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+PUBLIC_LEN = 8
+SECRET_LEN = 12
+OTP_TRIES = 5
+MAX_OTP_MINUTES = 10
+
+INVALID_CODE = "invalid access code"
+EXPIRED_CODE = "access code expired"
+INVALID_OTP = "invalid one-time code"
+EXPIRED_OTP = "one-time code expired; ask for a new one"
+USED_OTP = "one-time code already used; ask for a new one"
+NO_OTP = "no one-time code was requested for this access code"
+
+
+class PatientAccessCode(Base):
+    """An access code given to a patient, stored as its public id and a salted hash of its secret."""
+
+    __tablename__ = "patient_access_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    patient_ref: Mapped[str] = mapped_column(String(160), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(16))
+    contact: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+
+
+class PatientOneTimeCode(Base):
+    """A one-time code sent for an access code: a salted hash, its expiry, its use and its tries."""
+
+    __tablename__ = "patient_one_time_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    access_code_id: Mapped[int] = mapped_column(ForeignKey("patient_access_codes.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+@dataclass(frozen=True)
+class OtpSent:
+    """Where a one-time code went: the channel and a masked address that the patient can recognise."""
+
+    channel: str
+    masked_contact: str
+
+
+def _random(n: int) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(n))
+
+
+def normalise(code: str) -> str:
+    """``code`` without spaces or dashes, upper case, with the look-alikes Crockford allows mapped back."""
+    cleaned = code.replace("-", "").replace(" ", "").upper()
+    return cleaned.translate(str.maketrans("ILO", "110"))
+
+
+def format_code(raw: str) -> str:
+    """``raw`` in groups of four, as printed for the patient."""
+    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
+
+
+def mask(channel: str, contact: str) -> str:
+    """A recognisable but partial form of ``contact``."""
+    if channel == "email" and "@" in contact:
+        local, domain = contact.split("@", 1)
+        return f"{local[:1]}***@{domain}"
+    return "*" * max(0, len(contact) - 2) + contact[-2:]
+
+
+def issue_access_code(
+    s: Session,
+    patient_ref: str,
+    channel: str,
+    contact: str,
+    *,
+    now: datetime,
+    valid_for: timedelta,
+    created_by: str = "",
+) -> str:
+    """Create an access code for ``patient_ref`` and return it, formatted; it is not stored and shown only once."""
+    if "/" not in patient_ref or patient_ref.startswith("/") or patient_ref.endswith("/"):
+        raise ValueError("patient_ref is ISSUER/PATIENT_ID")
+    if channel not in notify.CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; choose one of: {', '.join(notify.CHANNELS)}")
+    if not contact.strip():
+        raise ValueError("a contact (e-mail address or phone number) is required to send one-time codes")
+    public_id = _random(PUBLIC_LEN)
+    while s.execute(select(PatientAccessCode.id).where(PatientAccessCode.public_id == public_id)).first():
+        public_id = _random(PUBLIC_LEN)
+    secret = _random(SECRET_LEN)
+    s.add(
+        PatientAccessCode(
+            public_id=public_id,
+            patient_ref=patient_ref,
+            secret_hash=hash_secret(secret),
+            channel=channel,
+            contact=contact.strip(),
+            created_at=now,
+            expires_at=now + valid_for,
+            created_by=created_by,
+        )
+    )
+    s.flush()
+    return format_code(public_id + secret)
+
+
+def _keys(code: str, source: str) -> tuple[str, list[str]]:
+    raw = normalise(code)
+    public_id = raw[:PUBLIC_LEN] if len(raw) == PUBLIC_LEN + SECRET_LEN else "malformed"
+    keys = [f"patient-code:{public_id}"]
+    if source:
+        keys.append(f"patient-ip:{source}")
+    return raw, keys
+
+
+def _policy_for(key: str, policy: throttle.Throttle) -> throttle.Throttle:
+    # An address may be shared (a clinic's NAT, a family): it gets the hourly cap but no lock-out.
+    if key.startswith("patient-ip:"):
+        return throttle.Throttle(threshold=2**31 - 1, lock=policy.lock, per_hour=policy.per_hour)
+    return policy
+
+
+def _check(db: Database, keys: list[str], policy: throttle.Throttle, now: datetime) -> None:
+    with db.sessions() as s:
+        for key in keys:
+            throttle.check(s, key, _policy_for(key, policy), now)
+
+
+def _fail(db: Database, keys: list[str], policy: throttle.Throttle, now: datetime) -> None:
+    with db.write() as s:
+        for key in keys:
+            throttle.fail(s, key, _policy_for(key, policy), now)
+
+
+def _find(s: Session, raw: str, now: datetime) -> PatientAccessCode:
+    if len(raw) != PUBLIC_LEN + SECRET_LEN or any(c not in ALPHABET for c in raw):
+        hash_secret(raw)  # same cost as a real check
+        raise AuthError(INVALID_CODE)
+    row = s.execute(
+        select(PatientAccessCode).where(PatientAccessCode.public_id == raw[:PUBLIC_LEN])
+    ).scalar_one_or_none()
+    if row is None:
+        hash_secret(raw)
+        raise AuthError(INVALID_CODE)
+    if not secret_matches(row.secret_hash, raw[PUBLIC_LEN:]) or row.revoked_at is not None:
+        raise AuthError(INVALID_CODE)
+    if now >= row.expires_at:
+        raise AuthError(EXPIRED_CODE)
+    return row
+
+
+def request_one_time_code(
+    db: Database,
+    code: str,
+    *,
+    now: datetime,
+    policy: throttle.Throttle,
+    otp_minutes: int,
+    source: str = "",
+) -> tuple[str, OtpSent]:
+    """Check an access code and queue a one-time code to its contact; return ``(patient_ref, where)``.
+
+    Raises :class:`AuthError` (401, 423, 429) with the reason; failures count against the code and ``source``.
+    """
+    raw, keys = _keys(code, source)
+    _check(db, keys, policy, now)
+    otp = f"{secrets.randbelow(1_000_000):06d}"
+    try:
+        with db.write() as s:
+            row = _find(s, raw, now)
+            s.add(
+                PatientOneTimeCode(
+                    access_code_id=row.id,
+                    code_hash=hash_secret(otp),
+                    created_at=now,
+                    expires_at=now + timedelta(minutes=min(otp_minutes, MAX_OTP_MINUTES)),
+                    attempts=0,
+                )
+            )
+            notify.enqueue(
+                s,
+                row.channel,
+                row.contact,
+                "Your Archipel one-time code",
+                f"Your one-time code is {otp}. It is valid for {min(otp_minutes, MAX_OTP_MINUTES)} minutes "
+                "and works once. Never share it.",
+                purpose="patient-otp",
+            )
+            ref, sent = row.patient_ref, OtpSent(row.channel, mask(row.channel, row.contact))
+    except AuthError:
+        _fail(db, keys, policy, now)
+        raise
+    return ref, sent
+
+
+def verify_one_time_code(
+    db: Database, code: str, otp: str, *, now: datetime, policy: throttle.Throttle, source: str = ""
+) -> str:
+    """The ``patient_ref`` of an access code whose latest one-time code is ``otp``; the code is used up.
+
+    Raises :class:`AuthError` with the reason; failures count against the code and ``source``.
+    """
+    raw, keys = _keys(code, source)
+    _check(db, keys, policy, now)
+    error: AuthError | None = None
+    with db.write() as s:
+        try:
+            row = _find(s, raw, now)
+            challenge = s.execute(
+                select(PatientOneTimeCode)
+                .where(PatientOneTimeCode.access_code_id == row.id)
+                .order_by(PatientOneTimeCode.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if challenge is None:
+                raise AuthError(NO_OTP)
+            if challenge.used_at is not None:
+                raise AuthError(USED_OTP)
+            if now >= challenge.expires_at:
+                raise AuthError(EXPIRED_OTP)
+            if challenge.attempts >= OTP_TRIES:
+                raise AuthError(f"{INVALID_OTP}; too many tries, ask for a new one")
+            challenge.attempts += 1
+            if not secret_matches(challenge.code_hash, otp.strip()):
+                raise AuthError(INVALID_OTP)
+            challenge.used_at = now
+            ref = row.patient_ref
+        except AuthError as exc:
+            error = exc
+    if error is not None:
+        _fail(db, keys, policy, now)
+        raise error
+    return ref
