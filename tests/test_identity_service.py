@@ -274,3 +274,28 @@ def test_register_many_reports_bad_rows_and_links_the_rest(db: Database) -> None
     ] == [False, True, False]
     assert master_of(db, "SITE-A", "A1") is None
     assert master_of(db, "SITE-A", "A2") is not None
+
+
+def test_register_inside_the_callers_write_transaction(db: Database) -> None:
+    a = register(db, ident("SITE-A", "A1"))
+    with db.write() as s:
+        outcome = register(s, ident("SITE-B", "B1"))
+    assert (outcome.status, outcome.master_id) == (LINKED, a.master_id)
+    with pytest.raises(RuntimeError), db.write() as s:
+        register(s, ident("SITE-C", "C1"))
+        raise RuntimeError("the caller's transaction fails after registering")
+    assert master_of(db, "SITE-C", "C1") is None
+    # The index forgot the rolled-back identity: registering it again creates it.
+    assert register(db, ident("SITE-C", "C1")).created
+
+
+def test_a_qualified_ins_arriving_later_links_a_lone_identity(db: Database) -> None:
+    from archipel.platform.identity.ins import ins_key
+
+    ins = "1840729232001" + ins_key("1840729232001")
+    a = register(db, ident("SITE-A", "A1", ins=ins, ins_status="QUAL"))
+    other = {"birth_name": "Kervadou", "given_names": "Aurel", "birth_date": "1985-01-01", "birth_place": ""}
+    b = register(db, ident("SITE-B", "B1", **other))
+    assert b.status == NEW
+    later = register(db, ident("SITE-B", "B1", **other, ins=ins, ins_status="QUAL"))
+    assert (later.status, later.master_id) == (LINKED, a.master_id)

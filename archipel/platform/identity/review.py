@@ -95,6 +95,7 @@ def _officer(db: Database, reason: str) -> Iterator[tuple[Session, LinkIndex, in
     with store.process_lock, db.write() as s:
         store.lock_mpi(s)
         index = store.index_for(s)
+        store.forget_on_rollback(s, index)
         try:
             yield s, index, store.bump(s, index)
         except BaseException:

@@ -257,6 +257,7 @@ def _register_in(
     with store.process_lock:
         store.lock_mpi(s)
         index = store.index_for(s)
+        store.forget_on_rollback(s, index)
         try:
             return _link_batch(s, index, batch, audited, traits)
         except BaseException:
@@ -450,6 +451,7 @@ def rematch(db: Database) -> int:
     with store.process_lock, db.write() as s:
         store.lock_mpi(s)
         index = store.index_for(s)
+        store.forget_on_rollback(s, index)
         try:
             gen = store.bump(s, index)
             out = store.Batch(gen)

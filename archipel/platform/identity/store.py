@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, event, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from archipel.platform.db import utcnow
@@ -73,6 +73,18 @@ def index_for(s: Session) -> LinkIndex:
             index = _indexes[url] = LinkIndex(FellegiSunter.prior())
     refresh(s, index)
     return index
+
+
+def forget_on_rollback(s: Session, index: LinkIndex) -> None:
+    """Invalidate ``index`` if the session's transaction rolls back (the index already holds its changes)."""
+    if s.info.get("mpi_rollback_guard"):
+        return
+    s.info["mpi_rollback_guard"] = True
+
+    def rolled_back(_session: Session) -> None:
+        invalidate(index)
+
+    event.listen(s, "after_rollback", rolled_back)
 
 
 def forget_indexes() -> None:
