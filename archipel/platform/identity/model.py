@@ -41,6 +41,8 @@ _PRIOR_U = (
 )
 #: Bounds of the frequency adjustment, in bits either side of the plain exact-agreement weight.
 TF_CLIP = 5.0
+#: Name frequencies mean something only over enough identities.
+TF_MIN_RECORDS = 1000
 _EPS = 1e-6
 #: Lowest m used in a weight: even "impossible" disagreements among matches happen (data-entry errors).
 M_FLOOR = 0.002
@@ -90,15 +92,23 @@ class FellegiSunter:
 
     def score(self, levels: tuple[int, ...], a: Traits, b: Traits, freq: NameFrequencies) -> float:
         """The match weight (log2 Bayes factor) of a comparison vector, frequency-adjusted."""
-        w = self.weights
-        total = 0.0
-        for k, level in enumerate(levels):
-            if level != MISSING:
-                total += w[k][level]
-        if levels[FAMILY] == EXACT and a.birth == b.birth:
-            total += self._tf_adjust(FAMILY, freq.family_share(a.birth))
-        if levels[GIVEN] == EXACT:
-            total += self._tf_adjust(GIVEN, freq.given_share(a.given))
+        # Unrolled over the seven fields: this runs for every candidate pair of every arriving identity.
+        w0, w1, w2, w3, w4, w5, w6 = self.weights
+        fam, giv, dat, sex, pla, adr, pho = levels
+        total = (
+            (w0[fam] if fam >= 0 else 0.0)
+            + (w1[giv] if giv >= 0 else 0.0)
+            + (w2[dat] if dat >= 0 else 0.0)
+            + (w3[sex] if sex >= 0 else 0.0)
+            + (w4[pla] if pla >= 0 else 0.0)
+            + (w5[adr] if adr >= 0 else 0.0)
+            + (w6[pho] if pho >= 0 else 0.0)
+        )
+        if freq.total >= TF_MIN_RECORDS:
+            if fam == EXACT and a.birth == b.birth:
+                total += self._tf_adjust(FAMILY, freq.family_share(a.birth))
+            if giv == EXACT:
+                total += self._tf_adjust(GIVEN, freq.given_share(a.given))
         return total
 
     def contributions(
@@ -142,11 +152,11 @@ class NameFrequencies:
 
     def family_share(self, name: str) -> float:
         """Share of identities with this family name (at least one identity's worth)."""
-        return max(self.family.get(name, 0), 1) / self.total if self.total >= 1000 else 0.0
+        return max(self.family.get(name, 0), 1) / self.total if self.total >= TF_MIN_RECORDS else 0.0
 
     def given_share(self, name: str) -> float:
         """Share of identities with this first given name."""
-        return max(self.given.get(name, 0), 1) / self.total if self.total >= 1000 else 0.0
+        return max(self.given.get(name, 0), 1) / self.total if self.total >= TF_MIN_RECORDS else 0.0
 
 
 def estimate_u(random_levels: np.ndarray) -> list[list[float]]:
