@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import select
@@ -18,136 +17,44 @@ from archipel.platform import audit
 from archipel.platform.authn import Principal
 from archipel.platform.db import Database, utcnow
 from archipel.platform.identity import store, training
-from archipel.platform.identity.ins import (
-    InsError,
-    InsStatus,
-    normalize_ins,
-    parse_status,
-    usable_for_linking,
+from archipel.platform.identity.intake import (
+    FIELD_NAMES,
+    IdentityError,
+    LinkOutcome,
+    LocalIdentityInput,
+    UnknownIssuer,
+    add_issuer,
+    clean,
+    known_issuers,
+    to_traits,
+    traits_of_input,
 )
 from archipel.platform.identity.linker import LinkIndex, blocking_keys
-from archipel.platform.identity.models import LINKED, NEW, REVIEW, IdentityIssuer, LocalIdentity
-from archipel.platform.identity.normalize import (
-    DateError,
-    Traits,
-    code_key,
-    make_traits,
-    parse_birth_date,
-    parse_sex,
-)
+from archipel.platform.identity.models import LINKED, NEW, REVIEW, LocalIdentity
+from archipel.platform.identity.normalize import Traits
+
+__all__ = [
+    "PURPOSE",
+    "IdentityError",
+    "LinkOutcome",
+    "LocalIdentityInput",
+    "UnknownIssuer",
+    "add_issuer",
+    "clean",
+    "known_issuers",
+    "locals_of",
+    "master_of",
+    "prepare",
+    "register",
+    "register_many",
+    "rematch",
+    "traits_of_input",
+]
 
 log = logging.getLogger("archipel.identity")
 
 PURPOSE = "identity-management"
 LINKER = Principal(subject="mpi-linker", role="system", kind="system")
-_MAX = {
-    "local_id": 64,
-    "birth_name": 200,
-    "used_name": 200,
-    "given_names": 200,
-    "birth_place": 16,
-    "address": 400,
-    "postcode": 16,
-    "city": 200,
-    "phone": 32,
-}
-
-
-class IdentityError(ValueError):
-    """A local identity or an MPI action that cannot be accepted; the message says why, nothing changed."""
-
-
-class UnknownIssuer(IdentityError):
-    """The issuer is not a registered site (``archipel identity issuers add``)."""
-
-
-@dataclass(frozen=True)
-class LocalIdentityInput:
-    """A local identity as a site sends it: every field but ``issuer`` and ``local_id`` may be empty."""
-
-    issuer: str
-    local_id: str
-    birth_name: str = ""
-    used_name: str = ""
-    given_names: str = ""
-    birth_date: str = ""
-    sex: str = ""
-    birth_place: str = ""
-    address: str = ""
-    postcode: str = ""
-    city: str = ""
-    phone: str = ""
-    ins: str = ""
-    ins_status: str = ""
-
-
-@dataclass(frozen=True)
-class LinkOutcome:
-    """Where a registered identity now stands: its master, and ``linked`` / ``review`` / ``new`` / ``manual``."""
-
-    issuer: str
-    local_id: str
-    master_id: int
-    status: str
-    score: float | None
-    created: bool
-
-
-_FIELDS = tuple(f.name for f in fields(LocalIdentityInput))
-_LIMITS = tuple((name, _MAX.get(name, 64)) for name in _FIELDS)
-
-
-def clean(inp: LocalIdentityInput) -> dict[str, str]:
-    """The validated, normalised column values of ``inp``; :class:`IdentityError` says what is wrong."""
-    raw = [getattr(inp, name) for name in _FIELDS]
-    try:
-        text = "|".join(raw)
-    except TypeError:
-        for name, v in zip(_FIELDS, raw, strict=True):
-            if v is not None and not isinstance(v, str):
-                raise IdentityError(f"{name} must be text, not {type(v).__name__}") from None
-        raw = [v or "" for v in raw]
-        text = "|".join(raw)
-    if not text.isprintable():
-        bad = next(n for n, v in zip(_FIELDS, raw, strict=True) if not v.isprintable())
-        raise IdentityError(f"{bad} contains control characters")
-    values = {name: v.strip() for name, v in zip(_FIELDS, raw, strict=True)}
-    for name, limit in _LIMITS:
-        if len(values[name]) > limit:
-            raise IdentityError(f"{name} is longer than {limit} characters")
-    if not values["issuer"]:
-        raise IdentityError("issuer is required")
-    if not values["local_id"]:
-        raise IdentityError("local_id is required")
-    try:
-        values["birth_date"] = parse_birth_date(values["birth_date"])
-        values["sex"] = parse_sex(values["sex"])
-        values["ins"] = normalize_ins(values["ins"])
-        status = parse_status(values["ins_status"])
-    except (DateError, InsError, ValueError) as exc:
-        raise IdentityError(str(exc)) from exc
-    if status in (InsStatus.RECUP, InsStatus.QUAL) and not values["ins"]:
-        raise IdentityError(f"INS status {status.value} requires an INS")
-    values["ins_status"] = status.value
-    values["birth_place"] = code_key(values["birth_place"])
-    if not (values["birth_name"] or values["used_name"] or values["given_names"] or values["ins"]):
-        raise IdentityError("an identity needs at least a name or an INS")
-    return values
-
-
-def known_issuers(s: Session) -> set[str]:
-    """Codes of the registered issuers."""
-    return set(s.execute(select(IdentityIssuer.code)).scalars())
-
-
-def add_issuer(s: Session, code: str, name: str = "") -> None:
-    """Register ``code`` as an issuer of local patient IDs (idempotent)."""
-    code = code.strip()
-    if not code or len(code) > 64 or any(ord(c) < 33 for c in code):
-        raise IdentityError("an issuer code has 1 to 64 visible characters and no spaces")
-    if s.get(IdentityIssuer, code) is None:
-        s.add(IdentityIssuer(code=code, name=name, created_at=utcnow()))
-        s.flush()
 
 
 def register(target: Database | Session, inp: LocalIdentityInput) -> LinkOutcome:
@@ -231,7 +138,7 @@ def prepare(part: list[tuple[int, LocalIdentityInput]]) -> Prepared:
         except IdentityError as exc:
             out.append((number, None, None, str(exc)))
         else:
-            out.append((number, values, _traits(values), ""))
+            out.append((number, values, to_traits(values), ""))
     return out
 
 
@@ -265,23 +172,6 @@ def _register_in(
             raise
 
 
-def _traits(v: dict[str, str]) -> Traits:
-    return make_traits(
-        v["issuer"],
-        v["local_id"],
-        birth_name=v["birth_name"],
-        used_name=v["used_name"],
-        given_names=v["given_names"],
-        birth_date=v["birth_date"],
-        sex=v["sex"],
-        birth_place=v["birth_place"],
-        postcode=v["postcode"],
-        city=v["city"],
-        phone=v["phone"],
-        qualified_ins=v["ins"] if usable_for_linking(v["ins"], v["ins_status"]) else "",
-    )
-
-
 def _link_batch(
     s: Session, index: LinkIndex, batch: list[dict[str, str]], audited: bool, traits: list[Traits] | None
 ) -> list[LinkOutcome]:
@@ -292,7 +182,7 @@ def _link_batch(
             f"unknown issuer {', '.join(sorted(unknown))}: register it with "
             "`archipel identity issuers add` first"
         )
-    incoming = traits if traits is not None else [_traits(v) for v in batch]
+    incoming = traits if traits is not None else [to_traits(v) for v in batch]
     _maybe_estimate(s, index, incoming)
     gen = store.bump(s, index)
     out = store.Batch(gen)
@@ -467,9 +357,9 @@ def rematch(db: Database) -> int:
             moved = 0
             for row in rows:
                 before = row.master_id
-                values = {c: getattr(row, c) for c in _FIELDS}
+                values = {c: getattr(row, c) for c in FIELD_NAMES}
                 outcome = _relink(
-                    s, index, out, row.id, _traits(values), {**values, "gen": gen, "updated_at": utcnow()}
+                    s, index, out, row.id, to_traits(values), {**values, "gen": gen, "updated_at": utcnow()}
                 )
                 moved += outcome.master_id != before
             out.flush(s)
@@ -477,8 +367,3 @@ def rematch(db: Database) -> int:
         except BaseException:
             store.invalidate(index)
             raise
-
-
-def traits_of_input(inp: LocalIdentityInput) -> Traits:
-    """The comparison traits of a validated input (what the linker would compare)."""
-    return _traits(clean(inp))
