@@ -188,6 +188,14 @@ def test_two_different_qualified_ins_are_a_hard_non_match(index: LinkIndex) -> N
     assert (status, linked_to, candidate) == (NEW, None, None)
 
 
+def test_two_different_ins_of_any_status_are_a_hard_non_match(index: LinkIndex) -> None:
+    add(index, "SITE-A", "A1", **BASE, ins=_ins("1840729232001"), ins_status="RECUP")
+    status, linked_to, candidate = decide(
+        index, "SITE-B", "B1", **BASE, ins=_ins("1840729232002"), ins_status="PROV"
+    )
+    assert (status, linked_to, candidate) == (NEW, None, None)
+
+
 def test_declared_different_people_are_not_linked_again(index: LinkIndex) -> None:
     add(index, "SITE-A", "A1", **BASE)
     b_pk = index.next_local

@@ -154,6 +154,7 @@ def to_traits(v: dict[str, str]) -> Traits:
         city=v["city"],
         phone=v["phone"],
         qualified_ins=v["ins"] if usable_for_linking(v["ins"], v["ins_status"]) else "",
+        any_ins=v["ins"],
     )
 
 

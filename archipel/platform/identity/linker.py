@@ -4,7 +4,8 @@ The index keeps one :class:`Traits` per local identity, the local-to-master map 
 local identities that share it. :meth:`LinkIndex.decide` applies, in order:
 
 1. a qualified INS shared with a master links deterministically;
-2. hard non-matches are dropped: two different qualified INS, and pairs an officer declared different;
+2. hard non-matches are dropped: two different INS (whatever their status), and pairs an officer declared
+   different;
 3. the remaining candidates are scored (Fellegi-Sunter) and grouped by master;
 4. rules that may only lower a decision: two local IDs of one issuer are never auto-linked; same family name and
    birth date with another first name (twins) goes to review; disagreeing sex or birth place never auto-links;
@@ -207,7 +208,7 @@ class LinkIndex:
                 master_id = self.master[pk]
                 if master_id in banned:
                     continue
-                if t.ins and other.ins and t.ins != other.ins:
+                if t.nir and other.nir and t.nir != other.nir:
                     banned.add(master_id)
                     continue
                 levels, swapped = compare(t, other)
@@ -254,9 +255,9 @@ class LinkIndex:
         return None
 
     def _conflicting_ins(self, master_id: int, t: Traits) -> bool:
-        if not t.ins:
+        if not t.nir:
             return False
-        return any((o := self.traits[pk].ins) and o != t.ins for pk in self.members.get(master_id, ()))
+        return any((o := self.traits[pk].nir) and o != t.nir for pk in self.members.get(master_id, ()))
 
     def _same_issuer(self, t: Traits, master_id: int, self_pk: int | None) -> bool:
         for pk in self.members.get(master_id, ()):

@@ -158,6 +158,7 @@ class Traits:
         "ins",
         "issuer",
         "local_id",
+        "nir",
         "phone",
         "place",
         "postcode",
@@ -180,6 +181,7 @@ class Traits:
         city: str,
         phone: str,
         qualified_ins: str,
+        nir: str = "",
     ) -> None:
         self.issuer = sys.intern(issuer)
         self.local_id = local_id
@@ -199,6 +201,8 @@ class Traits:
         self.phone = phone
         #: The INS, kept only when qualified: nothing else may link or refuse a link by INS.
         self.ins = qualified_ins
+        #: The INS whatever its status: never used to link, but two different ones are two people.
+        self.nir = nir
         #: Every form of the family name to compare: birth, used, and their particle-free cores.
         self.forms = tuple(
             dict.fromkeys(f for f in (self.birth, self.birth_core, self.used, self.used_core) if f)
@@ -219,6 +223,7 @@ def make_traits(
     city: str = "",
     phone: str = "",
     qualified_ins: str = "",
+    any_ins: str = "",
 ) -> Traits:
     """Fold already-validated fields into :class:`Traits` (``birth_date`` is ``YYYYMMDD`` or empty,
     ``birth_place`` already through :func:`code_key`)."""
@@ -243,4 +248,5 @@ def make_traits(
         compact(name_tokens(city)),
         phone_key(phone),
         qualified_ins,
+        any_ins,
     )

@@ -55,6 +55,7 @@ def traits_of(row: Any) -> Traits:
         city=row.city,
         phone=row.phone,
         qualified_ins=row.ins if usable_for_linking(row.ins, row.ins_status) else "",
+        any_ins=row.ins,
     )
 
 
