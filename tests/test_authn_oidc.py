@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import jwt
 import pytest
@@ -23,6 +24,8 @@ from tests.auth_helpers import bearer, client, denied_events
 
 ISSUER = "https://auth.esante.test/auth/realms/esante-wallet"
 AUDIENCE = "archipel-test"
+CLIENT_ID = "archipel-client"
+CLIENT_SECRET = "client-secret-for-tests"
 RADIOLOGY = "10^1.2.250.1.213.1.1.5.5^G15_10/SM26"
 
 
@@ -35,9 +38,31 @@ class Provider:
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
         jwks = json.dumps({"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}).encode()
         self.requests = 0
+        #: authorization codes handed out: code -> (PKCE challenge, nonce)
+        self.codes: dict[str, tuple[str, str]] = {}
+        self.redeemed: list[dict[str, str]] = []
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                form = dict(parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+                provider.redeemed.append(form)
+                challenge, nonce = provider.codes.pop(form.get("code", ""), ("", ""))
+                verifier = form.get("code_verifier", "").encode()
+                pkce = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
+                if not challenge or pkce != challenge or form.get("client_secret") != CLIENT_SECRET:
+                    body, code = b'{"error": "invalid_grant"}', 400
+                else:
+                    body, code = (
+                        json.dumps({"id_token": provider.token(aud=CLIENT_ID, nonce=nonce)}).encode(),
+                        200,
+                    )
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_GET(self) -> None:
                 provider.requests += 1
                 self.send_response(200)
@@ -52,6 +77,10 @@ class Provider:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     @property
     def jwks_url(self) -> str:
@@ -85,6 +114,10 @@ def provider(runtime: Runtime) -> Iterator[Provider]:
     s.oidc_subject_claim, s.oidc_subject_prefix = "SubjectNameID", "rpps:"
     s.oidc_role_claim = "SubjectRole"
     s.oidc_role_map = {RADIOLOGY: "radiologist"}
+    s.oidc_client_id, s.oidc_client_secret = CLIENT_ID, CLIENT_SECRET
+    s.oidc_authorization_url = p.base + "/protocol/openid-connect/auth"
+    s.oidc_token_url = p.base + "/protocol/openid-connect/token"
+    s.oidc_redirect_url = "https://testserver/api/auth/oidc/callback"
     try:
         yield p
     finally:
@@ -177,3 +210,69 @@ def test_the_provider_public_key_used_as_an_hmac_secret_is_refused(
     )
     r = http.get("/api/auth/me", headers=bearer(confused))
     assert (r.status_code, r.json()["detail"]) == (401, "invalid token")
+
+
+def _start(http: TestClient, provider: Provider, next_page: str = "/viewer") -> dict[str, str]:
+    r = http.get("/api/auth/oidc/start", params={"next": next_page}, follow_redirects=False)
+    assert r.status_code == 302
+    location = urlsplit(r.headers["location"])
+    assert (
+        f"{location.scheme}://{location.netloc}{location.path}"
+        == provider.base + "/protocol/openid-connect/auth"
+    )
+    query = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert query["response_type"] == "code" and query["client_id"] == CLIENT_ID
+    assert query["code_challenge_method"] == "S256"
+    assert "httponly" in r.headers["set-cookie"].lower() and "samesite=lax" in r.headers["set-cookie"].lower()
+    return query
+
+
+def test_the_authorization_code_flow_opens_a_web_session(provider: Provider, http: TestClient) -> None:
+    query = _start(http, provider)
+    provider.codes["code-1"] = (query["code_challenge"], query["nonce"])
+    r = http.get(
+        "/api/auth/oidc/callback", params={"code": "code-1", "state": query["state"]}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/viewer"
+    assert provider.redeemed[-1]["redirect_uri"] == "https://testserver/api/auth/oidc/callback"
+    me = http.get("/api/auth/me")
+    assert me.status_code == 200 and me.json()["subject"] == "rpps:810100000001"
+    assert me.json()["method"] == "oidc"
+
+
+def test_the_authorization_code_flow_refuses_a_wrong_state_a_bad_code_and_an_open_redirect(
+    runtime: Runtime, provider: Provider, http: TestClient
+) -> None:
+    query = _start(http, provider, next_page="//evil.example/")
+    provider.codes["code-2"] = (query["code_challenge"], query["nonce"])
+    r = http.get(
+        "/api/auth/oidc/callback", params={"code": "code-2", "state": "forged"}, follow_redirects=False
+    )
+    assert (r.status_code, r.json()["detail"]) == (400, "OIDC state mismatch")
+    r = http.get(
+        "/api/auth/oidc/callback", params={"code": "unknown", "state": query["state"]}, follow_redirects=False
+    )
+    assert (r.status_code, r.json()["detail"]) == (401, "identity provider did not accept the code")
+    r = http.get(
+        "/api/auth/oidc/callback", params={"code": "code-2", "state": query["state"]}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    with client() as stranger:
+        r = stranger.get("/api/auth/oidc/callback", params={"code": "x", "state": query["state"]})
+        assert r.status_code == 400 and "not started here" in r.json()["detail"]
+    reasons = [e.detail for e in denied_events(runtime, "login-oidc")]
+    assert reasons[-3:] == [
+        "OIDC state mismatch",
+        "identity provider did not accept the code",
+        "OIDC login not started here or expired; start again",
+    ]
+
+
+def test_an_id_token_with_another_nonce_is_refused(provider: Provider, http: TestClient) -> None:
+    query = _start(http, provider)
+    provider.codes["code-3"] = (query["code_challenge"], "another-nonce")
+    r = http.get(
+        "/api/auth/oidc/callback", params={"code": "code-3", "state": query["state"]}, follow_redirects=False
+    )
+    assert (r.status_code, r.json()["detail"]) == (401, "invalid token: nonce mismatch")

@@ -51,6 +51,8 @@ PUBLIC_ROUTES = {
     # the other ways in: browser login, OIDC token exchange, patient access code + one-time code
     "/api/auth/session",
     "/api/auth/oidc",
+    "/api/auth/oidc/start",
+    "/api/auth/oidc/callback",
     "/api/patient/access",
     "/api/patient/verify",
 }

@@ -77,6 +77,12 @@ def web_session(
     """Log a browser in: a Secure, HttpOnly, SameSite=Strict session cookie, plus the CSRF token to echo in
     ``X-CSRF-Token`` on every state-changing request (also set as a readable cookie)."""
     row = _login(rt, request, username, password, totp)
+    csrf, max_age = set_session_cookies(rt, response, row)
+    return {"csrf_token": csrf, "session_expires_in": max_age}
+
+
+def set_session_cookies(rt: Runtime, response: Response, row: sessions.AuthSession) -> tuple[str, int]:
+    """Put session ``row`` in the browser's cookies; return the CSRF token and the cookies' lifetime."""
     now = rt.clock()
     key = rt.settings.signing_key()
     policy = session_policy(rt.settings)
@@ -98,7 +104,7 @@ def web_session(
     response.set_cookie(
         csrf_cookie, csrf, max_age=max_age, path="/", secure=secure, httponly=False, samesite="strict"
     )
-    return {"csrf_token": csrf, "session_expires_in": max_age}
+    return csrf, max_age
 
 
 @public.post("/oidc")
@@ -109,9 +115,16 @@ def oidc_exchange(
     config = oidc.OidcConfig.from_settings(rt.settings)
     if config is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no OpenID Connect provider is configured")
+    return _token_answer(rt, oidc_login(rt, request, config, id_token))
+
+
+def oidc_login(
+    rt: Runtime, request: Request, config: oidc.OidcConfig, id_token: str, nonce: str | None = None
+) -> sessions.AuthSession:
+    """Open a session for the professional a provider's ``id_token`` names, audited either way."""
     source = client_address(request)
     try:
-        who = oidc.verify(config, id_token, rt.clock())
+        who = oidc.verify(config, id_token, rt.clock(), nonce=nonce)
     except AuthError as exc:
         audit.record(
             rt.db,
@@ -132,7 +145,7 @@ def oidc_exchange(
             if fresh is not None:
                 fresh.auth_time = who.auth_time
                 row = fresh
-    return _token_answer(rt, row)
+    return row
 
 
 def _session_row(rt: Runtime, principal: Principal) -> sessions.AuthSession:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from archipel.platform import access, auth_api, jobs, patient_api
+from archipel.platform import access, auth_api, jobs, oidc_flow, patient_api
 from archipel.platform.authn import Principal
 from archipel.platform.credentials import (
     PrincipalDep,
@@ -55,6 +55,7 @@ public = APIRouter()
 router = APIRouter(prefix="/api")
 public.include_router(auth_api.public)
 public.include_router(auth_api.router)
+public.include_router(oidc_flow.public)
 public.include_router(patient_api.public)
 
 

@@ -4,11 +4,13 @@ A token signed by the provider (RS256/PS256/ES256, keys from its JWKS URL) is ac
 and lifetime check out. The configured subject claim (the RPPS number for Pro Sante Connect) names the person,
 and the configured role claim is mapped to an Archipel role; a person with no mapped role is refused.
 Such a token can be used directly as a bearer token, or exchanged once for an Archipel session
-(POST /api/auth/oidc), which then follows the local idle/absolute/revocation rules.
+(POST /api/auth/oidc), which then follows the local idle/absolute/revocation rules; browsers use the
+authorization-code flow (``oidc_flow``).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -86,8 +88,11 @@ def _map_role(config: OidcConfig, claims: dict[str, Any]) -> str:
     raise AuthError("no Archipel role is mapped to this identity's professions", status=403)
 
 
-def verify(config: OidcConfig, token: str, now: datetime) -> Principal:
-    """The professional a provider-signed ``token`` names; :class:`AuthError` with the reason otherwise."""
+def verify(config: OidcConfig, token: str, now: datetime, nonce: str | None = None) -> Principal:
+    """The professional a provider-signed ``token`` names; :class:`AuthError` with the reason otherwise.
+
+    ``nonce``, when given (authorization-code flow), must equal the token's ``nonce`` claim.
+    """
     try:
         key = _jwks(config.jwks_url).get_signing_key_from_jwt(token)
     except jwt.PyJWKClientConnectionError as exc:
@@ -116,6 +121,8 @@ def verify(config: OidcConfig, token: str, now: datetime) -> Principal:
         raise AuthError("invalid token: wrong issuer") from exc
     except jwt.PyJWTError as exc:
         raise AuthError("invalid token") from exc
+    if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+        raise AuthError("invalid token: nonce mismatch")
     t = now.timestamp()
     if float(claims["exp"]) + LEEWAY_SECONDS <= t:
         raise AuthError("token expired")

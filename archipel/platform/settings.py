@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     oidc_role_map: dict[str, str] = Field(default_factory=dict)
     #: Claim naming the professional's organisation / site; empty means none.
     oidc_site_claim: str = ""
+    #: Authorization-code flow for browsers: our client registration and the provider's endpoints.
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_authorization_url: str = ""
+    oidc_token_url: str = ""
+    #: Our callback as registered with the provider, e.g. https://archipel.example/api/auth/oidc/callback
+    oidc_redirect_url: str = ""
+    oidc_scopes: str = "openid"
     #: Where ``notify`` delivers messages: empty means files in DATA/outbox.
     notify_url: str = ""
     #: Days a patient access code stays valid, and minutes a one-time code does.
