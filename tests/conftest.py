@@ -59,8 +59,9 @@ def archive(runtime: Runtime) -> Archive:
 @pytest.fixture
 def patient() -> SyntheticPatient:
     """An invented patient of site SITE-A."""
-    return SyntheticPatient(patient_id="PA0001", name="TESTPATIENT^Alpha", birth_date="19700101", sex="F",
-                            issuer="SITE-A")
+    return SyntheticPatient(
+        patient_id="PA0001", name="TESTPATIENT^Alpha", birth_date="19700101", sex="F", issuer="SITE-A"
+    )
 
 
 @pytest.fixture(scope="module")

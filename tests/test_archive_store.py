@@ -19,8 +19,9 @@ def count(rt: Runtime, model: type) -> int:
         return int(s.execute(select(func.count()).select_from(model)).scalar_one())
 
 
-def test_stored_bytes_are_kept_unchanged_and_hashed(archive: Archive, runtime: Runtime,
-                                                    patient: SyntheticPatient) -> None:
+def test_stored_bytes_are_kept_unchanged_and_hashed(
+    archive: Archive, runtime: Runtime, patient: SyntheticPatient
+) -> None:
     data = to_bytes(ct_series(patient, 1)[0])
     result = archive.store(data)
     assert result.status == "stored"
@@ -40,16 +41,18 @@ def test_patient_ids_are_unique_only_within_their_issuer(archive: Archive, runti
     assert count(runtime, Study) == 2
 
 
-def test_same_instance_with_same_bytes_is_a_no_op(archive: Archive, runtime: Runtime,
-                                                  patient: SyntheticPatient) -> None:
+def test_same_instance_with_same_bytes_is_a_no_op(
+    archive: Archive, runtime: Runtime, patient: SyntheticPatient
+) -> None:
     data = to_bytes(ct_series(patient, 1)[0])
     archive.store(data)
     assert archive.store(data).status == "already-stored"
     assert count(runtime, Instance) == 1
 
 
-def test_same_uid_with_other_bytes_keeps_the_first_by_default(archive: Archive, runtime: Runtime,
-                                                              patient: SyntheticPatient) -> None:
+def test_same_uid_with_other_bytes_keeps_the_first_by_default(
+    archive: Archive, runtime: Runtime, patient: SyntheticPatient
+) -> None:
     ds = ct_series(patient, 1)[0]
     first = to_bytes(ds)
     archive.store(first)
@@ -112,8 +115,9 @@ def test_unsupported_transfer_syntax_is_refused(archive: Archive, patient: Synth
     assert err.value.http_status == 415
 
 
-def test_encapsulated_frames_are_indexed_by_fragment(archive: Archive, runtime: Runtime,
-                                                     patient: SyntheticPatient) -> None:
+def test_encapsulated_frames_are_indexed_by_fragment(
+    archive: Archive, runtime: Runtime, patient: SyntheticPatient
+) -> None:
     data = to_bytes(jpeg_multiframe(patient, frames=3))
     archive.store(data)
     with runtime.db.sessions() as s:
@@ -128,8 +132,9 @@ def test_encapsulated_frames_are_indexed_by_fragment(archive: Archive, runtime: 
         assert frame[:2] == b"\xff\xd8" and frame.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
-def test_orphan_blobs_are_swept_and_indexed_ones_kept(archive: Archive, runtime: Runtime,
-                                                      patient: SyntheticPatient) -> None:
+def test_orphan_blobs_are_swept_and_indexed_ones_kept(
+    archive: Archive, runtime: Runtime, patient: SyntheticPatient
+) -> None:
     data = to_bytes(ct_series(patient, 1)[0])
     archive.store(data)
     runtime.blobs.put("f" * 64, b"left behind by a crash before commit")

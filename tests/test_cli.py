@@ -20,8 +20,9 @@ def _count_instances(data: Path) -> int:
     return n
 
 
-def test_import_folder_zip_and_dicomdir_with_summary_of_refusals(tmp_path: Path,
-                                                                  patient: SyntheticPatient) -> None:
+def test_import_folder_zip_and_dicomdir_with_summary_of_refusals(
+    tmp_path: Path, patient: SyntheticPatient
+) -> None:
     data = tmp_path / "data"
     folder = tmp_path / "folder"
     (folder / "sub").mkdir(parents=True)
@@ -41,8 +42,9 @@ def test_import_folder_zip_and_dicomdir_with_summary_of_refusals(tmp_path: Path,
         fs.add(ds)
     fs.write(media)
 
-    result = archipel_cmd("import", str(folder), str(archive_zip), str(media), str(tmp_path / "missing"),
-                          data=data, check=False)
+    result = archipel_cmd(
+        "import", str(folder), str(archive_zip), str(media), str(tmp_path / "missing"), data=data, check=False
+    )
     assert result.returncode == 1, result.stderr
     assert "stored 9," in result.stdout
     assert "notes.txt: not a DICOM Part-10 file" in result.stdout
@@ -60,8 +62,16 @@ def test_users_create_prints_a_generated_password_once(tmp_path: Path) -> None:
     result = archipel_cmd("users", "create", "dr-a", "--role", "radiologist", data=data)
     assert result.stdout.startswith("password: ")
     assert len(result.stdout.split(": ", 1)[1].strip()) >= 16
-    given = archipel_cmd("users", "create", "dr-b", "--role", "pathologist", "--password-stdin", data=data,
-                         stdin="a-long-passphrase\n")
+    given = archipel_cmd(
+        "users",
+        "create",
+        "dr-b",
+        "--role",
+        "pathologist",
+        "--password-stdin",
+        data=data,
+        stdin="a-long-passphrase\n",
+    )
     assert "password" not in given.stdout
     dup = archipel_cmd("users", "create", "dr-a", "--role", "radiologist", data=data, check=False)
     assert dup.returncode == 2 and "exists already" in dup.stderr
@@ -71,15 +81,18 @@ def test_users_create_prints_a_generated_password_once(tmp_path: Path) -> None:
 
 def test_nodes_add_and_list(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    archipel_cmd("nodes", "add", "CT_SITE_A", "--host", "127.0.0.1", "--port", "4242", "--site", "SITE-A",
-                 data=data)
-    archipel_cmd("nodes", "add", "PACS_REGION", "--host", "127.0.0.2", "--site", "REGION", "--regional",
-                 data=data)
+    archipel_cmd(
+        "nodes", "add", "CT_SITE_A", "--host", "127.0.0.1", "--port", "4242", "--site", "SITE-A", data=data
+    )
+    archipel_cmd(
+        "nodes", "add", "PACS_REGION", "--host", "127.0.0.2", "--site", "REGION", "--regional", data=data
+    )
     listing = archipel_cmd("nodes", "list", data=data).stdout
     assert "CT_SITE_A" in listing and "4242" in listing and "SITE-A" in listing
     assert "PACS_REGION" in listing and "regional" in listing
-    bad = archipel_cmd("nodes", "add", "WAY_TOO_LONG_AE_TITLE", "--host", "h", "--site", "S", data=data,
-                       check=False)
+    bad = archipel_cmd(
+        "nodes", "add", "WAY_TOO_LONG_AE_TITLE", "--host", "h", "--site", "S", data=data, check=False
+    )
     assert bad.returncode == 2
 
 
