@@ -48,7 +48,9 @@ test-fast: venv
 	$(BIN)/pytest -q -x -m "not e2e"
 
 bench: system venv
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/linkage.py
 
 lint: venv
 	$(BIN)/ruff check archipel tests bench
