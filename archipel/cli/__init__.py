@@ -1,0 +1,11 @@
+"""The ``archipel`` command: one Typer app, its subcommands grouped by concern in this package."""
+
+from __future__ import annotations
+
+from archipel.cli import accounts, archive, identity, services  # noqa: F401  (they register their commands)
+from archipel.cli.common import app
+
+
+def main() -> None:
+    """Entry point of the ``archipel`` command."""
+    app()

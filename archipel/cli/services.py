@@ -1,0 +1,151 @@
+"""Service commands: serve, api, dicom, worker, and the demo data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from archipel.cli.common import DataOpt, app, configure_logging, out, setup
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Leave when the ``serve`` process that started us is gone (even after a SIGKILL)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _load_tasks() -> None:
+    import archipel.radiology.tasks  # noqa: F401
+
+
+@app.command("worker")
+def worker(
+    queues: Annotated[
+        str, typer.Option("--queues", help="Comma-separated queues.")
+    ] = "ingest,wsi,prefetch,notify",
+    concurrency: Annotated[int, typer.Option("--concurrency")] = 2,
+    data: DataOpt = None,
+) -> None:
+    """Run a Celery worker for the job queues."""
+    from archipel.platform.jobs import celery_app, reset_celery
+
+    setup(data)
+    configure_logging()
+    if os.environ.get("ARCHIPEL_PARENT_PID"):
+        _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))
+    reset_celery()
+    _load_tasks()
+    celery = celery_app()
+    celery.worker_main(
+        [
+            "worker",
+            f"--queues={queues}",
+            f"--concurrency={concurrency}",
+            "--pool=threads",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+@app.command("dicom")
+def dicom_cmd(
+    dicom_port: Annotated[int | None, typer.Option("--dicom-port")] = None,
+    aet: Annotated[str | None, typer.Option("--aet")] = None,
+    data: DataOpt = None,
+) -> None:
+    """Run a DICOM listener only."""
+    from archipel.radiology.archive import Archive
+    from archipel.radiology.dimse.listener import start_listener
+
+    rt = setup(data, dicom_port=dicom_port, ae_title=aet)
+    configure_logging()
+    Archive(rt.db, rt.blobs).sweep_orphans(rt.settings.orphan_grace_seconds)
+    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    listener.stop()
+
+
+@app.command("api")
+def api_cmd(
+    http_port: Annotated[int | None, typer.Option("--http-port")] = None,
+    workers: Annotated[int, typer.Option("--workers")] = 1,
+    data: DataOpt = None,
+) -> None:
+    """Run the HTTP API only."""
+    import uvicorn
+
+    rt = setup(data, http_port=http_port)
+    configure_logging()
+    uvicorn.run(
+        "archipel.app:create_app",
+        factory=True,
+        host=rt.settings.http_host,
+        port=rt.settings.http_port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@app.command("serve")
+def serve(
+    http_port: Annotated[int | None, typer.Option("--http-port", help="HTTP port (8000).")] = None,
+    dicom_port: Annotated[int | None, typer.Option("--dicom-port", help="DICOM port (11112).")] = None,
+    aet: Annotated[str | None, typer.Option("--aet", help="Our AE title (ARCHIPEL).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="HTTP bind address.")] = None,
+    data: DataOpt = None,
+) -> None:
+    """Run everything on one machine: HTTP API, DICOM listener and a job worker."""
+    import uvicorn
+
+    from archipel.app import create_app
+    from archipel.radiology.archive import Archive
+    from archipel.radiology.dimse.listener import start_listener
+
+    rt = setup(data, http_port=http_port, dicom_port=dicom_port, ae_title=aet, http_host=host)
+    configure_logging()
+    swept = Archive(rt.db, rt.blobs).sweep_orphans(rt.settings.orphan_grace_seconds)
+    log = logging.getLogger("archipel.serve")
+    log.info("event=recovery_sweep orphans_removed=%d", swept)
+    env = {
+        **os.environ,
+        "ARCHIPEL_DATA": str(rt.settings.data_dir.resolve()),
+        "ARCHIPEL_PARENT_PID": str(os.getpid()),
+    }
+    worker_proc = subprocess.Popen(
+        [sys.executable, "-m", "archipel.cli", "worker", "--concurrency", "2"], env=env
+    )
+    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
+    try:
+        uvicorn.run(create_app(), host=rt.settings.http_host, port=rt.settings.http_port, log_level="warning")
+    finally:
+        listener.stop()
+        worker_proc.terminate()
+        try:
+            worker_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker_proc.kill()
+
+
+@app.command("demo")
+def demo(data: DataOpt = None) -> None:
+    """Load demo data (sites, patients, CT/MR/MG studies) and create demo accounts."""
+    from archipel.demo import load_demo
+
+    rt = setup(data)
+    load_demo(rt, out)
