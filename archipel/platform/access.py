@@ -27,12 +27,15 @@ ADMINISTER = "administer"
 
 @dataclass(frozen=True)
 class Resource:
-    """What an action is about: its kind, the producing site, and the patient (``issuer/PatientID``)."""
+    """What an action is about: its kind, the producing site, the patient (``issuer/PatientID``), the master
+    patient it is linked to in the MPI, and the confidentiality codes of the data."""
 
     kind: str
     site: str = ""
     patient: str = ""
     ident: str = ""
+    master: int | None = None
+    confidentiality: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
