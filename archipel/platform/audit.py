@@ -12,7 +12,7 @@ import logging
 import threading
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, select, text
+from sqlalchemy import BigInteger, Integer, String, Text, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform.authn import Principal
@@ -47,6 +47,10 @@ class AuditEvent(Base):
     patient: Mapped[str] = mapped_column(String(160), default="", index=True)
     object: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+    #: The acting professional's organisation (site), or the node's site.
+    actor_site: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: The master patient (MPI) the event is about, when known.
+    master_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
