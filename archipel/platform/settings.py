@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
     orphan_grace_seconds: int = 0
+    #: Ed25519 key (PEM file) that signs audit checkpoints; generated into DATA/audit-signing.pem when empty.
+    audit_signing_key: str = ""
+    #: Extra public keys (base64 of the raw 32 bytes) trusted when verifying checkpoints: rotated-out keys, or
+    #: the key of the machine that signed when verifying elsewhere.
+    audit_trusted_keys: list[str] = Field(default_factory=list)
+    #: ``archipel serve`` signs a checkpoint of the audit chain's head after this many events or seconds.
+    audit_checkpoint_events: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: int = Field(default=300, ge=1)
+    #: Days audit events are kept (at least 6 months; default 3 years); ``archipel audit purge`` drops older.
+    audit_retention_days: int = Field(default=1095, ge=183)
 
     @classmethod
     def settings_customise_sources(
