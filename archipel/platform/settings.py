@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
     orphan_grace_seconds: int = 0
+    #: Minutes a break-the-glass access lasts, and how recent (seconds) the login behind it must be.
+    break_glass_minutes: int = Field(default=240, ge=1, le=24 * 60)
+    break_glass_reauth_seconds: int = Field(default=300, ge=30)
     #: Ed25519 key (PEM file) that signs audit checkpoints; generated into DATA/audit-signing.pem when empty.
     audit_signing_key: str = ""
     #: Extra public keys (base64 of the raw 32 bytes) trusted when verifying checkpoints: rotated-out keys, or
