@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: int = Field(default=300, ge=1)
     #: Days audit events are kept (at least 6 months; default 3 years); ``archipel audit purge`` drops older.
     audit_retention_days: int = Field(default=1095, ge=183)
+    #: Blob store of uploaded slide sources, kept apart from the archive's (whose start-up sweep removes blobs
+    #: that no instance names); empty: ``file://DATA/slide-sources``.
+    wsi_source_url: str = ""
+    #: Folder watched for a slide scanner's output (empty: no drop folder); see docs/wsi.md.
+    wsi_drop_folder: str = ""
+    #: Seconds a dropped file's size and time must stay unchanged before it is taken.
+    wsi_drop_stable_seconds: float = Field(default=5.0, ge=0)
+    #: Largest pixel data of one DICOM WSI instance (MiB); a larger level is split into a concatenation, which
+    #: bounds the memory that indexing one instance takes.
+    wsi_max_instance_mb: int = Field(default=256, ge=1)
+    #: Largest slide accepted by upload (GiB).
+    wsi_max_upload_gb: int = Field(default=64, ge=1)
 
     @classmethod
     def settings_customise_sources(

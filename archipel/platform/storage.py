@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,12 @@ class BlobStore(Protocol):
 
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` durably; an existing blob with that key is left as it is."""
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at ``path`` under ``key`` durably, without reading it whole into memory.
+
+        The file is consumed (moved or removed); an existing blob with that key is left as it is.
+        """
 
     def get(self, key: str) -> bytes:
         """All bytes of ``key``; raises :class:`BlobNotFound`."""
@@ -92,6 +99,30 @@ class FileBlobStore:
             _fsync_dir(parent.parent)
         os.replace(tmp, final)
         _fsync_dir(parent)
+
+    def put_file(self, key: str, path: Path) -> None:
+        final = self.path(key)
+        if final.exists():
+            path.unlink(missing_ok=True)
+            return
+        tmp = self.tmp / f"{key}.{uuid.uuid4().hex}"
+        try:
+            # Same filesystem (uploads spooled under the data dir): a rename, not a copy of gigabytes.
+            os.replace(path, tmp)
+        except OSError:
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            path.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(self.objects)
+        _fsync_dir(final.parent.parent)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
 
     def get(self, key: str) -> bytes:
         try:
