@@ -1,34 +1,73 @@
-"""The one access policy: ``allow(principal, action, resource)``, used by HTTP, DIMSE and jobs alike.
+"""The one access policy: ``allow(principal, action, resource, facts)``, used by HTTP, DIMSE and jobs alike.
 
-This first version weighs the role and, for DICOM nodes, the site. The identity & access issue adds care
-relationships, consent, confidentiality and break-the-glass here, behind the same functions.
+:func:`allow` is a pure function: it weighs the role, the organisation (site), the care relationships, consent,
+confidentiality and break-the-glass from what it is given, so it is cheap and can be tested cell by cell
+(``tests/test_access_matrix.py``). :func:`check` loads the :class:`Facts` once (``access_facts``), decides and
+audits. Searches do not ask per row: :func:`read_scope` turns the same rules into a :class:`ReadScope`, plain
+data that the archive translates into its SQL so that counts and paging never reveal hidden data. Reads of
+patient data are the union of the scope's :class:`Grant` s, and :func:`allow` decides a read by the same grants,
+so a search and a retrieve can never disagree. The policy table is ``docs/access-policy.md``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from archipel.platform import audit
 from archipel.platform.authn import Principal
+from archipel.platform.care import CareLink
+from archipel.platform.confidentiality import (
+    INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
+    MASQUE_PS,
+    SENSITIVITY_LABELS,
+)
 from archipel.platform.db import Database
 
-#: Roles that take care of patients and may read their images.
+#: Roles that take care of patients and may read their images (given a site or a relationship).
 CLINICAL_ROLES = frozenset(
     {"radiologist", "pathologist", "surgeon", "screening-reader", "treating-doctor", "technician"}
 )
 #: Roles that may add images to the archive.
 PRODUCER_ROLES = frozenset({"radiologist", "pathologist", "technician"})
+#: Roles that may record care relationships, consent taken on paper and confidentiality codes.
+RECORDING_ROLES = frozenset({"radiologist", "pathologist", "surgeon", "treating-doctor", "screening-reader"})
+#: Roles that may break the glass (kept in step with ``breakglass.ROLES``).
+BREAK_GLASS_ROLES = frozenset({"radiologist", "pathologist", "surgeon", "treating-doctor", "admin"})
+PATIENT = "patient"
+#: A patient principal acting as the patient's legal representative (parent, guardian).
+LEGAL_REPRESENTATIVE = "legal-representative"
 
 READ = "read"
 SEARCH = "search"
 CREATE = "create"
+UPDATE = "update"
 ADMINISTER = "administer"
+
+#: Resource kinds that are not patient data: platform administration, identity records, the audit trail, and
+#: the access-control records themselves.
+ADMIN_KINDS = frozenset({"node", "user", "platform"})
+IDENTITY_KINDS = frozenset({"identity"})
+AUDIT_KINDS = frozenset({"audit"})
+#: Access-control records about a patient: consent, care relationships, confidentiality codes of a study.
+CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS = "consent", "care", "confidentiality", "break-glass"
+
+#: Audit purposes (the same strings as ``audit``'s).
+PURPOSE_CARE = "care"
+PURPOSE_BREAK_GLASS = "break-glass"
+PURPOSE_IDENTITY = "identity-management"
 
 
 @dataclass(frozen=True)
 class Resource:
     """What an action is about: its kind, the producing site, the patient (``issuer/PatientID``), the master
-    patient it is linked to in the MPI, and the confidentiality codes of the data."""
+    patient it is linked to in the MPI, and the confidentiality codes of the data.
+
+    A patient-data resource with neither site, patient nor master stands for a whole search: what it may
+    return is decided row by row by the :class:`ReadScope`.
+    """
 
     kind: str
     site: str = ""
@@ -37,13 +76,39 @@ class Resource:
     master: int | None = None
     confidentiality: frozenset[str] = frozenset()
 
+    @property
+    def is_search(self) -> bool:
+        """Whether this names no particular patient's data (a search as a whole)."""
+        return not (self.site or self.patient or self.master is not None)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the policy knows beyond principal and resource, loaded once per request by ``access_facts``.
+
+    ``care``: the principal's relationships in force, by master (merges followed); ``break_glass``: masters
+    of the principal's emergency accesses in force; ``refused``: masters, among the resource's and the
+    relationships', whose patients refuse sharing; ``own_masters``: a patient principal's master(s);
+    ``patient_sites``: the sites (issuers) holding an identity of the resource's patient.
+    """
+
+    care: Mapping[int, CareLink] = field(default_factory=lambda: MappingProxyType({}))
+    break_glass: frozenset[int] = frozenset()
+    refused: frozenset[int] = frozenset()
+    own_masters: frozenset[int] = frozenset()
+    patient_sites: frozenset[str] = frozenset()
+
+
+NO_FACTS = Facts()
+
 
 @dataclass(frozen=True)
 class Decision:
-    """The policy's answer, with a reason that can be shown to the caller."""
+    """The policy's answer, with a reason that can be shown to the caller and the audit purpose it serves."""
 
     allowed: bool
     reason: str
+    purpose: str = PURPOSE_CARE
 
 
 class AccessDenied(PermissionError):
@@ -54,40 +119,236 @@ class AccessDenied(PermissionError):
         self.reason = reason
 
 
-def allow(principal: Principal, action: str, resource: Resource) -> Decision:
-    """Decide whether ``principal`` may do ``action`` on ``resource``."""
+@dataclass(frozen=True)
+class Grant:
+    """One way of seeing patient data: studies of these ``sites`` (``None``: any) of these ``masters``
+    (``None``: any, linked or not), except those carrying a ``hidden`` code, and, when ``shared_only``,
+    except those of patients who refuse sharing."""
+
+    why: str
+    sites: frozenset[str] | None = None
+    masters: frozenset[int] | None = None
+    hidden: frozenset[str] = frozenset()
+    shared_only: bool = False
+    purpose: str = PURPOSE_CARE
+
+    def covers(self, site: str, master: int | None, codes: frozenset[str], refused: bool) -> bool:
+        """Whether a study of ``site`` and ``master`` with ``codes`` is seen through this grant."""
+        if self.sites is not None and site not in self.sites:
+            return False
+        if self.masters is not None and (master is None or master not in self.masters):
+            return False
+        if codes & self.hidden:
+            return False
+        return not (self.shared_only and refused)
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """Everything a principal may read, as plain data for the archive to turn into SQL: a study is visible
+    when one of the grants covers it. No grant: nothing is visible."""
+
+    grants: tuple[Grant, ...] = ()
+
+    def grant_for(self, site: str, master: int | None, codes: frozenset[str], refused: bool) -> Grant | None:
+        """The first grant covering a study, or ``None``."""
+        return next((g for g in self.grants if g.covers(site, master, codes, refused)), None)
+
+    @property
+    def sees_nothing(self) -> bool:
+        """Whether no study at all is visible."""
+        return not self.grants
+
+
+def _site_of(principal: Principal) -> str:
+    # A user's "*" or empty site is no organisation: only nodes may be regional consumers.
+    return "" if principal.site in ("", "*") else principal.site
+
+
+def read_scope(principal: Principal, facts: Facts = NO_FACTS) -> ReadScope:
+    """What ``principal`` may read, given its care relationships, emergency accesses and patients' consent."""
     if principal.kind == "node":
-        if action in (READ, SEARCH) and _site_visible(principal, resource.site):
-            return Decision(True, "node of the producing site or regional consumer")
-        if action == CREATE:
-            return Decision(True, "registered node")
-        return Decision(False, f"node {principal.subject} may not see data of site {resource.site}")
-    if resource.kind in ("node", "user", "platform"):
-        if principal.role == "admin":
+        if principal.site == "*":
+            hidden = SENSITIVITY_LABELS | {MASQUE_PS}
+            return ReadScope((Grant("regional consumer, shared data", hidden=hidden, shared_only=True),))
+        return ReadScope((Grant("node of the producing site", sites=frozenset({principal.site})),))
+    if principal.kind == "patient" or principal.role in (PATIENT, LEGAL_REPRESENTATIVE):
+        hidden = frozenset({INVISIBLE_PATIENT})
+        if principal.role == LEGAL_REPRESENTATIVE:
+            hidden |= {INVISIBLE_REPRESENTANTS_LEGAUX}
+        if not facts.own_masters:
+            return ReadScope()
+        return ReadScope((Grant("own record", masters=facts.own_masters, hidden=hidden),))
+    grants: list[Grant] = []
+    bg = facts.break_glass if principal.role in BREAK_GLASS_ROLES else frozenset()
+    if principal.role in CLINICAL_ROLES:
+        site = _site_of(principal)
+        related = frozenset(facts.care)
+        if site:
+            grants.append(Grant("producing site", sites=frozenset({site}), hidden=SENSITIVITY_LABELS))
+            if related:
+                grants.append(
+                    Grant("producing site and care relationship", sites=frozenset({site}), masters=related)
+                )
+        # A refusal of sharing leaves only the professionals the patient named.
+        shared = frozenset(m for m, link in facts.care.items() if link.named or m not in facts.refused)
+        if shared:
+            grants.append(Grant("care relationship", masters=shared, hidden=frozenset({MASQUE_PS})))
+        if site and bg:
+            grants.append(
+                Grant(
+                    "producing site, break-the-glass",
+                    sites=frozenset({site}),
+                    masters=bg,
+                    purpose=PURPOSE_BREAK_GLASS,
+                )
+            )
+    if bg:
+        grants.append(
+            Grant("break-the-glass", masters=bg, hidden=frozenset({MASQUE_PS}), purpose=PURPOSE_BREAK_GLASS)
+        )
+    return ReadScope(tuple(grants))
+
+
+def may_search(principal: Principal, facts: Facts = NO_FACTS) -> Decision:
+    """Whether ``principal`` may search patient data at all (the results are then filtered by its scope)."""
+    if principal.kind == "node":
+        return Decision(True, "registered node; results limited to what it may see")
+    if principal.kind == "patient" or principal.role in (PATIENT, LEGAL_REPRESENTATIVE):
+        return Decision(True, "own record")
+    if principal.role in CLINICAL_ROLES:
+        return Decision(True, f"role {principal.role}; results limited to its site and patients")
+    if principal.role in BREAK_GLASS_ROLES and facts.break_glass:
+        return Decision(True, "break-the-glass in force", PURPOSE_BREAK_GLASS)
+    return Decision(False, f"role {principal.role} may not read patient data without break-the-glass")
+
+
+def _read_denial(principal: Principal, resource: Resource, facts: Facts) -> str:
+    """Why no grant covers the resource, in the caller's words."""
+    codes, master = resource.confidentiality, resource.master
+    if principal.kind == "node":
+        if principal.site != "*":
+            return f"node {principal.subject} may not see data of site {resource.site}"
+        if master in facts.refused:
+            return "the patient refused sharing; only the producing site may see this data"
+        return f"data marked {', '.join(sorted(codes))} stays at its producing site"
+    if principal.kind == "patient" or principal.role in (PATIENT, LEGAL_REPRESENTATIVE):
+        if master is None or master not in facts.own_masters:
+            return "a patient may read only their own record"
+        return "this document is not yet released to the patient"
+    if principal.role not in CLINICAL_ROLES:
+        if principal.role in BREAK_GLASS_ROLES:
+            return f"role {principal.role} may not read patient data without break-the-glass"
+        return f"role {principal.role} may not read patient data"
+    own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
+    related = master is not None and (master in facts.care or master in facts.break_glass)
+    if MASQUE_PS in codes and not own_site:
+        return "the patient hid this document from professionals (MASQUE_PS); only its producing site sees it"
+    if master is not None and master in facts.care and master in facts.refused:
+        return (
+            "the patient refused sharing and did not name you; "
+            "only the producing site and named professionals see it"
+        )
+    if codes & SENSITIVITY_LABELS and own_site and not related:
+        labels = ", ".join(sorted(codes & SENSITIVITY_LABELS))
+        return f"sensitive data ({labels}) needs a care relationship with the patient"
+    return "no care relationship with this patient and not at the producing site"
+
+
+def _read(principal: Principal, resource: Resource, facts: Facts) -> Decision:
+    if resource.is_search:
+        return may_search(principal, facts)
+    refused = resource.master is not None and resource.master in facts.refused
+    grant = read_scope(principal, facts).grant_for(
+        resource.site, resource.master, resource.confidentiality, refused
+    )
+    if grant is not None:
+        return Decision(True, grant.why, grant.purpose)
+    return Decision(False, _read_denial(principal, resource, facts))
+
+
+def _is_patient(principal: Principal) -> bool:
+    return principal.kind == "patient" or principal.role in (PATIENT, LEGAL_REPRESENTATIVE)
+
+
+def _own(principal: Principal, resource: Resource, facts: Facts) -> bool:
+    return _is_patient(principal) and resource.master is not None and resource.master in facts.own_masters
+
+
+def _at_patient_site(principal: Principal, facts: Facts) -> bool:
+    site = _site_of(principal)
+    return bool(site) and site in facts.patient_sites
+
+
+def _access_records(principal: Principal, action: str, resource: Resource, facts: Facts) -> Decision:
+    """Consent, care relationships, confidentiality codes and break-the-glass records of one patient."""
+    kind = resource.kind
+    if kind == BREAK_GLASS:
+        if principal.kind == "user" and principal.role in BREAK_GLASS_ROLES:
+            return Decision(True, f"role {principal.role} may break the glass", PURPOSE_BREAK_GLASS)
+        return Decision(False, f"role {principal.role or principal.kind} may not break the glass")
+    if _own(principal, resource, facts):
+        if kind == CONFIDENTIALITY and action != READ and resource.confidentiality - {MASQUE_PS}:
+            return Decision(
+                False, "a patient may only hide (or show) a document to professionals (MASQUE_PS)"
+            )
+        return Decision(True, "own record")
+    if _is_patient(principal):
+        return Decision(False, "a patient may manage only their own record")
+    if kind == CONFIDENTIALITY:
+        site = _site_of(principal)
+        if principal.role in RECORDING_ROLES and site and resource.site == site:
+            return Decision(True, "professional of the producing site")
+        return Decision(
+            False, "only professionals of the producing site may change a study's confidentiality"
+        )
+    if principal.role == "admin":
+        return Decision(True, "administrator (recorded on behalf of the patient or the care team)")
+    if principal.role in RECORDING_ROLES and _at_patient_site(principal, facts):
+        return Decision(True, "professional of a site that holds the patient's record")
+    if principal.role in RECORDING_ROLES and action == READ and resource.master in facts.care:
+        return Decision(True, "care relationship")
+    return Decision(
+        False, f"role {principal.role} at site {principal.site or '-'} may not manage this patient's {kind}"
+    )
+
+
+def allow(principal: Principal, action: str, resource: Resource, facts: Facts = NO_FACTS) -> Decision:
+    """Decide whether ``principal`` may do ``action`` on ``resource``, given ``facts``. Pure: no I/O."""
+    kind = resource.kind
+    if kind == "job":
+        return Decision(True, "job status")
+    if kind in ADMIN_KINDS:
+        if principal.kind == "user" and principal.role == "admin":
             return Decision(True, "administrator")
         return Decision(False, "administration needs the admin role")
-    if resource.kind == "job":
-        return Decision(True, "job status")
+    if kind in IDENTITY_KINDS:
+        if principal.kind == "user" and principal.role in ("identity-officer", "admin"):
+            return Decision(True, f"role {principal.role}: identity management", PURPOSE_IDENTITY)
+        return Decision(False, "identity records are for identity officers and administrators")
+    if kind in AUDIT_KINDS:
+        if principal.kind == "user" and principal.role in ("auditor", "admin"):
+            return Decision(True, f"role {principal.role}", "audit")
+        if _own(principal, resource, facts) and action in (READ, SEARCH):
+            return Decision(True, "a patient sees who accessed their record")
+        return Decision(False, "the audit trail is for auditors and administrators")
+    if kind in (CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS):
+        return _access_records(principal, action, resource, facts)
+    # Patient data: studies, series, instances, slides, documents, reading tasks...
     if action in (READ, SEARCH):
-        if principal.role in CLINICAL_ROLES:
-            return Decision(True, f"role {principal.role}")
-        return Decision(False, f"role {principal.role} may not read patient data")
+        return _read(principal, resource, facts)
     if action == CREATE:
-        if principal.role in PRODUCER_ROLES or principal.role == "admin":
+        if principal.kind == "node":
+            return Decision(True, "registered node")
+        if principal.kind == "user" and (principal.role in PRODUCER_ROLES or principal.role == "admin"):
             return Decision(True, f"role {principal.role}")
         return Decision(False, f"role {principal.role} may not add patient data")
-    return Decision(False, f"action {action} is not allowed")
-
-
-def _site_visible(principal: Principal, site: str) -> bool:
-    return principal.site == "*" or not site or site == principal.site
+    return Decision(False, f"action {action} is not allowed on {kind}")
 
 
 def visible_sites(principal: Principal) -> frozenset[str] | None:
-    """Sites whose data a query by ``principal`` may return; ``None`` means every site.
-
-    Queries apply this inside their SQL, so counts and paging never reveal hidden data.
-    """
+    """Sites whose data a node may see (``None``: every site). Kept for callers that only know sites; the
+    full rule is :func:`read_scope`."""
     if principal.kind == "node" and principal.site != "*":
         return frozenset({principal.site})
     return None
@@ -101,9 +362,17 @@ def check(
     *,
     event_type: str,
     source: str = "",
+    facts: Facts | None = None,
 ) -> Decision:
-    """Decide, audit the decision, and raise :class:`AccessDenied` on a refusal."""
-    decision = allow(principal, action, resource)
+    """Load the facts (unless given), decide, audit the decision, and raise :class:`AccessDenied` on a refusal.
+
+    A resource naming a patient (``issuer/PatientID``) but no master gets its master from the MPI first.
+    """
+    from archipel.platform import access_facts
+
+    if facts is None:
+        resource, facts = access_facts.load(db, principal, resource)
+    decision = allow(principal, action, resource, facts)
     audit.record(
         db,
         principal,
@@ -113,8 +382,14 @@ def check(
         patient=resource.patient,
         obj=resource.ident,
         source=source,
+        purpose=decision.purpose,
         detail=decision.reason,
     )
     if not decision.allowed:
         raise AccessDenied(decision.reason)
     return decision
+
+
+def with_master(resource: Resource, master: int | None) -> Resource:
+    """``resource`` naming ``master``."""
+    return replace(resource, master=master)

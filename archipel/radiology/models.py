@@ -59,6 +59,8 @@ class Study(Base):
     modalities: Mapped[str] = mapped_column(String(128), default="")
     #: Set from the issuer when the study arrives: the site that produced it.
     site: Mapped[str] = mapped_column(String(64), default="", index=True)
+    #: Confidentiality codes and sensitivity labels as ``|CODE|CODE|`` (see ``platform.confidentiality``).
+    confidentiality: Mapped[str] = mapped_column(String(200), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -1,8 +1,9 @@
 """The query engine shared by QIDO-RS and C-FIND: matching keys in, result rows out.
 
 A :class:`Query` names a level (PATIENT, STUDY, SERIES, IMAGE), matching keys by keyword, the sites the caller may
-see, and paging. :func:`search` turns it into one SQL statement over the index, with the site filter inside the
-WHERE clause so that counts and paging never reveal hidden studies, and then adds the related-object counts for
+see, and paging. :func:`search` turns it into one SQL statement over the index, with the caller's read scope
+(sites, care relationships, consent, confidentiality: ``visibility``) inside the WHERE clause so that counts and
+paging never reveal hidden studies, and then adds the related-object counts for
 the whole page with one grouped query per count. Rows come back as plain dicts keyed by DICOM keyword;
 :func:`to_json` and :func:`to_dataset` render them for QIDO-RS and for C-FIND.
 """
@@ -14,15 +15,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from archipel.platform.access import ReadScope
 from archipel.platform.db import Database
-from archipel.radiology import matching
+from archipel.radiology import matching, visibility
 from archipel.radiology.matching import MatchError
 from archipel.radiology.models import Instance, Patient, Series, Study
 
@@ -116,6 +118,7 @@ DATE_TIME_PAIRS = (
     ("StudyDate", "StudyTime"),
     ("PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime"),
 )
+_Row = TypeVarTuple("_Row")
 _KEY_COLUMN: dict[Level, Any] = {_P: Patient.id, _ST: Study.id, _SE: Series.id, _IM: Instance.id}
 
 
@@ -143,6 +146,8 @@ class Query:
     keys: dict[str, str] = field(default_factory=dict)
     #: Sites whose studies may match; ``None`` means every site (see ``access.visible_sites``).
     sites: frozenset[str] | None = None
+    #: What the caller may read (``access.read_scope``), applied in the SQL; ``None`` means no restriction.
+    scope: ReadScope | None = None
     #: QIDO ``fuzzymatching=true``: person names match at the start of any name component.
     fuzzy: bool = False
     #: Match a date range and a time range as one date-time range (PS3.4 C.2.2.2.5.1).
@@ -248,10 +253,9 @@ def statement(query: Query) -> Select[Any]:
     stmt = select(*_columns(level))
     if level is Level.PATIENT:
         stmt = stmt.select_from(Patient)
-        if query.sites is not None:
-            stmt = stmt.where(
-                exists(select(Study.id).where(Study.patient_pk == Patient.id, Study.site.in_(query.sites)))
-            )
+        if query.sites is not None or query.scope is not None:
+            visible = _visible(select(Study.id).where(Study.patient_pk == Patient.id), query)
+            stmt = stmt.where(exists(visible))
         order: list[Any] = [Patient.patient_name, Patient.id]
     else:
         stmt = stmt.select_from(Study).join(Patient, Study.patient_pk == Patient.id)
@@ -259,8 +263,7 @@ def statement(query: Query) -> Select[Any]:
             stmt = stmt.join(Series, Series.study_pk == Study.id)
         if level.depth >= 3:
             stmt = stmt.join(Instance, Instance.series_pk == Series.id)
-        if query.sites is not None:
-            stmt = stmt.where(Study.site.in_(query.sites))
+        stmt = _visible(stmt, query)
         orders: dict[Level, list[Any]] = {
             Level.STUDY: [Study.study_date.desc(), Study.study_time.desc(), Study.id.desc()],
             Level.SERIES: [Series.study_pk, Series.series_number, Series.id],
@@ -275,25 +278,30 @@ def statement(query: Query) -> Select[Any]:
     return stmt
 
 
-def _visible(stmt: Select[int, int], sites: frozenset[str] | None) -> Select[int, int]:
-    return stmt if sites is None else stmt.where(Study.site.in_(sites))
+def _visible(stmt: Select[*_Row], query: Query) -> Select[*_Row]:
+    """``stmt`` (which has ``studies`` in its FROM) limited to the studies the query's caller may see."""
+    if query.sites is not None:
+        stmt = stmt.where(Study.site.in_(query.sites))
+    if query.scope is not None:
+        stmt = stmt.where(visibility.condition(query.scope))
+    return stmt
 
 
-def _count_statement(keyword: str, pks: list[int], sites: frozenset[str] | None) -> Select[int, int]:
+def _count_statement(keyword: str, pks: list[int], query: Query) -> Select[int, int]:
     """One grouped query: ``(parent pk, count)`` for every parent in ``pks``."""
     if keyword == "NumberOfPatientRelatedStudies":
         stmt = select(Study.patient_pk, func.count(Study.id)).where(Study.patient_pk.in_(pks))
-        return _visible(stmt, sites).group_by(Study.patient_pk)
+        return _visible(stmt, query).group_by(Study.patient_pk)
     if keyword == "NumberOfPatientRelatedSeries":
         stmt = select(Study.patient_pk, func.count(Series.id)).join(Series, Series.study_pk == Study.id)
-        return _visible(stmt.where(Study.patient_pk.in_(pks)), sites).group_by(Study.patient_pk)
+        return _visible(stmt.where(Study.patient_pk.in_(pks)), query).group_by(Study.patient_pk)
     if keyword == "NumberOfPatientRelatedInstances":
         stmt = (
             select(Study.patient_pk, func.count(Instance.id))
             .join(Series, Series.study_pk == Study.id)
             .join(Instance, Instance.series_pk == Series.id)
         )
-        return _visible(stmt.where(Study.patient_pk.in_(pks)), sites).group_by(Study.patient_pk)
+        return _visible(stmt.where(Study.patient_pk.in_(pks)), query).group_by(Study.patient_pk)
     if keyword == "NumberOfStudyRelatedSeries":
         return (
             select(Series.study_pk, func.count(Series.id))
@@ -331,7 +339,7 @@ def _add_counts(s: Session, query: Query, rows: list[dict[str, Any]]) -> None:
             continue
         pk_name = f"_pk_{parent.value}"
         pks = sorted({r[pk_name] for r in rows})
-        counts = {pk: n for pk, n in s.execute(_count_statement(keyword, pks, query.sites))}
+        counts = {pk: n for pk, n in s.execute(_count_statement(keyword, pks, query))}
         for r in rows:
             r[keyword] = counts.get(r[pk_name], 0)
 
