@@ -31,6 +31,9 @@ def load_models() -> None:
     """Import every module that declares ORM models, so the metadata is complete."""
     import archipel.platform.audit
     import archipel.platform.authn
+    import archipel.platform.breakglass
+    import archipel.platform.care
+    import archipel.platform.consent
     import archipel.platform.identity.models
     import archipel.platform.jobs
     import archipel.platform.notify
