@@ -41,11 +41,19 @@ def guard(
     *,
     event_type: str,
     request: Request,
-) -> None:
-    """Run the access policy and audit; turn a refusal into HTTP 403 with its reason."""
+    facts: access.Facts | None = None,
+) -> access.Decision:
+    """Run the access policy and audit; turn a refusal into HTTP 403 with its reason. ``facts``, when the
+    caller loaded them already (``access_facts.load``), spare loading them again."""
     try:
-        access.check(
-            rt.db, principal, action, resource, event_type=event_type, source=client_address(request)
+        return access.check(
+            rt.db,
+            principal,
+            action,
+            resource,
+            event_type=event_type,
+            source=client_address(request),
+            facts=facts,
         )
     except access.AccessDenied as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, exc.reason) from exc
