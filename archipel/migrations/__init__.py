@@ -40,4 +40,5 @@ def load_models() -> None:
     import archipel.platform.patient_access
     import archipel.platform.sessions
     import archipel.platform.throttle
-    import archipel.radiology.models  # noqa: F401
+    import archipel.radiology.models
+    import archipel.wsi.models  # noqa: F401
