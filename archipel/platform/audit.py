@@ -27,6 +27,25 @@ INSTANCES_TRANSFERRED = "110104"
 EXPORT = "110106"
 IMPORT = "110107"
 USER_AUTHENTICATION = "110114"
+#: DCM 110101 Audit Log Used: someone read or exported the audit trail itself.
+AUDIT_LOG_USED = "110101"
+#: DCM 110113 Security Alert: e.g. a broken chain found by verification.
+SECURITY_ALERT = "110113"
+
+#: Why an event happened (``purpose``); mapped to HL7 v3 PurposeOfUse codes in the FHIR export.
+CARE = "care"
+BREAK_GLASS = "break-glass"
+IDENTITY_MANAGEMENT = "identity-management"
+PATIENT_REQUEST = "patient-request"
+OPERATIONS = "operations"
+AUDIT_REVIEW = "audit"
+
+#: Outcomes.
+SUCCESS = "success"
+DENIED = "denied"
+FAILURE = "failure"
+
+GENESIS = "0" * 64
 
 
 class AuditEvent(Base):
@@ -61,7 +80,7 @@ def _digest(prev: str, fields: dict[str, str]) -> str:
 
 
 def _fields(e: AuditEvent) -> dict[str, str]:
-    return {
+    fields = {
         "at": e.at.isoformat(),
         "event_type": e.event_type,
         "action": e.action,
@@ -75,6 +94,13 @@ def _fields(e: AuditEvent) -> dict[str, str]:
         "object": e.object,
         "detail": e.detail,
     }
+    # Fields added after the first release enter the hash only when set, so events written before them still
+    # verify unchanged.
+    if e.actor_site:
+        fields["actor_site"] = e.actor_site
+    if e.master_id is not None:
+        fields["master_id"] = str(e.master_id)
+    return fields
 
 
 _chain_lock = threading.Lock()
@@ -93,8 +119,15 @@ def record(
     source: str = "",
     purpose: str = "care",
     detail: str = "",
+    master: int | None = None,
+    actor_site: str | None = None,
 ) -> None:
-    """Append one event to the chain, in its own committed transaction."""
+    """Append one event to the chain, in its own committed transaction.
+
+    ``patient`` is the local reference ``issuer/PatientID``, ``master`` the MPI master patient when known,
+    ``source`` the caller's IP address (or a node's host), ``actor_site`` the actor's organisation (default: the
+    principal's site).
+    """
     with _chain_lock, db.write() as s:
         append(
             s,
@@ -107,6 +140,8 @@ def record(
             source=source,
             purpose=purpose,
             detail=detail,
+            master=master,
+            actor_site=actor_site,
         )
 
 
@@ -122,13 +157,16 @@ def append(
     source: str = "",
     purpose: str = "care",
     detail: str = "",
+    master: int | None = None,
+    actor_site: str | None = None,
 ) -> AuditEvent:
-    """Append one event inside the caller's write transaction (which must hold the write lock)."""
+    """Append one event inside the caller's write transaction (which must hold the write lock); the keyword
+    arguments are those of :func:`record`."""
     if s.get_bind().dialect.name == "postgresql":
         # Several processes append to one chain: serialise them so that no two events share a predecessor.
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK_KEY})
     last = s.execute(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)).scalar_one_or_none()
-    prev = last or "0" * 64
+    prev = last or _anchor_hash(s)
     event = AuditEvent(
         at=utcnow(),
         event_type=event_type,
@@ -142,6 +180,8 @@ def append(
         patient=patient,
         object=obj[:4000],
         detail=detail[:4000],
+        actor_site=(principal.site if actor_site is None else actor_site)[:64],
+        master_id=master,
         prev_hash=prev,
         hash="",
     )
@@ -154,9 +194,23 @@ def append(
     return event
 
 
+def _anchor_hash(s: Session) -> str:
+    """The hash the next event chains to when the table is empty: the last purged event's, else genesis."""
+    row = s.execute(
+        text("SELECT event_hash FROM audit_checkpoints WHERE kind = 'anchor' ORDER BY id DESC LIMIT 1")
+    ).scalar_one_or_none()
+    return str(row) if row else GENESIS
+
+
+def content_hash(event: AuditEvent) -> str:
+    """The hash ``event`` must carry given its stored predecessor hash and its content."""
+    return _digest(event.prev_hash, _fields(event))
+
+
 def verify(s: Session) -> tuple[bool, int | None]:
-    """Walk the chain; return ``(True, None)`` or ``(False, id_of_first_broken_event)``."""
-    prev = "0" * 64
+    """Walk the chain from genesis (or from the last retention anchor); return ``(True, None)`` or
+    ``(False, id_of_first_broken_event)``. :mod:`archipel.platform.audit_verify` says more."""
+    prev = _anchor_hash(s)
     for event in s.execute(select(AuditEvent).order_by(AuditEvent.id)).scalars():
         if event.prev_hash != prev or event.hash != _digest(prev, _fields(event)):
             return False, event.id
