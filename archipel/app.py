@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from archipel import __version__
+from archipel.platform import audit_api
 from archipel.platform import http as platform_http
 from archipel.platform.access import AccessDenied
 from archipel.radiology import api as radiology_api
@@ -25,6 +26,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(platform_http.public)
     app.include_router(platform_http.router)
+    app.include_router(audit_api.router)
     app.include_router(radiology_api.router)
     app.include_router(dicomweb.router)
 
