@@ -1,0 +1,41 @@
+"""The checks every slide route shares: who may add slides, the policy resource of a slide, valid metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException, Request, status
+
+from archipel.platform import access, audit
+from archipel.platform.authn import Principal
+from archipel.platform.http import guard
+from archipel.platform.runtime import Runtime
+from archipel.wsi.intake import SlideMetadata, SlideMetadataError, check_issuer, parse_metadata
+
+
+def slide_resource(issuer: str, patient_id: str, ident: str = "") -> access.Resource:
+    """The access-policy resource of a slide of ``issuer/patient_id``."""
+    return access.Resource(kind="slide", site=issuer, patient=f"{issuer}/{patient_id}", ident=ident)
+
+
+def precheck_producer(rt: Runtime, principal: Principal, request: Request) -> None:
+    """Refuse (audited) a principal who may not add slides at all, before any byte is read."""
+    if not access.allow(principal, access.CREATE, access.Resource(kind="slide")).allowed:
+        guard(
+            rt,
+            principal,
+            access.CREATE,
+            access.Resource(kind="slide"),
+            event_type=audit.IMPORT,
+            request=request,
+        )
+
+
+def validated_metadata(rt: Runtime, raw: bytes | str | dict[str, Any]) -> SlideMetadata:
+    """Parse and check the metadata; HTTP 400 with the reason when it is malformed or names an unknown issuer."""
+    try:
+        meta = parse_metadata(raw)
+        check_issuer(rt.db, meta)
+    except SlideMetadataError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    return meta

@@ -1,0 +1,176 @@
+"""The ``wsi.convert`` job: convert an uploaded slide, index its DICOM WSI instances, keep its OME-Zarr store.
+
+The task takes a job id and is safe to run again: conversion output lives in ``DATA/wsi-work/<slide>`` and is
+published per format only when complete (:mod:`archipel.wsi.convert`), so a job redelivered after a worker died
+(``acks_late``) picks up what was finished; indexing stores the same instances again as ``already-stored``. A
+slide that cannot be converted is marked failed with the reason, its job too, and nothing of it stays indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+
+from archipel.platform import audit, jobs
+from archipel.platform.authn import Principal
+from archipel.platform.db import utcnow
+from archipel.platform.runtime import Runtime, get_runtime
+from archipel.platform.storage import BlobNotFound
+from archipel.radiology.archive import Archive
+from archipel.radiology.dicomfile import InvalidInstance
+from archipel.wsi.convert import ConversionError, ConvertOptions, OutputFormat, convert
+from archipel.wsi.indexing import index_instances, slide_metadata, unindex_series
+from archipel.wsi.models import CONVERTING, FAILED, INDEXING, READY, Slide
+from archipel.wsi.slides import CONVERT_TASK, source_store
+
+log = logging.getLogger("archipel.jobs")
+
+
+def work_dir(rt: Runtime, slide_id: str) -> Path:
+    """Where a slide's conversion output is built."""
+    return rt.settings.data_dir / "wsi-work" / slide_id
+
+
+def zarr_home(rt: Runtime, slide_id: str) -> Path:
+    """Where a ready slide's OME-Zarr store lives."""
+    return rt.settings.data_dir / "zarr" / f"{slide_id}.zarr"
+
+
+def _source_path(rt: Runtime, slide: Slide, work: Path) -> Path:
+    """The source as a file the readers can open, named with its original extension (some readers look at it)."""
+    store = source_store(rt.settings)
+    suffix = Path(slide.filename).suffix.lower() or ".bin"
+    link = work / f"source{suffix}"
+    if link.exists() or link.is_symlink():
+        return link
+    work.mkdir(parents=True, exist_ok=True)
+    path_of = getattr(store, "path", None)
+    if path_of is not None:
+        target = path_of(slide.source_key)
+        if not target.exists():
+            raise BlobNotFound(slide.source_key)
+        link.symlink_to(target)
+        return link
+    with store.open(slide.source_key) as src, link.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return link
+
+
+def _set(rt: Runtime, slide_id: str, **values: Any) -> None:
+    with rt.db.write() as s:
+        slide = s.get(Slide, slide_id)
+        if slide is not None:
+            for key, value in values.items():
+                setattr(slide, key, value)
+            slide.updated_at = utcnow()
+
+
+class _JobProgress:
+    """Turns the converter's ``(done, total)`` into the job row's progress (percent and tiles/s)."""
+
+    def __init__(self, progress: jobs.Progress) -> None:
+        self.progress = progress
+        self.started = False
+        self.seen = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.started:
+            self.progress.start(total, "converting")
+            self.started = True
+        if done > self.seen:
+            self.progress.advance(done - self.seen)
+            self.seen = done
+
+
+@shared_task(name=CONVERT_TASK, acks_late=True)
+def convert_job(job_id: str) -> None:
+    """Convert the job's slide to DICOM WSI and OME-Zarr, index the instances, and mark the slide ready."""
+    rt = get_runtime()
+    job = jobs.get_job(rt.db, job_id)
+    if job is None or job.state in (jobs.SUCCEEDED, jobs.FAILED):
+        return
+    params = json.loads(job.params)
+    slide_id = params["slide_id"]
+    with rt.db.sessions() as s:
+        slide = s.get(Slide, slide_id)
+    progress = jobs.Progress(rt.db, job_id)
+    if slide is None:
+        progress.fail(f"slide {slide_id} does not exist")
+        return
+    if slide.status == READY:
+        progress.start(0, "ready")
+        progress.finish({"slide_id": slide_id, "series_uid": slide.series_uid}, "already ready")
+        return
+    try:
+        result = _run(rt, slide, progress)
+    except (ConversionError, InvalidInstance, BlobNotFound, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        if isinstance(exc, BlobNotFound):
+            reason = "the slide's source is missing from the store"
+        _fail(rt, slide, progress, reason)
+        return
+    except Exception as exc:
+        log.exception("event=job_failed job=%s slide=%s", job_id, slide_id)
+        _fail(rt, slide, progress, f"internal error: {exc}")
+        raise
+    audit.record(
+        rt.db,
+        Principal(subject=job.created_by, role=params.get("role", "")),
+        audit.IMPORT,
+        "slide-indexed",
+        patient=slide.patient,
+        obj=f"slide:{slide_id}",
+        detail=f"series={slide.series_uid} instances={result['instances']}",
+    )
+    progress.finish(result, "ready")
+
+
+def _run(rt: Runtime, slide: Slide, progress: jobs.Progress) -> dict[str, Any]:
+    work = work_dir(rt, slide.id)
+    _set(rt, slide.id, status=CONVERTING, error="")
+    source = _source_path(rt, slide, work)
+    reporter = _JobProgress(progress)
+    options = ConvertOptions(
+        formats=OutputFormat.BOTH, max_instance_bytes=rt.settings.wsi_max_instance_mb << 20
+    )
+    report = convert(source, work / "out", lambda src: slide_metadata(rt.db, slide, src), options, reporter)
+    if not reporter.started:
+        progress.start(0, "converted")
+    _set(rt, slide.id, status=INDEXING)
+    progress.advance(0, "indexing")
+    archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
+    sop_uids = index_instances(archive, report.dicom_files, slide.series_uid, slide.issuer)
+    zarr = zarr_home(rt, slide.id)
+    try:
+        if report.zarr_path is not None:
+            zarr.parent.mkdir(parents=True, exist_ok=True)
+            if zarr.exists():
+                shutil.rmtree(zarr)
+            report.zarr_path.rename(zarr)
+        _set(rt, slide.id, status=READY, instances=len(sop_uids), zarr_path=str(zarr), error="")
+    except BaseException:
+        unindex_series(rt.db, rt.blobs, slide.series_uid)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("event=slide_ready slide=%s series=%s instances=%d", slide.id, slide.series_uid, len(sop_uids))
+    return {
+        "slide_id": slide.id,
+        "study_uid": slide.study_uid,
+        "series_uid": slide.series_uid,
+        "instances": len(sop_uids),
+        **report.as_dict(),
+    }
+
+
+def _fail(rt: Runtime, slide: Slide, progress: jobs.Progress, reason: str) -> None:
+    """Mark slide and job failed with ``reason``; leave nothing of the slide indexed or half-built."""
+    unindex_series(rt.db, rt.blobs, slide.series_uid)
+    shutil.rmtree(work_dir(rt, slide.id), ignore_errors=True)
+    _set(rt, slide.id, status=FAILED, error=reason)
+    progress.fail(reason)
+    log.warning("event=slide_failed slide=%s reason=%s", slide.id, reason)
