@@ -409,6 +409,25 @@ def test_extended_offset_table_locates_every_frame_for_pydicom_and_wsidicom(
     )
 
 
+def test_a_basic_offset_table_that_would_overflow_is_replaced_by_the_extended_one(
+    jpeg_pyramid: ArrayPyramid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4 GiB of tiles would not fit a lean test: the Basic table's limit is lowered instead, so that its
+    # offsets "overflow" after a few frames, as they would past 4 GiB.
+    monkeypatch.setattr("archipel.wsi.dicom.encapsulated.BOT_LIMIT", 30_000)
+    seen: list[tuple[int, int]] = []
+    (tmp_path / "level-0.dcm.partial").write_bytes(b"left by a killed run")
+    report = write_dicom_wsi(
+        jpeg_pyramid, slide_meta(), tmp_path, progress=lambda done, total: seen.append((done, total))
+    )
+    assert not list(tmp_path.glob("*.partial"))
+    assert "ExtendedOffsetTable" in pydicom.dcmread(report.files[0], stop_before_pixels=True)
+    assert "ExtendedOffsetTable" not in pydicom.dcmread(report.files[2], stop_before_pixels=True)
+    assert_valid(report.files)
+    total = sum(level.tile_count for level in jpeg_pyramid.levels)
+    assert seen[-1] == (total, total) and all(t == total for _, t in seen)
+
+
 def test_excluding_the_label_omits_the_label_and_overview_and_its_text(
     jpeg_pyramid: ArrayPyramid, tmp_path: Path
 ) -> None:

@@ -93,6 +93,9 @@ def write_dicom_wsi(
     if not pyramid.levels:
         raise ValueError("the pyramid has no levels")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.dcm.partial"):
+        # Left by a run that was killed mid-instance; complete instances only ever have their final name.
+        stale.unlink()
     report = WriteReport()
     started = time.perf_counter()
     now = dt.datetime.now()
@@ -204,12 +207,18 @@ class _LevelWriter:
             self.meta, self._spec(count, uid, self.level.index + 1), self.pyramid_uid, self.now
         )
         path = self.out_dir / f"level-{self.level.index}.dcm"
-        with EncapsulatedFile(path, dataset, self.fmt.transfer_syntax, count, table) as out:
-            for n, frame in enumerate(self._frames(), 1):
-                out.write_frame(frame)
-                if n % 64 == 0 or n == count:
-                    advance(64 if n % 64 == 0 else n % 64)
-            return out.close()
+        reported = 0
+        try:
+            with EncapsulatedFile(path, dataset, self.fmt.transfer_syntax, count, table) as out:
+                for n, frame in enumerate(self._frames(), 1):
+                    out.write_frame(frame)
+                    if n % 64 == 0 or n == count:
+                        advance(n - reported)
+                        reported = n
+                return out.close()
+        except OffsetOverflow:
+            advance(-reported)  # the level starts again; progress says so rather than overshoot
+            raise
 
     def _write_concatenation(self, limit: int, advance: Callable[[int], None]) -> list[Path]:
         """Split the level into parts of at most ``limit`` bytes of pixel data each.
