@@ -60,7 +60,7 @@ def _filter(
     until: datetime | None,
 ) -> AuditFilter:
     if since is not None and until is not None and until <= since:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "'until' must be after 'since'")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'until' must be after 'since'")
     locals_: tuple[str, ...] = ()
     if master is not None:
         from archipel.platform.identity.service import locals_of
