@@ -13,6 +13,7 @@ from archipel.platform import http as platform_http
 from archipel.platform.access import AccessDenied
 from archipel.radiology import api as radiology_api
 from archipel.radiology import dicomweb
+from archipel.wsi import api as wsi_api
 
 log = logging.getLogger("archipel.http")
 
@@ -29,6 +30,7 @@ def create_app() -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(radiology_api.router)
     app.include_router(dicomweb.router)
+    app.include_router(wsi_api.router)
 
     @app.get("/", include_in_schema=False)
     def _home() -> RedirectResponse:

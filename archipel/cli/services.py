@@ -28,22 +28,30 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _load_tasks() -> None:
-    import archipel.radiology.tasks  # noqa: F401
+    import archipel.radiology.tasks
+    import archipel.wsi.tasks  # noqa: F401
 
 
 @app.command("worker")
 def worker(
     queues: Annotated[
         str, typer.Option("--queues", help="Comma-separated queues.")
-    ] = "ingest,wsi,prefetch,notify",
+    ] = "ingest,wsi,wsi-urgent,prefetch,notify",
     concurrency: Annotated[int, typer.Option("--concurrency")] = 2,
+    drop_folder: Annotated[
+        bool,
+        typer.Option("--drop-folder/--no-drop-folder", help="Watch the wsi_drop_folder setting's folder."),
+    ] = True,
     data: DataOpt = None,
 ) -> None:
-    """Run a Celery worker for the job queues."""
+    """Run a Celery worker for the job queues (and watch the slide drop folder, when one is set)."""
     from archipel.platform.jobs import celery_app, reset_celery
+    from archipel.wsi.dropfolder import start_drop_folder
 
-    setup(data)
+    rt = setup(data)
     configure_logging()
+    if drop_folder:
+        start_drop_folder(rt)
     if os.environ.get("ARCHIPEL_PARENT_PID"):
         _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))
     reset_celery()
@@ -130,16 +138,21 @@ def serve(
     worker_proc = subprocess.Popen(
         [sys.executable, "-m", "archipel.cli", "worker", "--concurrency", "2"], env=env
     )
+    # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
+    urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
+    urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
     try:
         uvicorn.run(create_app(), host=rt.settings.http_host, port=rt.settings.http_port, log_level="warning")
     finally:
         listener.stop()
-        worker_proc.terminate()
-        try:
-            worker_proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker_proc.kill()
+        for proc in (worker_proc, urgent_proc):
+            proc.terminate()
+        for proc in (worker_proc, urgent_proc):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @app.command("demo")
