@@ -122,6 +122,7 @@ def serve(
     import uvicorn
 
     from archipel.app import create_app
+    from archipel.platform.audit_checkpoints import CheckpointScheduler
     from archipel.radiology.archive import Archive
     from archipel.radiology.dimse.listener import start_listener
 
@@ -142,9 +143,12 @@ def serve(
     urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
     urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
+    # Signs the audit chain's head regularly and purges expired events (docs/audit.md).
+    checkpoints = CheckpointScheduler(rt.db, rt.settings).start()
     try:
         uvicorn.run(create_app(), host=rt.settings.http_host, port=rt.settings.http_port, log_level="warning")
     finally:
+        checkpoints.stop()
         listener.stop()
         for proc in (worker_proc, urgent_proc):
             proc.terminate()
