@@ -142,6 +142,9 @@ def serve(
     # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
     urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
     urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
+    # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
+    urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
+    urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
     # Signs the audit chain's head regularly and purges expired events (docs/audit.md).
     checkpoints = CheckpointScheduler(rt.db, rt.settings).start()

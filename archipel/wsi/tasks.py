@@ -8,9 +8,13 @@ slide that cannot be converted is marked failed with the reason, its job too, an
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +74,23 @@ def _set(rt: Runtime, slide_id: str, **values: Any) -> None:
             slide.updated_at = utcnow()
 
 
+@contextlib.contextmanager
+def _claim(rt: Runtime, slide_id: str) -> Iterator[bool]:
+    """Hold the slide's conversion lock (a second delivery of the same job, or a resumed one, yields False)."""
+    locks = rt.settings.data_dir / "wsi-work"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{slide_id}.lock", os.O_WRONLY | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
 class _JobProgress:
     """Turns the converter's ``(done, total)`` into the job row's progress (percent and tiles/s)."""
 
@@ -107,7 +128,11 @@ def convert_job(job_id: str) -> None:
         progress.finish({"slide_id": slide_id, "series_uid": slide.series_uid}, "already ready")
         return
     try:
-        result = _run(rt, slide, progress)
+        with _claim(rt, slide_id) as claimed:
+            if not claimed:
+                log.info("event=job_duplicate_skipped job=%s slide=%s", job_id, slide_id)
+                return
+            result = _run(rt, slide, progress)
     except (ConversionError, InvalidInstance, BlobNotFound, ValueError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         if isinstance(exc, BlobNotFound):
@@ -174,3 +199,29 @@ def _fail(rt: Runtime, slide: Slide, progress: jobs.Progress, reason: str) -> No
     _set(rt, slide.id, status=FAILED, error=reason)
     progress.fail(reason)
     log.warning("event=slide_failed slide=%s reason=%s", slide.id, reason)
+
+
+def resume_conversions(rt: Runtime) -> int:
+    """Send again the conversion of every slide whose job was queued or running when the platform stopped.
+
+    The embedded broker hands a message over as it is read, so a task that was running when the process died is
+    not redelivered; ``archipel serve`` calls this at start-up, before its workers run. Returns how many.
+    """
+    from sqlalchemy import select
+
+    from archipel.wsi.models import CONVERTING, INDEXING, RECEIVED
+    from archipel.wsi.slides import enqueue
+
+    with rt.db.sessions() as s:
+        rows = s.execute(
+            select(Slide.id, Slide.job_id, Slide.urgent)
+            .join(jobs.Job, jobs.Job.id == Slide.job_id)
+            .where(
+                Slide.status.in_((RECEIVED, CONVERTING, INDEXING)),
+                jobs.Job.state.in_((jobs.QUEUED, jobs.RUNNING)),
+            )
+        ).all()
+    for slide_id, job_id, urgent in rows:
+        enqueue(job_id, urgent)
+        log.info("event=conversion_resumed slide=%s job=%s", slide_id, job_id)
+    return len(rows)
