@@ -131,6 +131,11 @@ def serve(
     swept = Archive(rt.db, rt.blobs).sweep_orphans(rt.settings.orphan_grace_seconds)
     log = logging.getLogger("archipel.serve")
     log.info("event=recovery_sweep orphans_removed=%d", swept)
+    if rt.settings.embedded_broker:
+        from archipel.wsi.tasks import resume_conversions
+
+        # The embedded broker does not redeliver a task that was running when the process died.
+        log.info("event=conversions_resumed count=%d", resume_conversions(rt))
     env = {
         **os.environ,
         "ARCHIPEL_DATA": str(rt.settings.data_dir.resolve()),
@@ -139,9 +144,6 @@ def serve(
     worker_proc = subprocess.Popen(
         [sys.executable, "-m", "archipel.cli", "worker", "--concurrency", "2"], env=env
     )
-    # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
-    urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
-    urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
     # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
     urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
     urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
