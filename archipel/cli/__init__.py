@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archipel.cli import accounts, archive, audit, identity, services  # noqa: F401  (they register their commands)
+from archipel.cli import accounts, archive, audit, identity, services, wsi  # noqa: F401  (they register their commands)
 from archipel.cli.common import app
 
 
