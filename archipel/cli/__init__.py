@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from archipel.cli import accounts, archive, audit, identity, services, wsi  # noqa: F401  (they register their commands)
+from archipel.cli import (  # noqa: F401  (they register their commands)
+    accounts,
+    archive,
+    audit,
+    identity,
+    services,
+    wsi,
+    wsi_convert,
+)
 from archipel.cli.common import app
 
 
