@@ -15,13 +15,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from archipel.app import create_app
-from archipel.platform import audit
+from archipel.platform import access, audit
 from archipel.platform.authn import Principal
 from archipel.platform.http import current_principal
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomweb import qido
 from archipel.radiology.samples import SyntheticPatient, ct_series, mammo_study, mr_series, to_bytes
+from tests.access_support import ensure_master, relate
 from tests.support import ArchipelServer
 
 ALPHA = SyntheticPatient("QA0001", "QIDOTEST^Alpha", "19700101", "F", "SITE-A")
@@ -62,6 +63,8 @@ def api(runtime: Runtime, archive: Archive) -> Iterator[Api]:
     b = ct_series(BRAVO, 2, study_date="20260111", accession="QACC3", rows=8, cols=8)
     for ds in [*ct, *mr, *mg, *b]:
         archive.store(to_bytes(ds))
+    # The reader works at SITE-A and takes care of Bravo, a SITE-B patient: both sites' studies are visible.
+    relate(runtime.db, "reader", ensure_master(runtime.db, BRAVO.issuer, BRAVO.patient_id))
     app = create_app()
     # Logging in is the identity module's business (and its tests'): here a radiologist is simply the caller.
     app.dependency_overrides[current_principal] = lambda: Principal("reader", "radiologist", "SITE-A")
@@ -197,7 +200,8 @@ def test_each_search_is_audited_once_as_a_query(api: Api) -> None:
 def test_a_site_limited_principal_sees_and_pages_only_its_sites(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(qido.access, "visible_sites", lambda _p: frozenset({"SITE-B"}))
+    only_b = access.ReadScope((access.Grant("test", sites=frozenset({"SITE-B"})),))
+    monkeypatch.setattr(qido.access, "read_scope", lambda _p, _f: only_b)
     assert [value(s, "00100020") for s in api.ok("/studies")] == ["QB0001"]
     assert api.ok("/studies", offset=1) == []
     assert api.ok("/instances", PatientName="QIDOTEST^Alpha") == []

@@ -218,9 +218,11 @@ def may_search(principal: Principal, facts: Facts = NO_FACTS) -> Decision:
         return Decision(True, "own record")
     if principal.role in CLINICAL_ROLES:
         return Decision(True, f"role {principal.role}; results limited to its site and patients")
-    if principal.role in BREAK_GLASS_ROLES and facts.break_glass:
-        return Decision(True, "break-the-glass in force", PURPOSE_BREAK_GLASS)
-    return Decision(False, f"role {principal.role} may not read patient data without break-the-glass")
+    if principal.role in BREAK_GLASS_ROLES:
+        if facts.break_glass:
+            return Decision(True, "break-the-glass in force", PURPOSE_BREAK_GLASS)
+        return Decision(False, f"role {principal.role} may not read patient data without break-the-glass")
+    return Decision(False, f"role {principal.role or principal.kind} may not read patient data")
 
 
 def _read_denial(principal: Principal, resource: Resource, facts: Facts) -> str:

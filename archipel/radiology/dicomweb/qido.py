@@ -1,10 +1,10 @@
 """QIDO-RS (PS3.18 §10.6): search for studies, series and instances over the shared query engine.
 
-Matching keys are attribute keywords or tags; ``includefield``, ``limit``, ``offset`` and ``fuzzymatching`` are
-the only other parameters. Every request is checked and audited once as a query. The site filter of the caller
-is part of the SQL, so paging never reveals hidden studies. Results are ``application/dicom+json``; no match is
-``200 []``. A search with no ``limit`` (or a larger one) returns at most :data:`MAX_RESULTS` and says so in a
-``Warning`` header.
+Matching keys are attribute keywords or tags; ``includefield``, ``limit``, ``offset`` and ``fuzzymatching`` are the
+only other parameters. Every request is checked and audited once as a query. The caller's read scope
+(``access.read_scope``: site, care relationships, consent, confidentiality) is part of the SQL, so paging never
+reveals hidden studies. Results are ``application/dicom+json``; no match is ``200 []``. A search with no ``limit``
+(or a larger one) returns at most :data:`MAX_RESULTS` and says so in a ``Warning`` header.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from archipel.platform import access, audit
+from archipel.platform import access, access_facts, audit
 from archipel.platform.http import PrincipalDep, RuntimeDep, guard
 from archipel.radiology.query import (
     ATTRIBUTES,
@@ -164,8 +164,15 @@ def _run(
     defaults: tuple[str, ...],
     scope: dict[str, str] | None = None,
 ) -> Response:
+    _resource, facts = access_facts.load(rt.db, principal)
     guard(
-        rt, principal, access.SEARCH, access.Resource(kind="study"), event_type=audit.QUERY, request=request
+        rt,
+        principal,
+        access.SEARCH,
+        access.Resource(kind="study"),
+        event_type=audit.QUERY,
+        request=request,
+        facts=facts,
     )
     try:
         parsed = parse_search(request, level, defaults, scope or {})
@@ -173,7 +180,7 @@ def _run(
         log.info("event=qido_refused level=%s reason=%s", level.value, exc)
         raise _bad(str(exc)) from exc
     query = parsed.query
-    query.sites = access.visible_sites(principal)
+    query.scope = access.read_scope(principal, facts)
     asked = query.limit
     query.limit = MAX_RESULTS + 1 if asked is None or asked > MAX_RESULTS else asked
     rows = search(rt.db, query)

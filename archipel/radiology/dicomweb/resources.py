@@ -1,5 +1,6 @@
-"""The study, series or instance a DICOMweb URL names: looked up in the index, checked by the access policy once,
-and handed to the routes as plain values (no ORM objects cross into response generators).
+"""The study, series or instance a DICOMweb URL names: looked up in the index, checked by the access policy once
+(site, care relationship, consent, confidentiality, break-the-glass), and handed to the routes as plain values
+(no ORM objects cross into response generators).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request, status
 from sqlalchemy import select
 
-from archipel.platform import access, audit
+from archipel.platform import access, audit, confidentiality
 from archipel.platform.authn import Principal
 from archipel.platform.http import guard
 from archipel.platform.runtime import Runtime
@@ -97,13 +98,13 @@ def select_instances(
     """
     with rt.db.sessions() as s:
         row = s.execute(
-            select(Study.site, Patient.issuer, Patient.patient_id)
+            select(Study.site, Patient.issuer, Patient.patient_id, Study.confidentiality)
             .join(Patient, Study.patient_pk == Patient.id)
             .where(Study.study_uid == study_uid)
         ).one_or_none()
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study {study_uid}")
-        site, issuer, patient_id = row
+        site, issuer, patient_id, codes = row
         query = (
             select(Instance, Series.series_uid)
             .join(Series, Instance.series_pk == Series.id)
@@ -133,6 +134,7 @@ def select_instances(
             site=site,
             patient=f"{issuer}/{patient_id}",
             ident=sop_uid or series_uid or study_uid,
+            confidentiality=confidentiality.decode(codes),
         ),
         event_type=audit.INSTANCES_ACCESSED,
         request=request,

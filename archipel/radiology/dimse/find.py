@@ -1,8 +1,9 @@
 """C-FIND SCP: patient root and study root, all levels, over the shared query engine.
 
-The calling node's principal decides which sites' studies can match (inside the SQL). Each C-FIND is audited
-once as a query. Responses carry the requested keys (zero length where the archive has no value), the
-Query/Retrieve Level and our Retrieve AE Title. Keys the archive cannot match on are returned empty and the
+The calling node's read scope decides which studies can match, inside the SQL: its site's (a regional consumer:
+every site's, except patients who refuse sharing and studies hidden from professionals or labelled sensitive). Each
+C-FIND is audited once as a query. Responses carry the requested keys (zero length where the archive has no value),
+the Query/Retrieve Level and our Retrieve AE Title. Keys the archive cannot match on are returned empty and the
 matches are sent with the 0xFF01 "optional keys not supported" pending status, as PS3.4 C.4.1.1.4 allows.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
-from archipel.platform import access, audit
+from archipel.platform import access, access_facts, audit
 from archipel.platform.runtime import Runtime
 from archipel.radiology import matching
 from archipel.radiology.dimse.nodes import NodeRegistry
@@ -120,6 +121,7 @@ def handle_find(
     calling = str(requestor.ae_title).strip()
     principal = nodes.principal(event.assoc)
     sop_class = str(event.request.AffectedSOPClassUID)
+    _resource, facts = access_facts.load(rt.db, principal)
     try:
         access.check(
             rt.db,
@@ -128,6 +130,7 @@ def handle_find(
             access.Resource(kind="study"),
             event_type=audit.QUERY,
             source=f"{calling}@{requestor.address}",
+            facts=facts,
         )
     except access.AccessDenied as exc:
         log.warning("event=find_refused calling_ae=%s reason=%s", calling, exc.reason)
@@ -144,7 +147,7 @@ def handle_find(
         yield _failure(UNABLE_TO_PROCESS, f"the identifier cannot be decoded: {exc}"), None
         return
     query = request.query
-    query.sites = access.visible_sites(principal)
+    query.scope = access.read_scope(principal, facts)
     pending = PENDING_OPTIONAL_KEYS_UNSUPPORTED if request.unsupported else PENDING
     aet = rt.settings.ae_title
     sent = 0

@@ -2,8 +2,8 @@
 
 The identifier is matched on the unique keys the standard requires for a retrieve (PS3.4 C.4.2.2.1): the
 Patient ID, Study, Series or SOP Instance UIDs (lists allowed at the retrieve level), plus any higher-level
-unique keys given. Only data of the sites visible to the caller are matched, inside the SQL; for C-MOVE also
-only what the destination node may see, so a move cannot hand data to a node that could not retrieve it
+unique keys given. Only data the caller may read (``access.read_scope``) are matched, inside the SQL; for C-MOVE
+also only what the destination node may read, so a move cannot hand data to a node that could not retrieve it
 itself. Each request is checked and audited once per patient through :func:`access.check`, as
 DICOM Instances Transferred (both C-MOVE and C-GET send copies by C-STORE, PS3.15 A.5.3.5).
 """
@@ -11,7 +11,7 @@ DICOM Instances Transferred (both C-MOVE and C-GET send copies by C-STORE, PS3.1
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +20,11 @@ from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 from sqlalchemy import Select, select
 
-from archipel.platform import access, audit
+from archipel.platform import access, access_facts, audit, confidentiality
 from archipel.platform.authn import Principal
 from archipel.platform.db import Database
 from archipel.platform.runtime import Runtime
+from archipel.radiology import visibility
 from archipel.radiology.dimse.nodes import NodeRegistry, node_principal
 from archipel.radiology.dimse.sending import load_stored, retrieve_contexts
 from archipel.radiology.dimse.store import failure
@@ -68,7 +69,7 @@ UNIQUE_KEYS: dict[str, tuple[str, Any]] = {
 
 
 #: The columns :func:`retrieve_statement` selects, in order.
-RetrieveSelect = Select[str, str, str, str, str, str, str, str]
+RetrieveSelect = Select[str, str, str, str, str, str, str, str, str]
 
 
 class IdentifierError(ValueError):
@@ -86,6 +87,7 @@ class RetrieveMatch:
     patient: str
     site: str
     study_uid: str
+    confidentiality: str
 
 
 def _values(identifier: Dataset, keyword: str) -> list[str]:
@@ -96,14 +98,11 @@ def _values(identifier: Dataset, keyword: str) -> list[str]:
     return [str(v).strip() for v in items if str(v).strip()]
 
 
-def _intersect(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
-    if a is None:
-        return b
-    return a if b is None else a & b
-
-
-def retrieve_statement(sop_class: str, identifier: Dataset, sites: frozenset[str] | None) -> RetrieveSelect:
-    """The query selecting the instances a retrieve identifier names, restricted to ``sites``.
+def retrieve_statement(
+    sop_class: str, identifier: Dataset, scopes: Sequence[access.ReadScope]
+) -> RetrieveSelect:
+    """The query selecting the instances a retrieve identifier names, restricted to what every one of
+    ``scopes`` may read (the caller's; for C-MOVE also the destination's).
 
     Raises :class:`IdentifierError` for a missing or unknown level, or a missing unique key.
     """
@@ -123,6 +122,7 @@ def retrieve_statement(sop_class: str, identifier: Dataset, sites: frozenset[str
             Patient.patient_id,
             Study.site,
             Study.study_uid,
+            Study.confidentiality,
         )
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
@@ -140,8 +140,8 @@ def retrieve_statement(sop_class: str, identifier: Dataset, sites: frozenset[str
     issuer = str(identifier.get("IssuerOfPatientID", "") or "").strip()
     if issuer:
         stmt = stmt.where(Patient.issuer == issuer)
-    if sites is not None:
-        stmt = stmt.where(Study.site.in_(sorted(sites)))
+    for scope in scopes:
+        stmt = stmt.where(visibility.condition(scope))
     return stmt.order_by(Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id)
 
 
@@ -157,6 +157,7 @@ def find_matches(db: Database, stmt: RetrieveSelect) -> list[RetrieveMatch]:
                 patient=f"{r.issuer}/{r.patient_id}",
                 site=r.site,
                 study_uid=r.study_uid,
+                confidentiality=r.confidentiality,
             )
             for r in s.execute(stmt)
         ]
@@ -182,6 +183,7 @@ def _authorise(
                 site=items[0].site if items else "",
                 patient=patient,
                 ident=f"{op} instances={len(items)} studies={','.join(studies)}",
+                confidentiality=confidentiality.decode(items[0].confidentiality) if items else frozenset(),
             ),
             event_type=audit.INSTANCES_TRANSFERRED,
             source=source,
@@ -193,14 +195,21 @@ def _source(event: evt.Event) -> str:
     return f"dimse:{requestor.ae_title.strip()}@{requestor.address}"
 
 
+def _scope(db: Database, principal: Principal) -> access.ReadScope:
+    _resource, facts = access_facts.load(db, principal)
+    return access.read_scope(principal, facts)
+
+
 def _prepare(
-    event: evt.Event, rt: Runtime, principal: Principal, sites: frozenset[str] | None, op: str
+    event: evt.Event, rt: Runtime, principal: Principal, others: Sequence[Principal], op: str
 ) -> list[RetrieveMatch] | Dataset:
-    """The matches of the request, or a failure status to answer with."""
+    """The matches of the request (what ``principal`` and each of ``others`` may all read), or a failure status
+    to answer with."""
     sop_class = str(event.request.AffectedSOPClassUID)
     try:
         identifier = event.identifier
-        matches = find_matches(rt.db, retrieve_statement(sop_class, identifier, sites))
+        scopes = [_scope(rt.db, p) for p in (principal, *others)]
+        matches = find_matches(rt.db, retrieve_statement(sop_class, identifier, scopes))
         _authorise(rt.db, principal, matches, op, _source(event))
     except IdentifierError as exc:
         log.warning("event=retrieve_refused op=%s calling_ae=%s reason=%s", op, principal.subject, exc)
@@ -252,8 +261,9 @@ def handle_move(event: evt.Event, rt: Runtime, nodes: NodeRegistry) -> Iterator[
         )
         yield None, None
         return
-    sites = _intersect(access.visible_sites(principal), access.visible_sites(node_principal(destination)))
-    prepared = _prepare(event, rt, principal, sites, f"C-MOVE to {destination.ae_title}")
+    prepared = _prepare(
+        event, rt, principal, [node_principal(destination)], f"C-MOVE to {destination.ae_title}"
+    )
     if isinstance(prepared, Dataset):
         # pynetdicom can only report a failure after associating with the destination and counting one
         # sub-operation; the association carries just Verification and sends nothing.
@@ -270,7 +280,7 @@ def handle_move(event: evt.Event, rt: Runtime, nodes: NodeRegistry) -> Iterator[
 def handle_get(event: evt.Event, rt: Runtime, nodes: NodeRegistry) -> Iterator[Any]:
     """EVT_C_GET: yield the number of sub-operations, then each instance."""
     principal = nodes.principal(event.assoc)
-    prepared = _prepare(event, rt, principal, access.visible_sites(principal), "C-GET")
+    prepared = _prepare(event, rt, principal, [], "C-GET")
     if isinstance(prepared, Dataset):
         yield 1
         yield prepared, None
