@@ -8,11 +8,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from archipel import __version__
-from archipel.platform import audit_api
+from archipel.platform import audit_api, breakglass_api, care_api, consent_api
 from archipel.platform import http as platform_http
 from archipel.platform.access import AccessDenied
 from archipel.radiology import api as radiology_api
-from archipel.radiology import dicomweb
+from archipel.radiology import confidentiality_api, dicomweb
 from archipel.wsi import api as wsi_api
 
 log = logging.getLogger("archipel.http")
@@ -28,6 +28,10 @@ def create_app() -> FastAPI:
     app.include_router(platform_http.public)
     app.include_router(platform_http.router)
     app.include_router(audit_api.router)
+    app.include_router(consent_api.router)
+    app.include_router(care_api.router)
+    app.include_router(breakglass_api.router)
+    app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)
