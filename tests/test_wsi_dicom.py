@@ -550,3 +550,36 @@ def test_thumbnail_pixel_spacing_scales_level_zero(written: Path, jpeg_pyramid: 
     thumb = Size(ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows)
     spacing = float(ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing[1])
     assert spacing == pytest.approx(0.25e-3 * jpeg_pyramid.levels[0].size.width / thumb.width)
+
+
+@pytest.mark.e2e
+def test_a_synthetic_svs_converts_with_every_jpeg_tile_passed_through(tmp_path: Path) -> None:
+    from archipel.wsi.convert import associated_images
+    from archipel.wsi.sources.detect import open_slide
+    from archipel.wsi.synthetic import write_svs
+
+    svs = write_svs(tmp_path / "slide.svs", 1800, 1300, tile=240, zero_length_tiles=[(2, 1)])
+    with open_slide(svs) as source:
+        report = write_dicom_wsi(source, slide_meta(), tmp_path / "dicom", associated_images(source))
+        assert_valid(report.files)
+        assert {p.name for p in report.files} >= {"label.dcm", "overview.dcm", "thumbnail.dcm"}
+        for level in source.levels:
+            frames = frames_of(tmp_path / "dicom" / f"level-{level.index}.dcm")
+            for k, frame in enumerate(frames):
+                raw = source.read_raw_tile(level.index, k % level.grid.width, k // level.grid.width)
+                assert raw is not None and unpadded(frame, raw.data) == raw.data, (level.index, k)
+        sizes = [(lv.size.width, lv.size.height) for lv in source.levels]
+        width, height = sizes[0]
+    svs_slide, dicom_slide = openslide.OpenSlide(str(svs)), openslide.OpenSlide(str(report.files[0]))
+    try:
+        assert list(dicom_slide.level_dimensions) == sizes
+        a = np.asarray(svs_slide.read_region((0, 0), 0, (width, height))).astype(int)
+        b = np.asarray(dicom_slide.read_region((0, 0), 0, (width, height))).astype(int)
+    finally:
+        svs_slide.close()
+        dicom_slide.close()
+    # OpenSlide leaves Aperio's zero-length tile transparent; the DICOM frame there is white. Elsewhere the
+    # passed-through tiles decode to the same pixels.
+    opaque = a[..., 3] == 255
+    assert np.array_equal(a[opaque][:, :3], b[opaque][:, :3])
+    assert (b[~opaque][:, :3] >= 250).all()
