@@ -20,6 +20,8 @@ from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from archipel.radiology.demographics import NO_EXTRAS, PatientExtras, read_extras
+
 PIXEL_DATA = 0x7FE00010
 #: The integer keys read by :func:`parse_part10` whose VR is US (binary), not IS (text).
 _US_KEYWORDS = frozenset({"Rows", "Columns"})
@@ -93,6 +95,8 @@ class ParsedInstance:
     pixel_data_offset: int | None
     pixel_data_length: int | None
     frame_fragments: list[list[tuple[int, int]]] | None = field(default=None)
+    #: Birth name, address, phone and INS, for the master patient index.
+    extras: PatientExtras = NO_EXTRAS
 
     def frame_index_json(self) -> str | None:
         """The per-frame fragment list as compact JSON (``None`` for native pixel data)."""
@@ -256,6 +260,7 @@ def parse_part10(data: bytes, default_issuer: str = "") -> ParsedInstance:
             pixel_data_offset=offset,
             pixel_data_length=length,
             frame_fragments=fragments,
+            extras=read_extras(ds),
         )
     except InvalidInstance:
         raise
