@@ -3,6 +3,9 @@
 The order is the durability contract: a sender is acknowledged only after :meth:`Archive.store` returns, by
 which time the blob is fsynced and the row committed. A crash between the two leaves an orphan blob that
 :meth:`Archive.sweep_orphans` removes at start-up, never a row without its bytes.
+
+Every object also creates or updates its patient's local identity in the master patient index, before its row
+is committed (see :mod:`archipel.radiology.patient_links`): an acknowledged object is always linked.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from archipel.platform.settings import DuplicatePolicy
 from archipel.platform.storage import BlobStore
 from archipel.radiology.dicomfile import InvalidInstance, ParsedInstance, parse_part10
 from archipel.radiology.models import Instance, InstanceVersion, Patient, Series, Study
+from archipel.radiology.patient_links import link_object, link_unlinked_patients
 
 log = logging.getLogger("archipel.archive")
 
@@ -136,10 +140,19 @@ class _KnownSeries:
 class Archive:
     """The archive's write side over an index database and a blob store."""
 
-    def __init__(self, db: Database, blobs: BlobStore, duplicate_policy: DuplicatePolicy = "keep-first"):
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        duplicate_policy: DuplicatePolicy = "keep-first",
+        *,
+        link_identities: bool = True,
+    ):
         self.db = db
         self.blobs = blobs
         self.duplicate_policy = duplicate_policy
+        #: Feed every object's patient to the MPI (off only to build an archive as an older version left it).
+        self.link_identities = link_identities
         self._known = _KnownSeries()
         self._lock = threading.Lock()
         self._running = 0
@@ -181,6 +194,12 @@ class Archive:
             raise
         try:
             digest = writing.result()[0]
+            # The MPI update runs outside the index transaction (no write lock held for other stores while
+            # linking) and before it (so that a crash never leaves an acknowledged object unlinked). It
+            # writes only for a new patient or changed demographics, and not for an object that the index
+            # transaction is bound to refuse.
+            if self.link_identities:
+                link_object(self.db, parsed, lambda: self._refused(parsed, digest))
         except BaseException:
             self._discard(writing, parsed.sop_uid)
             raise
@@ -217,6 +236,26 @@ class Archive:
             source_ae,
         )
         return self._result(parsed, status, digest)
+
+    def _refused(self, p: ParsedInstance, digest: str) -> bool:
+        """Whether the index would refuse ``p`` as things stand: a conflicting duplicate under keep-first, a
+        study stored for another patient, a series under another study (what :meth:`_index` checks)."""
+        i, se, st, pa = _INSTANCES.c, _SERIES.c, _STUDIES.c, _PATIENTS.c
+        with self.db.engine.connect() as c:
+            sha = c.execute(select(i.sha256).where(i.sop_uid == p.sop_uid)).scalar_one_or_none()
+            if sha is not None and sha != digest and self.duplicate_policy == "keep-first":
+                return True
+            owner = c.execute(
+                select(pa.issuer, pa.patient_id)
+                .join(_STUDIES, st.patient_pk == pa.id)
+                .where(st.study_uid == p.study_uid)
+            ).first()
+            if owner is not None and (owner.issuer, owner.patient_id) != (p.issuer, p.patient_id):
+                return True
+            study = c.execute(
+                select(st.study_uid).join(_SERIES, se.study_pk == st.id).where(se.series_uid == p.series_uid)
+            ).scalar_one_or_none()
+            return study is not None and study != p.study_uid
 
     def _put(self, data: bytes) -> tuple[str, bool]:
         """Hash ``data`` and write it durably; return its key and whether this call created the blob."""
@@ -393,7 +432,8 @@ class Archive:
         return int(study_pk), ""
 
     def sweep_orphans(self, grace_seconds: float = 0) -> int:
-        """Remove blobs that no index row names (left by a crash before commit); return how many."""
+        """The start-up recovery sweep: remove blobs that no index row names (left by a crash before commit)
+        and return how many; then register in the MPI every stored patient that has no local identity."""
         import time
 
         removed = self.blobs.sweep_temporary()
@@ -407,4 +447,8 @@ class Archive:
                 removed += 1
         if removed:
             log.info("event=orphans_swept count=%d", removed)
+        if self.link_identities:
+            linked = link_unlinked_patients(self.db, self.blobs)
+            if linked:
+                log.info("event=identities_recovered count=%d", linked)
         return removed

@@ -50,6 +50,15 @@ class UnknownIssuer(IdentityError):
     """The issuer is not a registered site (``archipel identity issuers add``)."""
 
 
+class IdentityNotFound(IdentityError):
+    """The local identity, master, review item or merge named does not exist."""
+
+
+class IdentityConflict(IdentityError):
+    """The action does not fit the identity's current state (already linked, already undone, declared
+    different...); the message says what to do first."""
+
+
 @dataclass(frozen=True)
 class LocalIdentityInput:
     """A local identity as a site sends it: every field but ``issuer`` and ``local_id`` may be empty."""
@@ -86,8 +95,12 @@ FIELD_NAMES = tuple(f.name for f in fields(LocalIdentityInput))
 _LIMITS = tuple((name, _MAX.get(name, 64)) for name in FIELD_NAMES)
 
 
-def clean(inp: LocalIdentityInput) -> dict[str, str]:
-    """The validated, normalised column values of ``inp``; :class:`IdentityError` says what is wrong."""
+def clean(inp: LocalIdentityInput, *, require_name: bool = True) -> dict[str, str]:
+    """The validated, normalised column values of ``inp``; :class:`IdentityError` says what is wrong.
+
+    ``require_name=False`` accepts an identity with neither a name nor an INS (an object's patient must be
+    linked even when its sender left the name empty: it gets a master of its own).
+    """
     raw = [getattr(inp, name) for name in FIELD_NAMES]
     try:
         text = "|".join(raw)
@@ -119,7 +132,9 @@ def clean(inp: LocalIdentityInput) -> dict[str, str]:
         raise IdentityError(f"INS status {status.value} requires an INS")
     values["ins_status"] = status.value
     values["birth_place"] = code_key(values["birth_place"])
-    if not (values["birth_name"] or values["used_name"] or values["given_names"] or values["ins"]):
+    if require_name and not (
+        values["birth_name"] or values["used_name"] or values["given_names"] or values["ins"]
+    ):
         raise IdentityError("an identity needs at least a name or an INS")
     return values
 

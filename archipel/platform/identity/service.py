@@ -19,7 +19,9 @@ from archipel.platform.db import Database, utcnow
 from archipel.platform.identity import store, training
 from archipel.platform.identity.intake import (
     FIELD_NAMES,
+    IdentityConflict,
     IdentityError,
+    IdentityNotFound,
     LinkOutcome,
     LocalIdentityInput,
     UnknownIssuer,
@@ -35,7 +37,9 @@ from archipel.platform.identity.normalize import Traits
 
 __all__ = [
     "PURPOSE",
+    "IdentityConflict",
     "IdentityError",
+    "IdentityNotFound",
     "LinkOutcome",
     "LocalIdentityInput",
     "UnknownIssuer",
@@ -46,6 +50,7 @@ __all__ = [
     "master_of",
     "prepare",
     "register",
+    "register_clean",
     "register_many",
     "rematch",
     "traits_of_input",
@@ -65,9 +70,16 @@ def register(target: Database | Session, inp: LocalIdentityInput) -> LinkOutcome
     """
     values = clean(inp)
     if isinstance(target, Database):
-        with target.write() as s:
+        # The process lock first, then the database's: the order every MPI writer takes them in.
+        with store.process_lock, target.write() as s:
             return _register_in(s, [values], audited=True)[0]
     return _register_in(target, [values], audited=True)[0]
+
+
+def register_clean(s: Session, batch: list[dict[str, str]], *, audited: bool) -> list[LinkOutcome]:
+    """Register values already through :func:`clean` inside ``s``'s write transaction (the caller holds
+    :data:`store.process_lock`); one audit event per identity if ``audited``."""
+    return _register_in(s, batch, audited=audited)
 
 
 def register_many(
@@ -98,7 +110,7 @@ def register_many(
             numbers.append(number)
         if not good:
             continue
-        with db.write() as s:
+        with store.process_lock, db.write() as s:
             try:
                 outcomes = _register_in(s, good, audited=False, traits=traits)
             except UnknownIssuer as exc:
