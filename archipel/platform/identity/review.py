@@ -31,7 +31,7 @@ from archipel.platform.identity.models import (
     NoLink,
     ReviewItem,
 )
-from archipel.platform.identity.service import PURPOSE, IdentityError
+from archipel.platform.identity.service import PURPOSE, IdentityConflict, IdentityError, IdentityNotFound
 
 _RESTORED = ("master_id", "status", "score", "contributions", "decided_by")
 
@@ -108,16 +108,25 @@ def _local_pk(s: Session, issuer: str, local_id: str) -> int:
         select(LocalIdentity.id).where(LocalIdentity.issuer == issuer, LocalIdentity.local_id == local_id)
     ).scalar_one_or_none()
     if pk is None:
-        raise IdentityError(f"no local identity {local_id!r} of issuer {issuer!r}")
+        raise IdentityNotFound(f"no local identity {local_id!r} of issuer {issuer!r}")
     return pk
+
+
+def _open_item(s: Session, review_id: int) -> ReviewItem:
+    item = s.get(ReviewItem, review_id)
+    if item is None:
+        raise IdentityNotFound(f"no review item {review_id}")
+    if item.state != "open":
+        raise IdentityConflict(f"review item {review_id} was already resolved ({item.resolution})")
+    return item
 
 
 def _active_master(s: Session, master_id: int) -> MasterPatient:
     master = s.get(MasterPatient, master_id)
     if master is None:
-        raise IdentityError(f"no master patient {master_id}")
+        raise IdentityNotFound(f"no master patient {master_id}")
     if not master.active:
-        raise IdentityError(f"master patient {master_id} was merged into {master.merged_into}")
+        raise IdentityConflict(f"master patient {master_id} was merged into {master.merged_into}")
     return master
 
 
@@ -182,13 +191,13 @@ def link(db: Database, who: Principal, issuer: str, local_id: str, master_id: in
         assert row is not None
         _active_master(s, master_id)
         if row.master_id == master_id:
-            raise IdentityError(f"{issuer}/{local_id} is already on master {master_id}")
+            raise IdentityConflict(f"{issuer}/{local_id} is already on master {master_id}")
         others = [r for r in _members(s, master_id)]
         if row.ins and row.ins_status == "QUAL" and _qualified_ins(others) - {row.ins}:
-            raise IdentityError(f"master {master_id} has another qualified INS: two INS are two people")
+            raise IdentityConflict(f"master {master_id} has another qualified INS: two INS are two people")
         forbidden = index.no_link.get(row.id, set())
         if any(o.id in forbidden for o in others):
-            raise IdentityError(
+            raise IdentityConflict(
                 f"{issuer}/{local_id} was declared a different person from master {master_id}; "
                 "remove that decision first"
             )
@@ -210,7 +219,9 @@ def unlink(db: Database, who: Principal, issuer: str, local_id: str, reason: str
         assert row is not None
         others = [r for r in _members(s, row.master_id) if r.id != row.id]
         if not others:
-            raise IdentityError(f"{issuer}/{local_id} is alone on master {row.master_id}: nothing to unlink")
+            raise IdentityConflict(
+                f"{issuer}/{local_id} is alone on master {row.master_id}: it is linked to nothing to unlink from"
+            )
         new_master = index.next_master
         index.next_master += 1
         s.add(MasterPatient(id=new_master, active=True, merged_into=None, gen=gen, created_at=utcnow()))
@@ -238,9 +249,7 @@ def _forbid(s: Session, index: LinkIndex, a: int, b: int, actor: str, reason: st
 def different(db: Database, who: Principal, review_id: int, reason: str) -> None:
     """Resolve a review item as "different people": the identity stays on its own master for good."""
     with _officer(db, reason) as (s, index, gen):
-        item = s.get(ReviewItem, review_id)
-        if item is None or item.state != "open":
-            raise IdentityError(f"no open review item {review_id}")
+        item = _open_item(s, review_id)
         row = s.get(LocalIdentity, item.local_pk)
         assert row is not None
         for o in _members(s, item.candidate_master_id):
@@ -259,9 +268,7 @@ def different(db: Database, who: Principal, review_id: int, reason: str) -> None
 def accept(db: Database, who: Principal, review_id: int, reason: str) -> None:
     """Resolve a review item as "same person": the identity joins the candidate master."""
     with db.sessions() as s:
-        item = s.get(ReviewItem, review_id)
-        if item is None or item.state != "open":
-            raise IdentityError(f"no open review item {review_id}")
+        item = _open_item(s, review_id)
         row = s.get(LocalIdentity, item.local_pk)
         assert row is not None
         issuer, local_id, candidate = row.issuer, row.local_id, item.candidate_master_id
@@ -277,10 +284,10 @@ def merge(db: Database, who: Principal, source_id: int, target_id: int, reason: 
         moving, staying = _members(s, source_id), _members(s, target_id)
         a, b = _qualified_ins(moving), _qualified_ins(staying)
         if a and b and a != b:
-            raise IdentityError(f"masters {source_id} and {target_id} have different qualified INS")
+            raise IdentityConflict(f"masters {source_id} and {target_id} have different qualified INS")
         forbidden = {(x.id, y.id) for x in moving for y in staying if y.id in index.no_link.get(x.id, set())}
         if forbidden:
-            raise IdentityError(
+            raise IdentityConflict(
                 f"identities of masters {source_id} and {target_id} were declared different people"
             )
         saved = [{"id": r.id, **{k: getattr(r, k) for k in _RESTORED}} for r in moving]
@@ -316,14 +323,14 @@ def unmerge(db: Database, who: Principal, merge_id: int, reason: str) -> None:
     with _officer(db, reason) as (s, index, gen):
         m = s.get(MasterMerge, merge_id)
         if m is None:
-            raise IdentityError(f"no merge {merge_id}")
+            raise IdentityNotFound(f"no merge {merge_id}")
         if m.undone_by:
-            raise IdentityError(f"merge {merge_id} was already undone")
+            raise IdentityConflict(f"merge {merge_id} was already undone")
         saved = json.loads(m.moved)
         rows = {r.id: r for r in _members(s, m.target_id)}
         missing = [e["id"] for e in saved if e["id"] not in rows]
         if missing:
-            raise IdentityError(
+            raise IdentityConflict(
                 f"identities {missing} have left master {m.target_id} since the merge; "
                 "undo those changes first"
             )
