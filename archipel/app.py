@@ -11,8 +11,9 @@ from archipel import __version__
 from archipel.platform import audit_api, breakglass_api, care_api, consent_api
 from archipel.platform import http as platform_http
 from archipel.platform.access import AccessDenied
+from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
-from archipel.radiology import confidentiality_api, dicomweb
+from archipel.radiology import confidentiality_api, dicomweb, patients_api
 from archipel.wsi import api as wsi_api
 
 log = logging.getLogger("archipel.http")
@@ -33,6 +34,8 @@ def create_app() -> FastAPI:
     app.include_router(breakglass_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
+    app.include_router(patients_api.router)
+    app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)
 
