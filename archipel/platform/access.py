@@ -382,6 +382,7 @@ def check(
         f"{action}:{resource.kind}",
         outcome="success" if decision.allowed else "denied",
         patient=resource.patient,
+        master=resource.master,
         obj=resource.ident,
         source=source,
         purpose=decision.purpose,

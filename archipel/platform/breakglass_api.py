@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from archipel.platform import access, access_facts, audit, breakglass, notify
@@ -18,7 +18,6 @@ from archipel.platform.credentials import (
     PrincipalDep,
     RuntimeDep,
     client_address,
-    current_principal,
     require_recent_auth,
 )
 from archipel.platform.http import guard
@@ -36,10 +35,9 @@ class BreakGlassBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-def recent_login(
-    request: Request, rt: RuntimeDep, principal: Principal = Depends(current_principal)
-) -> Principal:
-    """Dependency: the principal, if it logged in within ``settings.break_glass_reauth_seconds``."""
+def recent_login(request: Request, rt: Runtime, principal: Principal) -> Principal:
+    """The principal, if it logged in within ``settings.break_glass_reauth_seconds``; else 401 with the RFC 9470
+    challenge (see ``credentials.require_recent_auth``)."""
     return require_recent_auth(rt.settings.break_glass_reauth_seconds)(request, rt, principal)
 
 
@@ -56,13 +54,13 @@ def _row(r: breakglass.BreakGlassAccess) -> dict[str, Any]:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def open_break_glass(
-    body: BreakGlassBody,
-    request: Request,
-    rt: RuntimeDep,
-    principal: Principal = Depends(recent_login),
+    body: BreakGlassBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    """Open a time-limited emergency access to one patient; the treating and referring doctors are alerted."""
-    master_or_404(rt, body.master_id)
+    """Open a time-limited emergency access to one patient; the treating and referring doctors are alerted.
+
+    The role is checked (and audited) first: a role that may never break the glass gets 403, not a request to
+    log in again. Then the login must be recent (401 otherwise), and the patient known (404).
+    """
     resource = access.Resource(
         kind=access.BREAK_GLASS, master=body.master_id, ident=f"patient {body.master_id}"
     )
@@ -70,6 +68,8 @@ def open_break_glass(
     guard(
         rt, principal, access.CREATE, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts
     )
+    recent_login(request, rt, principal)
+    master_or_404(rt, body.master_id)
     now = rt.clock()
     try:
         with rt.db.write() as s:

@@ -74,8 +74,8 @@ def list_relationships(
     master_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep, active: bool = False
 ) -> list[dict[str, Any]]:
     """A patient's care relationships (only those in force with ``active=true``), oldest first."""
-    master_or_404(rt, master_id)
     _checked(rt, principal, access.READ, master_id, request, f"care relationships of {master_id}")
+    master_or_404(rt, master_id)
     with rt.db.sessions() as s:
         return [_row(r) for r in care.of_patient(s, [master_id], rt.clock() if active else None)]
 
@@ -85,9 +85,9 @@ def record_relationship(
     master_id: int, body: CareBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Record that a professional takes care of the patient, in what capacity and for what period."""
-    master_or_404(rt, master_id)
     obj = f"care relationship {body.kind} of {body.professional} with {master_id}"
     _checked(rt, principal, access.UPDATE, master_id, request, obj)
+    master_or_404(rt, master_id)
     try:
         with rt.db.write() as s:
             row = care.record(

@@ -1,6 +1,7 @@
 """HTTP routes for consent: professionals and admins record a patient's decision taken on paper or by voice;
 patients give, withdraw and give again their own through the portal. Every read and change is checked by
-``access`` (kind ``consent``) and audited as a Patient Record event.
+``access`` (kind ``consent``) and audited as a Patient Record event, before the patient is even looked up (so
+that probing unknown ids is audited too).
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def _record(
 @router.get("/patients/{master_id}/consent")
 def read_consent(master_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     """The sharing decision in force for a master patient and its full history."""
-    master_or_404(rt, master_id)
     _checked(rt, principal, access.READ, master_id, request, f"consent of {master_id}")
+    master_or_404(rt, master_id)
     return _state(rt, master_id)
 
 
@@ -111,9 +112,9 @@ def record_consent(
     master_id: int, body: ConsentBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Record a decision given on paper, by voice or on an electronic form (a new entry; nothing is overwritten)."""
-    master_or_404(rt, master_id)
     obj = f"consent of {master_id}: sharing={body.sharing} method={body.method}"
     _checked(rt, principal, access.UPDATE, master_id, request, obj)
+    master_or_404(rt, master_id)
     return _record(rt, principal, master_id, body.sharing, body.method, body.note, rt.clock())
 
 
