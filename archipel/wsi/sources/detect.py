@@ -51,7 +51,16 @@ def open_slide(path: Path | str) -> SlideSource:
     if _is_dicom(path):
         from archipel.wsi.sources.dicom import DicomSlide
 
-        return DicomSlide(path)
+        try:
+            return DicomSlide(path)
+        except SlideError:
+            # OpenSlide 4 reads some DICOM WSI that wsidicom refuses (e.g. missing Image Type); decoded only.
+            if openslide.OpenSlide.detect_format(str(path)) != "dicom":
+                raise
+            from archipel.wsi.sources.openslide_source import OpenSlideSource
+
+            log.info("event=slide_open reader=openslide vendor=dicom")
+            return OpenSlideSource(path)
     if path.is_dir():
         raise SlideError("a folder without DICOM instances is not a slide", path.name)
     with path.open("rb") as f:
