@@ -113,6 +113,9 @@ def test_only_identity_officers_and_admins_reach_the_identity_api(
     assert http.get("/api/identity/review", headers=users("root")).status_code == 200
     m = two_sites["SITE-A/A100"]
     assert http.get(f"/api/identity/masters/{m}", headers=users("rad")).status_code == 403
+    # Told that they may not merge at all, whatever the age of their login.
+    body = {"source_master_id": two_sites["SITE-B/B901"], "target_master_id": m, "reason": "r"}
+    assert post(http, users("rad"), "/merges", body).status_code == 403
 
 
 def test_the_master_shows_its_identities_and_history_and_queries_see_every_linked_study(

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from archipel.platform import access, audit
@@ -34,7 +34,8 @@ router = APIRouter(prefix="/api/identity", tags=["identity"])
 
 #: How recent the login behind a merge or an unmerge must be.
 MERGE_REAUTH = timedelta(minutes=5)
-RecentPrincipal = Annotated[Principal, Depends(require_recent_auth(MERGE_REAUTH))]
+# Checked after the policy, so that someone who may not merge at all is told so (403) whatever their login age.
+_recent_login = require_recent_auth(MERGE_REAUTH)
 
 
 class _Body(BaseModel):
@@ -206,11 +207,12 @@ def different(
 
 
 @router.post("/merges", status_code=status.HTTP_201_CREATED)
-def merge(body: MergeBody, request: Request, rt: RuntimeDep, who: RecentPrincipal) -> dict[str, Any]:
+def merge(body: MergeBody, request: Request, rt: RuntimeDep, who: PrincipalDep) -> dict[str, Any]:
     """Merge one master into another (recent login required); returns the merge's id, for an unmerge."""
     _guard(
         rt, who, request, access.UPDATE, master=body.target_master_id, ident=f"master/{body.source_master_id}"
     )
+    _recent_login(request, rt, who)
     try:
         merge_id = review.merge(rt.db, who, body.source_master_id, body.target_master_id, body.reason)
     except IdentityError as exc:
@@ -220,10 +222,11 @@ def merge(body: MergeBody, request: Request, rt: RuntimeDep, who: RecentPrincipa
 
 @router.post("/merges/{merge_id}/unmerge")
 def unmerge(
-    merge_id: int, body: Reason, request: Request, rt: RuntimeDep, who: RecentPrincipal
+    merge_id: int, body: Reason, request: Request, rt: RuntimeDep, who: PrincipalDep
 ) -> dict[str, Any]:
     """Undo a merge (recent login required): both masters and their identities' links are restored exactly."""
     _guard(rt, who, request, access.UPDATE, ident=f"merge/{merge_id}")
+    _recent_login(request, rt, who)
     try:
         review.unmerge(rt.db, who, merge_id, body.reason)
     except IdentityError as exc:
