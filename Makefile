@@ -51,6 +51,7 @@ bench: system venv
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/linkage.py
+	$(BIN)/python bench/wsi.py
 
 lint: venv
 	$(BIN)/ruff check archipel tests bench
