@@ -51,6 +51,7 @@ bench: system venv
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/linkage.py
+	[ -x .venv-peers/bin/wsidicomizer ] || ($(PYTHON) -m venv .venv-peers && .venv-peers/bin/pip install -q wsidicomizer)
 	$(BIN)/python bench/wsi.py
 
 lint: venv

@@ -89,8 +89,10 @@ def tools(src: Path, out: Path, workers: int) -> list[tuple[str, str, list[str]]
             ["OrthancWSIDicomizer", f"--threads={workers}", "--pyramid=1", f"--folder={out}", str(src)],
         ),
     ]
-    wsidicomizer = shutil.which("wsidicomizer") or str(Path(sys.executable).parent / "wsidicomizer")
-    if Path(wsidicomizer).exists():
+    # wsidicomizer pins an older wsidicom than Archipel's, so it lives in a venv of its own (make bench makes it).
+    candidates = [ROOT / ".venv-peers" / "bin" / "wsidicomizer", Path(sys.executable).parent / "wsidicomizer"]
+    wsidicomizer = next((str(p) for p in candidates if p.exists()), shutil.which("wsidicomizer") or "")
+    if wsidicomizer:
         base = [wsidicomizer, "-i", str(src), "-o", str(out), "--workers", str(workers)]
         runs += [
             ("dicom", "wsidicomizer", base),
