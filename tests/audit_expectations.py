@@ -1,0 +1,380 @@
+"""What each HTTP route and DIMSE service must write to the audit trail: the table behind test_audit_coverage.
+
+Every route of the FastAPI app has an entry, keyed ``(METHOD, path template)`` exactly as FastAPI declares it:
+
+- :class:`Audited`: how to call it (method, URL filled from :class:`Ctx`, body) as the ``user`` of the
+  ``server``, and the events that one call must add, in order: ``(event_type, action, outcome, patient)``
+  where ``patient`` is ``"{patient}"`` for the test patient (``SITE-A/AUD0001``) or ``""``.
+- :class:`NotPatientData`: routes that never touch patient data (documentation, health, the log-in steps,
+  job status); they are listed with the reason so that the choice is explicit and reviewed.
+
+A route missing from :data:`ROUTES` fails the test, which prints the line to add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from archipel.platform import audit
+
+P = "{patient}"
+OK, DENIED, FAILED = audit.SUCCESS, audit.DENIED, audit.FAILURE
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Values the calls are built from: the study the test stored through C-STORE, and its patient."""
+
+    patient: str
+    patient_id: str
+    study: str
+    series: str
+    instance: str
+
+
+@dataclass(frozen=True)
+class Audited:
+    """A route that touches patient data: how to call it and the exact events one call adds."""
+
+    method: str
+    url: str
+    events: tuple[tuple[str, str, str, str], ...]
+    user: str = "radiologist"
+    #: ``json`` (``body`` as JSON), ``stow`` (a new instance of the test patient as multipart/related),
+    #: ``upload`` (the stored test instance as a multipart form file), or empty.
+    send: str = ""
+    body: dict[str, Any] | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NotPatientData:
+    """A route that reads or changes no patient data, and why."""
+
+    reason: str
+
+
+Entry = Audited | NotPatientData
+
+_STUDY = "/dicom-web/studies/{study}"
+_SERIES = _STUDY + "/series/{series}"
+_INSTANCE = _SERIES + "/instances/{instance}"
+
+
+def _read(event_type: str, kind: str) -> tuple[tuple[str, str, str, str], ...]:
+    return ((event_type, f"read:{kind}", OK, P),)
+
+
+ROUTES: dict[tuple[str, str], Entry] = {
+    # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
+    ("GET", "/"): NotPatientData("redirect to the API documentation"),
+    ("GET", "/openapi.json"): NotPatientData("API description"),
+    ("GET", "/docs"): NotPatientData("API documentation"),
+    ("GET", "/docs/oauth2-redirect"): NotPatientData("API documentation"),
+    ("GET", "/redoc"): NotPatientData("API documentation"),
+    ("GET", "/healthz"): NotPatientData("liveness"),
+    ("POST", "/api/auth/token"): NotPatientData("log-in; tested in test_authn_login"),
+    ("POST", "/api/auth/session"): NotPatientData("log-in; tested in test_authn_web"),
+    ("POST", "/api/auth/oidc"): NotPatientData("log-in; tested in test_authn_oidc"),
+    ("GET", "/api/auth/oidc/start"): NotPatientData("log-in; tested in test_authn_oidc"),
+    ("GET", "/api/auth/oidc/callback"): NotPatientData("log-in; tested in test_authn_oidc"),
+    ("GET", "/api/auth/me"): NotPatientData("the caller's own identity"),
+    ("POST", "/api/auth/refresh"): NotPatientData("session; tested in test_authn_sessions"),
+    ("POST", "/api/auth/reauth"): NotPatientData("session; tested in test_authn_sessions"),
+    ("POST", "/api/auth/totp"): NotPatientData("second factor enrolment"),
+    ("POST", "/api/auth/logout"): NotPatientData("session end"),
+    ("POST", "/api/auth/logout-all"): NotPatientData("session end"),
+    ("POST", "/api/auth/users/{username}/revoke"): NotPatientData("account administration"),
+    ("POST", "/api/patient/access"): NotPatientData("patient log-in step; tested in test_authn_patient"),
+    ("POST", "/api/patient/verify"): NotPatientData("patient log-in step; tested in test_authn_patient"),
+    ("GET", "/api/jobs"): NotPatientData("job status (ids, state, progress)"),
+    ("GET", "/api/jobs/{job_id}"): NotPatientData("job status (ids, state, progress)"),
+    # --- archive writes ---
+    ("POST", "/api/imports"): Audited(
+        "POST",
+        "/api/imports",
+        ((audit.IMPORT, "create:study", OK, ""), (audit.IMPORT, "import", OK, "")),
+        send="upload",
+        status=202,
+    ),
+    ("POST", "/dicom-web/studies"): Audited(
+        "POST", "/dicom-web/studies", ((audit.IMPORT, "create:study", OK, ""),), send="stow"
+    ),
+    ("POST", "/dicom-web/studies/{study}"): Audited(
+        "POST", _STUDY, ((audit.IMPORT, "create:study", OK, ""),), send="stow"
+    ),
+    # --- the audit trail itself ---
+    ("GET", "/api/audit"): Audited(
+        "GET", "/api/audit?limit=1", ((audit.AUDIT_LOG_USED, "search:audit", OK, ""),), user="auditor"
+    ),
+    ("GET", "/api/audit/fhir"): Audited(
+        "GET", "/api/audit/fhir?limit=1", ((audit.AUDIT_LOG_USED, "export:audit", OK, ""),), user="auditor"
+    ),
+    ("GET", "/api/me/access-log"): Audited(
+        "GET", "/api/me/access-log", ((audit.AUDIT_LOG_USED, "read:access-log", OK, P),), user="patient"
+    ),
+    # --- DICOMweb: QIDO-RS ---
+    ("GET", "/dicom-web/studies"): Audited(
+        "GET", "/dicom-web/studies?PatientID={patient_id}", ((audit.QUERY, "search:study", OK, ""),)
+    ),
+    ("GET", "/dicom-web/series"): Audited(
+        "GET", "/dicom-web/series?StudyInstanceUID={study}", ((audit.QUERY, "search:study", OK, ""),)
+    ),
+    ("GET", "/dicom-web/instances"): Audited(
+        "GET", "/dicom-web/instances?StudyInstanceUID={study}", ((audit.QUERY, "search:study", OK, ""),)
+    ),
+    ("GET", "/dicom-web/studies/{study}/series"): Audited(
+        "GET", _STUDY + "/series", ((audit.QUERY, "search:study", OK, ""),)
+    ),
+    ("GET", "/dicom-web/studies/{study}/instances"): Audited(
+        "GET", _STUDY + "/instances", ((audit.QUERY, "search:study", OK, ""),)
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances"): Audited(
+        "GET", _SERIES + "/instances", ((audit.QUERY, "search:study", OK, ""),)
+    ),
+    # --- DICOMweb: WADO-RS ---
+    ("GET", "/dicom-web/studies/{study}"): Audited("GET", _STUDY, _read(audit.INSTANCES_ACCESSED, "study")),
+    ("GET", "/dicom-web/studies/{study}/series/{series}"): Audited(
+        "GET", _SERIES, _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances/{instance}"): Audited(
+        "GET", _INSTANCE, _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/metadata"): Audited(
+        "GET", _STUDY + "/metadata", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/metadata"): Audited(
+        "GET", _SERIES + "/metadata", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata"): Audited(
+        "GET", _INSTANCE + "/metadata", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"): Audited(
+        "GET", _INSTANCE + "/frames/1", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path:path}"): Audited(
+        "GET", _INSTANCE + "/bulkdata/7FE00010", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered"): Audited(
+        "GET", _INSTANCE + "/rendered", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    (
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+    ): Audited("GET", _INSTANCE + "/frames/1/rendered", _read(audit.INSTANCES_ACCESSED, "study")),
+    ("GET", "/dicom-web/studies/{study}/thumbnail"): Audited(
+        "GET", _STUDY + "/thumbnail", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/thumbnail"): Audited(
+        "GET", _SERIES + "/thumbnail", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    ("GET", "/dicom-web/studies/{study}/series/{series}/instances/{instance}/thumbnail"): Audited(
+        "GET", _INSTANCE + "/thumbnail", _read(audit.INSTANCES_ACCESSED, "study")
+    ),
+    # --- patient record by master, identity officer (owner: identity); called as the auditor, whom the policy
+    # refuses (identity records are for identity officers and administrators): the refusal must be audited ---
+    ("GET", "/api/patients/{master_id}"): Audited(
+        "GET",
+        "/api/patients/1",
+        ((audit.PATIENT_RECORD, "read:patient", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("GET", "/api/patients/{master_id}/studies"): Audited(
+        "GET",
+        "/api/patients/1/studies",
+        ((audit.QUERY, "read:patient", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("POST", "/api/identity/local-identities"): Audited(
+        "POST",
+        "/api/identity/local-identities",
+        ((audit.PATIENT_RECORD, "create:identity", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={"issuer": "SITE-A", "local_id": "AUD0001", "birth_name": "AUDIT"},
+        status=403,
+    ),
+    ("GET", "/api/identity/local-identities/{issuer}/{local_id}"): Audited(
+        "GET",
+        "/api/identity/local-identities/SITE-A/{patient_id}",
+        ((audit.PATIENT_RECORD, "read:identity", DENIED, P),),
+        user="auditor",
+        status=403,
+    ),
+    ("GET", "/api/identity/review"): Audited(
+        "GET",
+        "/api/identity/review",
+        ((audit.PATIENT_RECORD, "read:identity", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("GET", "/api/identity/masters/{master_id}"): Audited(
+        "GET",
+        "/api/identity/masters/1",
+        ((audit.PATIENT_RECORD, "read:identity", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("POST", "/api/identity/links"): Audited(
+        "POST",
+        "/api/identity/links",
+        ((audit.PATIENT_RECORD, "update:identity", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={"issuer": "SITE-A", "local_id": "AUD0001", "master_id": 1, "reason": "audit walk"},
+        status=403,
+    ),
+    ("POST", "/api/identity/unlinks"): Audited(
+        "POST",
+        "/api/identity/unlinks",
+        ((audit.PATIENT_RECORD, "update:identity", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={"issuer": "SITE-A", "local_id": "AUD0001", "reason": "audit walk"},
+        status=403,
+    ),
+    ("POST", "/api/identity/review/{review_id}/accept"): Audited(
+        "POST",
+        "/api/identity/review/1/accept",
+        ((audit.PATIENT_RECORD, "update:identity", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"reason": "audit walk"},
+        status=403,
+    ),
+    ("POST", "/api/identity/review/{review_id}/different"): Audited(
+        "POST",
+        "/api/identity/review/1/different",
+        ((audit.PATIENT_RECORD, "update:identity", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"reason": "audit walk"},
+        status=403,
+    ),
+    ("POST", "/api/identity/merges"): Audited(
+        "POST",
+        "/api/identity/merges",
+        ((audit.PATIENT_RECORD, "update:identity", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"source_master_id": 2, "target_master_id": 1, "reason": "audit walk"},
+        status=403,
+    ),
+    ("POST", "/api/identity/merges/{merge_id}/unmerge"): Audited(
+        "POST",
+        "/api/identity/merges/1/unmerge",
+        ((audit.PATIENT_RECORD, "update:identity", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"reason": "audit walk"},
+        status=403,
+    ),
+    # --- slides (owner: wsi); called as the auditor, whom the policy refuses: the refusal must be audited ---
+    ("OPTIONS", "/api/slides/uploads"): NotPatientData(
+        "tus protocol discovery (versions, extensions, size limit)"
+    ),
+    ("POST", "/api/slides/uploads"): Audited(
+        "POST",
+        "/api/slides/uploads",
+        ((audit.IMPORT, "create:slide", DENIED, ""),),
+        user="auditor",
+        status=403,
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10"},
+    ),
+    ("HEAD", "/api/slides/uploads/{upload_id}"): NotPatientData("upload offset of the caller's own upload"),
+    ("PATCH", "/api/slides/uploads/{upload_id}"): NotPatientData(
+        "bytes of the caller's own upload (audited at create)"
+    ),
+    ("DELETE", "/api/slides/uploads/{upload_id}"): NotPatientData("cancels the caller's own upload"),
+    ("POST", "/api/slides"): Audited(
+        "POST", "/api/slides", ((audit.IMPORT, "create:slide", DENIED, ""),), user="auditor", status=403
+    ),
+    ("GET", "/api/slides/{slide_id}"): Audited("GET", "/api/slides/unknown", (), user="auditor", status=404),
+    ("POST", "/api/slides/{slide_id}/retry"): Audited(
+        "POST", "/api/slides/unknown/retry", (), user="auditor", status=404
+    ),
+    # --- access-control records (owner: access): unknown ids or the auditor, so no other entry's data changes ---
+    ("GET", "/api/patients/{master_id}/consent"): Audited(
+        "GET",
+        "/api/patients/1/consent",
+        ((audit.PATIENT_RECORD, "read:consent", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("POST", "/api/patients/{master_id}/consent"): Audited(
+        "POST",
+        "/api/patients/1/consent",
+        ((audit.PATIENT_RECORD, "update:consent", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"sharing": "refused", "method": "paper"},
+        status=403,
+    ),
+    ("GET", "/api/patient/consent"): Audited(
+        "GET", "/api/patient/consent", ((audit.PATIENT_RECORD, "read:consent", OK, ""),), user="patient"
+    ),
+    ("POST", "/api/patient/consent"): Audited(
+        "POST",
+        "/api/patient/consent",
+        ((audit.PATIENT_RECORD, "update:consent", OK, ""),),
+        user="patient",
+        send="json",
+        body={"sharing": "granted"},
+        status=201,
+    ),
+    ("GET", "/api/patients/{master_id}/care-relationships"): Audited(
+        "GET",
+        "/api/patients/1/care-relationships",
+        ((audit.PATIENT_RECORD, "read:care", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("POST", "/api/patients/{master_id}/care-relationships"): Audited(
+        "POST",
+        "/api/patients/1/care-relationships",
+        ((audit.PATIENT_RECORD, "update:care", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"professional": "someone", "kind": "treating"},
+        status=403,
+    ),
+    ("POST", "/api/care-relationships/{relationship_id}/end"): Audited(
+        "POST", "/api/care-relationships/999999/end", (), user="auditor", status=404
+    ),
+    ("GET", "/api/studies/{study_uid}/confidentiality"): Audited(
+        "GET", "/api/studies/{study}/confidentiality", ((audit.PATIENT_RECORD, "read:study", OK, P),)
+    ),
+    ("POST", "/api/studies/{study_uid}/confidentiality"): Audited(
+        "POST",
+        "/api/studies/{study}/confidentiality",
+        ((audit.PATIENT_RECORD, "update:confidentiality", OK, P),),
+        send="json",
+        body={"release": ["PSY"]},
+    ),
+    ("POST", "/api/break-glass"): Audited(
+        "POST",
+        "/api/break-glass",
+        ((audit.PATIENT_RECORD, "create:break-glass", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"master_id": 1, "reason": "emergency in the operating room"},
+        status=403,
+    ),
+    ("GET", "/api/break-glass"): NotPatientData("the caller's own emergency accesses (ids, times, reasons)"),
+    ("POST", "/api/break-glass/{access_id}/end"): Audited(
+        "POST", "/api/break-glass/999999/end", (), user="auditor", status=404
+    ),
+}
+
+#: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).
+DIMSE: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    # The first instance of a new patient also registers them in the MPI (the event names them issuer/PatientID).
+    "C-STORE": ((audit.PATIENT_RECORD, "identity-new", OK, P), (audit.IMPORT, "create:instance", OK, P)),
+    "C-FIND": ((audit.QUERY, "search:study", OK, ""),),
+    "C-MOVE": ((audit.INSTANCES_TRANSFERRED, "read:study", OK, P),),
+    "C-GET": ((audit.INSTANCES_TRANSFERRED, "read:study", OK, P),),
+}
