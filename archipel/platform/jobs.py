@@ -165,12 +165,14 @@ def make_celery(settings: Settings | None = None) -> Celery:
     }
     if settings.embedded_broker:
         folder = settings.broker_dir.resolve()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu keeps its exchange tables in ./control unless told: keep them in the data directory.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     app.conf.update(conf)
