@@ -98,14 +98,22 @@ def _refusal(exc: IdentityError) -> HTTPException:
 
 
 def _guard(
-    rt: Runtime, who: Principal, request: Request, action: str, *, master: int | None = None, ident: str = ""
+    rt: Runtime,
+    who: Principal,
+    request: Request,
+    action: str,
+    *,
+    patient: str = "",
+    master: int | None = None,
+    ident: str = "",
 ) -> None:
+    """The policy on an identity record (audited): ``patient`` a local identity as ``issuer/PatientID``."""
     try:
         access.check(
             rt.db,
             who,
             action,
-            access.Resource(kind="identity", master=master, ident=ident),
+            access.Resource(kind="identity", patient=patient, master=master, ident=ident),
             event_type=audit.PATIENT_RECORD,
             source=client_address(request),
         )
@@ -118,7 +126,7 @@ def register_identity(
     body: LocalIdentityBody, request: Request, rt: RuntimeDep, who: PrincipalDep
 ) -> dict[str, Any]:
     """Create or update a local identity and link it by the MPI's rules; returns where it now stands."""
-    _guard(rt, who, request, access.CREATE, ident=f"{body.issuer}/{body.local_id}")
+    _guard(rt, who, request, access.CREATE, patient=f"{body.issuer}/{body.local_id}")
     try:
         outcome = register(rt.db, LocalIdentityInput(**body.model_dump()))
     except IdentityError as exc:
@@ -131,7 +139,7 @@ def get_identity(
     issuer: str, local_id: str, request: Request, rt: RuntimeDep, who: PrincipalDep
 ) -> dict[str, Any]:
     """One local identity with its current link and every decision about it."""
-    _guard(rt, who, request, access.READ, ident=f"{issuer}/{local_id}")
+    _guard(rt, who, request, access.READ, patient=f"{issuer}/{local_id}")
     try:
         view, history = records.local_record(rt.db, issuer, local_id)
     except IdentityError as exc:
@@ -161,7 +169,7 @@ def get_master(master_id: int, request: Request, rt: RuntimeDep, who: PrincipalD
 @router.post("/links")
 def link(body: LinkBody, request: Request, rt: RuntimeDep, who: PrincipalDep) -> dict[str, Any]:
     """Put a local identity on a master by hand (its open doubts are resolved)."""
-    _guard(rt, who, request, access.UPDATE, master=body.master_id, ident=f"{body.issuer}/{body.local_id}")
+    _guard(rt, who, request, access.UPDATE, master=body.master_id, patient=f"{body.issuer}/{body.local_id}")
     try:
         review.link(rt.db, who, body.issuer, body.local_id, body.master_id, body.reason)
     except IdentityError as exc:
@@ -172,7 +180,7 @@ def link(body: LinkBody, request: Request, rt: RuntimeDep, who: PrincipalDep) ->
 @router.post("/unlinks")
 def unlink(body: UnlinkBody, request: Request, rt: RuntimeDep, who: PrincipalDep) -> dict[str, Any]:
     """Take a local identity off its master onto a new one; it is never linked to those identities again."""
-    _guard(rt, who, request, access.UPDATE, ident=f"{body.issuer}/{body.local_id}")
+    _guard(rt, who, request, access.UPDATE, patient=f"{body.issuer}/{body.local_id}")
     try:
         master_id = review.unlink(rt.db, who, body.issuer, body.local_id, body.reason)
     except IdentityError as exc:

@@ -178,9 +178,21 @@ def _close_reviews(s: Session, local_pk: int, resolution: str, actor: str) -> No
     )
 
 
-def _audit(s: Session, who: Principal, action: str, master_id: int, obj: str, reason: str) -> None:
+def _audit(
+    s: Session, who: Principal, action: str, master_id: int, reason: str, *, patient: str = "", obj: str = ""
+) -> None:
+    """One audit event of an officer's decision: ``patient`` names a local identity as ``issuer/PatientID``
+    (like every other event), ``obj`` what else it is about (masters of a merge)."""
     audit.append(
-        s, who, audit.PATIENT_RECORD, action, purpose=PURPOSE, patient=str(master_id), obj=obj, detail=reason
+        s,
+        who,
+        audit.PATIENT_RECORD,
+        action,
+        purpose=PURPOSE,
+        patient=patient,
+        obj=obj,
+        detail=reason,
+        master=master_id,
     )
 
 
@@ -208,7 +220,7 @@ def link(db: Database, who: Principal, issuer: str, local_id: str, master_id: in
         _close_reviews(s, row.id, "linked", who.subject)
         index.move(row.id, master_id)
         _retire_if_empty(s, index, previous, master_id, gen)
-        _audit(s, who, "identity-link", master_id, f"{issuer}/{local_id}", reason)
+        _audit(s, who, "identity-link", master_id, reason, patient=f"{issuer}/{local_id}")
 
 
 def unlink(db: Database, who: Principal, issuer: str, local_id: str, reason: str) -> int:
@@ -234,7 +246,7 @@ def unlink(db: Database, who: Principal, issuer: str, local_id: str, reason: str
         _history(s, row, previous, "unlink", who.subject, reason)
         _close_reviews(s, row.id, "unlinked", who.subject)
         index.move(row.id, new_master)
-        _audit(s, who, "identity-unlink", previous, f"{issuer}/{local_id}", reason)
+        _audit(s, who, "identity-unlink", previous, reason, patient=f"{issuer}/{local_id}")
         return new_master
 
 
@@ -262,7 +274,7 @@ def different(db: Database, who: Principal, review_id: int, reason: str) -> None
             who.subject,
             utcnow(),
         )
-        _audit(s, who, "identity-no-link", row.master_id, f"{row.issuer}/{row.local_id}", reason)
+        _audit(s, who, "identity-no-link", row.master_id, reason, patient=f"{row.issuer}/{row.local_id}")
 
 
 def accept(db: Database, who: Principal, review_id: int, reason: str) -> None:
@@ -313,7 +325,7 @@ def merge(db: Database, who: Principal, source_id: int, target_id: int, reason: 
             index.move(r.id, target_id)
         source.active, source.merged_into, source.gen = False, target_id, gen
         s.flush()
-        _audit(s, who, "identity-merge", target_id, f"master {source_id} into {target_id}", reason)
+        _audit(s, who, "identity-merge", target_id, reason, obj=f"master {source_id} into {target_id}")
         return merge_row.id
 
 
@@ -350,4 +362,6 @@ def unmerge(db: Database, who: Principal, merge_id: int, reason: str) -> None:
                 for e in saved:
                     _forbid(s, index, e["id"], r.id, who.subject, reason, gen)
         m.undone_by, m.undone_at = who.subject, utcnow()
-        _audit(s, who, "identity-unmerge", m.target_id, f"master {m.source_id} from {m.target_id}", reason)
+        _audit(
+            s, who, "identity-unmerge", m.target_id, reason, obj=f"master {m.source_id} from {m.target_id}"
+        )

@@ -216,8 +216,8 @@ def _link_batch(
                 audit.PATIENT_RECORD,
                 f"identity-{o.status}",
                 purpose=PURPOSE,
-                patient=str(o.master_id),
-                obj=f"{o.issuer}/{o.local_id}",
+                patient=f"{o.issuer}/{o.local_id}",
+                master=o.master_id,
             )
     log.info("event=identity_batch size=%d gen=%d", len(batch), gen)
     return outcomes
