@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= var
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks drive (Debian packages).
-APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools
+APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools libturbojpeg0
 
 .PHONY: install system venv web demo serve test test-fast bench lint clean
 
