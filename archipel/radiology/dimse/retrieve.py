@@ -179,7 +179,7 @@ def _authorise(
             principal,
             access.READ,
             access.Resource(
-                "instances",
+                "study",
                 site=items[0].site if items else "",
                 patient=patient,
                 ident=f"{op} instances={len(items)} studies={','.join(studies)}",
