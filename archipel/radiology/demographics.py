@@ -4,7 +4,7 @@ The Patient module carries more than the index keys (name, birth date, sex): the
 phone numbers and, in the Other Patient IDs Sequence, the French national health identifier (INS). This module
 reads those and turns them, with the index keys, into a :class:`LocalIdentityInput` for the MPI.
 
-How the INS is recognised (see docs/decisions/0016-archive-feeds-the-mpi.md): an item of the Other Patient IDs
+How the INS is recognised (see docs/decisions/0020-archive-feeds-the-mpi.md): an item of the Other Patient IDs
 Sequence (0010,1002) whose assigning authority is an INS OID, given either as the Universal Entity ID (0040,0032)
 of its Issuer of Patient ID Qualifiers Sequence (0010,0024), or as its Issuer of Patient ID (0010,0021). DICOM has
 no attribute for the RNIV identity status (HL7 v2 carries it in PID-32, FHIR in the FR Core identity-reliability
