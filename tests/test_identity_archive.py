@@ -6,9 +6,12 @@ In-process tests store through :class:`Archive` on SQLite and PostgreSQL; the en
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import func, select
@@ -22,6 +25,9 @@ from archipel.platform.identity.service import LocalIdentityInput, locals_of, ma
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive, DuplicateConflict
 from archipel.radiology.samples import SyntheticPatient, ct_series, to_bytes
+from tests.dicomweb_messages import stow_body
+from tests.dimse_peers import dcmtk
+from tests.support import ArchipelServer
 
 OFFICER = Principal(subject="officer1", role="identity-officer")
 INS_NIR = "1.2.250.1.213.1.4.8"
@@ -294,3 +300,61 @@ def test_the_startup_sweep_registers_patients_stored_without_identity(runtime: R
     before = decisions(db)
     Archive(runtime.db, runtime.blobs).sweep_orphans()  # a second start-up has nothing left to do
     assert decisions(db) == before
+
+
+@pytest.fixture(scope="module")
+def two_site_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchipelServer]:
+    """``archipel serve`` with a modality of SITE-A, a radiologist of SITE-B (who sends by STOW-RS) and an
+    identity officer."""
+    srv = ArchipelServer(tmp_path_factory.mktemp("identity-e2e") / "data")
+    srv.data.mkdir(parents=True)
+    srv.add_node("MODALITY_A", site="SITE-A")
+    srv.add_user("radb", "radiologist", "SITE-B")
+    srv.add_user("officer", "identity-officer")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.mark.e2e
+def test_c_store_from_one_site_and_stow_from_another_link_one_person_to_one_master(
+    two_site_server: ArchipelServer, tmp_path: Path
+) -> None:
+    srv = two_site_server
+    # No Issuer of Patient ID in either object: the issuer is the sender's site (node or account).
+    at_a = tmp_path / "a.dcm"
+    at_a.write_bytes(
+        dicom("", "PA-17", "KERVADOUEC^Aurelien", study="e2e-a", PatientTelephoneNumbers="0612345678")
+    )
+    sent = dcmtk(
+        "storescu", "-aet", "MODALITY_A", "-aec", srv.aet, "127.0.0.1", str(srv.dicom_port), str(at_a)
+    )
+    assert sent.returncode == 0, sent.stderr
+    boundary = f"e2e-{uuid.uuid4().hex}"
+    stow = httpx.post(
+        srv.url + "/dicom-web/studies",
+        content=stow_body([dicom("", "B-0042", "KERVADOUEC^Aurelien", study="e2e-b")], boundary),
+        headers={
+            **srv.headers("radb"),
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        },
+        timeout=60,
+    )
+    assert stow.status_code == 200, stow.text
+
+    def identity_of(issuer: str, local_id: str) -> dict[str, Any]:
+        r = httpx.get(
+            f"{srv.url}/api/identity/local-identities/{issuer}/{local_id}", headers=srv.headers("officer")
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json()["identity"])
+
+    a, b = identity_of("SITE-A", "PA-17"), identity_of("SITE-B", "B-0042")
+    assert (a["status"], b["status"], a["phone"]) == ("new", "linked", "0612345678")
+    assert a["master_id"] == b["master_id"]
+    # The SITE-B radiologist sees the record by master, with the study of their own site.
+    r = httpx.get(f"{srv.url}/api/patients/{a['master_id']}/studies", headers=srv.headers("radb"))
+    assert r.status_code == 200, r.text
+    assert [(st["issuer"], st["patient_id"]) for st in r.json()["studies"]] == [("SITE-B", "B-0042")]
