@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
+
+# Pillow modes whose C ``reduce`` gives the same means as the numpy form (RGB, grey).
+_PIL_MODES = {3: "RGB", 1: "L"}
 
 
 def halve(pixels: np.ndarray) -> np.ndarray:
@@ -12,6 +16,19 @@ def halve(pixels: np.ndarray) -> np.ndarray:
     last row or column averages the pixels it has (edge replication gives exactly that mean). The output has
     ``ceil(h/2)`` x ``ceil(w/2)`` pixels.
     """
+    channels = pixels.shape[2] if pixels.ndim == 3 else 0
+    if pixels.dtype == np.uint8 and channels in _PIL_MODES:
+        # Pillow's reduce computes exactly this mean, (sum + n/2) // n over the pixels of each block, in C with the
+        # GIL released: ~3x faster than the numpy form below, and the level generation spends most of its
+        # time here after decoding.
+        mode = _PIL_MODES[channels]
+        image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode)
+        out = np.array(image.reduce(2))
+        return out[:, :, None] if channels == 1 else out
+    return _halve_numpy(pixels)
+
+
+def _halve_numpy(pixels: np.ndarray) -> np.ndarray:
     h, w = pixels.shape[:2]
     if h % 2 or w % 2:
         pixels = np.pad(pixels, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
