@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import astuple, replace
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
 from archipel.platform import audit
@@ -98,8 +98,18 @@ def merged(current: dict[str, str], incoming: dict[str, str]) -> dict[str, str]:
     return out
 
 
+_ONE = select(*_COLUMNS).where(
+    LocalIdentity.issuer == bindparam("issuer"), LocalIdentity.local_id == bindparam("local_id")
+)
+
+
 def _current(s: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
     found: dict[tuple[str, str], dict[str, str]] = {}
+    if len(keys) == 1:  # the archive's case: one statement whose compiled form is cached
+        row = s.execute(_ONE, {"issuer": keys[0][0], "local_id": keys[0][1]}).first()
+        if row is not None:
+            found[keys[0]] = {name: getattr(row, name) or "" for name in FIELD_NAMES}
+        return found
     for start in range(0, len(keys), 500):
         part = keys[start : start + 500]
         rows = s.execute(

@@ -272,7 +272,7 @@ def insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
     """
     dialect = conn.dialect
     keys = list(rows[0])
-    compiled = insert(table).compile(dialect=dialect, column_keys=keys)
+    compiled = _compiled_insert(dialect, table, tuple(keys))
     processors: list[tuple[str, Any]] = []
     for key in keys:
         proc = table.c[key].type._cached_bind_processor(dialect)
@@ -300,6 +300,17 @@ def insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
 
 
 _UNSET = object()
+_inserts: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _compiled_insert(dialect: Any, table: Any, keys: tuple[str, ...]) -> Any:
+    """The INSERT of ``keys`` into ``table``, compiled once per dialect: compiling costs more than writing one
+    identity (the archive registers them one at a time)."""
+    cache_key = (dialect.name, table.name, keys)
+    compiled = _inserts.get(cache_key)
+    if compiled is None:
+        compiled = _inserts[cache_key] = insert(table).compile(dialect=dialect, column_keys=list(keys))
+    return compiled
 
 
 def _dumps(contributions: dict[str, float]) -> str:
