@@ -191,12 +191,15 @@ class ArchipelServer:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"archipel serve exited: {self.log.read_text()[-3000:]}")
-            if not port_answers("127.0.0.1", self.dicom_port):
-                return False
+            # HTTP first: every TCP probe of the DICOM port leaves a pending association on the listener until
+            # its timeout, and probing it every 50 ms while HTTP starts up (slow under load) fills the
+            # association limit, so that the test's first real association is refused (local limit exceeded).
             try:
-                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+                if httpx.get(self.url + "/healthz", timeout=1).status_code != 200:
+                    return False
             except httpx.HTTPError:
                 return False
+            return port_answers("127.0.0.1", self.dicom_port)
 
         wait_until(ready, 60, "archipel serve to answer")
         return self
