@@ -15,7 +15,9 @@ import dask
 
 from archipel.tiles.pyramid import Size
 
-TileWork = Callable[[int, int], None]
+#: ``work(col, row)``; it may return how many tiles it finished (more than one when it also hands on the tiles
+#: it read, see :meth:`archipel.tiles.planned.PlannedPyramid.generate`), ``None`` meaning one.
+TileWork = Callable[[int, int], int | None]
 Progress = Callable[[int], None]
 
 
@@ -28,9 +30,11 @@ def default_workers() -> int:
 
 
 def _run_chunk(work: TileWork, tiles: list[tuple[int, int]]) -> int:
+    done = 0
     for col, row in tiles:
-        work(col, row)
-    return len(tiles)
+        counted = work(col, row)
+        done += 1 if counted is None else counted
+    return done
 
 
 def run_in_bands(
@@ -44,9 +48,10 @@ def run_in_bands(
 ) -> None:
     """Call ``work(col, row)`` once for every tile of ``grid``, in parallel on ``workers`` threads.
 
-    A band is as many whole rows as make at least ``min_band_tiles`` x ``workers`` tiles, so that the threads stay
-    busy to the band's end. ``progress(n)`` is called after each band with the number of tiles it finished.
-    Exceptions from ``work`` propagate (the band's other tasks finish first).
+        A band is as many whole rows as make at least ``min_band_tiles`` x ``workers`` tiles, so that the threads stay
+        busy to the band's end. ``progress(n)`` is called after each band with the number of tiles it finished (the sum
+    of what ``work`` returned, ``None`` counting one).
+        Exceptions from ``work`` propagate (the band's other tasks finish first).
     """
     n_workers = workers or default_workers()
     rows_per_band = max(1, (min_band_tiles * n_workers) // max(grid.width, 1))

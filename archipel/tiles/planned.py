@@ -5,13 +5,18 @@ band in parallel with dask (:mod:`archipel.tiles.bands`), and encoded once (JPEG
 go to a scratch file, not memory, so a generated level costs a few MB of RAM whatever its size; the next level
 reads them back. Writers then get raw tiles for every level: passed through for stored ones, the encoded
 generated ones for the rest.
+
+Generating a level decodes every tile of the level above, which is most of a conversion's work (the full
+resolution level is the largest). A writer that needs those decoded tiles too (OME-Zarr stores every level
+decoded) passes a ``sink`` to :meth:`PlannedPyramid.generate` and gets each of them once, as it is decoded, instead
+of decoding the level a second time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,10 @@ from archipel.tiles.region import read_region
 from archipel.tiles.scratch import TileScratch
 
 log = logging.getLogger(__name__)
+
+#: ``sink(level, col, row, pixels)``: a decoded tile, as :meth:`PlannedPyramid.read_tile` gives it. Called from
+#: worker threads, once per tile.
+TileSink = Callable[[int, int, int, np.ndarray], None]
 
 
 class PlannedPyramid:
@@ -90,10 +99,17 @@ class PlannedPyramid:
             return self.source.read_raw_tile(planned.source_level, col, row)
         return self._generated_raw(level, col, row)
 
-    def generate(self, progress: Progress | None = None) -> None:
-        """Compute every generated level now, calling ``progress(n)`` as tiles are done."""
+    def generate(self, progress: Progress | None = None, sink: TileSink | None = None) -> frozenset[int]:
+        """Compute every generated level now, calling ``progress(n)`` as tiles are done.
+
+        With ``sink``, each level that generation reads whole (the level above a generated one, when their tiles
+        have the same even size) has every one of its decoded tiles handed to ``sink`` once, and counted in
+        ``progress`` too. Returns the indexes of those levels (none when the levels were generated before).
+        """
+        covered: set[int] = set()
         for planned in self.plan.generated:
-            self._ensure(planned.index, progress)
+            self._ensure(planned.index, progress, sink, covered)
+        return frozenset(covered)
 
     def close(self) -> None:
         """Drop the generated tiles."""
@@ -114,14 +130,28 @@ class PlannedPyramid:
         assert data is not None, "a generated level has every tile"
         return RawTile(data, self.codec, self.photometric)
 
-    def _ensure(self, level: int, progress: Progress | None = None) -> None:
+    def _ensure(
+        self,
+        level: int,
+        progress: Progress | None = None,
+        sink: TileSink | None = None,
+        covered: set[int] | None = None,
+    ) -> None:
         if self._done[level]:
             return
         with self._locks[level]:
             if self._done[level]:
                 return
-            self._ensure(level - 1, progress)
+            self._ensure(level - 1, progress, sink, covered)
             planned = self.plan.levels[level]
+            above = self.plan.levels[level - 1]
+            work: Callable[[int, int], int | None]
+            if self._aligned(above, planned):
+                work = self._quadrant_work(planned, sink if covered is not None else None)
+                if sink is not None and covered is not None:
+                    covered.add(above.index)
+            else:
+                work = self._region_work(planned)
             log.info(
                 "event=level_generate level=%d width=%d height=%d tiles=%d",
                 level,
@@ -129,24 +159,65 @@ class PlannedPyramid:
                 planned.size.height,
                 planned.grid.width * planned.grid.height,
             )
-            run_in_bands(
-                planned.grid,
-                lambda col, row: self._generate_tile(planned, col, row),
-                workers=self.workers,
-                progress=progress,
-            )
+            run_in_bands(planned.grid, work, workers=self.workers, progress=progress)
             self._done[level] = True
 
-    def _generate_tile(self, planned: PlannedLevel, col: int, row: int) -> None:
+    @staticmethod
+    def _aligned(above: PlannedLevel, planned: PlannedLevel) -> bool:
+        """Whether each tile of ``planned`` is exactly 2 x 2 tiles of ``above`` (same, even tile size)."""
+        return above.tile == planned.tile and planned.tile.width % 2 == 0 and planned.tile.height % 2 == 0
+
+    def _quadrant_work(self, planned: PlannedLevel, sink: TileSink | None) -> Callable[[int, int], int]:
+        """Tile work when tiles align: each tile of the level above is decoded once, halved on its own and placed
+        in its quarter of the new tile (2 x 2 blocks never straddle two tiles, so this is the same average as
+        halving the whole region), and handed to ``sink``."""
         above = self.plan.levels[planned.index - 1]
         tw, th = planned.tile.width, planned.tile.height
-        x, y = 2 * col * tw, 2 * row * th
-        # Only pixels inside the level above are averaged: the padding of its edge tiles must not bleed in.
-        w = min(2 * tw, above.size.width - x)
-        h = min(2 * th, above.size.height - y)
-        region = read_region(self, above.index, x, y, w, h)
-        pixels = halve(region)
-        tile = codecs.fit(pixels, planned.tile)
+        agrid = above.grid
+
+        def work(col: int, row: int) -> int:
+            out = codecs.blank(planned.tile)
+            done = 1
+            for dy in (0, 1):
+                arow = 2 * row + dy
+                if arow >= agrid.height:
+                    continue
+                for dx in (0, 1):
+                    acol = 2 * col + dx
+                    if acol >= agrid.width:
+                        continue
+                    tile = self.read_tile(above.index, acol, arow)
+                    if sink is not None:
+                        sink(above.index, acol, arow, tile)
+                        done += 1
+                    # Only pixels inside the level above are averaged: the padding of its edge tiles must not
+                    # bleed in.
+                    vw = min(tw, above.size.width - acol * tw)
+                    vh = min(th, above.size.height - arow * th)
+                    part = halve(tile[:vh, :vw])
+                    x0, y0 = dx * tw // 2, dy * th // 2
+                    out[y0 : y0 + part.shape[0], x0 : x0 + part.shape[1]] = part
+            self._store(planned, col, row, out)
+            return done
+
+        return work
+
+    def _region_work(self, planned: PlannedLevel) -> Callable[[int, int], None]:
+        """Tile work when tile sizes differ: read the 2x region from the level above, halve it."""
+        above = self.plan.levels[planned.index - 1]
+        tw, th = planned.tile.width, planned.tile.height
+
+        def work(col: int, row: int) -> None:
+            x, y = 2 * col * tw, 2 * row * th
+            # Only pixels inside the level above are averaged: the padding of its edge tiles must not bleed in.
+            w = min(2 * tw, above.size.width - x)
+            h = min(2 * th, above.size.height - y)
+            pixels = halve(read_region(self, above.index, x, y, w, h))
+            self._store(planned, col, row, codecs.fit(pixels, planned.tile))
+
+        return work
+
+    def _store(self, planned: PlannedLevel, col: int, row: int, tile: np.ndarray) -> None:
         raw = codecs.encode(tile, self.codec, self.photometric, self.quality)
         self._scratch.put((planned.index, col, row), raw.data)
 

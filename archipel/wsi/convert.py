@@ -23,7 +23,7 @@ from archipel.tiles.planned import PlannedPyramid, complete
 from archipel.tiles.pyramid import Pyramid
 from archipel.wsi import dicom
 from archipel.wsi.sources import AssociatedKind, SlideError, SlideSource, open_slide
-from archipel.wsi.zarr_writer import write_ome_zarr
+from archipel.wsi.zarr_writer import OmeZarrWriter
 
 log = logging.getLogger("archipel.wsi")
 
@@ -151,11 +151,6 @@ def associated_images(source: SlideSource) -> list[dicom.AssociatedImage]:
     return images
 
 
-def _write_zarr(pyramid: Pyramid, path: Path, workers: int | None, advance: Callable[[int], None]) -> None:
-    # The writer builds ``path.partial`` and renames it into place itself.
-    write_ome_zarr(pyramid, path, workers=workers, progress=advance)
-
-
 def convert(
     src: Path,
     out: Path,
@@ -198,12 +193,18 @@ def convert(
 
             if progress is not None:
                 progress(0, total)
+            # The zarr store takes the tiles that generation decodes as they come (the largest levels), so that
+            # no level is decoded twice; it builds ``slide.zarr.partial`` and renames it into place itself.
+            zarr_out = OmeZarrWriter(pyramid, zarr_dir) if want_zarr else None
+            covered: frozenset[int] = frozenset()
             if want_dicom or want_zarr:
-                pyramid.generate(advance)
+                covered = pyramid.generate(advance, sink=zarr_out.write_tile if zarr_out else None)
             if want_dicom:
                 _convert_dicom(source, pyramid, metadata, dicom_dir, options, advance, report)
-            if want_zarr:
-                _write_zarr(pyramid, zarr_dir, options.workers, advance)
+            if zarr_out is not None:
+                rest = [lv.index for lv in pyramid.levels if lv.index not in covered]
+                zarr_out.write_levels(rest, options.workers, advance)
+                zarr_out.finish()
             if progress is not None:
                 progress(total, total)
     except SlideError as exc:

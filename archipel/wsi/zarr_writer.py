@@ -22,13 +22,12 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from numcodecs import Blosc
 
 from archipel.tiles.bands import run_in_bands
@@ -119,6 +118,8 @@ def multiscales_metadata(levels: list[Level], mpp: tuple[float, float] | None, n
 
 
 def _create_arrays(root: Path, levels: list[Level], compressor: Blosc, attrs: dict[str, Any]) -> None:
+    import zarr  # only a zarr conversion pays for importing it
+
     group = zarr.open_group(store=str(root), mode="w", zarr_format=2)
     for lv in levels:
         group.create_array(
@@ -134,6 +135,98 @@ def _create_arrays(root: Path, levels: list[Level], compressor: Blosc, attrs: di
     group.attrs.update(attrs)
 
 
+class OmeZarrWriter:
+    """An OME-Zarr store being written: arrays created in ``OUT.partial``, chunks written as tiles arrive (from any
+    thread, in any order), renamed to ``OUT`` by :meth:`finish`.
+
+    :meth:`write_tile` is a :data:`~archipel.tiles.planned.TileSink`, so that level generation hands over the
+    tiles it decodes anyway; :meth:`write_levels` reads and writes the others.
+    """
+
+    def __init__(
+        self,
+        pyramid: Pyramid,
+        out: Path,
+        *,
+        name: str = "slide",
+        compressor: Blosc | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.started = time.monotonic()
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} exists")
+        self.pyramid = pyramid
+        self.out = out
+        self.partial = out.with_name(out.name + ".partial")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)  # left by a crashed run: start clean
+        self.levels = list(pyramid.levels)
+        self.codec = compressor or default_compressor()
+        _create_arrays(
+            self.partial, self.levels, self.codec, multiscales_metadata(self.levels, pyramid.mpp, name)
+        )
+        self._dirs: list[str] = []
+        for lv in self.levels:
+            level_dir = self.partial / str(lv.index) / "0"
+            for row in range(lv.grid.height):
+                (level_dir / str(row)).mkdir(parents=True, exist_ok=True)
+            self._dirs.append(str(level_dir))
+        self._counts = {"written": 0, "blank": 0, "bytes": 0}
+        self._lock = threading.Lock()
+
+    def write_tile(self, level: int, col: int, row: int, tile: np.ndarray) -> None:
+        """Write one decoded tile (tile height, tile width, 3) as its chunk; an all-white tile is left out."""
+        # The first sample settles it for almost every tissue tile; only glass-looking tiles are scanned whole.
+        if tile.item(0) == WHITE and tile.min() == WHITE:
+            with self._lock:
+                self._counts["blank"] += 1  # the fill value already says white
+            return
+        data = self.codec.encode(np.ascontiguousarray(tile.transpose(2, 0, 1)))
+        fd = os.open(f"{self._dirs[level]}/{row}/{col}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._counts["written"] += 1
+            self._counts["bytes"] += len(data)
+
+    def write_levels(
+        self,
+        levels: Iterable[int],
+        workers: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Read every tile of ``levels`` from the pyramid and write it."""
+        for index in levels:
+            lv = self.levels[index]
+
+            def write_chunk(col: int, row: int, level: int = index) -> None:
+                self.write_tile(level, col, row, self.pyramid.read_tile(level, col, row))
+
+            run_in_bands(lv.grid, write_chunk, workers=workers, progress=progress)
+            log.info("event=zarr_level_written level=%d tiles=%d", lv.index, lv.tile_count)
+
+    def finish(self) -> ZarrResult:
+        """Rename the finished store into place and say what was written."""
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.partial, self.out)
+        seconds = time.monotonic() - self.started
+        counts = self._counts
+        log.info(
+            "event=zarr_written levels=%d chunks=%d blank=%d bytes=%d seconds=%.1f",
+            len(self.levels),
+            counts["written"],
+            counts["blank"],
+            counts["bytes"],
+            seconds,
+        )
+        return ZarrResult(
+            self.out, len(self.levels), counts["written"], counts["blank"], counts["bytes"], seconds
+        )
+
+
 def write_ome_zarr(
     pyramid: Pyramid,
     out: Path,
@@ -147,56 +240,16 @@ def write_ome_zarr(
     """Write ``pyramid`` (every level it has) as an OME-Zarr image at ``out``.
 
     A :class:`~archipel.tiles.planned.PlannedPyramid` generates its missing levels first (counted in
-    ``progress``). ``progress(n)`` is called as tiles are done; the total is :func:`tiles_to_write`. Raises
-    ``FileExistsError`` when ``out`` exists and ``overwrite`` is false.
+    ``progress``), handing over the tiles it decodes on the way. ``progress(n)`` is called as tiles are done; the
+    total is :func:`tiles_to_write`. Raises ``FileExistsError`` when ``out`` exists and ``overwrite`` is false.
     """
-    started = time.monotonic()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists")
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # left by a crashed run: start clean
+    writer = OmeZarrWriter(pyramid, out, name=name, compressor=compressor, overwrite=overwrite)
+    covered: frozenset[int] = frozenset()
     if isinstance(pyramid, PlannedPyramid):
-        pyramid.generate(progress)
-    levels = list(pyramid.levels)
-    codec = compressor or default_compressor()
-    _create_arrays(partial, levels, codec, multiscales_metadata(levels, pyramid.mpp, name))
-    counts = {"written": 0, "blank": 0, "bytes": 0}
-    counts_lock = threading.Lock()
-
-    for lv in levels:
-        level_dir = partial / str(lv.index) / "0"
-        for row in range(lv.grid.height):
-            (level_dir / str(row)).mkdir(parents=True, exist_ok=True)
-
-        def write_chunk(col: int, row: int, lv: Level = lv, level_dir: Path = level_dir) -> None:
-            tile = pyramid.read_tile(lv.index, col, row)
-            if not (tile != WHITE).any():
-                with counts_lock:
-                    counts["blank"] += 1  # the fill value already says white
-                return
-            data = codec.encode(np.ascontiguousarray(tile.transpose(2, 0, 1)))
-            (level_dir / str(row) / str(col)).write_bytes(data)
-            with counts_lock:
-                counts["written"] += 1
-                counts["bytes"] += len(data)
-
-        run_in_bands(lv.grid, write_chunk, workers=workers, progress=progress)
-        log.info("event=zarr_level_written level=%d tiles=%d", lv.index, lv.tile_count)
-
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
-    seconds = time.monotonic() - started
-    log.info(
-        "event=zarr_written levels=%d chunks=%d blank=%d bytes=%d seconds=%.1f",
-        len(levels),
-        counts["written"],
-        counts["blank"],
-        counts["bytes"],
-        seconds,
-    )
-    return ZarrResult(out, len(levels), counts["written"], counts["blank"], counts["bytes"], seconds)
+        covered = pyramid.generate(progress, sink=writer.write_tile)
+    rest = [lv.index for lv in writer.levels if lv.index not in covered]
+    writer.write_levels(rest, workers=workers, progress=progress)
+    return writer.finish()
 
 
 def tiles_to_write(pyramid: Pyramid) -> int:

@@ -1,0 +1,107 @@
+"""Missing-level generation: the per-tile (aligned) and region paths give the area average, and a sink gets every
+decoded tile of the levels generation reads, once."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from archipel.tiles import codecs
+from archipel.tiles.downsample import halve
+from archipel.tiles.planned import complete
+from archipel.tiles.pyramid import Codec, Level, RawTile, Size
+from archipel.tiles.region import read_region
+
+
+class ArrayPyramid:
+    """A one-level pyramid over an RGB array, tiles cut on demand (no raw tiles)."""
+
+    def __init__(self, image: np.ndarray, tile: Size) -> None:
+        self.image = image
+        h, w = image.shape[:2]
+        self._levels = (Level(0, Size(w, h), tile, 1.0),)
+
+    @property
+    def levels(self) -> Sequence[Level]:
+        return self._levels
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        return (0.5, 0.5)
+
+    def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
+        t = self._levels[0].tile
+        part = self.image[row * t.height : (row + 1) * t.height, col * t.width : (col + 1) * t.width]
+        return codecs.fit(part, t)
+
+    def read_raw_tile(self, level: int, col: int, row: int) -> RawTile | None:
+        return None
+
+
+def _image(width: int, height: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _whole(pyramid: object, level: int) -> np.ndarray:
+    lv = pyramid.levels[level]  # type: ignore[attr-defined]
+    return read_region(pyramid, level, 0, 0, lv.size.width, lv.size.height)  # type: ignore[arg-type]
+
+
+def test_levels_generated_tile_by_tile_equal_the_area_average_of_the_level_above_at_odd_edges() -> None:
+    source = ArrayPyramid(_image(1001, 699, seed=1), Size(128, 128))
+    # Lossless generated tiles, so that each level is exactly the average of the one above.
+    with complete(source, codec=Codec.JPEG2000, photometric="YBR_RCT", workers=2) as pyramid:
+        assert [(lv.size.width, lv.size.height) for lv in pyramid.levels] == [
+            (1001, 699),
+            (501, 350),
+            (251, 175),
+            (126, 88),
+        ]
+        pyramid.generate()
+        for level in range(1, len(pyramid.levels)):
+            assert np.array_equal(_whole(pyramid, level), halve(_whole(pyramid, level - 1))), level
+            lv = pyramid.levels[level]
+            edge = pyramid.read_tile(level, lv.grid.width - 1, lv.grid.height - 1)
+            assert (edge[lv.size.height - (lv.grid.height - 1) * lv.tile.height :] == 255).all()
+
+
+def test_levels_whose_tiles_differ_from_the_level_above_are_averaged_over_regions() -> None:
+    source = ArrayPyramid(_image(700, 500, seed=2), Size(128, 128))
+    with complete(source, Size(96, 96), codec=Codec.JPEG2000, photometric="YBR_RCT") as pyramid:
+        assert pyramid.levels[1].tile == Size(96, 96)  # not 2 x 2 source tiles: the region path
+        pyramid.generate()
+        for level in range(1, len(pyramid.levels)):
+            assert np.array_equal(_whole(pyramid, level), halve(_whole(pyramid, level - 1))), level
+
+
+def test_a_sink_gets_every_decoded_tile_of_the_levels_generation_reads_once() -> None:
+    source = ArrayPyramid(_image(900, 650, seed=3), Size(128, 128))
+    seen: Counter[tuple[int, int, int]] = Counter()
+    pixels: dict[tuple[int, int, int], np.ndarray] = {}
+    lock = threading.Lock()
+
+    def sink(level: int, col: int, row: int, tile: np.ndarray) -> None:
+        with lock:
+            seen[(level, col, row)] += 1
+            pixels[(level, col, row)] = tile.copy()
+
+    with complete(source, codec=Codec.JPEG2000, photometric="YBR_RCT", workers=2) as pyramid:
+        done: list[int] = []
+        covered = pyramid.generate(done.append, sink=sink)
+        last = len(pyramid.levels) - 1
+        assert covered == frozenset(range(last))  # every level but the last feeds the next
+        expected = {
+            (lv.index, col, row)
+            for lv in pyramid.levels[:last]
+            for row in range(lv.grid.height)
+            for col in range(lv.grid.width)
+        }
+        assert set(seen) == expected and set(seen.values()) == {1}
+        assert sum(done) == pyramid.plan.tiles_to_generate + len(expected)
+        for (level, col, row), tile in pixels.items():
+            assert np.array_equal(tile, pyramid.read_tile(level, col, row))
+        # Generated already: a second call has nothing to hand over.
+        assert pyramid.generate(sink=sink) == frozenset()
