@@ -203,9 +203,16 @@ class LevelFrames:
         tile = self.pyramid.read_tile(self.level.index, col, row)
         return encode_frame(tile, self.fmt, self.quality)
 
+    def _passes_through(self) -> bool:
+        """Whether the level's first tile passes through, as all its tiles then do but for a few odd ones."""
+        raw = self.pyramid.read_raw_tile(self.level.index, 0, 0)
+        return raw is not None and bool(raw.data) and self._passable(raw) is None
+
     def __iter__(self) -> Iterator[bytes]:
         count = self.level.tile_count
-        if self.workers == 1:
+        # Passing a tile through is a read and a header check, Python work that threads only slow down (the GIL);
+        # threads pay off when the level's tiles are decoded and encoded (the codecs release the GIL).
+        if self.workers == 1 or self._passes_through():
             yield from map(self._frame, range(count))
             return
         # Bounded batches: tiles are read and encoded in parallel, written in order, and memory stays small.
