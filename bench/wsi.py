@@ -10,11 +10,15 @@ Two Aperio-style SVS slides are generated with the synthetic generator (streamed
 - OME-Zarr: ``archipel wsi convert --format zarr`` against ``vips dzsave`` (libvips-tools), which decodes and
   re-encodes the whole pyramid as a Deep Zoom tile tree.
 
-Each tool runs as a child process; peak RSS is the child's ``ru_maxrss`` from ``wait4``. Ratios are peer / Archipel
-(time: above 1 means Archipel is faster; memory: above 1 means Archipel uses less). Figures go in
-``docs/performance.md``.
+Each tool runs as a child process; peak RSS is the child's ``ru_maxrss`` from ``wait4``, CPU is its user + system
+time (a steadier figure than wall time on a shared machine), and the load average is read before each run. Ratios
+are peer / Archipel (time: above 1 means Archipel is faster; memory: above 1 means Archipel uses less). Figures go
+in ``docs/performance.md``.
 
-    python bench/wsi.py [--quick] [--keep DIR] [--workers N]
+``--memory`` adds the issue's memory case: a 100,000 x 100,000 slide converted by Archipel alone to both formats
+(goal: under 1.5 GB peak RSS).
+
+    python bench/wsi.py [--quick] [--memory] [--keep DIR] [--workers N]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from archipel.tiles.bands import default_workers  # noqa: E402
 from archipel.wsi.synthetic import write_svs  # noqa: E402
 
 CASES = {"20k x 16k": (20_000, 16_000), "80k x 60k": (80_000, 60_000)}
+MEMORY_CASE = ("100k x 100k", (100_000, 100_000))
 
 
 @dataclass
@@ -49,10 +54,13 @@ class Run:
     rss_mb: float
     ok: bool
     note: str = ""
+    cpu: float = 0.0
+    load: float = 0.0
 
 
-def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str]:
-    """Run ``cmd`` with a fresh ``out``; wall seconds, peak RSS (MiB), success, last line of its errors."""
+def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
+    """Run ``cmd`` with a fresh ``out``; wall seconds, peak RSS (MiB), success, last line of its errors, CPU
+    seconds (user + system)."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -70,6 +78,7 @@ def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str]:
         usage.ru_maxrss / 1024,
         ok,
         "" if ok else (lines[-1] if lines else f"exit {proc.returncode}"),
+        usage.ru_utime + usage.ru_stime,
     )
 
 
@@ -113,6 +122,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Only the 20,000 x 16,000 slide.")
     parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="Also convert a 100,000 x 100,000 slide (Archipel only, both formats).",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="Keep the generated slides in this folder (reused when present)."
     )
     parser.add_argument(
@@ -124,9 +138,10 @@ def main() -> None:
     slides.mkdir(parents=True, exist_ok=True)
     results: list[Run] = []
     try:
-        for case, (width, height) in CASES.items():
-            if args.quick and width > 20_000:
-                continue
+        cases = [(case, size) for case, size in CASES.items() if not (args.quick and size[0] > 20_000)]
+        if args.memory:
+            cases.append(MEMORY_CASE)
+        for case, (width, height) in cases:
             src = slides / f"bench-{width}x{height}.svs"
             if not src.exists():
                 started = time.perf_counter()
@@ -134,11 +149,20 @@ def main() -> None:
                 print(
                     f"generated {src.name} ({src.stat().st_size >> 20} MiB) in {time.perf_counter() - started:.0f} s"
                 )
-            for target, tool, cmd in tools(src, work / "out", args.workers):
-                seconds, rss, ok, note = measure(cmd, work / "out")
-                results.append(Run(case, target, tool, seconds, rss, ok, note))
+            runs = tools(src, work / "out", args.workers)
+            if (case, (width, height)) == MEMORY_CASE:
+                archipel = runs[0][2][: runs[0][2].index("--format")]
+                runs = [("both", "archipel", [*archipel, "--format", "both"])]
+            for target, tool, cmd in runs:
+                load = os.getloadavg()[0]
+                seconds, rss, ok, note, cpu = measure(cmd, work / "out")
+                results.append(Run(case, target, tool, seconds, rss, ok, note, cpu, load))
                 state = "" if ok else f"  FAILED: {note}"
-                print(f"{case:10} {target:6} {tool:34} {seconds:8.1f} s {rss:8.0f} MiB{state}", flush=True)
+                print(
+                    f"{case:11} {target:6} {tool:34} {seconds:8.1f} s {cpu:8.1f} cpu-s {rss:8.0f} MiB"
+                    f"  load {load:4.1f}{state}",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args.workers)
@@ -147,8 +171,8 @@ def main() -> None:
 def report(results: list[Run], workers: int) -> None:
     """The results as a Markdown table with ratios against Archipel's run on the same case and target."""
     print(f"\n{workers} threads per tool; ratio = peer / Archipel (above 1: Archipel faster / leaner)\n")
-    print("| slide | output | tool | wall s | peak RSS MiB | time ratio | memory ratio |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print("| slide | output | tool | wall s | CPU s | peak RSS MiB | time ratio | memory ratio | load |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for run in results:
         ours = next(
             (r for r in results if (r.case, r.target, r.tool) == (run.case, run.target, "archipel")), None
@@ -160,7 +184,8 @@ def report(results: list[Run], workers: int) -> None:
             ratio_m = f"{run.rss_mb / ours.rss_mb:.2f}"
         wall = f"{run.seconds:.1f}" if run.ok else f"failed ({run.note[:60]})"
         print(
-            f"| {run.case} | {run.target} | {run.tool} | {wall} | {run.rss_mb:.0f} | {ratio_t} | {ratio_m} |"
+            f"| {run.case} | {run.target} | {run.tool} | {wall} | {run.cpu:.1f} | {run.rss_mb:.0f} | {ratio_t} "
+            f"| {ratio_m} | {run.load:.1f} |"
         )
 
 
