@@ -77,16 +77,21 @@ def healthz(rt: RuntimeDep) -> dict[str, Any]:
     return {"status": "ok"}
 
 
+def _job_owner(principal: Principal) -> str | None:
+    # A job's result can name the files and patients it touched: each sees their own jobs, admins see all.
+    return None if principal.role == "admin" else principal.subject
+
+
 @router.get("/jobs", tags=["jobs"])
 def list_jobs(rt: RuntimeDep, principal: PrincipalDep, limit: int = 50) -> list[dict[str, Any]]:
-    """The most recent jobs."""
-    return [j.as_dict() for j in jobs.list_jobs(rt.db, min(max(limit, 1), 500))]
+    """The caller's most recent jobs (every job for an admin)."""
+    return [j.as_dict() for j in jobs.list_jobs(rt.db, min(max(limit, 1), 500), owner=_job_owner(principal))]
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
 def get_job(job_id: str, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    """One job's state, progress (percent, done/total, rate) and result."""
-    job = jobs.get_job(rt.db, job_id)
+    """One of the caller's jobs: state, progress (percent, done/total, rate) and result."""
+    job = jobs.get_job(rt.db, job_id, owner=_job_owner(principal))
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     return job.as_dict()

@@ -18,6 +18,7 @@ from celery import Celery
 from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from archipel.platform.authn import Principal, find_user
 from archipel.platform.db import Base, Database, UTCDateTime, utcnow
 from archipel.platform.settings import Settings, get_settings
 
@@ -72,24 +73,54 @@ class Job(Base):
         }
 
 
-def create_job(db: Database, kind: str, params: dict[str, Any], created_by: str) -> str:
-    """Insert a queued job and return its id (the caller then sends the task)."""
+def create_job(db: Database, kind: str, params: dict[str, Any], created_by: str | Principal) -> str:
+    """Insert a queued job and return its id (the caller then sends the task).
+
+    Given a :class:`Principal`, the job remembers its role, site and kind, so that the task can ask the access
+    policy again, as that principal, when it runs (rights may have changed while it waited).
+    """
+    if isinstance(created_by, Principal):
+        params = {**params, "role": created_by.role, "site": created_by.site, "actor_kind": created_by.kind}
+        created_by = created_by.subject
     job_id = uuid.uuid4().hex
     with db.write() as s:
         s.add(Job(id=job_id, kind=kind, params=json.dumps(params), created_by=created_by))
     return job_id
 
 
-def get_job(db: Database, job_id: str) -> Job | None:
-    """The job row, or ``None``."""
-    with db.sessions() as s:
-        return s.get(Job, job_id)
+def acting_principal(db: Database, job: Job) -> Principal:
+    """The principal a job acts for: its creator as they are now.
+
+    A local account's current role and site count (a disabled account has no role left); an external identity
+    (OIDC) or a service keeps the role and site recorded when the job was created.
+    """
+    params = json.loads(job.params or "{}")
+    kind = params.get("actor_kind", "user")
+    role, site = params.get("role", ""), params.get("site", "")
+    if kind == "user":
+        with db.sessions() as s:
+            user = find_user(s, job.created_by)
+            if user is not None:
+                role, site = (user.role if user.active else ""), user.site
+    return Principal(subject=job.created_by, role=role, site=site or "", kind=kind)
 
 
-def list_jobs(db: Database, limit: int = 50) -> list[Job]:
-    """The most recent jobs, newest first."""
+def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:
+    """The job row, or ``None``; with ``owner``, only a job that ``owner`` created."""
     with db.sessions() as s:
-        return list(s.execute(select(Job).order_by(Job.created_at.desc()).limit(limit)).scalars())
+        job = s.get(Job, job_id)
+    if job is None or (owner is not None and job.created_by != owner):
+        return None
+    return job
+
+
+def list_jobs(db: Database, limit: int = 50, owner: str | None = None) -> list[Job]:
+    """The most recent jobs, newest first; with ``owner``, only those ``owner`` created."""
+    stmt = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    if owner is not None:
+        stmt = stmt.where(Job.created_by == owner)
+    with db.sessions() as s:
+        return list(s.execute(stmt).scalars())
 
 
 @dataclass

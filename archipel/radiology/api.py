@@ -40,10 +40,9 @@ def upload_import(
         "paths": [str(target.resolve())],
         "issuer": issuer or principal.site,
         "source": f"http:{principal.subject}",
-        "role": principal.role,
         "delete_after": True,
         "filename": file.filename,
     }
-    job_id = jobs.create_job(rt.db, IMPORT_TASK, params, principal.subject)
+    job_id = jobs.create_job(rt.db, IMPORT_TASK, params, principal)
     jobs.celery_app().send_task(IMPORT_TASK, args=[job_id], queue="ingest")
     return {"job": job_id, "status_url": f"/api/jobs/{job_id}"}

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from celery import shared_task
 
-from archipel.platform import audit, jobs
-from archipel.platform.authn import Principal
+from archipel.platform import access, audit, jobs
 from archipel.platform.runtime import get_runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.importer import count_items, import_paths
@@ -32,6 +31,20 @@ def import_job(job_id: str) -> None:
     params = json.loads(job.params)
     paths = [Path(p) for p in params["paths"]]
     progress = jobs.Progress(rt.db, job_id)
+    actor = jobs.acting_principal(rt.db, job)
+    try:
+        # Asked again when the job runs: the creator's rights may have changed while it waited.
+        access.check(
+            rt.db,
+            actor,
+            access.CREATE,
+            access.Resource(kind="study", site=params.get("issuer", "")),
+            event_type=audit.IMPORT,
+            source=f"job:{job_id}",
+        )
+    except access.AccessDenied as exc:
+        progress.fail(f"refused: {exc.reason}")
+        return
     try:
         progress.start(count_items(paths), "importing")
         archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
@@ -44,7 +57,7 @@ def import_job(job_id: str) -> None:
         )
         audit.record(
             rt.db,
-            Principal(subject=job.created_by, role=params.get("role", "")),
+            actor,
             audit.IMPORT,
             "import",
             obj=f"job:{job_id}",

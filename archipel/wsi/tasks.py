@@ -20,8 +20,7 @@ from typing import Any
 
 from celery import shared_task
 
-from archipel.platform import audit, jobs
-from archipel.platform.authn import Principal
+from archipel.platform import access, audit, jobs
 from archipel.platform.db import utcnow
 from archipel.platform.runtime import Runtime, get_runtime
 from archipel.platform.storage import BlobNotFound
@@ -127,6 +126,22 @@ def convert_job(job_id: str) -> None:
         progress.start(0, "ready")
         progress.finish({"slide_id": slide_id, "series_uid": slide.series_uid}, "already ready")
         return
+    actor = jobs.acting_principal(rt.db, job)
+    try:
+        # Asked again when the job runs: the creator's rights may have changed while it waited.
+        access.check(
+            rt.db,
+            actor,
+            access.CREATE,
+            access.Resource(
+                kind="study", site=slide.issuer, patient=slide.patient, ident=f"slide:{slide_id}"
+            ),
+            event_type=audit.IMPORT,
+            source=f"job:{job_id}",
+        )
+    except access.AccessDenied as exc:
+        _fail(rt, slide, progress, f"refused: {exc.reason}")
+        return
     try:
         with _claim(rt, slide_id) as claimed:
             if not claimed:
@@ -145,7 +160,7 @@ def convert_job(job_id: str) -> None:
         raise
     audit.record(
         rt.db,
-        Principal(subject=job.created_by, role=params.get("role", "")),
+        actor,
         audit.IMPORT,
         "slide-indexed",
         patient=slide.patient,
