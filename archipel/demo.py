@@ -1,4 +1,5 @@
-"""Demo data: three sites, their patients and CT / MR / MG studies, demo accounts and a demo DICOM node.
+"""Demo data: three sites, their patients and CT / MR / MG studies, a patient seen at two sites (one master in
+the MPI), care relationships, a slide to convert, demo accounts and a demo DICOM node.
 
 Passwords and TOTP secrets are generated on the first run, printed, and kept in ``DATA/demo-credentials.txt``
 (mode 0600).
@@ -6,17 +7,32 @@ Passwords and TOTP secrets are generated on the first run, printed, and kept in 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
+from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import select
 
-from archipel.platform import mfa
+from archipel.platform import care, mfa
 from archipel.platform.authn import User, create_user, find_user
+from archipel.platform.identity.service import master_of
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.models import DicomNode
-from archipel.radiology.samples import ct_series, demo_patients, mammo_study, mr_series, to_bytes
+from archipel.radiology.samples import (
+    SyntheticPatient,
+    ct_series,
+    demo_patients,
+    mammo_study,
+    mr_series,
+    to_bytes,
+)
+from archipel.wsi.intake import SlideMetadata
+from archipel.wsi.models import Slide
+from archipel.wsi.slides import hash_file, register_slide
+from archipel.wsi.synthetic import write_svs
 
 SITES = ("CHU-NORD", "CLINIQUE-SUD", "CH-OUEST")
 ACCOUNTS = (
@@ -24,26 +40,32 @@ ACCOUNTS = (
     ("pathologiste", "pathologist", "CHU-NORD"),
     ("lecteur2", "screening-reader", "CLINIQUE-SUD"),
     ("medecin", "treating-doctor", "CH-OUEST"),
+    ("officier", "identity-officer", ""),
+    ("auditeur", "auditor", ""),
     ("admin", "admin", ""),
 )
+#: The demo's slide: a small synthetic Aperio SVS, converted by ``archipel serve`` when it starts.
+SLIDE_ACCESSION = "CHU-PATH-1"
 
 
 def load_demo(rt: Runtime, out: Console) -> None:
     """Load the demo data set into ``rt`` (idempotent) and print how to log in."""
     archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
     stored = 0
-    for n, site in enumerate(SITES):
-        for i, patient in enumerate(demo_patients(site, 3, start=1 + n * 10)):
-            acc = f"{site[:3]}{i:04d}"
-            key = f"demo/{site}/{patient.patient_id}"
-            study = (
-                ct_series(patient, 12, accession=acc + "1", rows=128, cols=128, key=key + "/1")
-                + mr_series(patient, 6, accession=acc + "2", key=key + "/2")
-                + (mammo_study(patient, accession=acc + "3", key=key + "/3") if patient.sex == "F" else [])
-            )
-            for ds in study:
-                result = archive.store(to_bytes(ds), source_ae="DEMO", default_issuer=site)
-                stored += result.status == "stored"
+    patients = [p for n, site in enumerate(SITES) for p in demo_patients(site, 3, start=1 + n * 10)]
+    # The first patient of the first site was also seen at the third, under that site's own patient ID.
+    traveller = dataclasses.replace(patients[0], patient_id="CHO009001", issuer=SITES[2])
+    for patient in [*patients, traveller]:
+        acc = f"{patient.issuer[:3]}{patient.patient_id[-4:]}"
+        key = f"demo/{patient.issuer}/{patient.patient_id}"
+        study = (
+            ct_series(patient, 12, accession=acc + "1", rows=128, cols=128, key=key + "/1")
+            + mr_series(patient, 6, accession=acc + "2", key=key + "/2")
+            + (mammo_study(patient, accession=acc + "3", key=key + "/3") if patient.sex == "F" else [])
+        )
+        for ds in study:
+            result = archive.store(to_bytes(ds), source_ae="DEMO", default_issuer=patient.issuer)
+            stored += result.status == "stored"
     creds_path = rt.settings.data_dir / "demo-credentials.txt"
     lines: list[str] = []
     with rt.db.write() as s:
@@ -56,6 +78,8 @@ def load_demo(rt: Runtime, out: Console) -> None:
                 lines.append(f"{name}\t{role}\t{password}\t{uri}")
         if s.execute(select(DicomNode).where(DicomNode.ae_title == "DEMO_MODALITY")).first() is None:
             s.add(DicomNode(ae_title="DEMO_MODALITY", host="127.0.0.1", port=11113, site=SITES[0]))
+    _care_relationships(rt, patients)
+    _slide(rt, patients[0])
     if lines:
         fd = os.open(creds_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as f:
@@ -69,3 +93,50 @@ def load_demo(rt: Runtime, out: Console) -> None:
         "with username, password and totp (a code from the otpauth URI); DICOM: AE DEMO_MODALITY from 127.0.0.1 "
         f"to {rt.settings.ae_title}@{rt.settings.dicom_port}"
     )
+
+
+def _care_relationships(rt: Runtime, patients: list[SyntheticPatient]) -> None:
+    """The treating doctor follows the patient seen at two sites; the second reader reads the women's screening."""
+    wanted: list[tuple[str, int, str, str]] = []
+    first = master_of(rt.db, patients[0].issuer, patients[0].patient_id)
+    if first is not None:
+        wanted.append(("medecin", first, "treating", "demo: follows this patient across sites"))
+    for p in patients:
+        master = master_of(rt.db, p.issuer, p.patient_id)
+        if master is not None and p.sex == "F" and p.issuer != "CLINIQUE-SUD":
+            wanted.append(("lecteur2", master, "reading-assignment", "demo: screening second reading"))
+    with rt.db.write() as s:
+        known = {
+            (r.professional, r.master_id, r.kind) for r in s.execute(select(care.CareRelationship)).scalars()
+        }
+        for professional, master, kind, context in wanted:
+            if (professional, master, kind) not in known:
+                care.record(s, professional, master, kind, recorded_by="demo", context=context)
+
+
+def _slide(rt: Runtime, patient: SyntheticPatient) -> None:
+    """Register one small synthetic slide for ``patient``; ``archipel serve`` converts it when it starts."""
+    with rt.db.sessions() as s:
+        if s.execute(select(Slide.id).where(Slide.accession == SLIDE_ACCESSION)).first() is not None:
+            return
+    with tempfile.TemporaryDirectory(dir=rt.settings.data_dir) as tmp:
+        path = write_svs(Path(tmp) / "demo.svs", 4000, 3000, seed=7)
+        sha256, size = hash_file(path)
+        meta = SlideMetadata(
+            patient_id=patient.patient_id,
+            issuer=patient.issuer,
+            accession=SLIDE_ACCESSION,
+            container_id="CHU-PATH-1-A1",
+            stain="HE",
+        )
+        register_slide(
+            rt,
+            path,
+            sha256,
+            size,
+            meta,
+            filename="demo.svs",
+            origin="demo",
+            created_by="pathologiste",
+            role="pathologist",
+        )
