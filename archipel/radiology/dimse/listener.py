@@ -14,6 +14,7 @@ from archipel.radiology.archive import Archive
 from archipel.radiology.dicomfile import SUPPORTED_TRANSFER_SYNTAXES
 from archipel.radiology.dimse.find import handle_find
 from archipel.radiology.dimse.nodes import NodeRegistry
+from archipel.radiology.dimse.reactor import serve
 from archipel.radiology.dimse.retrieve import handle_get, handle_move
 from archipel.radiology.dimse.sending import install_unchanged_sending
 from archipel.radiology.dimse.store import StoreService
@@ -102,8 +103,7 @@ def start_listener(rt: Runtime, host: str, port: int) -> Listener:
         (evt.EVT_C_MOVE, handle_move, [rt, nodes]),
         (evt.EVT_C_GET, handle_get, [rt, nodes]),
     ]
-    server = ae.start_server((host, port), block=False, evt_handlers=handlers)
-    assert server is not None
+    server = serve(ae, (host, port), handlers)
     actual = server.server_address[1]
     log.info("event=dicom_listening host=%s port=%d aet=%s", host, actual, rt.settings.ae_title)
     return Listener(server=server, port=actual)

@@ -16,9 +16,12 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from io import BytesIO
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 from sqlalchemy.exc import OperationalError
 
 from archipel.platform import access, audit
@@ -26,6 +29,7 @@ from archipel.platform.authn import Principal
 from archipel.platform.db import Database
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomfile import InvalidInstance
+from archipel.radiology.dimse import wire
 from archipel.radiology.dimse.nodes import NodeRegistry
 
 log = logging.getLogger("archipel.dimse")
@@ -68,6 +72,17 @@ class AssociationIngest:
     denied_reason: str = ""
 
 
+def received_part10(event: evt.Event) -> bytes:
+    """The received data set as a Part-10 file: what ``event.encoded_dataset()`` returns, encoded directly."""
+    request = cast(C_STORE, event.request)
+    header = wire.part10_header(
+        str(request.AffectedSOPClassUID),
+        str(request.AffectedSOPInstanceUID),
+        str(event.context.transfer_syntax),
+    )
+    return header + cast(BytesIO, request.DataSet).getvalue()
+
+
 class StoreService:
     """The C-STORE handler and the per-association audit summary, over one archive."""
 
@@ -107,7 +122,7 @@ class StoreService:
             log.warning("event=store_denied calling_ae=%s reason=%s", calling, decision.reason)
             return failure(NOT_AUTHORISED, decision.reason)
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = received_part10(event)
             result = self.archive.store(data, source_ae=calling, default_issuer=ingest.site)
         except InvalidInstance as exc:
             ingest.refused[exc.code] += 1

@@ -1,0 +1,318 @@
+"""Associations that wait on events instead of polling: the DIMSE listener's server, request handler and reactors.
+
+pynetdicom 3.0 runs two polling loops per association. Its DUL thread looks at the socket and at its outgoing
+queue, and sleeps 1 ms whenever both are empty; its association thread sleeps 1 ms before each look at the
+incoming message queue. A C-STORE from a sender that waits for each response crosses those loops three times
+(the request arrives, reaches the handler, the response leaves), so every instance waited on up to three sleeps
+(about 1.5 ms on an idle machine, several ms on a busy one, where a 1 ms sleep becomes a scheduler slice).
+
+Here the DUL thread waits in ``select`` on its socket and on a wake-up socket pair that every put on its queues
+writes to, and the association thread waits on an event that every put on its queues sets. Both keep a short
+timeout only as the tick of their timers (ARTIM, idle, DIMSE).
+
+This replaces two private loops of pynetdicom (``DULServiceProvider._is_transport_event`` waits instead of
+peeking, and ``Association._run_reactor`` loses its sleep) and re-creates
+``RequestHandler._create_association`` to build these classes. ``pyproject.toml`` pins pynetdicom to 3.0.x for
+that reason; ``tests/test_dimse_reactor.py`` covers what the loops do (release, abort, idle timeout, C-GET on
+the same association, many associations).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from copy import deepcopy
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from pynetdicom import AE, evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom._handlers import standard_dimse_sent_handler
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from archipel.radiology.dimse import wire
+
+T = TypeVar("T")
+
+_PYNETDICOM_LOG = logging.getLogger("pynetdicom")
+
+#: How often an idle association looks at its timers (seconds). Data and queued work wake it at once.
+TICK = 0.05
+
+
+class SignallingQueue(queue.Queue[T]):
+    """A FIFO queue that calls ``signal`` after each put, so that its consumer can sleep until there is work."""
+
+    def __init__(self, signal: Any) -> None:
+        super().__init__()
+        self._signal = signal
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        """Queue ``item`` and wake the consumer."""
+        super().put(item, block, timeout)
+        self._signal()
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """pynetdicom's DUL provider, whose thread sleeps in ``select`` until data or work arrives."""
+
+    def __init__(self, assoc: Association, wake_user: Any) -> None:
+        super().__init__(assoc)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        # The loop runs again at once after an idle pass (the wait happens in select, not in a sleep).
+        self._run_loop_delay = 0.0
+        self.to_provider_queue = SignallingQueue(self.wake)  # type: ignore[assignment]
+        self.event_queue = SignallingQueue(self.wake)
+        self.to_user_queue = SignallingQueue(wake_user)  # type: ignore[assignment]
+
+    def wake(self) -> None:
+        """Make the DUL thread look at its queues now (a no-op when called from that thread)."""
+        if threading.current_thread() is self:
+            return
+        # A full buffer means a wake-up is pending already; a closed pair means the thread has ended.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _wait_for_work(self) -> None:
+        """Block until the socket has data, another thread queued work, or a tick has passed."""
+        transport = cast(AssociationSocket | None, self.socket)
+        sock = transport.socket if transport is not None else None
+        if sock is None or sock.fileno() < 0 or not transport._is_connected:  # type: ignore[union-attr]
+            time.sleep(0.001)
+            return
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return  # TLS: decrypted bytes are waiting that select cannot see
+        try:
+            ready, _, _ = select.select([sock, self._wake_r], [], [], TICK)
+        except (OSError, ValueError):
+            return  # the socket closed meanwhile: the caller's own check reports it
+        if self._wake_r in ready:
+            with contextlib.suppress(OSError):
+                while self._wake_r.recv(4096):
+                    pass
+
+    def _is_transport_event(self) -> bool:
+        # pynetdicom calls this once per pass when nothing local is queued; waiting here (instead of the
+        # loop's sleep) is what makes the reactor event-driven. Events already queued are handled first.
+        if self.event_queue.empty() and self.to_provider_queue.empty() and not self._kill_thread:
+            self._wait_for_work()
+        return bool(super()._is_transport_event())
+
+    def kill_dul(self) -> None:
+        """Stop the reactor thread."""
+        super().kill_dul()
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        """Stop the reactor if the state machine is idle (Sta1); return whether it stopped."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self.wake()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def run_reactor(self) -> None:
+        """The DUL thread's loop (pynetdicom's), then close the wake-up pair."""
+        try:
+            super().run_reactor()
+        finally:
+            self._close_wake()
+
+    def _close_wake(self) -> None:
+        for s in (self._wake_r, self._wake_w):
+            s.close()
+
+
+class StoreResponseDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider, which encodes plain C-STORE responses itself (:mod:`.wire`)."""
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """Send a DIMSE message; a C-STORE response with only a status takes the short path."""
+        if not self._short_path(primitive):
+            super().send_msg(primitive, context_id)
+            return
+        command = wire.c_store_response(
+            primitive.MessageIDBeingRespondedTo,
+            primitive.AffectedSOPClassUID,
+            primitive.AffectedSOPInstanceUID,
+            primitive.Status,
+        )
+        limit = self.maximum_pdu_size
+        if limit and len(command) + 6 > limit:
+            super().send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        # Message control header 0x03: command, last fragment (PS3.8 E.2).
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        self.dul.send_pdu(pdata)
+
+    def _short_path(self, primitive: Any) -> bool:
+        if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
+            return False
+        if primitive.Status is None or primitive.AffectedSOPClassUID is None:
+            return False
+        if primitive.AffectedSOPInstanceUID is None:
+            return False
+        if primitive.ErrorComment is not None or primitive.OffendingElement is not None:
+            return False
+        # EVT_DIMSE_SENT gets the encoded message object: only pynetdicom's own debug log listens by default.
+        watchers = cast(list[tuple[Any, Any]], self.assoc.get_handlers(evt.EVT_DIMSE_SENT))
+        if any(handler is not standard_dimse_sent_handler for handler, _ in watchers):
+            return False
+        return not _PYNETDICOM_LOG.isEnabledFor(logging.DEBUG)
+
+
+class EventDrivenAssociation(Association):
+    """An acceptor association whose thread waits for messages instead of sleeping between looks."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        super().__init__(ae, mode)
+        self._wakeup = threading.Event()
+        self.dul = EventDrivenDUL(self, self._wakeup.set)
+        # The timeout setters pass their values on to the DUL's timers: pass them to this DUL too.
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
+        self.dimse = StoreResponseDIMSE(self)
+        self.dimse.msg_queue = SignallingQueue(self._wakeup.set)  # type: ignore[assignment]
+
+    def _idle(self) -> bool:
+        return self.dimse.msg_queue.empty() and self.dul.to_user_queue.empty()
+
+    def kill(self) -> None:
+        """Stop the association thread and its DUL thread."""
+        self._wakeup.set()
+        super().kill()
+
+    def _run_reactor(self) -> None:
+        # pynetdicom's acceptor loop, with its 1 ms sleep replaced by a wait on the queues' event. Clearing the
+        # event before looking at the queues means a put that lands after the look still wakes the wait.
+        self._is_paused = False
+        while not self._kill:
+            self._wakeup.clear()
+            if self._idle():
+                self._wakeup.wait(TICK)
+
+            # A thread using one of the send_*() methods pauses the reactor so that it does not take that
+            # thread's response off the queue.
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires for the abort
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+class EventDrivenRequestHandler(RequestHandler):
+    """pynetdicom's request handler, building an :class:`EventDrivenAssociation` for each connection."""
+
+    def _create_association(self) -> Association:
+        # What pynetdicom 3.0's RequestHandler does, with our association class.
+        assoc = EventDrivenAssociation(self.ae, MODE_ACCEPTOR)
+        assoc._server = self.server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
+        acceptor = assoc.acceptor
+        acceptor.maximum_length = self.ae.maximum_pdu_size
+        acceptor.ae_title = self.server.ae_title
+        acceptor.address_info = self.local
+        acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        acceptor.implementation_version_name = self.ae.implementation_version_name
+        acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, bound in self.server._handlers.items():
+            if event.is_intervention and bound:
+                assoc.bind(event, *bound)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler, args in cast(list[tuple[Any, Any]], bound):
+                    assoc.bind(event, handler, args)
+        return assoc
+
+
+class ListenerServer(ThreadedAssociationServer):
+    """The threaded association server of the DICOM listener."""
+
+    #: Share the port with other processes (SO_REUSEPORT); the kernel spreads new connections over them.
+    reuse_port = False
+
+    def server_bind(self) -> None:
+        """Bind (after setting SO_REUSEPORT when asked)."""
+        if self.reuse_port:
+            cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class SharedPortListenerServer(ListenerServer):
+    """A :class:`ListenerServer` that shares its port with the listeners of other processes."""
+
+    reuse_port = True
+
+
+def serve(
+    ae: AE, address: tuple[str, int], handlers: list[Any], *, reuse_port: bool = False
+) -> ListenerServer:
+    """Start serving ``ae`` on ``address`` with event-driven associations, in a background thread.
+
+    What ``AE.start_server(block=False)`` does, with :class:`ListenerServer` and
+    :class:`EventDrivenRequestHandler`. Stop it with ``server.shutdown()``.
+    """
+    server_class = SharedPortListenerServer if reuse_port else ListenerServer
+    server = cast(
+        ListenerServer,
+        ae.make_server(
+            address,
+            evt_handlers=handlers,
+            server_class=server_class,
+            request_handler=EventDrivenRequestHandler,
+        ),
+    )
+    # AssociationServer.shutdown() removes itself from this list, where start_server() registers it.
+    ae._servers.append(server)
+    threading.Thread(target=server.serve_forever, name=f"dicom-listener-{address[1]}", daemon=True).start()
+    return server

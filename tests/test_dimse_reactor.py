@@ -1,0 +1,179 @@
+"""The event-driven association reactors (archipel.radiology.dimse.reactor) against real pynetdicom peers.
+
+They replace pynetdicom's polling loops, so these tests pin down what those loops did: answer requests, notice
+a release, a peer abort, a dropped connection and the idle timeout, serve several associations at once, and let
+several processes share one port.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+
+from archipel.radiology.dimse.reactor import ListenerServer, serve
+from tests.support import free_port, wait_until
+
+VERIFICATION = "1.2.840.10008.1.1"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+class Recorder:
+    """What the server saw: stored SOP Instance UIDs and how associations ended."""
+
+    def __init__(self) -> None:
+        self.stored: list[str] = []
+        self.ended: list[str] = []
+        self.lock = threading.Lock()
+
+    def on_store(self, event: evt.Event) -> int:
+        with self.lock:
+            self.stored.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    def on_end(self, event: evt.Event) -> None:
+        with self.lock:
+            self.ended.append(event.event.name)
+
+
+def scp_ae(network_timeout: float = 60) -> AE:
+    ae = AE(ae_title="REACTOR")
+    ae.network_timeout = network_timeout
+    ae.add_supported_context(VERIFICATION)
+    ae.add_supported_context(CT_IMAGE, [ExplicitVRLittleEndian])
+    return ae
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def start(ae: AE, recorder: Recorder, port: int | None = None, reuse_port: bool = False) -> ListenerServer:
+    handlers = [
+        (evt.EVT_C_STORE, recorder.on_store),
+        (evt.EVT_RELEASED, recorder.on_end),
+        (evt.EVT_ABORTED, recorder.on_end),
+    ]
+    return serve(ae, ("127.0.0.1", port or free_port()), handlers, reuse_port=reuse_port)
+
+
+@pytest.fixture
+def server(recorder: Recorder) -> Iterator[ListenerServer]:
+    srv = start(scp_ae(), recorder)
+    yield srv
+    srv.shutdown()
+
+
+def connect(port: int) -> object:
+    ae = AE(ae_title="REACTORSCU")
+    ae.add_requested_context(VERIFICATION)
+    ae.add_requested_context(CT_IMAGE, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="REACTOR")
+    assert assoc.is_established
+    return assoc
+
+
+def ct_instance() -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = CT_IMAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "REACTOR1"
+    ds.file_meta = Dataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def test_sequential_requests_on_one_association_are_all_answered(
+    server: ListenerServer, recorder: Recorder
+) -> None:
+    assoc = connect(server.server_address[1])
+    sent = [ct_instance() for _ in range(30)]
+    statuses = [assoc.send_c_store(ds).Status for ds in sent]  # type: ignore[attr-defined]
+    echo = assoc.send_c_echo().Status  # type: ignore[attr-defined]
+    assoc.release()  # type: ignore[attr-defined]
+    assert statuses == [0] * 30 and echo == 0
+    assert recorder.stored == [ds.SOPInstanceUID for ds in sent]
+    wait_until(lambda: recorder.ended == ["EVT_RELEASED"], 5, "the release to reach the server")
+
+
+def test_a_release_is_answered_without_waiting_for_a_timer_tick(server: ListenerServer) -> None:
+    assoc = connect(server.server_address[1])
+    started = time.monotonic()
+    assoc.release()  # type: ignore[attr-defined]
+    # The association thread wakes on the release request itself; its timer tick is 50 ms.
+    assert time.monotonic() - started < 2
+    assert assoc.is_released  # type: ignore[attr-defined]
+
+
+def test_a_peer_abort_ends_the_association_on_the_server(server: ListenerServer, recorder: Recorder) -> None:
+    assoc = connect(server.server_address[1])
+    assert assoc.send_c_echo().Status == 0  # type: ignore[attr-defined]
+    assoc.abort()  # type: ignore[attr-defined]
+    wait_until(lambda: recorder.ended == ["EVT_ABORTED"], 5, "the abort to reach the server")
+    wait_until(lambda: not server.active_associations, 5, "the server's association thread to end")
+
+
+def test_a_dropped_connection_ends_the_association_on_the_server(server: ListenerServer) -> None:
+    assoc = connect(server.server_address[1])
+    assoc.dul.socket.socket.close()  # type: ignore[attr-defined]
+    wait_until(lambda: not server.active_associations, 5, "the server to notice the closed connection")
+
+
+def test_an_idle_association_is_aborted_after_the_network_timeout(recorder: Recorder) -> None:
+    srv = start(scp_ae(network_timeout=0.5), recorder)
+    try:
+        assoc = connect(srv.server_address[1])
+        wait_until(lambda: recorder.ended == ["EVT_ABORTED"], 10, "the idle timeout")
+        wait_until(lambda: not assoc.is_established, 5, "the requestor to see the abort")  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+
+
+def test_several_associations_are_served_at_once(server: ListenerServer, recorder: Recorder) -> None:
+    port = server.server_address[1]
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            assoc = connect(port)
+            for _ in range(10):
+                assert assoc.send_c_store(ct_instance()).Status == 0  # type: ignore[attr-defined]
+            assoc.release()  # type: ignore[attr-defined]
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert len(recorder.stored) == 40
+
+
+def test_two_listeners_share_one_port_when_asked(recorder: Recorder) -> None:
+    port = free_port()
+    first = start(scp_ae(), recorder, port, reuse_port=True)
+    second = start(scp_ae(), recorder, port, reuse_port=True)
+    try:
+        for _ in range(4):
+            assoc = connect(port)
+            assert assoc.send_c_echo().Status == 0  # type: ignore[attr-defined]
+            assoc.release()  # type: ignore[attr-defined]
+    finally:
+        first.shutdown()
+        second.shutdown()
+
+
+def test_a_port_is_not_shared_unless_asked(server: ListenerServer, recorder: Recorder) -> None:
+    with pytest.raises(OSError):
+        start(scp_ae(), recorder, server.server_address[1], reuse_port=True)
+    probe = socket.create_connection(("127.0.0.1", server.server_address[1]), 2)
+    probe.close()
