@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -184,6 +185,18 @@ def test_the_fhir_search_is_a_valid_r4_bundle_of_balp_audit_events(trail: Runtim
     [patient] = [e for e in read.entity if e.role.code == "1"]
     assert (patient.type.code, patient.what.identifier.value) == ("1", "7")
     assert read.purposeOfEvent[0].coding[0].code == "TREAT"
+
+
+def test_the_fhir_export_needs_a_recent_log_in(trail: Runtime, http: TestClient) -> None:
+    policy, then = session_policy(trail.settings), trail.clock() - timedelta(minutes=10)
+    row = open_session(trail.db, AUDITOR, "test", policy, then)
+    stale = bearer(issue_token(row, trail.settings.signing_key(), policy, trail.clock()).token)
+
+    r = http.get("/api/audit/fhir", headers=stale)
+
+    assert r.status_code == 401 and "re-authentication" in r.json()["detail"]
+    assert "insufficient_user_authentication" in r.headers["www-authenticate"]
+    assert http.get("/api/audit", headers=stale).status_code == 200  # searching is not an export
 
 
 def test_fhir_carries_denial_and_break_glass(trail: Runtime, http: TestClient) -> None:

@@ -5,11 +5,11 @@ Reading the trail is itself audited (DCM 110101 Audit Log Used), allowed or deni
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from archipel.platform import audit
@@ -17,7 +17,7 @@ from archipel.platform.audit import AuditEvent
 from archipel.platform.audit_fhir import Server, bundle
 from archipel.platform.audit_search import AuditFilter, access_log, search
 from archipel.platform.authn import Principal
-from archipel.platform.credentials import PrincipalDep, RuntimeDep, client_address
+from archipel.platform.credentials import PrincipalDep, RuntimeDep, client_address, require_recent_auth
 from archipel.platform.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["audit"])
@@ -25,6 +25,8 @@ router = APIRouter(prefix="/api", tags=["audit"])
 AUDITOR_ROLE = "auditor"
 MAX_PAGE = 1000
 FHIR_JSON = "application/fhir+json"
+#: An export carries the trail out of the platform: it needs a log-in this recent, like break-the-glass and merge.
+EXPORT_REAUTH = timedelta(minutes=5)
 
 
 def _guard_auditor(rt: Runtime, principal: Principal, request: Request, action: str) -> None:
@@ -154,7 +156,7 @@ def search_audit(
 def search_audit_fhir(
     request: Request,
     rt: RuntimeDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Depends(require_recent_auth(EXPORT_REAUTH))],
     patient: PatientQ = "",
     master: MasterQ = None,
     actor: ActorQ = "",
