@@ -22,6 +22,8 @@ import pytest
 from pydicom.encaps import get_frame
 from wsidicom import WsiDicom
 
+from archipel.tiles.codestream import inspect_codestream
+from archipel.tiles.jpeg import merge_tables
 from archipel.tiles.pyramid import Codec, RawTile, Size
 from archipel.wsi.dicom import (
     AssociatedImage,
@@ -37,7 +39,6 @@ from archipel.wsi.dicom import (
     WriteOptions,
     write_dicom_wsi,
 )
-from archipel.wsi.dicom.codestream import insert_jpeg_tables, inspect_codestream
 from tests.support import free_port, wait_until
 from tests.wsi_dicom_pyramids import ArrayPyramid, j2k, jpeg_rgb, slide_image
 
@@ -314,7 +315,7 @@ def test_abbreviated_jpeg_tiles_pass_through_once_their_tables_are_reinjected(
         for row in range(2):
             abbreviated, tables = split_tables(pyramid.stored(0, col, row).data)
             assert not inspect_codestream(abbreviated, Codec.JPEG).complete
-            completed[col, row] = insert_jpeg_tables(abbreviated, tables)
+            completed[col, row] = merge_tables(abbreviated, tables)
             pyramid.overrides[0, col, row] = RawTile(completed[col, row], Codec.JPEG, "YBR_FULL_422")
     report = write_dicom_wsi(pyramid, slide_meta(), tmp_path)
     assert report.levels[0].passed == 4

@@ -21,6 +21,8 @@ EOI = b"\xff\xd9"
 _APP14 = 0xEE
 _SOS = 0xDA
 _DQT, _DHT = 0xDB, 0xC4
+# Markers without a length field (RSTn, SOI, EOI, TEM).
+_STANDALONE = frozenset({0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0x01})
 # Start-of-frame markers (baseline, extended, progressive, lossless...), not DHT (C4), JPG (C8) or DAC (CC).
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # APP14 "Adobe", version 100, no flags, transform 0: the components are RGB, not YCbCr.
@@ -43,17 +45,41 @@ class Segment:
 
 @dataclass(frozen=True)
 class JpegFrame:
-    """What the frame header says: image size, component ids and each component's sampling factors."""
+    """What the header says up to the scan: the frame (size, sample precision, component ids and sampling
+    factors, which start-of-frame marker), whether the stream carries its own tables, and the Adobe APP14
+    colour transform when there is one."""
 
     width: int
     height: int
     component_ids: tuple[int, ...]
     sampling: tuple[tuple[int, int], ...]
+    bits: int
+    sof: int
+    complete: bool
+    adobe_transform: int | None
 
     @property
     def subsampled(self) -> bool:
         """Whether chroma is stored at a lower resolution than luma."""
         return len(set(self.sampling)) > 1
+
+    @property
+    def baseline(self) -> bool:
+        """Whether this is 8-bit baseline JPEG (SOF0), the only kind transfer syntax 1.2.840.10008.1.2.4.50 allows."""
+        return self.sof == 0xC0 and self.bits == 8
+
+    @property
+    def photometric(self) -> str:
+        """The DICOM Photometric Interpretation that matches the stream's colour transform."""
+        if len(self.component_ids) == 1:
+            return "MONOCHROME2"
+        # DICOM labels 4:2:2 and 4:2:0 JPEG alike.
+        ybr = "YBR_FULL_422" if self.subsampled else "YBR_FULL"
+        if self.adobe_transform is not None:
+            return "RGB" if self.adobe_transform == 0 else ybr
+        if self.component_ids == (0x52, 0x47, 0x42):  # 'R', 'G', 'B': libjpeg's convention for RGB
+            return "RGB"
+        return ybr
 
 
 def segments(data: bytes) -> Iterator[Segment]:
@@ -61,12 +87,15 @@ def segments(data: bytes) -> Iterator[Segment]:
     if not data.startswith(SOI):
         raise JpegStreamError("no SOI marker at the start")
     i, n = 2, len(data)
-    while i < n:
+    while i + 1 < n:
         if data[i] != 0xFF:
             raise JpegStreamError(f"expected a marker at byte {i}, found 0x{data[i]:02x}")
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
+            continue
+        if marker in _STANDALONE:
+            i += 2
             continue
         if marker == _SOS:
             yield Segment(marker, i, n - i)
@@ -80,23 +109,34 @@ def segments(data: bytes) -> Iterator[Segment]:
 
 
 def frame(data: bytes) -> JpegFrame:
-    """Parse the start-of-frame header."""
-    for seg in segments(data):
-        if seg.marker in _SOF:
-            o = seg.offset + 4
-            height, width, count = struct.unpack_from(">HHB", data, o + 1)
-            ids, sampling = [], []
-            for k in range(count):
-                cid, hv = data[o + 6 + 3 * k], data[o + 7 + 3 * k]
-                ids.append(cid)
-                sampling.append((hv >> 4, hv & 0x0F))
-            return JpegFrame(width, height, tuple(ids), tuple(sampling))
-    raise JpegStreamError("no start-of-frame marker")
+    """Parse the header up to the scan in one pass; raise :class:`JpegStreamError` if it is not a JPEG."""
+    sof: tuple[int, int, int, int, tuple[int, ...], tuple[tuple[int, int], ...]] | None = None
+    markers: set[int] = set()
+    transform: int | None = None
+    try:
+        for seg in segments(data):
+            markers.add(seg.marker)
+            o = seg.offset + 4  # the segment's payload
+            if seg.marker in _SOF and sof is None:
+                bits, height, width, count = struct.unpack_from(">BHHB", data, o)
+                ids = tuple(data[o + 6 + 3 * k] for k in range(count))
+                sampling = tuple((data[o + 7 + 3 * k] >> 4, data[o + 7 + 3 * k] & 0x0F) for k in range(count))
+                sof = (seg.marker, bits, width, height, ids, sampling)
+            elif seg.marker == _APP14 and seg.length >= 16 and data[o : o + 5] == b"Adobe":
+                transform = data[o + 11]  # 0: no colour transform (RGB), 1: YCbCr, 2: YCCK
+    except (struct.error, IndexError) as exc:
+        raise JpegStreamError(f"JPEG header ends early: {exc}") from exc
+    if sof is None:
+        raise JpegStreamError("no start-of-frame marker")
+    marker, bits, width, height, ids, sampling = sof
+    complete = _DQT in markers and _DHT in markers
+    return JpegFrame(width, height, ids, sampling, bits, marker, complete, transform)
 
 
 def has_tables(data: bytes) -> bool:
-    """Whether the stream carries its own quantisation tables (is not abbreviated)."""
-    return any(seg.marker == _DQT for seg in segments(data))
+    """Whether the stream carries its own quantisation and Huffman tables (is not abbreviated)."""
+    markers = {seg.marker for seg in segments(data)}
+    return _DQT in markers and _DHT in markers
 
 
 def has_adobe_marker(data: bytes) -> bool:
@@ -113,9 +153,10 @@ def merge_tables(tile: bytes, tables: bytes | None) -> bytes:
     """
     if not tables or len(tables) <= 4:
         return tile
-    if not tables.startswith(SOI) or not tables.endswith(EOI):
-        raise JpegStreamError("JPEGTables is not an SOI ... EOI stream")
-    return SOI + tables[2:-2] + tile[2:]
+    if not tile.startswith(SOI) or not tables.startswith(SOI):
+        raise JpegStreamError("JPEG tile or JPEGTables does not start with SOI (FFD8)")
+    body = tables[2:-2] if tables.endswith(EOI) else tables[2:]
+    return SOI + body + tile[2:]
 
 
 def add_adobe_rgb(data: bytes) -> bytes:
@@ -133,16 +174,7 @@ def complete_tile(tile: bytes, tables: bytes | None, rgb: bool) -> bytes:
 
 def photometric(data: bytes) -> str:
     """The DICOM Photometric Interpretation that matches a complete JPEG stream."""
-    info = frame(data)
-    if len(info.component_ids) == 1:
-        return "MONOCHROME2"
-    for seg in segments(data):
-        if seg.marker == _APP14 and data[seg.offset + 4 : seg.offset + 9] == b"Adobe":
-            transform = data[seg.offset + 15]
-            return "RGB" if transform == 0 else ("YBR_FULL_422" if info.subsampled else "YBR_FULL")
-    if info.component_ids == (0x52, 0x47, 0x42):  # 'R', 'G', 'B': libjpeg's convention for RGB
-        return "RGB"
-    return "YBR_FULL_422" if info.subsampled else "YBR_FULL"
+    return frame(data).photometric
 
 
 def encode(pixels: np.ndarray, quality: int, photometric: str = "YBR_FULL_422") -> bytes:

@@ -25,11 +25,13 @@ class J2kStreamError(ValueError):
 
 @dataclass(frozen=True)
 class J2kHeader:
-    """The main-header facts that matter for pass-through."""
+    """The main-header facts that matter for pass-through: size, components, the first component's bit depth and
+    each one's subsampling (SIZ), the multiple-component transform and the wavelet, reversible 5/3 or not (COD)."""
 
     width: int
     height: int
     components: int
+    bits: int
     subsampling: tuple[tuple[int, int], ...]
     mct: bool
     reversible: bool
@@ -62,28 +64,33 @@ def codestream(data: bytes) -> bytes:
 
 
 def header(data: bytes) -> J2kHeader:
-    """Parse SIZ and COD from the main header."""
+    """Parse SIZ and COD from the main header; raise :class:`J2kStreamError` if they are not there."""
     cs = codestream(data)
     i, siz, cod = 2, None, None
-    while i + 4 <= len(cs) and (siz is None or cod is None):
-        marker, length = struct.unpack_from(">HH", cs, i)
-        if marker == _SIZ:
-            xsiz, ysiz, xo, yo = struct.unpack_from(">IIII", cs, i + 6)
-            (count,) = struct.unpack_from(">H", cs, i + 38)
-            sub = tuple((cs[i + 41 + 3 * k], cs[i + 42 + 3 * k]) for k in range(count))
-            siz = (xsiz - xo, ysiz - yo, count, sub)
-        elif marker == _COD:
-            # Scod(1) progression(1) layers(2) MCT(1) levels(1) cbw(1) cbh(1) cbstyle(1) transform(1)
-            mct = cs[i + 8]
-            transform = cs[i + 13]
-            cod = (bool(mct), transform == 1)
-        elif marker == 0xFF90:  # first tile-part: the main header is over
-            break
-        i += 2 + length
+    try:
+        while i + 4 <= len(cs) and (siz is None or cod is None):
+            marker, length = struct.unpack_from(">HH", cs, i)
+            if marker == _SIZ:
+                xsiz, ysiz, xo, yo = struct.unpack_from(">IIII", cs, i + 6)
+                (count,) = struct.unpack_from(">H", cs, i + 38)
+                # Per component: Ssiz (sign bit and depth - 1), XRsiz, YRsiz.
+                bits = (cs[i + 40] & 0x7F) + 1
+                sub = tuple((cs[i + 41 + 3 * k], cs[i + 42 + 3 * k]) for k in range(count))
+                siz = (xsiz - xo, ysiz - yo, count, bits, sub)
+            elif marker == _COD:
+                # Scod(1) progression(1) layers(2) MCT(1) levels(1) cbw(1) cbh(1) cbstyle(1) transform(1)
+                mct = cs[i + 8]
+                transform = cs[i + 13]
+                cod = (mct == 1, transform == 1)
+            elif marker == 0xFF90:  # first tile-part: the main header is over
+                break
+            i += 2 + length
+    except (struct.error, IndexError) as exc:
+        raise J2kStreamError(f"JPEG 2000 main header ends early: {exc}") from exc
     if siz is None or cod is None:
         raise J2kStreamError("main header without SIZ or COD")
-    width, height, count, sub = siz
-    return J2kHeader(width, height, count, sub, cod[0], cod[1])
+    width, height, count, bits, sub = siz
+    return J2kHeader(width, height, count, bits, sub, cod[0], cod[1])
 
 
 def photometric(info: J2kHeader, components_are_ycbcr: bool = False) -> str:

@@ -15,8 +15,8 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 
+from archipel.tiles.codestream import CodestreamError, bare_codestream, inspect_codestream
 from archipel.tiles.pyramid import Codec, RawTile, Size
-from archipel.wsi.dicom.codestream import CodestreamError, inspect_codestream, unwrap_jp2
 from archipel.wsi.dicom.encapsulated import EncapsulatedFile, OffsetTable
 from archipel.wsi.dicom.frames import EncodeSettings, FrameFormat, encode_frame, format_for
 from archipel.wsi.dicom.image import ImageFlavor, ImageSpec, image_dataset
@@ -69,7 +69,7 @@ def _passthrough(raw: RawTile | None) -> tuple[bytes, FrameFormat, Size] | None:
         return None
     if not (info.complete and info.baseline and info.components == 3 and info.bits == 8):
         return None
-    data = unwrap_jp2(raw.data) if raw.codec == Codec.JPEG2000 else raw.data
+    data = bare_codestream(raw.data, raw.codec)
     return data, fmt, Size(info.width, info.height)
 
 

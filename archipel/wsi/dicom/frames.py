@@ -20,8 +20,9 @@ import imagecodecs
 import numpy as np
 from pydicom.uid import JPEG2000, UID, JPEG2000Lossless, JPEGBaseline8Bit
 
+from archipel.tiles import jpeg, jpeg2000
+from archipel.tiles.codestream import CodestreamError, bare_codestream, inspect_codestream
 from archipel.tiles.pyramid import Codec, Level, Pyramid, RawTile
-from archipel.wsi.dicom.codestream import CodestreamError, inspect_codestream, unwrap_jp2
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,7 @@ def encode_frame(pixels: np.ndarray, fmt: FrameFormat, quality: int = 90) -> byt
     """Encode an RGB ``uint8`` tile in ``fmt`` so that its codestream matches ``fmt.photometric``."""
     pixels = np.ascontiguousarray(pixels[..., :3])
     if fmt.codec == Codec.JPEG:
-        if fmt.photometric == "RGB":
-            # libjpeg writes the APP14 marker (transform 0) for an RGB output colour space.
-            return bytes(
-                imagecodecs.jpeg8_encode(pixels, level=quality, colorspace="RGB", outcolorspace="RGB")
-            )
-        subsampling = "422" if fmt.photometric == "YBR_FULL_422" else "444"
-        return bytes(
-            imagecodecs.jpeg8_encode(
-                pixels, level=quality, colorspace="RGB", outcolorspace="YCbCr", subsampling=subsampling
-            )
-        )
+        return jpeg.encode(pixels, quality, fmt.photometric)
     if fmt.codec == Codec.JPEG2000:
         reversible = fmt.photometric != "YBR_ICT" or fmt.transfer_syntax == JPEG2000Lossless
         mct = fmt.photometric in ("YBR_ICT", "YBR_RCT")
@@ -122,7 +113,7 @@ def encode_frame(pixels: np.ndarray, fmt: FrameFormat, quality: int = 90) -> byt
         data = imagecodecs.jpeg2k_encode(
             pixels, level=level, codecformat="J2K", reversible=reversible, mct=mct, numthreads=1
         )
-        return unwrap_jp2(bytes(data))
+        return jpeg2000.codestream(bytes(data))
     raise ValueError(f"cannot encode DICOM frames as {fmt.codec}")
 
 
@@ -199,7 +190,7 @@ class LevelFrames:
         reason = "no-raw" if raw is None else self._passable(raw)
         self._count(reason)
         if reason is None and raw is not None:
-            return unwrap_jp2(raw.data) if raw.codec == Codec.JPEG2000 else raw.data
+            return bare_codestream(raw.data, raw.codec)
         tile = self.pyramid.read_tile(self.level.index, col, row)
         return encode_frame(tile, self.fmt, self.quality)
 
