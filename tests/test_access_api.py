@@ -15,7 +15,7 @@ from sqlalchemy import select
 from archipel.app import create_app
 from archipel.platform import breakglass
 from archipel.platform.audit import AuditEvent
-from archipel.platform.authn import Principal
+from archipel.platform.authn import Principal, create_user
 from archipel.platform.db import utcnow
 from archipel.platform.http import current_principal
 from archipel.platform.notify import OutboxMessage
@@ -249,6 +249,8 @@ def test_bad_confidentiality_changes_get_a_400_with_the_reason(
 
 def test_break_the_glass_needs_a_reason_and_a_recent_login_then_alerts_and_is_audited(setup: Setup) -> None:
     db = setup.runtime.db
+    with db.write() as s:
+        create_user(s, "dr-referrer", "treating-doctor", "long enough password", email="referrer@example.org")
     relate(db, "dr-referrer", setup.bob, kind="referring")
     admin = user("admin-1", "admin")
     with setup.client(admin) as c:
@@ -289,7 +291,7 @@ def test_break_the_glass_needs_a_reason_and_a_recent_login_then_alerts_and_is_au
         opened_event = s.execute(
             select(AuditEvent).where(AuditEvent.action == "break-glass-open")
         ).scalar_one()
-    assert alert.recipient == "dr-referrer" and alert.sent_at is not None
+    assert alert.recipient == "referrer@example.org" and alert.sent_at is not None
     assert (read.purpose, read.outcome) == ("break-glass", "success")
     assert opened_event.purpose == "break-glass" and "cardiac arrest" in opened_event.detail
 

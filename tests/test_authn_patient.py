@@ -12,8 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from archipel.platform import notify
-from archipel.platform.patient_access import PatientAccessCode, issue_access_code
+from archipel.platform.patient_access import LEGAL_REPRESENTATIVE, PatientAccessCode, issue_access_code
 from archipel.platform.runtime import Runtime
+from archipel.radiology.archive import Archive
+from archipel.radiology.samples import SyntheticPatient, ct_series, to_bytes
+from tests.access_support import mark
 from tests.auth_helpers import Clock, bearer, client, denied_events
 from tests.support import archipel_cmd
 
@@ -215,3 +218,51 @@ def test_the_outbox_keeps_a_message_whose_sending_failed(runtime: Runtime) -> No
     assert notify.deliver_pending(runtime.db, notify.sender_for("", runtime.settings.data_dir)) == 1
     with pytest.raises(ValueError, match="no notify sender"):
         notify.sender_for("smtp://mail.example.org", runtime.settings.data_dir)
+
+
+def _log_in(runtime: Runtime, http: TestClient, code: str) -> dict[str, str]:
+    assert http.post("/api/patient/access", json={"code": code}).status_code == 200
+    r = http.post("/api/patient/verify", json={"code": code, "otp": _sent_otp(runtime)})
+    assert r.status_code == 200, r.text
+    return bearer(r.json()["access_token"])
+
+
+def test_a_legal_representative_logs_in_with_their_own_code_and_does_not_see_what_is_hidden_from_them(
+    runtime: Runtime, clock: Clock, http: TestClient
+) -> None:
+    child = SyntheticPatient("PA0001", "ENFANT^Test", "20150101", "F", issuer="SITE-A")
+    archive = Archive(runtime.db, runtime.blobs, runtime.settings.duplicate_policy)
+    shown, hidden = (ct_series(child, 1, key=f"representative/{n}")[0] for n in (1, 2))
+    for ds in (shown, hidden):
+        assert archive.store(to_bytes(ds), source_ae="MODALITY", default_issuer="SITE-A").status == "stored"
+    mark(runtime.db, hidden.StudyInstanceUID, "INVISIBLE_REPRESENTANTS_LEGAUX")
+    with runtime.db.write() as s:
+        own = issue_access_code(
+            s, REF, "email", "a.test@example.org", now=clock.now, valid_for=timedelta(days=9)
+        )
+        parent = issue_access_code(
+            s,
+            REF,
+            "email",
+            "b.test@example.org",
+            now=clock.now,
+            valid_for=timedelta(days=9),
+            holder=LEGAL_REPRESENTATIVE,
+        )
+
+    def studies(headers: dict[str, str]) -> set[str]:
+        r = http.get("/dicom-web/studies", headers=headers)
+        assert r.status_code in (200, 204), r.text
+        return {s["0020000D"]["Value"][0] for s in (r.json() if r.content else [])}
+
+    as_parent = _log_in(runtime, http, parent)
+    assert http.get("/api/auth/me", headers=as_parent).json()["role"] == LEGAL_REPRESENTATIVE
+    assert studies(as_parent) == {shown.StudyInstanceUID}
+    assert studies(_log_in(runtime, http, own)) == {shown.StudyInstanceUID, hidden.StudyInstanceUID}
+
+
+def test_an_access_code_for_an_unknown_kind_of_holder_is_refused(runtime: Runtime, clock: Clock) -> None:
+    with runtime.db.write() as s, pytest.raises(ValueError, match="unknown holder"):
+        issue_access_code(
+            s, REF, "email", "a.test@example.org", now=clock.now, valid_for=timedelta(days=9), holder="x"
+        )

@@ -117,3 +117,31 @@ def test_demo_loads_sites_patients_and_ct_mr_mg_studies(tmp_path: Path) -> None:
     assert (data / "demo-credentials.txt").stat().st_mode & 0o077 == 0
     again = archipel_cmd("demo", data=data)
     assert "0 new instances" in again.stdout
+
+
+def test_users_get_an_alert_address_and_patients_codes_can_be_for_a_legal_representative(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    archipel_cmd(
+        "users", "create", "dr-c", "--role", "treating-doctor", "--email", "dr.c@example.org", data=data
+    )
+    bad = archipel_cmd(
+        "users", "create", "dr-d", "--role", "radiologist", "--email", "nope", data=data, check=False
+    )
+    assert bad.returncode == 2 and "not an e-mail address" in bad.stderr + bad.stdout
+    code = archipel_cmd(
+        "patients", "access-code", "SITE-A", "P1", "--email", "p@example.org", "--representative", data=data
+    )
+    assert "legal representative" in code.stderr + code.stdout
+    engine = create_engine(f"sqlite:///{data / 'index.sqlite'}")
+    with engine.connect() as c:
+        assert (
+            c.execute(text("SELECT email FROM users WHERE username = 'dr-c'")).scalar_one()
+            == "dr.c@example.org"
+        )
+        assert (
+            c.execute(text("SELECT holder FROM patient_access_codes")).scalar_one() == "legal-representative"
+        )
+        assert c.execute(text("SELECT count(*) FROM users WHERE username = 'dr-d'")).scalar_one() == 0
+    engine.dispose()

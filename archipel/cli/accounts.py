@@ -21,6 +21,10 @@ def users_create(
     name: Annotated[str, typer.Argument(help="User name.")],
     role: Annotated[str, typer.Option("--role", help="Role of the account.")],
     site: Annotated[str, typer.Option("--site", help="Organisation / site of the user.")] = "",
+    email: Annotated[
+        str,
+        typer.Option("--email", help="Where alerts reach the user (e.g. break-the-glass on their patients)."),
+    ] = "",
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin.")
     ] = False,
@@ -38,7 +42,7 @@ def users_create(
     uri = ""
     try:
         with rt.db.write() as s:
-            generated = create_user(s, name, role, password, site)
+            generated = create_user(s, name, role, password, site, email)
             user = find_user(s, name)
             if totp and user is not None:
                 uri = mfa.enrol(user, rt.settings.signing_key(), rt.settings.totp_issuer).uri
@@ -97,13 +101,20 @@ def patients_access_code(
     email: Annotated[str, typer.Option("--email", help="Where one-time codes go by e-mail.")] = "",
     phone: Annotated[str, typer.Option("--phone", help="Where one-time codes go by SMS.")] = "",
     days: Annotated[int | None, typer.Option("--days", help="Days the code stays valid.")] = None,
+    representative: Annotated[
+        bool,
+        typer.Option(
+            "--representative",
+            help="For the patient's legal representative, who does not see what is hidden from representatives.",
+        ),
+    ] = False,
     data: DataOpt = None,
 ) -> None:
     """Create a patient's access code and print it once (it is stored only as a salted hash)."""
     from datetime import timedelta
 
     from archipel.platform.db import utcnow
-    from archipel.platform.patient_access import issue_access_code
+    from archipel.platform.patient_access import LEGAL_REPRESENTATIVE, PATIENT, issue_access_code
 
     if bool(email) == bool(phone):
         raise typer.BadParameter("give exactly one of --email or --phone", param_hint="--email/--phone")
@@ -121,9 +132,11 @@ def patients_access_code(
                 now=utcnow(),
                 valid_for=valid,
                 created_by=os.environ.get("USER", "cli"),
+                holder=LEGAL_REPRESENTATIVE if representative else PATIENT,
             )
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    console.print(f"access code for {issuer}/{patient_id}, valid {valid.days} days (shown once):")
+    holder = "their legal representative" if representative else issuer + "/" + patient_id
+    console.print(f"access code for {holder}, valid {valid.days} days (shown once):")
     out.print(code)

@@ -7,6 +7,7 @@ them together), ``oidc`` (an external identity provider) and ``patient_access`` 
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ ROLES = (
 )
 
 _hasher = PasswordHasher()
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}")
 
 
 class User(Base):
@@ -49,6 +51,8 @@ class User(Base):
     totp_secret: Mapped[str] = mapped_column(String(255), default="", server_default="")
     #: The last TOTP time step accepted: a code of this step or an earlier one is a replay.
     totp_last_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Where alerts reach the professional (e.g. a break-the-glass on one of their patients); may be empty.
+    email: Mapped[str] = mapped_column(String(255), default="", server_default="")
 
 
 class AuthError(Exception):
@@ -79,7 +83,9 @@ class Principal:
     method: str = ""
 
 
-def create_user(s: Session, username: str, role: str, password: str | None = None, site: str = "") -> str:
+def create_user(
+    s: Session, username: str, role: str, password: str | None = None, site: str = "", email: str = ""
+) -> str:
     """Create a local account and return its password (generated when not given)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
@@ -91,11 +97,14 @@ def create_user(s: Session, username: str, role: str, password: str | None = Non
         )
     if s.execute(select(User).where(User.username == username)).scalar_one_or_none() is not None:
         raise ValueError(f"user {username!r} exists already")
+    email = email.strip()
+    if email and not _EMAIL.fullmatch(email):
+        raise ValueError(f"{email!r} is not an e-mail address")
     if password is None:
         password = secrets.token_urlsafe(15)
     elif len(password) < 8:
         raise ValueError("passwords have at least 8 characters")
-    s.add(User(username=username, role=role, site=site, password_hash=_hasher.hash(password)))
+    s.add(User(username=username, role=role, site=site, email=email, password_hash=_hasher.hash(password)))
     s.flush()
     return password
 

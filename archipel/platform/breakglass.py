@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform import care, notify
-from archipel.platform.authn import Principal
+from archipel.platform.authn import Principal, User
 from archipel.platform.db import Base, UTCDateTime
 from archipel.platform.identity.models import MasterPatient
 
@@ -103,12 +103,15 @@ def open_access(
     )
     s.add(row)
     s.flush()
+    addresses = dict(
+        s.execute(select(User.username, User.email).where(User.username.in_(alerted), User.email != "")).all()
+    )
     for professional in alerted:
-        # Professionals are reached by their user name: the configured sender maps it to an address.
+        # An account's e-mail address when it has one; else the user name, which the configured sender maps.
         notify.enqueue(
             s,
             "email",
-            professional,
+            addresses.get(professional, professional),
             "Archipel: emergency access to one of your patients",
             f"{principal.subject} ({principal.role}, {principal.site or 'no site'}) opened an emergency access "
             f"to patient record {master_id} at {now.isoformat(timespec='seconds')} until "

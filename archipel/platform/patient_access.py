@@ -37,6 +37,19 @@ EXPIRED_OTP = "one-time code expired; ask for a new one"
 USED_OTP = "one-time code already used; ask for a new one"
 NO_OTP = "no one-time code was requested for this access code"
 
+#: Who may hold an access code (the role of the principal it logs in).
+PATIENT = "patient"
+LEGAL_REPRESENTATIVE = "legal-representative"
+HOLDERS = (PATIENT, LEGAL_REPRESENTATIVE)
+
+
+@dataclass(frozen=True)
+class PatientLogin:
+    """A successful patient log-in: the patient (``ISSUER/PATIENT_ID``) and who holds the code."""
+
+    patient_ref: str
+    holder: str
+
 
 class PatientAccessCode(Base):
     """An access code given to a patient, stored as its public id and a salted hash of its secret."""
@@ -53,6 +66,9 @@ class PatientAccessCode(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_by: Mapped[str] = mapped_column(String(160), default="")
+    #: Who logs in with the code: the patient, or their legal representative (parent, guardian), who does not
+    #: see what is marked INVISIBLE_REPRESENTANTS_LEGAUX.
+    holder: Mapped[str] = mapped_column(String(32), default=PATIENT, server_default=PATIENT)
 
 
 class PatientOneTimeCode(Base):
@@ -109,8 +125,14 @@ def issue_access_code(
     now: datetime,
     valid_for: timedelta,
     created_by: str = "",
+    holder: str = PATIENT,
 ) -> str:
-    """Create an access code for ``patient_ref`` and return it, formatted; it is not stored and shown only once."""
+    """Create an access code for ``patient_ref`` and return it, formatted; it is not stored and shown only once.
+
+    ``holder`` says who will use it: the patient, or their legal representative.
+    """
+    if holder not in HOLDERS:
+        raise ValueError(f"unknown holder {holder!r}; choose one of: {', '.join(HOLDERS)}")
     if "/" not in patient_ref or patient_ref.startswith("/") or patient_ref.endswith("/"):
         raise ValueError("patient_ref is ISSUER/PATIENT_ID")
     if channel not in notify.CHANNELS:
@@ -131,6 +153,7 @@ def issue_access_code(
             created_at=now,
             expires_at=now + valid_for,
             created_by=created_by,
+            holder=holder,
         )
     )
     s.flush()
@@ -228,8 +251,9 @@ def request_one_time_code(
 
 def verify_one_time_code(
     db: Database, code: str, otp: str, *, now: datetime, policy: throttle.Throttle, source: str = ""
-) -> str:
-    """The ``patient_ref`` of an access code whose latest one-time code is ``otp``; the code is used up.
+) -> PatientLogin:
+    """The patient (and who holds the code) of an access code whose latest one-time code is ``otp``; the
+    one-time code is used up.
 
     Raises :class:`AuthError` with the reason; failures count against the code and ``source``.
     """
@@ -257,10 +281,10 @@ def verify_one_time_code(
             if not secret_matches(challenge.code_hash, otp.strip()):
                 raise AuthError(INVALID_OTP)
             challenge.used_at = now
-            ref = row.patient_ref
+            login = PatientLogin(row.patient_ref, row.holder or PATIENT)
         except AuthError as exc:
             error = exc
     if error is not None:
         _fail(db, keys, policy, now)
         raise error
-    return ref
+    return login

@@ -82,13 +82,16 @@ def verify(body: VerifyRequest, request: Request, rt: RuntimeDep) -> dict[str, A
     """Exchange the access code and a fresh one-time code for a patient session token."""
     source = client_address(request)
     try:
-        ref = patient_access.verify_one_time_code(
+        login = patient_access.verify_one_time_code(
             rt.db, body.code, body.otp, now=rt.clock(), policy=throttle_policy(rt.settings), source=source
         )
     except AuthError as exc:
         _denied(rt, request, "patient-login", exc)
         raise auth_http_error(exc, challenge=False) from exc
-    who = Principal(subject=ref, role=PATIENT_ROLE, kind="patient")
+    ref = login.patient_ref
+    # A legal representative logs in as a patient principal with their own role: the policy hides from them
+    # what is marked INVISIBLE_REPRESENTANTS_LEGAUX.
+    who = Principal(subject=ref, role=login.holder, kind="patient")
     audit.record(
         rt.db, who, audit.USER_AUTHENTICATION, "patient-login", patient=ref, source=source, detail=METHOD
     )
