@@ -1,0 +1,35 @@
+"""The Alembic migrations build exactly the schema the models declare, and go down again."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from archipel.migrations import alembic_config, load_models, upgrade
+from archipel.platform.db import Base
+
+
+def test_upgraded_schema_matches_the_models(db_url: str) -> None:
+    upgrade(db_url)
+    load_models()
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata
+            )
+    finally:
+        engine.dispose()
+    assert diff == [], f"models and migrations differ; add a migration for: {diff}"
+
+
+def test_every_migration_goes_down_to_an_empty_schema(db_url: str) -> None:
+    upgrade(db_url)
+    command.downgrade(alembic_config(db_url), "base")
+    engine = create_engine(db_url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
