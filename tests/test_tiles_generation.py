@@ -1,5 +1,5 @@
-"""Missing-level generation: the per-tile (aligned) and region paths give the area average, and a sink gets every
-decoded tile of the levels generation reads, once."""
+"""Missing-level generation: the plan in each pyramid mode, the per-tile (aligned) and region paths give the area
+average, and a sink gets every decoded tile of the levels generation reads, once."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from archipel.tiles import codecs
 from archipel.tiles.downsample import halve
+from archipel.tiles.plan import PyramidMode, plan_pyramid
 from archipel.tiles.planned import complete
 from archipel.tiles.pyramid import Codec, Level, RawTile, Size
 from archipel.tiles.region import read_region
@@ -48,6 +49,39 @@ def _image(width: int, height: int, seed: int) -> np.ndarray:
 def _whole(pyramid: object, level: int) -> np.ndarray:
     lv = pyramid.levels[level]  # type: ignore[attr-defined]
     return read_region(pyramid, level, 0, 0, lv.size.width, lv.size.height)  # type: ignore[arg-type]
+
+
+def _aperio_levels() -> list[Level]:
+    """Levels 1, 1/4, 1/16 of a 9,000 x 7,000 scan in 256 px tiles, as an Aperio scanner stores them."""
+    sizes = [(9000, 7000), (2250, 1750), (562, 437)]
+    return [Level(i, Size(w, h), Size(256, 256), 9000 / w) for i, (w, h) in enumerate(sizes)]
+
+
+def test_full_mode_plans_every_factor_2_level_and_stored_mode_only_those_below_the_smallest_stored() -> None:
+    levels = _aperio_levels()
+    full = plan_pyramid(levels, mode=PyramidMode.FULL)
+    assert [(lv.size.width, lv.source_level) for lv in full.levels] == [
+        (9000, 0),
+        (4500, None),
+        (2250, 1),
+        (1125, None),
+        (562, 2),
+        (281, None),
+        (141, None),
+    ]
+    stored = plan_pyramid(levels, mode=PyramidMode.STORED)
+    assert [(lv.index, lv.size.width, lv.source_level) for lv in stored.levels] == [
+        (0, 9000, 0),
+        (1, 2250, 1),
+        (2, 562, 2),
+        (3, 281, None),
+        (4, 141, None),
+    ]
+    assert stored.levels[1].downsample == 4.0 and stored.levels[-1].tile == Size(256, 256)
+    assert stored.tiles_to_generate == 2 + 1
+    # A stored level that already fits in one tile ends the pyramid: nothing is generated below it.
+    small = [Level(0, Size(1000, 800), Size(256, 256), 1.0), Level(1, Size(250, 200), Size(256, 256), 4.0)]
+    assert plan_pyramid(small, mode=PyramidMode.STORED).generated == ()
 
 
 def test_levels_generated_tile_by_tile_equal_the_area_average_of_the_level_above_at_odd_edges() -> None:

@@ -21,6 +21,7 @@ from ome_zarr.reader import Multiscales, Reader
 from archipel.wsi.sources import open_slide
 from archipel.wsi.synthetic import write_svs
 from tests.support import ArchipelServer, wait_until
+from tests.test_wsi_dicom import frames_of, unpadded
 
 
 def _convert(*args: str) -> subprocess.CompletedProcess[str]:
@@ -80,6 +81,35 @@ def test_convert_writes_dicom_wsi_and_ome_zarr_with_progress(small_svs: Path, tm
     broken.write_bytes(small_svs.read_bytes()[:20000])
     failed = _convert(str(broken), "--out", str(tmp_path / "y"))
     assert failed.returncode == 2 and "truncated" in failed.stderr
+
+
+def test_stored_pyramid_mode_passes_the_stored_levels_through_and_generates_only_below_them(
+    tmp_path: Path,
+) -> None:
+    # 128 px tiles, so that the smallest stored level (1/16) still spans two tiles and one level is generated.
+    src = write_svs(tmp_path / "slide.svs", 2600, 1800, tile=128, seed=5)
+    out = tmp_path / "out"
+    done = _convert(str(src), "--out", str(out), "--format", "both", "--pyramid", "stored")
+    assert done.returncode == 0, done.stderr
+    assert "4 levels (1 generated)" in done.stdout
+    with open_slide(src) as source:
+        stored = [(lv.size.width, lv.size.height) for lv in source.levels]
+        assert len(stored) == 3
+        for level in source.levels:
+            frames = frames_of(out / "dicom" / f"level-{level.index}.dcm")
+            assert len(frames) == level.tile_count
+            for k, frame in enumerate(frames):
+                raw = source.read_raw_tile(level.index, k % level.grid.width, k // level.grid.width)
+                assert raw is not None and unpadded(frame, raw.data) == raw.data, (level.index, k)
+    smallest = stored[-1]
+    expected = [*stored, ((smallest[0] + 1) // 2, (smallest[1] + 1) // 2)]
+    with wsidicom.WsiDicom.open(out / "dicom") as wsi:
+        assert [(lv.size.width, lv.size.height) for lv in wsi.levels] == expected
+        assert wsi.read_region((0, 0), len(expected) - 1, (64, 64)) is not None
+    root = zarr.open_group(str(out / "slide.zarr"), mode="r")
+    assert [root[str(i)].shape[1:] for i in range(len(expected))] == [(h, w) for w, h in expected]
+    bad = _convert(str(src), "--out", str(tmp_path / "x"), "--pyramid", "some")
+    assert bad.returncode == 2 and "--pyramid must be full or stored" in bad.stderr
 
 
 def test_a_conversion_killed_mid_way_completes_when_run_again(tmp_path: Path) -> None:

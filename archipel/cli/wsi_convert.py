@@ -38,6 +38,13 @@ def convert_cmd(
     slide: SlideArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (dicom/ and slide.zarr inside).")],
     fmt: Annotated[str, typer.Option("--format", help="dicom, zarr or both.")] = "both",
+    pyramid: Annotated[
+        str,
+        typer.Option(
+            "--pyramid",
+            help="full: every factor-2 level; stored: the source's levels as they are, and only those below them.",
+        ),
+    ] = "full",
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Threads (default: one per core).")
     ] = None,
@@ -57,17 +64,23 @@ def convert_cmd(
 
     Restartable: after a crash, run the same command again; only what was not finished is redone.
     """
+    from archipel.tiles.plan import PyramidMode
     from archipel.wsi.convert import ConversionError, ConvertOptions, OutputFormat, convert
 
     try:
         formats = OutputFormat(fmt.lower())
     except ValueError:
         raise fail(f"--format must be dicom, zarr or both, not {fmt!r}") from None
+    try:
+        mode = PyramidMode(pyramid.lower())
+    except ValueError:
+        raise fail(f"--pyramid must be full or stored, not {pyramid!r}") from None
     if not slide.exists():
         raise fail(f"{slide}: no such file")
     meta = _metadata(out_dir, patient_id, issuer, accession, container_id or slide.stem, stain)
     options = ConvertOptions(
         formats=formats,
+        pyramid=mode,
         workers=workers,
         include_label=not no_label,
         max_instance_bytes=max_instance_mb << 20 if max_instance_mb else None,

@@ -24,7 +24,7 @@ import numpy as np
 from archipel.tiles import codecs
 from archipel.tiles.bands import Progress, run_in_bands
 from archipel.tiles.downsample import halve
-from archipel.tiles.plan import PlannedLevel, PyramidPlan, plan_pyramid
+from archipel.tiles.plan import PlannedLevel, PyramidMode, PyramidPlan, plan_pyramid
 from archipel.tiles.pyramid import Codec, Level, Pyramid, RawTile, Size
 from archipel.tiles.region import read_region
 from archipel.tiles.scratch import TileScratch
@@ -222,6 +222,9 @@ class PlannedPyramid:
         self._scratch.put((planned.index, col, row), raw.data)
 
 
-def complete(source: Pyramid, tile: Size | None = None, **options: object) -> PlannedPyramid:
-    """``source`` completed with its missing factor-2 levels (see :class:`PlannedPyramid` for ``options``)."""
-    return PlannedPyramid(source, plan_pyramid(source.levels, tile), **options)  # type: ignore[arg-type]
+def complete(
+    source: Pyramid, tile: Size | None = None, mode: PyramidMode = PyramidMode.FULL, **options: object
+) -> PlannedPyramid:
+    """``source`` completed to the plan of ``mode`` (every factor-2 level, or the stored ones and those below them;
+    see :mod:`archipel.tiles.plan`). :class:`PlannedPyramid` takes ``options``."""
+    return PlannedPyramid(source, plan_pyramid(source.levels, tile, mode), **options)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from archipel.tiles.plan import PyramidMode
 from archipel.tiles.planned import PlannedPyramid, complete
 from archipel.tiles.pyramid import Pyramid
 from archipel.wsi import dicom
@@ -58,9 +59,14 @@ class OutputFormat(StrEnum):
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """How to convert: formats, worker threads, the instance size cap, and whether the label image is kept."""
+    """How to convert: formats, which levels, workers, the instance size cap, and whether the label image is kept.
+
+    ``pyramid``: ``full`` writes every factor-2 level (what the platform's job does: a viewer gets every step);
+    ``stored`` keeps the source's levels as they are and generates only the levels below its smallest one.
+    """
 
     formats: OutputFormat = OutputFormat.BOTH
+    pyramid: PyramidMode = PyramidMode.FULL
     workers: int | None = None
     max_instance_bytes: int | None = None
     include_label: bool = True
@@ -178,7 +184,12 @@ def convert(
     except SlideError as exc:
         raise ConversionError(exc.reason) from exc
     try:
-        with source, complete(source, workers=options.workers, quality=options.quality) as pyramid:
+        with (
+            source,
+            complete(
+                source, mode=options.pyramid, workers=options.workers, quality=options.quality
+            ) as pyramid,
+        ):
             _describe(report, source, pyramid)
             metadata = meta(source) if callable(meta) else meta
             total = pyramid.plan.tiles_to_generate * (want_dicom or want_zarr)
