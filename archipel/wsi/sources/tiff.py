@@ -117,6 +117,9 @@ class TiffSlide(SlideSource):
                 raise SlideError("no tissue levels: the TIFF has no tiled RGB image", path.name)
             self._meta = self._metadata(pages[0])
             self._tiff_levels = tuple(self._read_level(i, p, pages[0]) for i, p in enumerate(pages))
+            # Computed once: every tile read checks its address against them.
+            self._levels = tuple(tl.level for tl in self._tiff_levels)
+            self._grids = tuple(lv.grid for lv in self._levels)
             self._associated = self._find_associated()
             self._check_extent()
         except BaseException:
@@ -267,7 +270,7 @@ class TiffSlide(SlideSource):
 
     @property
     def levels(self) -> Sequence[Level]:
-        return tuple(tl.level for tl in self._tiff_levels)
+        return self._levels
 
     @property
     def mpp(self) -> tuple[float, float] | None:
@@ -288,10 +291,18 @@ class TiffSlide(SlideSource):
     def can_pass_through(self, level: int) -> bool:
         return self._tiff_levels[level].level.codec in _PASS_THROUGH
 
+    def _tile_index(self, level: int, col: int, row: int) -> int:
+        """The tile's index in its level's TIFF tile list; ``IndexError`` if the level or tile does not exist."""
+        if 0 <= level < len(self._grids):
+            grid = self._grids[level]
+            if 0 <= col < grid.width and 0 <= row < grid.height:
+                return row * grid.width + col
+        self._check_tile(level, col, row)  # raises the IndexError that says what is out of range
+        raise AssertionError("unreachable: the tile was out of range")
+
     def _stored(self, level: int, col: int, row: int) -> tuple[_TiffLevel, bytes]:
-        lv = self._check_tile(level, col, row)
+        index = self._tile_index(level, col, row)
         tl = self._tiff_levels[level]
-        index = row * lv.grid.width + col
         count = tl.counts[index]
         data = os.pread(self._fd, count, tl.offsets[index]) if count else b""
         if len(data) != count:
@@ -321,7 +332,7 @@ class TiffSlide(SlideSource):
             if lv.codec in _PASS_THROUGH:
                 pixels = codecs.decode_raw(RawTile(self._complete(tl, data), lv.codec, lv.photometric))
             else:
-                decoded, _, _ = tl.page.decode(data, row * lv.grid.width + col, jpegtables=tl.tables)
+                decoded, _, _ = tl.page.decode(data, self._tile_index(level, col, row), jpegtables=tl.tables)
                 if decoded is None:
                     return codecs.blank(lv.tile)
                 pixels = codecs.as_rgb(np.asarray(decoded).reshape(decoded.shape[-3:]))
