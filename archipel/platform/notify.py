@@ -5,8 +5,8 @@ Once sent, its body is blanked in the outbox, so one-time codes do not linger in
 message id and channel only, never the recipient or the body.
 
 Senders are chosen by URL scheme (``notify_url``): empty or ``file://DIR`` writes one file per message (the
-default, in DATA/outbox, mode 0600). Other schemes (SMTP, an SMS gateway) register with
-:func:`register_sender`.
+default, in DATA/outbox, mode 0600); ``smtp(s)://`` and ``http(s)://`` (an SMS gateway) are in
+``notify_senders``; other schemes register with :func:`register_sender`.
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ def sender_for(url: str, data_dir: Path) -> Sender:
     """The sender configured by ``url`` (empty: files in ``data_dir/outbox``)."""
     if not url:
         return FileSender(data_dir / "outbox")
+    # The platform's own network senders (SMTP, webhook) register themselves on import.
+    from archipel.platform import notify_senders  # noqa: F401
+
     scheme = urlparse(url).scheme
     factory = _factories.get(scheme)
     if factory is None:
