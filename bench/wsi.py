@@ -1,24 +1,28 @@
-"""Slide conversion beside its peers, on the same generated slides in one run.
+"""Slide conversion beside its peers, on the same generated slides in one run, like compared with like.
 
 Two Aperio-style SVS slides are generated with the synthetic generator (streamed, never whole in memory): a
 20,000 x 16,000 one and an 80,000 x 60,000 one (``--quick``: the small one only), both with JPEG tiles and levels
 1, 1/4, 1/16 as a scanner stores them. Then, for each slide, wall time and peak RSS of:
 
-- DICOM WSI: ``archipel wsi convert --format dicom`` against ``OrthancWSIDicomizer`` (Debian orthanc-wsi,
-  ``--threads`` = cores; as is, and with ``--pyramid=1`` which rebuilds the full pyramid) and against
-  ``wsidicomizer`` (PyPI; as is, and with ``--add-missing-levels``);
-- OME-Zarr: ``archipel wsi convert --format zarr`` against ``vips dzsave`` (libvips-tools), which decodes and
-  re-encodes the whole pyramid as a Deep Zoom tile tree.
+- DICOM WSI, copying the stored levels: ``archipel wsi convert --format dicom --pyramid stored`` (the stored
+  levels pass through, only the levels below 1/16 are generated) against ``OrthancWSIDicomizer`` and
+  ``wsidicomizer`` as they are (both copy the stored levels, and add nothing or only small levels);
+- DICOM WSI, building every factor-2 level: ``archipel wsi convert --format dicom --pyramid full`` (1/2, 1/8,
+  1/32... generated from the level above, the stored ones passed through) against ``OrthancWSIDicomizer
+  --pyramid=1`` (Debian orthanc-wsi, ``--threads`` = cores) and ``wsidicomizer --add-missing-levels`` (PyPI);
+- OME-Zarr: ``archipel wsi convert --format zarr`` (full pyramid) against ``vips dzsave`` (libvips-tools), which
+  decodes and re-encodes the whole pyramid as a Deep Zoom tile tree.
 
-Each tool runs as a child process; peak RSS is the child's ``ru_maxrss`` from ``wait4``, CPU is its user + system
-time (a steadier figure than wall time on a shared machine), and the load average is read before each run. Ratios
-are peer / Archipel (time: above 1 means Archipel is faster; memory: above 1 means Archipel uses less). Figures go
-in ``docs/performance.md``.
+Each peer's ratios are against the Archipel run that does the same work (column "against"). Each tool runs as a
+child process; peak RSS is the child's ``ru_maxrss`` from ``wait4``, CPU is its user + system time (a steadier
+figure than wall time on a shared machine), and the load average is read before each run. Ratios are
+peer / Archipel (time: above 1 means Archipel is faster; memory: above 1 means Archipel uses less). Figures go in
+``docs/performance.md``.
 
-``--memory`` adds the issue's memory case: a 100,000 x 100,000 slide converted by Archipel alone to both formats
-(goal: under 1.5 GB peak RSS).
+``--memory`` adds the issue's memory case: a 100,000 x 100,000 slide converted by Archipel alone to both formats,
+full pyramid (goal: under 1.5 GB peak RSS).
 
-    python bench/wsi.py [--quick] [--memory] [--keep DIR] [--workers N]
+    python bench/wsi.py [--quick] [--memory] [--keep DIR] [--workers N] [--tools NAME,...]
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class Run:
     note: str = ""
     cpu: float = 0.0
     load: float = 0.0
+    #: The Archipel tool this one is compared with (empty for Archipel's own runs).
+    against: str = ""
 
 
 def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
@@ -82,21 +88,22 @@ def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
     )
 
 
-def tools(src: Path, out: Path, workers: int) -> list[tuple[str, str, list[str]]]:
-    """(target, tool, command) for every tool measured on ``src``."""
+#: The Archipel runs, by the peers' work they match.
+FULL, STORED = "archipel --pyramid full", "archipel --pyramid stored"
+
+#: (target, tool, command, the Archipel tool it is compared with)
+Tool = tuple[str, str, list[str], str]
+
+
+def tools(src: Path, out: Path, workers: int) -> list[Tool]:
+    """Every tool measured on ``src``, each with the Archipel run that does the same work."""
     archipel = [sys.executable, "-m", "archipel.cli", "wsi", "convert", str(src), "--workers", str(workers)]
-    runs = [
-        ("dicom", "archipel", [*archipel, "--out", str(out), "--format", "dicom"]),
-        (
-            "dicom",
-            "OrthancWSIDicomizer",
-            ["OrthancWSIDicomizer", f"--threads={workers}", f"--folder={out}", str(src)],
-        ),
-        (
-            "dicom",
-            "OrthancWSIDicomizer --pyramid=1",
-            ["OrthancWSIDicomizer", f"--threads={workers}", "--pyramid=1", f"--folder={out}", str(src)],
-        ),
+    orthanc = ["OrthancWSIDicomizer", f"--threads={workers}", f"--folder={out}"]
+    runs: list[Tool] = [
+        ("dicom", STORED, [*archipel, "--out", str(out), "--format", "dicom", "--pyramid", "stored"], ""),
+        ("dicom", "OrthancWSIDicomizer", [*orthanc, str(src)], STORED),
+        ("dicom", FULL, [*archipel, "--out", str(out), "--format", "dicom", "--pyramid", "full"], ""),
+        ("dicom", "OrthancWSIDicomizer --pyramid=1", [*orthanc, "--pyramid=1", str(src)], FULL),
     ]
     # wsidicomizer pins an older wsidicom than Archipel's, so it lives in a venv of its own (make bench makes it).
     candidates = [ROOT / ".venv-peers" / "bin" / "wsidicomizer", Path(sys.executable).parent / "wsidicomizer"]
@@ -104,15 +111,16 @@ def tools(src: Path, out: Path, workers: int) -> list[tuple[str, str, list[str]]
     if wsidicomizer:
         base = [wsidicomizer, "-i", str(src), "-o", str(out), "--workers", str(workers)]
         runs += [
-            ("dicom", "wsidicomizer", base),
-            ("dicom", "wsidicomizer --add-missing-levels", [*base, "--add-missing-levels"]),
+            ("dicom", "wsidicomizer", base, STORED),
+            ("dicom", "wsidicomizer --add-missing-levels", [*base, "--add-missing-levels"], FULL),
         ]
     runs += [
-        ("zarr", "archipel", [*archipel, "--out", str(out), "--format", "zarr"]),
+        ("zarr", FULL, [*archipel, "--out", str(out), "--format", "zarr", "--pyramid", "full"], ""),
         (
             "zarr",
             "vips dzsave",
             ["vips", "dzsave", str(src), str(out / "slide"), "--tile-size", "256", "--overlap", "0"],
+            FULL,
         ),
     ]
     return runs
@@ -131,6 +139,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers", type=int, default=default_workers(), help="Threads for every tool (cores)."
+    )
+    parser.add_argument(
+        "--tools",
+        default="",
+        help="Only the tools whose name contains one of these comma-separated words (e.g. archipel,vips).",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="archipel-bench-wsi-"))
@@ -152,14 +165,16 @@ def main() -> None:
             runs = tools(src, work / "out", args.workers)
             if (case, (width, height)) == MEMORY_CASE:
                 archipel = runs[0][2][: runs[0][2].index("--format")]
-                runs = [("both", "archipel", [*archipel, "--format", "both"])]
-            for target, tool, cmd in runs:
+                runs = [("both", FULL, [*archipel, "--format", "both", "--pyramid", "full"], "")]
+            wanted = [w for w in args.tools.split(",") if w]
+            runs = [r for r in runs if not wanted or any(w in r[1] for w in wanted)]
+            for target, tool, cmd, against in runs:
                 load = os.getloadavg()[0]
                 seconds, rss, ok, note, cpu = measure(cmd, work / "out")
-                results.append(Run(case, target, tool, seconds, rss, ok, note, cpu, load))
+                results.append(Run(case, target, tool, seconds, rss, ok, note, cpu, load, against))
                 state = "" if ok else f"  FAILED: {note}"
                 print(
-                    f"{case:11} {target:6} {tool:34} {seconds:8.1f} s {cpu:8.1f} cpu-s {rss:8.0f} MiB"
+                    f"{case:11} {target:6} {tool:35} {seconds:8.1f} s {cpu:8.1f} cpu-s {rss:8.0f} MiB"
                     f"  load {load:4.1f}{state}",
                     flush=True,
                 )
@@ -169,23 +184,28 @@ def main() -> None:
 
 
 def report(results: list[Run], workers: int) -> None:
-    """The results as a Markdown table with ratios against Archipel's run on the same case and target."""
+    """The results as a Markdown table, each peer with its ratios against the Archipel run doing the same work."""
     print(f"\n{workers} threads per tool; ratio = peer / Archipel (above 1: Archipel faster / leaner)\n")
-    print("| slide | output | tool | wall s | CPU s | peak RSS MiB | time ratio | memory ratio | load |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| slide | output | tool | wall s | CPU s | peak RSS MiB | against "
+        "| time ratio | CPU ratio | memory ratio | load |"
+    )
+    print("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for run in results:
         ours = next(
-            (r for r in results if (r.case, r.target, r.tool) == (run.case, run.target, "archipel")), None
+            (r for r in results if (r.case, r.target, r.tool) == (run.case, run.target, run.against)), None
         )
-        if ours is None or not run.ok:
-            ratio_t = ratio_m = "-"
+        if ours is None or not (run.ok and ours.ok):
+            ratio_t = ratio_c = ratio_m = "-"
         else:
             ratio_t = f"{run.seconds / ours.seconds:.2f}"
+            ratio_c = f"{run.cpu / ours.cpu:.2f}" if ours.cpu else "-"
             ratio_m = f"{run.rss_mb / ours.rss_mb:.2f}"
         wall = f"{run.seconds:.1f}" if run.ok else f"failed ({run.note[:60]})"
+        against = run.against.removeprefix("archipel ") if run.against else ""
         print(
-            f"| {run.case} | {run.target} | {run.tool} | {wall} | {run.cpu:.1f} | {run.rss_mb:.0f} | {ratio_t} "
-            f"| {ratio_m} | {run.load:.1f} |"
+            f"| {run.case} | {run.target} | {run.tool} | {wall} | {run.cpu:.1f} | {run.rss_mb:.0f} | {against} "
+            f"| {ratio_t} | {ratio_c} | {ratio_m} | {run.load:.1f} |"
         )
 
 
