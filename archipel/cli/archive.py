@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import select
 
 from archipel.cli.common import DataOpt, app, console, out, setup
 
@@ -38,6 +37,8 @@ def nodes_add(
     data: DataOpt = None,
 ) -> None:
     """Register a DICOM node (or update its port, site and scope)."""
+    from sqlalchemy import select
+
     from archipel.radiology.models import DicomNode
 
     if not 0 < len(ae_title.strip()) <= 16 or "\\" in ae_title:
@@ -61,6 +62,8 @@ def nodes_add(
 @nodes_app.command("list")
 def nodes_list(data: DataOpt = None) -> None:
     """List the registered DICOM nodes."""
+    from sqlalchemy import select
+
     from archipel.radiology.models import DicomNode
 
     rt = setup(data)

@@ -6,13 +6,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from archipel.platform import settings as settings_mod
-from archipel.platform.runtime import Runtime, get_runtime, reset_runtime
+if TYPE_CHECKING:
+    from archipel.platform.runtime import Runtime
 
 app = typer.Typer(help="Archipel regional imaging platform.", no_args_is_help=True, add_completion=False)
 
@@ -27,7 +27,11 @@ DataOpt = Annotated[
 
 def setup(data: Path | None, **overrides: Any) -> Runtime:
     """Apply the command-line settings, bring the schema up to date, and return the runtime."""
+    # Imported here, not at the top: settings and the runtime pull in pydantic-settings and SQLAlchemy (about
+    # half a second), which ``archipel --help`` and the commands that need no database should not pay for.
     from archipel.migrations import upgrade
+    from archipel.platform import settings as settings_mod
+    from archipel.platform.runtime import get_runtime, reset_runtime
 
     values = {k: v for k, v in overrides.items() if v is not None}
     if data is not None:

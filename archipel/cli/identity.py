@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import select
 
 from archipel.cli.common import DataOpt, app, console, out, setup
 
@@ -127,6 +126,8 @@ def identity_links(
 ) -> None:
     """One row per local identity: issuer, local_id, master_id, status, score."""
     import csv as csv_mod
+
+    from sqlalchemy import select
 
     from archipel.platform.identity.models import LocalIdentity
 
