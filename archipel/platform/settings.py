@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     wsi_max_instance_mb: int = Field(default=256, ge=1)
     #: Largest slide accepted by upload (GiB).
     wsi_max_upload_gb: int = Field(default=64, ge=1)
+    #: In-process cache of encoded tiles, per API worker (MiB; 0 disables it).
+    tiles_cache_mb: int = Field(default=256, ge=0)
+    #: Seconds a tile-access decision is remembered per session and slide (revocation takes effect within it).
+    tiles_grant_seconds: float = Field(default=60.0, ge=0)
 
     @classmethod
     def settings_customise_sources(
