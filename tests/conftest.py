@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from archipel.migrations import upgrade
 from archipel.platform import settings as settings_mod
@@ -14,6 +15,7 @@ from archipel.platform.jobs import reset_celery
 from archipel.platform.runtime import Runtime, get_runtime, reset_runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.samples import SyntheticPatient
+from tests.auth_helpers import Clock, client
 from tests.support import ArchipelServer, create_pg_database, postgres_available
 
 _PG = postgres_available()
@@ -48,6 +50,21 @@ def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
     finally:
         reset_runtime()
         forget_databases()
+
+
+@pytest.fixture
+def clock(runtime: Runtime) -> Clock:
+    """The runtime's clock, set to a fixed start and moved by hand by the test."""
+    c = Clock()
+    runtime.clock = c
+    return c
+
+
+@pytest.fixture
+def http(runtime: Runtime) -> Iterator[TestClient]:
+    """The application in this process, over HTTPS, on the test's runtime."""
+    with client() as c:
+        yield c
 
 
 @pytest.fixture
