@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pyotp
@@ -11,20 +10,7 @@ from fastapi.testclient import TestClient
 
 from archipel.platform import throttle
 from archipel.platform.runtime import Runtime
-from tests.auth_helpers import Clock, bearer, client, denied_events, login, make_account
-
-
-@pytest.fixture
-def clock(runtime: Runtime) -> Clock:
-    c = Clock()
-    runtime.clock = c
-    return c
-
-
-@pytest.fixture
-def http(runtime: Runtime) -> Iterator[TestClient]:
-    with client() as c:
-        yield c
+from tests.auth_helpers import Clock, bearer, denied_events, login, make_account
 
 
 def test_login_needs_the_totp_code_and_succeeds_with_it(

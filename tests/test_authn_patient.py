@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,23 +16,10 @@ from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.samples import SyntheticPatient, ct_series, to_bytes
 from tests.access_support import mark
-from tests.auth_helpers import Clock, bearer, client, denied_events
+from tests.auth_helpers import Clock, bearer, denied_events
 from tests.support import archipel_cmd
 
 REF = "SITE-A/PA0001"
-
-
-@pytest.fixture
-def clock(runtime: Runtime) -> Clock:
-    c = Clock()
-    runtime.clock = c
-    return c
-
-
-@pytest.fixture
-def http(runtime: Runtime) -> Iterator[TestClient]:
-    with client() as c:
-        yield c
 
 
 def _code(runtime: Runtime, clock: Clock, days: int = 90) -> str:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated
 
 import jwt
-import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
@@ -15,20 +13,7 @@ from archipel.platform import sessions
 from archipel.platform.authn import Principal
 from archipel.platform.http import require_recent_auth
 from archipel.platform.runtime import Runtime
-from tests.auth_helpers import Account, Clock, bearer, client, denied_events, login, make_account
-
-
-@pytest.fixture
-def clock(runtime: Runtime) -> Clock:
-    c = Clock()
-    runtime.clock = c
-    return c
-
-
-@pytest.fixture
-def http(runtime: Runtime) -> Iterator[TestClient]:
-    with client() as c:
-        yield c
+from tests.auth_helpers import Account, Clock, bearer, denied_events, login, make_account
 
 
 def _token(http: TestClient, account: Account, clock: Clock) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
 
 from archipel.platform.runtime import Runtime
@@ -12,19 +9,6 @@ from tests.auth_helpers import Account, Clock, client, denied_events, make_accou
 
 SESSION = "__Host-archipel-session"
 CSRF = "__Host-archipel-csrf"
-
-
-@pytest.fixture
-def clock(runtime: Runtime) -> Clock:
-    c = Clock()
-    runtime.clock = c
-    return c
-
-
-@pytest.fixture
-def http(runtime: Runtime) -> Iterator[TestClient]:
-    with client() as c:
-        yield c
 
 
 def _browser_login(http: TestClient, account: Account, clock: Clock) -> str:

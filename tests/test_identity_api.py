@@ -25,13 +25,6 @@ from tests.test_identity_archive import dicom
 
 
 @pytest.fixture
-def clock(runtime: Runtime) -> Clock:
-    c = Clock()
-    runtime.clock = c
-    return c
-
-
-@pytest.fixture
 def http(runtime: Runtime) -> Iterator[TestClient]:
     store.forget_indexes()
     feed.forget_feeds()
