@@ -14,7 +14,9 @@ from archipel.platform.access import AccessDenied
 from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
 from archipel.radiology import confidentiality_api, dicomweb, patients_api
+from archipel.tiles import api as tiles_api
 from archipel.wsi import api as wsi_api
+from archipel.wsi import tile_source
 
 log = logging.getLogger("archipel.http")
 
@@ -38,6 +40,8 @@ def create_app() -> FastAPI:
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)
+    tile_source.install()
+    app.include_router(tiles_api.router)
 
     @app.get("/", include_in_schema=False)
     def _home() -> RedirectResponse:
