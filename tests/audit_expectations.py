@@ -302,6 +302,18 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/api/slides/{slide_id}/retry"): Audited(
         "POST", "/api/slides/unknown/retry", (), user="auditor", status=404
     ),
+    # --- tile service (owner: tiles): opening a slide is audited; its tiles are checked (cached grant), not audited
+    ("GET", "/tiles/{slide_id}.dzi"): Audited("GET", "/tiles/unknown.dzi", (), user="auditor", status=404),
+    ("GET", "/tiles/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg"): NotPatientData(
+        "tile pixels; the open (.dzi / info.json) is audited; tested in test_tiles_service"
+    ),
+    ("GET", "/iiif/{slide_id}"): NotPatientData("redirect to the image's info.json"),
+    ("GET", "/iiif/{slide_id}/info.json"): Audited(
+        "GET", "/iiif/unknown/info.json", (), user="auditor", status=404
+    ),
+    ("GET", "/iiif/{slide_id}/{region}/{size}/{rotation}/{quality_format}"): NotPatientData(
+        "image pixels; the open (.dzi / info.json) is audited; tested in test_tiles_service"
+    ),
     # --- access-control records (owner: access): unknown ids or the auditor, so no other entry's data changes ---
     ("GET", "/api/patients/{master_id}/consent"): Audited(
         "GET",
