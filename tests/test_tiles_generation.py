@@ -3,18 +3,24 @@ average, and a sink gets every decoded tile of the levels generation reads, once
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from archipel.tiles import codecs
 from archipel.tiles.downsample import halve
 from archipel.tiles.plan import PyramidMode, plan_pyramid
-from archipel.tiles.planned import complete
+from archipel.tiles.planned import PlannedPyramid, complete
 from archipel.tiles.pyramid import Codec, Level, RawTile, Size
 from archipel.tiles.region import read_region
+from archipel.wsi.sources import open_slide
+from archipel.wsi.synthetic import write_svs
 
 
 class ArrayPyramid:
@@ -139,3 +145,31 @@ def test_a_sink_gets_every_decoded_tile_of_the_levels_generation_reads_once() ->
             assert np.array_equal(tile, pyramid.read_tile(level, col, row))
         # Generated already: a second call has nothing to hand over.
         assert pyramid.generate(sink=sink) == frozenset()
+
+
+def test_levels_made_in_worker_processes_are_the_same_tiles_as_made_in_threads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Odd size: edge tiles on every level; 128 px tiles so that the stored levels are several tiles wide.
+    svs = write_svs(tmp_path / "slide.svs", 1500, 1100, tile=128, seed=6)
+    caplog.set_level(logging.INFO, logger="archipel.tiles.planned")
+    with open_slide(svs) as source:
+        by_threads = PlannedPyramid(source, workers=1)
+        by_processes = PlannedPyramid(
+            source, workers=2, reopen=functools.partial(open_slide, svs), process_min_tiles=1
+        )
+        with by_threads, by_processes:
+            by_threads.generate()
+            done: list[int] = []
+            by_processes.generate(done.append)
+            assert sum(done) == by_processes.plan.tiles_to_generate
+            made = [r.getMessage() for r in caplog.records if "event=level_generate" in r.getMessage()]
+            # Below stored levels in processes; below a generated level (read from the scratch file) in threads.
+            assert any("in=processes" in m for m in made) and any("in=threads" in m for m in made)
+            for planned in by_threads.plan.generated:
+                for row in range(planned.grid.height):
+                    for col in range(planned.grid.width):
+                        ours = by_processes.read_raw_tile(planned.index, col, row)
+                        theirs = by_threads.read_raw_tile(planned.index, col, row)
+                        assert ours is not None and theirs is not None
+                        assert ours.data == theirs.data, (planned.index, col, row)

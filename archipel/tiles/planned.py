@@ -22,14 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from archipel.tiles import codecs
-from archipel.tiles.bands import Progress, run_in_bands
-from archipel.tiles.downsample import halve
+from archipel.tiles.bands import Progress, default_workers, run_in_bands
+from archipel.tiles.downsample import halve, halved_tile
 from archipel.tiles.plan import PlannedLevel, PyramidMode, PyramidPlan, plan_pyramid
+from archipel.tiles.processes import LevelJob, LevelPool, Reopen, processes_allowed
 from archipel.tiles.pyramid import Codec, Level, Pyramid, RawTile, Size
 from archipel.tiles.region import read_region
 from archipel.tiles.scratch import TileScratch
 
 log = logging.getLogger(__name__)
+
+#: Below this many tiles in the level above, starting worker processes costs more than it saves.
+PROCESS_MIN_TILES = 1024
 
 #: ``sink(level, col, row, pixels)``: a decoded tile, as :meth:`PlannedPyramid.read_tile` gives it. Called from
 #: worker threads, once per tile.
@@ -42,6 +46,11 @@ class PlannedPyramid:
     Stored levels delegate to ``source`` (raw tiles pass through unchanged). Generated levels are encoded in
     ``codec``/``photometric`` at ``quality``. Call :meth:`generate` to compute them up front with progress;
     otherwise the first read of a generated level computes it (and the levels it depends on). Thread-safe.
+
+    With ``reopen`` (a picklable callable that opens the same source again) and more than one worker,
+    :meth:`generate` makes each level below a stored level of at least ``process_min_tiles`` tiles in worker
+    processes (:mod:`archipel.tiles.processes`), unless a sink wants that level's decoded tiles; other levels use
+    threads.
     """
 
     def __init__(
@@ -54,6 +63,8 @@ class PlannedPyramid:
         photometric: str = "YBR_FULL_422",
         workers: int | None = None,
         scratch_dir: Path | None = None,
+        reopen: Reopen | None = None,
+        process_min_tiles: int = PROCESS_MIN_TILES,
     ) -> None:
         if not 1 <= quality <= 100:
             raise ValueError(f"quality must be 1-100, got {quality}")
@@ -63,6 +74,9 @@ class PlannedPyramid:
         self.codec = codec
         self.photometric = photometric
         self.workers = workers
+        self.reopen = reopen
+        self.process_min_tiles = process_min_tiles
+        self._pool: LevelPool | None = None
         self._scratch = TileScratch(scratch_dir)
         self._done = [not lv.generated for lv in self.plan.levels]
         self._locks = [threading.Lock() for _ in self.plan.levels]
@@ -107,9 +121,31 @@ class PlannedPyramid:
         ``progress`` too. Returns the indexes of those levels (none when the levels were generated before).
         """
         covered: set[int] = set()
-        for planned in self.plan.generated:
-            self._ensure(planned.index, progress, sink, covered)
+        workers = self.workers or default_workers()
+        if self.reopen is not None and workers > 1 and self._wants_processes(sink) and processes_allowed():
+            self._pool = LevelPool(self.reopen, workers)
+        try:
+            for planned in self.plan.generated:
+                self._ensure(planned.index, progress, sink, covered)
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
         return frozenset(covered)
+
+    def _wants_processes(self, sink: TileSink | None) -> bool:
+        """Whether some level to generate is made from a large enough stored level (and no sink wants it)."""
+        return sink is None and any(
+            self._from_stored(planned) is not None and not self._done[planned.index]
+            for planned in self.plan.generated
+        )
+
+    def _from_stored(self, planned: PlannedLevel) -> PlannedLevel | None:
+        """The stored level above ``planned`` when worker processes can make it: aligned tiles, enough of them."""
+        above = self.plan.levels[planned.index - 1]
+        if above.source_level is None or not self._aligned(above, planned):
+            return None
+        return above if above.grid.width * above.grid.height >= self.process_min_tiles else None
 
     def close(self) -> None:
         """Drop the generated tiles."""
@@ -146,21 +182,41 @@ class PlannedPyramid:
             planned = self.plan.levels[level]
             above = self.plan.levels[level - 1]
             work: Callable[[int, int], int | None]
+            stored = self._from_stored(planned) if self._pool is not None and sink is None else None
+            if stored is not None and self._pool is not None:
+                self._log_level(planned, "processes")
+                job = LevelJob(
+                    stored.source_level or 0,
+                    stored.size,
+                    planned.tile,
+                    self.codec,
+                    self.photometric,
+                    self.quality,
+                )
+                for col, row, data in self._pool.generate(job, planned.grid, progress):
+                    self._scratch.put((planned.index, col, row), data)
+                self._done[level] = True
+                return
             if self._aligned(above, planned):
                 work = self._quadrant_work(planned, sink if covered is not None else None)
                 if sink is not None and covered is not None:
                     covered.add(above.index)
             else:
                 work = self._region_work(planned)
-            log.info(
-                "event=level_generate level=%d width=%d height=%d tiles=%d",
-                level,
-                planned.size.width,
-                planned.size.height,
-                planned.grid.width * planned.grid.height,
-            )
+            self._log_level(planned, "threads")
             run_in_bands(planned.grid, work, workers=self.workers, progress=progress)
             self._done[level] = True
+
+    @staticmethod
+    def _log_level(planned: PlannedLevel, how: str) -> None:
+        log.info(
+            "event=level_generate level=%d width=%d height=%d tiles=%d in=%s",
+            planned.index,
+            planned.size.width,
+            planned.size.height,
+            planned.grid.width * planned.grid.height,
+            how,
+        )
 
     @staticmethod
     def _aligned(above: PlannedLevel, planned: PlannedLevel) -> bool:
@@ -168,37 +224,21 @@ class PlannedPyramid:
         return above.tile == planned.tile and planned.tile.width % 2 == 0 and planned.tile.height % 2 == 0
 
     def _quadrant_work(self, planned: PlannedLevel, sink: TileSink | None) -> Callable[[int, int], int]:
-        """Tile work when tiles align: each tile of the level above is decoded once, halved on its own and placed
-        in its quarter of the new tile (2 x 2 blocks never straddle two tiles, so this is the same average as
-        halving the whole region), and handed to ``sink``."""
+        """Tile work when tiles align (:func:`~archipel.tiles.downsample.halved_tile`): each tile of the level
+        above is decoded once and handed to ``sink``."""
         above = self.plan.levels[planned.index - 1]
-        tw, th = planned.tile.width, planned.tile.height
-        agrid = above.grid
+
+        def read(col: int, row: int) -> np.ndarray:
+            return self.read_tile(above.index, col, row)
+
+        def seen(col: int, row: int, pixels: np.ndarray) -> None:
+            assert sink is not None
+            sink(above.index, col, row, pixels)
 
         def work(col: int, row: int) -> int:
-            out = codecs.blank(planned.tile)
-            done = 1
-            for dy in (0, 1):
-                arow = 2 * row + dy
-                if arow >= agrid.height:
-                    continue
-                for dx in (0, 1):
-                    acol = 2 * col + dx
-                    if acol >= agrid.width:
-                        continue
-                    tile = self.read_tile(above.index, acol, arow)
-                    if sink is not None:
-                        sink(above.index, acol, arow, tile)
-                        done += 1
-                    # Only pixels inside the level above are averaged: the padding of its edge tiles must not
-                    # bleed in.
-                    vw = min(tw, above.size.width - acol * tw)
-                    vh = min(th, above.size.height - arow * th)
-                    part = halve(tile[:vh, :vw])
-                    x0, y0 = dx * tw // 2, dy * th // 2
-                    out[y0 : y0 + part.shape[0], x0 : x0 + part.shape[1]] = part
-            self._store(planned, col, row, out)
-            return done
+            tile, read_count = halved_tile(read, above.size, planned.tile, col, row, seen if sink else None)
+            self._store(planned, col, row, tile)
+            return 1 + (read_count if sink is not None else 0)
 
         return work
 

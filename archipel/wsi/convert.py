@@ -10,6 +10,7 @@ output that exists is whole, and a run after a crash redoes only what was not fi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -187,7 +188,12 @@ def convert(
         with (
             source,
             complete(
-                source, mode=options.pyramid, workers=options.workers, quality=options.quality
+                source,
+                mode=options.pyramid,
+                workers=options.workers,
+                quality=options.quality,
+                # Worker processes open the file themselves to generate the levels below stored ones.
+                reopen=functools.partial(open_slide, src),
             ) as pyramid,
         ):
             _describe(report, source, pyramid)
