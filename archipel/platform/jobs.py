@@ -18,6 +18,7 @@ from celery import Celery
 from sqlalchemy import Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from archipel.platform import access
 from archipel.platform.authn import Principal, find_user
 from archipel.platform.db import Base, Database, UTCDateTime, utcnow
 from archipel.platform.settings import Settings, get_settings
@@ -103,6 +104,19 @@ def acting_principal(db: Database, job: Job) -> Principal:
             if user is not None:
                 role, site = (user.role if user.active else ""), user.site
     return Principal(subject=job.created_by, role=role, site=site or "", kind=kind)
+
+
+def authorize_run(
+    db: Database, job: Job, action: str, resource: access.Resource, event_type: str
+) -> Principal:
+    """The principal the job acts for, once the access policy has allowed ``action`` on ``resource`` again.
+
+    Asked when the job runs, not only when it was queued: the creator's rights may have changed while it
+    waited. The decision is audited with the job as its source; a refusal raises :class:`access.AccessDenied`.
+    """
+    actor = acting_principal(db, job)
+    access.check(db, actor, action, resource, event_type=event_type, source=f"job:{job.id}")
+    return actor
 
 
 def get_job(db: Database, job_id: str, owner: str | None = None) -> Job | None:

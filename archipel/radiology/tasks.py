@@ -31,17 +31,9 @@ def import_job(job_id: str) -> None:
     params = json.loads(job.params)
     paths = [Path(p) for p in params["paths"]]
     progress = jobs.Progress(rt.db, job_id)
-    actor = jobs.acting_principal(rt.db, job)
     try:
-        # Asked again when the job runs: the creator's rights may have changed while it waited.
-        access.check(
-            rt.db,
-            actor,
-            access.CREATE,
-            access.Resource(kind="study", site=params.get("issuer", "")),
-            event_type=audit.IMPORT,
-            source=f"job:{job_id}",
-        )
+        resource = access.Resource(kind="study", site=params.get("issuer", ""))
+        actor = jobs.authorize_run(rt.db, job, access.CREATE, resource, audit.IMPORT)
     except access.AccessDenied as exc:
         progress.fail(f"refused: {exc.reason}")
         return

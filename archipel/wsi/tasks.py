@@ -126,19 +126,11 @@ def convert_job(job_id: str) -> None:
         progress.start(0, "ready")
         progress.finish({"slide_id": slide_id, "series_uid": slide.series_uid}, "already ready")
         return
-    actor = jobs.acting_principal(rt.db, job)
     try:
-        # Asked again when the job runs: the creator's rights may have changed while it waited.
-        access.check(
-            rt.db,
-            actor,
-            access.CREATE,
-            access.Resource(
-                kind="study", site=slide.issuer, patient=slide.patient, ident=f"slide:{slide_id}"
-            ),
-            event_type=audit.IMPORT,
-            source=f"job:{job_id}",
+        resource = access.Resource(
+            kind="study", site=slide.issuer, patient=slide.patient, ident=f"slide:{slide_id}"
         )
+        actor = jobs.authorize_run(rt.db, job, access.CREATE, resource, audit.IMPORT)
     except access.AccessDenied as exc:
         _fail(rt, slide, progress, f"refused: {exc.reason}")
         return
