@@ -14,8 +14,10 @@ Two Aperio-style SVS slides are generated with the synthetic generator (streamed
   decodes and re-encodes the whole pyramid as a Deep Zoom tile tree.
 
 Each peer's ratios are against the Archipel run that does the same work (column "against"). Each tool runs as a
-child process; peak RSS is the child's ``ru_maxrss`` from ``wait4``, CPU is its user + system time (a steadier
-figure than wall time on a shared machine), and the load average is read before each run. Ratios are
+child process; peak RSS is the child's ``ru_maxrss`` from ``wait4`` or, when larger, the peak of the summed RSS of
+its process tree (sampled every 50 ms: Archipel's level generation uses worker processes), CPU is its user +
+system time with its children's (a steadier figure than wall time on a shared machine), and the load average is
+read before each run. Ratios are
 peer / Archipel (time: above 1 means Archipel is faster; memory: above 1 means Archipel uses less). Figures go in
 ``docs/performance.md``.
 
@@ -64,16 +66,49 @@ class Run:
     against: str = ""
 
 
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of ``root`` and all its descendants, summed (MiB), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)  # field 4, ppid
+        rss[pid] = int(fields[21])  # field 24, rss in pages
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
 def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
     """Run ``cmd`` with a fresh ``out``; wall seconds, peak RSS (MiB), success, last line of its errors, CPU
-    seconds (user + system)."""
+    seconds (user + system, its worker processes included).
+
+    Peak RSS is the larger of the process's own ``ru_maxrss`` and the peak of its process tree's summed RSS,
+    sampled every 50 ms (a tool with worker processes uses the memory of all of them).
+    """
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.perf_counter()
+    tree_peak = 0.0
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            tree_peak = max(tree_peak, tree_rss_mb(proc.pid))
+            time.sleep(0.05)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
@@ -81,7 +116,7 @@ def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
     ok = proc.returncode == 0
     return (
         seconds,
-        usage.ru_maxrss / 1024,
+        max(usage.ru_maxrss / 1024, tree_peak),
         ok,
         "" if ok else (lines[-1] if lines else f"exit {proc.returncode}"),
         usage.ru_utime + usage.ru_stime,
