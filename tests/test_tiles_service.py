@@ -298,10 +298,6 @@ def test_the_tile_cache_stays_under_its_byte_bound() -> None:
 
 
 @sqlite_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="conversion passes Aperio 33003 JPEG 2000 tiles (YCbCr components) through labelled RGB in DICOM",
-)
 def test_a_ycbcr_jpeg2000_slide_keeps_its_colours_once_converted(lab: Lab) -> None:
     slide_id, job_id, path = lab.upload("j2k-ycbcr.svs", SvsCompression.J2K_YCBCR)
     expected = _openslide_region(path, TILE, TILE, TILE, TILE)

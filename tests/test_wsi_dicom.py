@@ -584,3 +584,27 @@ def test_a_synthetic_svs_converts_with_every_jpeg_tile_passed_through(tmp_path: 
     opaque = a[..., 3] == 255
     assert np.array_equal(a[opaque][:, :3], b[opaque][:, :3])
     assert (b[~opaque][:, :3] >= 250).all()
+
+
+def test_aperio_ycbcr_jpeg2000_tiles_are_re_encoded_since_the_wsi_iod_has_no_ybr_full_jpeg_2000(
+    tmp_path: Path,
+) -> None:
+    from archipel.wsi.sources.detect import open_slide
+    from archipel.wsi.synthetic import SvsCompression, write_svs
+
+    svs = write_svs(
+        tmp_path / "slide.svs", 720, 480, tile=240, downsamples=(1,), compression=SvsCompression.J2K_YCBCR
+    )
+    with open_slide(svs) as source:
+        assert source.read_raw_tile(0, 0, 0).photometric == "YBR_FULL"  # type: ignore[union-attr]
+        report = write_dicom_wsi(source, slide_meta(), tmp_path / "dicom")
+        assert_valid(report.files)
+        expected = source.read_tile(0, 1, 1)
+    ds = pydicom.dcmread(report.files[0])
+    assert ds.PhotometricInterpretation != "YBR_FULL"
+    wsi = WsiDicom.open(tmp_path / "dicom")
+    try:
+        got = np.asarray(wsi.read_tile(0, (1, 1))).astype(int)[..., :3]
+    finally:
+        wsi.close()
+    assert np.abs(got - expected.astype(int)).mean() < 4  # colours kept (re-encoded, lossy)

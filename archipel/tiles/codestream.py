@@ -39,8 +39,12 @@ class CodestreamInfo:
     reversible: bool = False
 
 
-def inspect_codestream(data: bytes, codec: Codec) -> CodestreamInfo:
-    """Read the header of a JPEG or JPEG 2000 tile; raise :class:`CodestreamError` if it is not one."""
+def inspect_codestream(data: bytes, codec: Codec, components_are_ycbcr: bool = False) -> CodestreamInfo:
+    """Read the header of a JPEG or JPEG 2000 tile; raise :class:`CodestreamError` if it is not one.
+
+    ``components_are_ycbcr`` is what the source says of a JPEG 2000 tile without a colour transform (Aperio
+    compression 33003 codes YCbCr): the codestream itself cannot tell.
+    """
     try:
         if codec == Codec.JPEG:
             f = jpeg.frame(data)
@@ -49,7 +53,7 @@ def inspect_codestream(data: bytes, codec: Codec) -> CodestreamInfo:
             )
         if codec == Codec.JPEG2000:
             h = jpeg2000.header(data)
-            photometric = jpeg2000.photometric(h)
+            photometric = jpeg2000.photometric(h, components_are_ycbcr)
             return CodestreamInfo(
                 codec, h.width, h.height, h.components, h.bits, photometric, True, True, h.reversible
             )

@@ -28,7 +28,14 @@ log = logging.getLogger(__name__)
 
 #: Photometric Interpretations each codec's transfer syntax can carry for RGB colour images.
 _JPEG_PHOTOMETRICS = {"YBR_FULL_422", "YBR_FULL", "RGB"}
+#: YBR_FULL JPEG 2000 (YCbCr coded without a transform, Aperio 33003) is not among the WSI IOD's values
+#: (PS3.3 C.8.12.4, Whole Slide Microscopy Image module; dciodvfy refuses it): such tiles are re-encoded.
 _J2K_PHOTOMETRICS = {"YBR_ICT", "YBR_RCT", "RGB"}
+
+
+def _coded_as_ycbcr(raw: RawTile) -> bool:
+    # Only the source knows that a JPEG 2000 tile without a colour transform holds YCbCr (Aperio 33003).
+    return raw.codec == Codec.JPEG2000 and raw.photometric == "YBR_FULL"
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ def choose_format(pyramid: Pyramid, level: Level, settings: EncodeSettings, prob
         if raw is None or not raw.data or raw.codec not in (Codec.JPEG, Codec.JPEG2000):
             continue
         try:
-            info = inspect_codestream(raw.data, raw.codec)
+            info = inspect_codestream(raw.data, raw.codec, _coded_as_ycbcr(raw))
         except CodestreamError:
             continue
         if info.complete and info.baseline and info.components == 3:
@@ -157,7 +164,7 @@ class LevelFrames:
         if raw.codec != self.fmt.codec:
             return f"codec-{raw.codec}"
         try:
-            info = inspect_codestream(raw.data, raw.codec)
+            info = inspect_codestream(raw.data, raw.codec, _coded_as_ycbcr(raw))
         except CodestreamError:
             return "unreadable"
         if not info.complete:

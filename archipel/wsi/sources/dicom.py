@@ -102,7 +102,12 @@ class DicomSlide(SlideSource):
     def read_tile(self, level: int, col: int, row: int) -> np.ndarray:
         lv = self._check_tile(level, col, row)
         try:
-            pixels = self._wsi.read_tile(level, (col, row), crop_to_image_boundary=False, as_array=True)
+            raw = self.read_raw_tile(level, col, row)
+            # Our decoder honours YBR_FULL JPEG 2000 frames (YCbCr coded without a transform), wsidicom's does not.
+            if raw is not None and raw.codec in (Codec.JPEG, Codec.JPEG2000):
+                pixels = codecs.decode_raw(raw)
+            else:
+                pixels = self._wsi.read_tile(level, (col, row), crop_to_image_boundary=False, as_array=True)
         except Exception as exc:
             raise SlideError(
                 f"corrupt frame: level {level} tile ({col}, {row}): {exc}", self.path.name
