@@ -135,12 +135,37 @@ def _create_arrays(root: Path, levels: list[Level], compressor: Blosc, attrs: di
     group.attrs.update(attrs)
 
 
+@dataclass(frozen=True)
+class ChunkFiles:
+    """Writes decoded tiles as the chunk files of a store being built. Picklable, so that the worker processes that
+    decode tiles for level generation write their chunks themselves (:class:`~archipel.tiles.processes.SharedSink`).
+    """
+
+    dirs: tuple[str, ...]
+    codec: Blosc
+
+    def __call__(self, level: int, col: int, row: int, tile: np.ndarray) -> tuple[int, int, int]:
+        """Write one decoded tile (tile height, tile width, 3) as its chunk, unless it is all white; returns
+        (chunks written, chunks left blank, bytes written)."""
+        # The first sample settles it for almost every tissue tile; only glass-looking tiles are scanned whole.
+        if tile.item(0) == WHITE and tile.min() == WHITE:
+            return 0, 1, 0  # the fill value already says white
+        data = self.codec.encode(np.ascontiguousarray(tile.transpose(2, 0, 1)))
+        fd = os.open(f"{self.dirs[level]}/{row}/{col}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return 1, 0, len(data)
+
+
 class OmeZarrWriter:
     """An OME-Zarr store being written: arrays created in ``OUT.partial``, chunks written as tiles arrive (from any
     thread, in any order), renamed to ``OUT`` by :meth:`finish`.
 
-    :meth:`write_tile` is a :data:`~archipel.tiles.planned.TileSink`, so that level generation hands over the
-    tiles it decodes anyway; :meth:`write_levels` reads and writes the others.
+    The writer is a :class:`~archipel.tiles.processes.SharedSink` (:meth:`write_tile` when called), so that level
+    generation hands over the tiles it decodes anyway, in this process or in its workers; :meth:`write_levels`
+    reads and writes the others.
     """
 
     def __init__(
@@ -171,25 +196,27 @@ class OmeZarrWriter:
             for row in range(lv.grid.height):
                 (level_dir / str(row)).mkdir(parents=True, exist_ok=True)
             self._dirs.append(str(level_dir))
+        self._files = ChunkFiles(tuple(self._dirs), self.codec)
         self._counts = {"written": 0, "blank": 0, "bytes": 0}
         self._lock = threading.Lock()
 
     def write_tile(self, level: int, col: int, row: int, tile: np.ndarray) -> None:
         """Write one decoded tile (tile height, tile width, 3) as its chunk; an all-white tile is left out."""
-        # The first sample settles it for almost every tissue tile; only glass-looking tiles are scanned whole.
-        if tile.item(0) == WHITE and tile.min() == WHITE:
-            with self._lock:
-                self._counts["blank"] += 1  # the fill value already says white
-            return
-        data = self.codec.encode(np.ascontiguousarray(tile.transpose(2, 0, 1)))
-        fd = os.open(f"{self._dirs[level]}/{row}/{col}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        self.merge(self._files(level, col, row, tile))
+
+    __call__ = write_tile
+
+    def worker(self) -> ChunkFiles:
+        """What :meth:`write_tile` does, for a worker process (it returns counts to :meth:`merge`)."""
+        return self._files
+
+    def merge(self, counts: tuple[int, ...]) -> None:
+        """Add (chunks written, chunks blank, bytes) written by :meth:`worker`'s part."""
+        written, blank, size = counts
         with self._lock:
-            self._counts["written"] += 1
-            self._counts["bytes"] += len(data)
+            self._counts["written"] += written
+            self._counts["blank"] += blank
+            self._counts["bytes"] += size
 
     def write_levels(
         self,
@@ -246,7 +273,7 @@ def write_ome_zarr(
     writer = OmeZarrWriter(pyramid, out, name=name, compressor=compressor, overwrite=overwrite)
     covered: frozenset[int] = frozenset()
     if isinstance(pyramid, PlannedPyramid):
-        covered = pyramid.generate(progress, sink=writer.write_tile)
+        covered = pyramid.generate(progress, sink=writer)
     rest = [lv.index for lv in writer.levels if lv.index not in covered]
     writer.write_levels(rest, workers=workers, progress=progress)
     return writer.finish()
