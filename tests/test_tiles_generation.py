@@ -8,6 +8,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,34 @@ def test_a_sink_gets_every_decoded_tile_of_the_levels_generation_reads_once() ->
         assert pyramid.generate(sink=sink) == frozenset()
 
 
+@dataclass(frozen=True)
+class SaveTile:
+    """A sink's worker part: saves the tile as a file (a worker process's own output), counts one."""
+
+    folder: Path
+
+    def __call__(self, level: int, col: int, row: int, pixels: np.ndarray) -> tuple[int, ...]:
+        np.save(self.folder / f"{level}-{col}-{row}.npy", pixels)
+        return (1,)
+
+
+class FileSink:
+    """A :class:`~archipel.tiles.processes.SharedSink` that saves tiles as files, here or in worker processes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.part = SaveTile(folder)
+        self.merged = 0
+
+    def __call__(self, level: int, col: int, row: int, pixels: np.ndarray) -> None:
+        self.merge(self.part(level, col, row, pixels))
+
+    def worker(self) -> SaveTile:
+        return self.part
+
+    def merge(self, counts: tuple[int, ...]) -> None:
+        self.merged += counts[0]
+
+
 def test_levels_made_in_worker_processes_are_the_same_tiles_as_made_in_threads(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -164,7 +193,6 @@ def test_levels_made_in_worker_processes_are_the_same_tiles_as_made_in_threads(
             by_processes.generate(done.append)
             assert sum(done) == by_processes.plan.tiles_to_generate
             made = [r.getMessage() for r in caplog.records if "event=level_generate" in r.getMessage()]
-            # Below stored levels in processes; below a generated level (read from the scratch file) in threads.
             assert any("in=processes" in m for m in made) and any("in=threads" in m for m in made)
             for planned in by_threads.plan.generated:
                 for row in range(planned.grid.height):
@@ -173,3 +201,25 @@ def test_levels_made_in_worker_processes_are_the_same_tiles_as_made_in_threads(
                         theirs = by_threads.read_raw_tile(planned.index, col, row)
                         assert ours is not None and theirs is not None
                         assert ours.data == theirs.data, (planned.index, col, row)
+
+        # A sink that can work in the workers gets every decoded tile of the levels read, once, from wherever
+        # they were decoded.
+        folder = tmp_path / "sink"
+        folder.mkdir()
+        sink = FileSink(folder)
+        with PlannedPyramid(
+            source, workers=2, reopen=functools.partial(open_slide, svs), process_min_tiles=1
+        ) as fed:
+            covered = fed.generate(sink=sink)
+            expected = {
+                f"{lv.index}-{col}-{row}.npy"
+                for lv in fed.levels
+                if lv.index in covered
+                for row in range(lv.grid.height)
+                for col in range(lv.grid.width)
+            }
+            assert covered == frozenset({0, 2})  # the stored levels above the generated 1 and 3
+            assert {p.name for p in folder.iterdir()} == expected and sink.merged == len(expected)
+            for name in expected:
+                level, col, row = map(int, name.removesuffix(".npy").split("-"))
+                assert np.array_equal(np.load(folder / name), fed.read_tile(level, col, row)), name

@@ -25,7 +25,7 @@ from archipel.tiles import codecs
 from archipel.tiles.bands import Progress, default_workers, run_in_bands
 from archipel.tiles.downsample import halve, halved_tile
 from archipel.tiles.plan import PlannedLevel, PyramidMode, PyramidPlan, plan_pyramid
-from archipel.tiles.processes import LevelJob, LevelPool, Reopen, processes_allowed
+from archipel.tiles.processes import LevelJob, LevelPool, Reopen, SharedSink, processes_allowed
 from archipel.tiles.pyramid import Codec, Level, Pyramid, RawTile, Size
 from archipel.tiles.region import read_region
 from archipel.tiles.scratch import TileScratch
@@ -123,7 +123,8 @@ class PlannedPyramid:
         covered: set[int] = set()
         workers = self.workers or default_workers()
         if self.reopen is not None and workers > 1 and self._wants_processes(sink) and processes_allowed():
-            self._pool = LevelPool(self.reopen, workers)
+            shared = sink.worker() if isinstance(sink, SharedSink) else None
+            self._pool = LevelPool(self.reopen, workers, shared)
         try:
             for planned in self.plan.generated:
                 self._ensure(planned.index, progress, sink, covered)
@@ -134,8 +135,9 @@ class PlannedPyramid:
         return frozenset(covered)
 
     def _wants_processes(self, sink: TileSink | None) -> bool:
-        """Whether some level to generate is made from a large enough stored level (and no sink wants it)."""
-        return sink is None and any(
+        """Whether some level to generate is made from a large enough stored level (and a sink, if any, can do its
+        work in worker processes)."""
+        return (sink is None or isinstance(sink, SharedSink)) and any(
             self._from_stored(planned) is not None and not self._done[planned.index]
             for planned in self.plan.generated
         )
@@ -182,19 +184,28 @@ class PlannedPyramid:
             planned = self.plan.levels[level]
             above = self.plan.levels[level - 1]
             work: Callable[[int, int], int | None]
-            stored = self._from_stored(planned) if self._pool is not None and sink is None else None
+            stored = self._from_stored(planned) if self._pool is not None else None
             if stored is not None and self._pool is not None:
                 self._log_level(planned, "processes")
+                feed = sink is not None and covered is not None
                 job = LevelJob(
                     stored.source_level or 0,
+                    stored.index,
+                    feed,
                     stored.size,
                     planned.tile,
                     self.codec,
                     self.photometric,
                     self.quality,
                 )
-                for col, row, data in self._pool.generate(job, planned.grid, progress):
-                    self._scratch.put((planned.index, col, row), data)
+                for result in self._pool.generate(job, planned.grid, progress):
+                    for col, row, data in result.tiles:
+                        self._scratch.put((planned.index, col, row), data)
+                    if feed and result.counts:
+                        assert isinstance(sink, SharedSink)
+                        sink.merge(result.counts)
+                if feed and covered is not None:
+                    covered.add(stored.index)
                 self._done[level] = True
                 return
             if self._aligned(above, planned):

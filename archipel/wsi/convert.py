@@ -215,7 +215,7 @@ def convert(
             zarr_out = OmeZarrWriter(pyramid, zarr_dir) if want_zarr else None
             covered: frozenset[int] = frozenset()
             if want_dicom or want_zarr:
-                covered = pyramid.generate(advance, sink=zarr_out.write_tile if zarr_out else None)
+                covered = pyramid.generate(advance, sink=zarr_out)
             if want_dicom:
                 _convert_dicom(source, pyramid, metadata, dicom_dir, options, advance, report)
             if zarr_out is not None:
