@@ -20,7 +20,7 @@ from archipel.wsi import upload
 from archipel.wsi.form import FormError, read_slide_form
 from archipel.wsi.intake import UnsupportedSlide, sniff_container
 from archipel.wsi.models import FAILED, RECEIVED, Slide
-from archipel.wsi.slide_access import precheck_producer, slide_resource, validated_metadata
+from archipel.wsi.slide_access import guard_new_slide, precheck_producer, slide_resource, validated_metadata
 from archipel.wsi.slides import SourceTooLarge, enqueue, register_slide
 
 log = logging.getLogger("archipel.wsi")
@@ -65,14 +65,7 @@ async def upload_slide(request: Request, rt: RuntimeDep, principal: PrincipalDep
     assert form.spool is not None and form.metadata is not None
     try:
         meta = validated_metadata(rt, form.metadata)
-        guard(
-            rt,
-            principal,
-            access.CREATE,
-            slide_resource(meta.issuer, meta.patient_id),
-            event_type=audit.IMPORT,
-            request=request,
-        )
+        guard_new_slide(rt, principal, meta, request)
         with form.spool.path.open("rb") as f:
             sniff_container(f.read(132))
     except UnsupportedSlide as exc:

@@ -31,6 +31,18 @@ def precheck_producer(rt: Runtime, principal: Principal, request: Request) -> No
         )
 
 
+def guard_new_slide(rt: Runtime, principal: Principal, meta: SlideMetadata, request: Request) -> None:
+    """Refuse (audited, HTTP 403) a principal who may not add a slide of this patient at this site."""
+    guard(
+        rt,
+        principal,
+        access.CREATE,
+        slide_resource(meta.issuer, meta.patient_id),
+        event_type=audit.IMPORT,
+        request=request,
+    )
+
+
 def validated_metadata(rt: Runtime, raw: bytes | str | dict[str, Any]) -> SlideMetadata:
     """Parse and check the metadata; HTTP 400 with the reason when it is malformed or names an unknown issuer."""
     try:

@@ -28,13 +28,12 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.requests import ClientDisconnect
 
-from archipel.platform import access, audit
 from archipel.platform.authn import Principal
-from archipel.platform.http import PrincipalDep, RuntimeDep, guard
+from archipel.platform.http import PrincipalDep, RuntimeDep
 from archipel.platform.runtime import Runtime
 from archipel.wsi.intake import SlideMetadata, UnsupportedSlide, parse_metadata, sniff_container
 from archipel.wsi.models import Slide, SlideUpload
-from archipel.wsi.slide_access import precheck_producer, slide_resource, validated_metadata
+from archipel.wsi.slide_access import guard_new_slide, precheck_producer, validated_metadata
 from archipel.wsi.slides import hash_file, register_slide, uploads_dir
 
 log = logging.getLogger("archipel.wsi")
@@ -156,14 +155,7 @@ def tus_create(request: Request, rt: RuntimeDep, principal: PrincipalDep) -> Res
         meta: SlideMetadata = validated_metadata(rt, metadata_from_tus(values))
     except HTTPException as exc:
         raise _error(exc.status_code, str(exc.detail)) from exc
-    guard(
-        rt,
-        principal,
-        access.CREATE,
-        slide_resource(meta.issuer, meta.patient_id),
-        event_type=audit.IMPORT,
-        request=request,
-    )
+    guard_new_slide(rt, principal, meta, request)
     upload_id = uuid.uuid4().hex
     _spool(rt, upload_id).touch()
     with rt.db.write() as s:
