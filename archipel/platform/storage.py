@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
@@ -76,8 +78,14 @@ class FileBlobStore:
         return self.objects / key[:2] / key[2:4] / key
 
     def put(self, key: str, data: bytes) -> None:
+        # Every directory entry is made first and flushed after: the file's fsync then commits the rename
+        # and any new fan-out directory with it (one journal commit on ext4), and the directory fsyncs that
+        # POSIX asks for find nothing left to write. The price is that a crash between the rename and the
+        # fsync can leave a torn file under its final name. No index row names it (rows are committed after
+        # put returns), so the start-up sweep removes it, and until then put checks an existing file's bytes
+        # before trusting it.
         final = self.path(key)
-        if final.exists():
+        if final.exists() and self._holds(final, data):
             return
         tmp = self.tmp / f"{key}.{uuid.uuid4().hex}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -86,19 +94,49 @@ class FileBlobStore:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+            created = self._fan_out(final.parent)
+            os.replace(tmp, final)
+            # The directory flushes run beside the file's: each is a disk cache flush of its own, and
+            # concurrent ones share the journal commit, so the put waits about one flush instead of three.
+            flushing = [
+                _flushers().submit(_fsync_dir, d) for d in (final.parent, *(c.parent for c in created))
+            ]
             os.fsync(fd)
         finally:
             os.close(fd)
-        parent = final.parent
-        if not parent.exists():
-            # A new directory entry is durable once its parent is fsynced; fsync only the parents that changed.
-            if not parent.parent.exists():
-                parent.parent.mkdir(exist_ok=True)
-                _fsync_dir(self.objects)
-            parent.mkdir(exist_ok=True)
-            _fsync_dir(parent.parent)
-        os.replace(tmp, final)
-        _fsync_dir(parent)
+        for done in flushing:
+            done.result()
+
+    def _fan_out(self, parent: Path) -> list[Path]:
+        """Create ``parent`` (``objects/ab/cd``) and its own parent if missing; return those created."""
+        created = []
+        for directory in (parent.parent, parent):
+            if not directory.exists():
+                directory.mkdir(exist_ok=True)
+                created.append(directory)
+        return created
+
+    def _holds(self, final: Path, data: bytes) -> bool:
+        """Whether the file at ``final`` holds exactly ``data``; if so, make sure it is durable.
+
+        Its writer may be another thread or process that has not flushed it yet, so it is flushed here.
+        """
+        try:
+            fd = os.open(final, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.fstat(fd).st_size != len(data):
+                return False
+            with open(fd, "rb", closefd=False) as f:
+                if f.read() != data:
+                    return False
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(final.parent)
+        _fsync_dir(final.parent.parent)
+        return True
 
     def put_file(self, key: str, path: Path) -> None:
         final = self.path(key)
@@ -171,6 +209,19 @@ class FileBlobStore:
                 entry.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+_flushers_lock = threading.Lock()
+_flusher_pool: ThreadPoolExecutor | None = None
+
+
+def _flushers() -> ThreadPoolExecutor:
+    """Threads that flush directories while the caller flushes the file it renamed into them."""
+    global _flusher_pool
+    with _flushers_lock:
+        if _flusher_pool is None:
+            _flusher_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="archipel-dirsync")
+        return _flusher_pool
 
 
 def _fsync_dir(path: Path) -> None:
