@@ -15,7 +15,7 @@ Two Aperio-style SVS slides are generated with the synthetic generator (streamed
 
 Each peer's ratios are against the Archipel run that does the same work (column "against"). Each tool runs as a
 child process; peak RSS is the child's ``ru_maxrss`` from ``wait4`` or, when larger, the peak of the summed RSS of
-its process tree (sampled every 50 ms: Archipel's level generation uses worker processes), CPU is its user +
+its process tree (sampled every 100 ms: Archipel's level generation uses worker processes), CPU is its user +
 system time with its children's (a steadier figure than wall time on a shared machine), and the load average is
 read before each run. Ratios are
 peer / Archipel (time: above 1 means Archipel is faster; memory: above 1 means Archipel uses less). Figures go in
@@ -71,7 +71,8 @@ def tree_rss_mb(root: int) -> float:
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        # Descendants start after their ancestor: reading only later pids keeps sampling cheap beside the tool.
+        if not entry.name.isdigit() or int(entry.name) < root:
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as f:
@@ -94,7 +95,7 @@ def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
     seconds (user + system, its worker processes included).
 
     Peak RSS is the larger of the process's own ``ru_maxrss`` and the peak of its process tree's summed RSS,
-    sampled every 50 ms (a tool with worker processes uses the memory of all of them).
+    sampled every 100 ms (a tool with worker processes uses the memory of all of them).
     """
     if out.exists():
         shutil.rmtree(out)
@@ -108,7 +109,7 @@ def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
             if pid:
                 break
             tree_peak = max(tree_peak, tree_rss_mb(proc.pid))
-            time.sleep(0.05)
+            time.sleep(0.1)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
