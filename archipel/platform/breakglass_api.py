@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from archipel.platform import access, access_facts, audit, breakglass, notify
+from archipel.platform import access, audit, breakglass, notify
 from archipel.platform.authn import Principal
 from archipel.platform.consent_api import master_or_404
 from archipel.platform.credentials import (
@@ -20,7 +20,7 @@ from archipel.platform.credentials import (
     client_address,
     require_recent_auth,
 )
-from archipel.platform.http import guard
+from archipel.platform.http import guard_patient_record
 from archipel.platform.runtime import Runtime
 
 log = logging.getLogger("archipel.access")
@@ -64,10 +64,7 @@ def open_break_glass(
     resource = access.Resource(
         kind=access.BREAK_GLASS, master=body.master_id, ident=f"patient {body.master_id}"
     )
-    resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
-    guard(
-        rt, principal, access.CREATE, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts
-    )
+    guard_patient_record(rt, principal, access.CREATE, resource, request)
     recent_login(request, rt, principal)
     master_or_404(rt, body.master_id)
     now = rt.clock()

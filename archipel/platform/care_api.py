@@ -13,11 +13,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field, model_validator
 
-from archipel.platform import access, access_facts, audit, care
+from archipel.platform import access, audit, care
 from archipel.platform.authn import Principal
 from archipel.platform.consent_api import master_or_404
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
-from archipel.platform.http import guard
+from archipel.platform.http import guard_patient_record
 from archipel.platform.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["care"])
@@ -65,8 +65,7 @@ def _checked(
     rt: Runtime, principal: Principal, action: str, master_id: int, request: Request, obj: str
 ) -> None:
     resource = access.Resource(kind=access.CARE, master=master_id, ident=obj)
-    resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
-    guard(rt, principal, action, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts)
+    guard_patient_record(rt, principal, action, resource, request)
 
 
 @router.get("/patients/{master_id}/care-relationships")

@@ -12,10 +12,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from archipel.platform import access, access_facts, audit, consent
+from archipel.platform import access, access_facts, consent
 from archipel.platform.authn import Principal
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
-from archipel.platform.http import guard
+from archipel.platform.http import guard_patient_record
 from archipel.platform.identity.models import MasterPatient
 from archipel.platform.runtime import Runtime
 
@@ -75,8 +75,7 @@ def _checked(
     rt: Runtime, principal: Principal, action: str, master_id: int, request: Request, obj: str
 ) -> None:
     resource = access.Resource(kind=access.CONSENT, master=master_id, ident=obj)
-    resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
-    guard(rt, principal, action, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts)
+    guard_patient_record(rt, principal, action, resource, request)
 
 
 def _record(

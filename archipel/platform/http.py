@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from archipel.platform import access, auth_api, jobs, oidc_flow, patient_api
+from archipel.platform import access, access_facts, audit, auth_api, jobs, oidc_flow, patient_api
 from archipel.platform.authn import Principal
 from archipel.platform.credentials import (
     PrincipalDep,
@@ -26,6 +26,7 @@ __all__ = [
     "client_address",
     "current_principal",
     "guard",
+    "guard_patient_record",
     "public",
     "require_recent_auth",
     "router",
@@ -57,6 +58,17 @@ def guard(
         )
     except access.AccessDenied as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, exc.reason) from exc
+
+
+def guard_patient_record(
+    rt: Runtime, principal: Principal, action: str, resource: access.Resource, request: Request
+) -> access.Decision:
+    """:func:`guard` for a change or read of what governs a patient's record (consent, care relationships,
+    break-the-glass, confidentiality): the facts are taken at the runtime's clock, the event is PATIENT_RECORD."""
+    resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
+    return guard(
+        rt, principal, action, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts
+    )
 
 
 public = APIRouter()

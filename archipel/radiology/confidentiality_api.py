@@ -15,9 +15,9 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from archipel.platform import access, access_facts, audit, confidentiality
+from archipel.platform import access, audit, confidentiality
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
-from archipel.platform.http import guard
+from archipel.platform.http import guard, guard_patient_record
 from archipel.platform.runtime import Runtime
 from archipel.radiology.models import Patient, Study
 
@@ -76,10 +76,7 @@ def change_codes(
         ident=obj,
         confidentiality=to_set | to_release,
     )
-    resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
-    guard(
-        rt, principal, access.UPDATE, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts
-    )
+    guard_patient_record(rt, principal, access.UPDATE, resource, request)
     with rt.db.write() as s:
         study = s.execute(select(Study).where(Study.study_uid == study_uid)).scalar_one()
         codes = (confidentiality.decode(study.confidentiality) | to_set) - to_release
