@@ -5,6 +5,7 @@ Reading the trail is itself audited (DCM 110101 Audit Log Used), allowed or deni
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -49,36 +50,25 @@ def _guard_auditor(rt: Runtime, principal: Principal, request: Request, action: 
         raise HTTPException(status.HTTP_403_FORBIDDEN, "reading the audit trail needs the auditor role")
 
 
-def _filter(
-    rt: Runtime,
-    patient: str,
-    master: int | None,
-    actor: str,
-    event_type: str,
-    action: str,
-    outcome: str,
-    purpose: str,
-    since: datetime | None,
-    until: datetime | None,
-) -> AuditFilter:
-    if since is not None and until is not None and until <= since:
+def _filter(rt: Runtime, q: AuditQuery) -> AuditFilter:
+    if q.since is not None and q.until is not None and q.until <= q.since:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'until' must be after 'since'")
     locals_: tuple[str, ...] = ()
-    if master is not None:
+    if q.master is not None:
         from archipel.platform.identity.service import locals_of
 
-        locals_ = tuple(f"{issuer}/{local}" for issuer, local in locals_of(rt.db, master))
+        locals_ = tuple(f"{issuer}/{local}" for issuer, local in locals_of(rt.db, q.master))
     return AuditFilter(
-        patient=patient,
-        master=master,
+        patient=q.patient,
+        master=q.master,
         master_locals=locals_,
-        actor=actor,
-        event_type=event_type,
-        action=action,
-        outcome=outcome,
-        purpose=purpose,
-        since=_utc(since),
-        until=_utc(until),
+        actor=q.actor,
+        event_type=q.event_type,
+        action=q.action,
+        outcome=q.outcome,
+        purpose=q.purpose,
+        since=_utc(q.since),
+        until=_utc(q.until),
     )
 
 
@@ -126,11 +116,24 @@ OffsetQ = Annotated[int, Query(ge=0)]
 LimitQ = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
-@router.get("/audit")
-def search_audit(
-    request: Request,
-    rt: RuntimeDep,
-    principal: PrincipalDep,
+@dataclass(frozen=True)
+class AuditQuery:
+    """The query parameters of both audit searches, as given (checked against each other by ``_filter``)."""
+
+    patient: str
+    master: int | None
+    actor: str
+    event_type: str
+    action: str
+    outcome: str
+    purpose: str
+    since: datetime | None
+    until: datetime | None
+    offset: int
+    limit: int
+
+
+def _audit_query(
     patient: PatientQ = "",
     master: MasterQ = None,
     actor: ActorQ = "",
@@ -142,14 +145,26 @@ def search_audit(
     until: TimeQ = None,
     offset: OffsetQ = 0,
     limit: LimitQ = 100,
+) -> AuditQuery:
+    return AuditQuery(
+        patient, master, actor, event_type, action, outcome, purpose, since, until, offset, limit
+    )
+
+
+AuditQueryDep = Annotated[AuditQuery, Depends(_audit_query)]
+
+
+@router.get("/audit")
+def search_audit(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep, q: AuditQueryDep
 ) -> dict[str, Any]:
     """Search audit events (auditors only), oldest first, with the total number of matches."""
     _guard_auditor(rt, principal, request, "search:audit")
-    f = _filter(rt, patient, master, actor, event_type, action, outcome, purpose, since, until)
+    f = _filter(rt, q)
     with rt.db.sessions() as s:
-        page = search(s, f, offset=offset, limit=limit)
+        page = search(s, f, offset=q.offset, limit=q.limit)
         events = [event_json(e) for e in page.events]
-    return {"total": page.total, "offset": offset, "limit": limit, "events": events}
+    return {"total": page.total, "offset": q.offset, "limit": q.limit, "events": events}
 
 
 @router.get("/audit/fhir")
@@ -157,21 +172,12 @@ def search_audit_fhir(
     request: Request,
     rt: RuntimeDep,
     principal: Annotated[Principal, Depends(require_recent_auth(EXPORT_REAUTH))],
-    patient: PatientQ = "",
-    master: MasterQ = None,
-    actor: ActorQ = "",
-    event_type: TypeQ = "",
-    action: ActionQ = "",
-    outcome: OutcomeQ = "",
-    purpose: PurposeQ = "",
-    since: TimeQ = None,
-    until: TimeQ = None,
-    offset: OffsetQ = 0,
-    limit: LimitQ = 100,
+    q: AuditQueryDep,
 ) -> JSONResponse:
     """The same search as a FHIR R4 searchset Bundle of AuditEvents in the IHE BALP shape."""
     _guard_auditor(rt, principal, request, "export:audit")
-    f = _filter(rt, patient, master, actor, event_type, action, outcome, purpose, since, until)
+    f = _filter(rt, q)
+    offset, limit = q.offset, q.limit
     server = Server(rt.settings.ae_title, request.url.hostname or rt.settings.http_host)
     with rt.db.sessions() as s:
         page = search(s, f, offset=offset, limit=limit)
