@@ -7,6 +7,7 @@ pixel data, so that frames can later be served by range reads of the stored blob
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from io import BytesIO
@@ -18,7 +19,6 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 
 from archipel.radiology.demographics import NO_EXTRAS, PatientExtras, read_extras
 
@@ -111,6 +111,10 @@ _TEXT_VRS = frozenset(
 )
 
 
+#: PS3.5 9.1: numeric components without leading zeros, separated by dots (what pydicom's UID.is_valid checks).
+_VALID_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\Z")
+
+
 @lru_cache(maxsize=256)
 def _tag(keyword: str) -> int:
     tag = tag_for_keyword(keyword)
@@ -180,7 +184,7 @@ def _require_uid(ds: Dataset, keyword: str) -> str:
     value = _text(ds, keyword, 128)
     if not value:
         raise InvalidInstance(f"missing {keyword}", code=0xA900)
-    if len(value) > 64 or not UID(value).is_valid:
+    if len(value) > 64 or not _VALID_UID.match(value):
         raise InvalidInstance(f"invalid {keyword} {value!r}", code=0xA900)
     return value
 

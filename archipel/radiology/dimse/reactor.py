@@ -32,7 +32,12 @@ from typing import Any, TypeVar, cast
 
 from pynetdicom import AE, evt
 from pynetdicom._globals import MODE_ACCEPTOR
-from pynetdicom._handlers import standard_dimse_sent_handler
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
@@ -45,6 +50,12 @@ from archipel.radiology.dimse import wire
 T = TypeVar("T")
 
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom")
+_LOGGING_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
 
 #: How often an idle association looks at its timers (seconds). Data and queued work wake it at once.
 TICK = 0.05
@@ -188,6 +199,11 @@ class EventDrivenAssociation(Association):
         self.acse_timeout = self.acse_timeout
         self.network_timeout = self.network_timeout
         self.dimse = StoreResponseDIMSE(self)
+        if not _PYNETDICOM_LOG.isEnabledFor(logging.INFO):
+            # pynetdicom's logging handlers describe every PDU and message, under the AE-wide lock, for a
+            # logger that would drop the lines anyway.
+            for event, handler in _LOGGING_HANDLERS:
+                self.unbind(event, handler)
         self.dimse.msg_queue = SignallingQueue(self._wakeup.set)  # type: ignore[assignment]
 
     def _idle(self) -> bool:
