@@ -19,7 +19,8 @@ from archipel.platform import access, audit, confidentiality
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
 from archipel.platform.http import guard, guard_patient_record
 from archipel.platform.runtime import Runtime
-from archipel.radiology.models import Patient, Study
+from archipel.radiology.models import Study
+from archipel.radiology.visibility import study_owner
 
 router = APIRouter(prefix="/api/studies", tags=["confidentiality"])
 
@@ -34,14 +35,10 @@ class ConfidentialityChange(BaseModel):
 def _study(rt: Runtime, study_uid: str) -> tuple[str, str, frozenset[str]]:
     """``(site, issuer/PatientID, codes)`` of a study, or 404."""
     with rt.db.sessions() as s:
-        row = s.execute(
-            select(Study.site, Patient.issuer, Patient.patient_id, Study.confidentiality)
-            .join(Patient, Study.patient_pk == Patient.id)
-            .where(Study.study_uid == study_uid)
-        ).one_or_none()
-    if row is None:
+        owner = study_owner(s, study_uid)
+    if owner is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study {study_uid}")
-    return row.site, f"{row.issuer}/{row.patient_id}", confidentiality.decode(row.confidentiality)
+    return owner
 
 
 @router.get("/{study_uid}/confidentiality")

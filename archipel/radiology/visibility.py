@@ -9,13 +9,26 @@ it fits any statement that has ``Study`` in its FROM clause (searches, counts, r
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from archipel.platform.access import Grant, ReadScope
-from archipel.platform.confidentiality import pattern
+from archipel.platform.confidentiality import decode, pattern
 from archipel.platform.consent import REFUSED, ConsentState
 from archipel.platform.identity.models import LocalIdentity, MasterPatient
 from archipel.radiology.models import Patient, Study
+
+
+def study_owner(s: Session, study_uid: str) -> tuple[str, str, frozenset[str]] | None:
+    """What the policy weighs about one study: ``(site, issuer/PatientID, confidentiality codes)``; ``None``
+    for an unknown study."""
+    row = s.execute(
+        select(Study.site, Patient.issuer, Patient.patient_id, Study.confidentiality)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Study.study_uid == study_uid)
+    ).one_or_none()
+    if row is None:
+        return None
+    return row.site, f"{row.issuer}/{row.patient_id}", decode(row.confidentiality)
 
 
 def _identity_of_study() -> tuple[type[LocalIdentity], ColumnElement[bool]]:

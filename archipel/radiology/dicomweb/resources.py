@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request, status
 from sqlalchemy import select
 
-from archipel.platform import access, audit, confidentiality
+from archipel.platform import access, audit
 from archipel.platform.authn import Principal
 from archipel.platform.http import guard
 from archipel.platform.runtime import Runtime
-from archipel.radiology.models import Instance, Patient, Series, Study
+from archipel.radiology.models import Instance, Series, Study
+from archipel.radiology.visibility import study_owner
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,10 @@ def select_instances(
     and 403 when the policy refuses. The decision is audited once for the whole request.
     """
     with rt.db.sessions() as s:
-        row = s.execute(
-            select(Study.site, Patient.issuer, Patient.patient_id, Study.confidentiality)
-            .join(Patient, Study.patient_pk == Patient.id)
-            .where(Study.study_uid == study_uid)
-        ).one_or_none()
-        if row is None:
+        owner = study_owner(s, study_uid)
+        if owner is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study {study_uid}")
-        site, issuer, patient_id, codes = row
+        site, patient, codes = owner
         query = (
             select(Instance, Series.series_uid)
             .join(Series, Instance.series_pk == Series.id)
@@ -132,9 +129,9 @@ def select_instances(
         access.Resource(
             kind="study",
             site=site,
-            patient=f"{issuer}/{patient_id}",
+            patient=patient,
             ident=sop_uid or series_uid or study_uid,
-            confidentiality=confidentiality.decode(codes),
+            confidentiality=codes,
         ),
         event_type=audit.INSTANCES_ACCESSED,
         request=request,
