@@ -7,7 +7,6 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -22,7 +21,7 @@ from archipel.platform.authn import Principal
 from archipel.platform.login import session_policy
 from archipel.platform.runtime import Runtime
 from archipel.platform.sessions import issue_token, open_session
-from tests.auth_helpers import bearer, client
+from tests.auth_helpers import bearer
 from tests.support import archipel_cmd
 
 AUDITOR = Principal(subject="auditor-1", role="auditor", site="REGION")
@@ -37,12 +36,6 @@ def token(rt: Runtime, who: Principal) -> dict[str, str]:
     policy, now = session_policy(rt.settings), rt.clock()
     row = open_session(rt.db, who, "test", policy, now)
     return bearer(issue_token(row, rt.settings.signing_key(), policy, now).token)
-
-
-@pytest.fixture
-def http(runtime: Runtime) -> Iterator[TestClient]:
-    with client() as c:
-        yield c
 
 
 @pytest.fixture

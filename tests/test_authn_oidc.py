@@ -124,12 +124,6 @@ def provider(runtime: Runtime) -> Iterator[Provider]:
         p.close()
 
 
-@pytest.fixture
-def http(runtime: Runtime) -> Iterator[TestClient]:
-    with client() as c:
-        yield c
-
-
 def _hs256_with(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) -> str:
     def part(value: dict[str, Any]) -> bytes:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=")
