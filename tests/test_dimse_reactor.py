@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 
 from archipel.radiology.dimse.reactor import ListenerServer, serve
@@ -177,3 +177,20 @@ def test_a_port_is_not_shared_unless_asked(server: ListenerServer, recorder: Rec
         start(scp_ae(), recorder, server.server_address[1], reuse_port=True)
     probe = socket.create_connection(("127.0.0.1", server.server_address[1]), 2)
     probe.close()
+
+
+def test_associations_share_the_servers_contexts_without_changing_them(recorder: Recorder) -> None:
+    ae = AE(ae_title="REACTOR")
+    ae.add_supported_context(CT_IMAGE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    srv = start(ae, recorder)
+    before = [(cx.abstract_syntax, list(cx.transfer_syntax), cx.context_id) for cx in srv.contexts]
+    try:
+        for syntax in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            scu = AE(ae_title="REACTORSCU")
+            scu.add_requested_context(CT_IMAGE, syntax)
+            assoc = scu.associate("127.0.0.1", srv.server_address[1], ae_title="REACTOR")
+            assert [cx.transfer_syntax[0] for cx in assoc.accepted_contexts] == [syntax]
+            assoc.release()
+    finally:
+        srv.shutdown()
+    assert [(cx.abstract_syntax, list(cx.transfer_syntax), cx.context_id) for cx in srv.contexts] == before

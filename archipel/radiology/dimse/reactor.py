@@ -26,7 +26,6 @@ import select
 import socket
 import threading
 import time
-from copy import deepcopy
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -280,7 +279,10 @@ class EventDrivenRequestHandler(RequestHandler):
         acceptor.address_info = self.local
         acceptor.implementation_class_uid = self.ae.implementation_class_uid
         acceptor.implementation_version_name = self.ae.implementation_version_name
-        acceptor.supported_contexts = deepcopy(self.server.contexts)
+        # pynetdicom deep-copies the ~130 storage contexts (20 transfer syntaxes each, every UID validated
+        # again) for each association: tens of ms of CPU per association. Negotiation only reads them
+        # (negotiate_as_acceptor builds new result contexts), so the association gets the list, not copies.
+        acceptor.supported_contexts = list(self.server.contexts)
         assoc.requestor.address_info = self.remote
         for event, bound in self.server._handlers.items():
             if event.is_intervention and bound:
