@@ -15,7 +15,8 @@ Two Aperio-style SVS slides are generated with the synthetic generator (streamed
 
 Each peer's ratios are against the Archipel run that does the same work (column "against"). Each tool runs as a
 child process; peak RSS is the child's ``ru_maxrss`` from ``wait4`` or, when larger, the peak of the summed RSS of
-its process tree (sampled every 100 ms: Archipel's level generation uses worker processes), CPU is its user +
+its process tree (sampled every 100 ms: Archipel's level generation uses worker processes; PSS too, which counts
+pages the forked workers share with their parent once), CPU is its user +
 system time with its children's (a steadier figure than wall time on a shared machine), and the load average is
 read before each run. Ratios are
 peer / Archipel (time: above 1 means Archipel is faster; memory: above 1 means Archipel uses less). Figures go in
@@ -64,35 +65,43 @@ class Run:
     load: float = 0.0
     #: The Archipel tool this one is compared with (empty for Archipel's own runs).
     against: str = ""
+    pss_mb: float = 0.0
 
 
-def tree_rss_mb(root: int) -> float:
-    """Resident memory of ``root`` and all its descendants, summed (MiB), from ``/proc``."""
+def tree_memory_mb(root: int) -> tuple[float, float]:
+    """Resident memory of ``root`` and all its descendants, summed (MiB): RSS, and PSS (pages shared between them,
+    e.g. a forked worker's copy-on-write pages, counted once), from ``/proc``."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         # Descendants start after their ancestor: reading only later pids keeps sampling cheap beside the tool.
         if not entry.name.isdigit() or int(entry.name) < root:
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue  # ended meanwhile
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)  # field 4, ppid
-        rss[pid] = int(fields[21])  # field 24, rss in pages
-    total, todo = 0, [root]
+        children.setdefault(ppid, []).append(int(entry.name))
+    rss = pss = 0
+    todo = [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
         todo += children.get(pid, [])
-    return total * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss / 1024, pss / 1024
 
 
-def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
+def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float, float]:
     """Run ``cmd`` with a fresh ``out``; wall seconds, peak RSS (MiB), success, last line of its errors, CPU
-    seconds (user + system, its worker processes included).
+    seconds (user + system, its worker processes included), peak PSS (MiB, summed over its processes).
 
     Peak RSS is the larger of the process's own ``ru_maxrss`` and the peak of its process tree's summed RSS,
     sampled every 100 ms (a tool with worker processes uses the memory of all of them).
@@ -101,14 +110,15 @@ def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.perf_counter()
-    tree_peak = 0.0
+    tree_peak = pss_peak = 0.0
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            tree_peak = max(tree_peak, tree_rss_mb(proc.pid))
+            rss, pss = tree_memory_mb(proc.pid)
+            tree_peak, pss_peak = max(tree_peak, rss), max(pss_peak, pss)
             time.sleep(0.1)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -121,6 +131,7 @@ def measure(cmd: list[str], out: Path) -> tuple[float, float, bool, str, float]:
         ok,
         "" if ok else (lines[-1] if lines else f"exit {proc.returncode}"),
         usage.ru_utime + usage.ru_stime,
+        pss_peak,
     )
 
 
@@ -206,11 +217,11 @@ def main() -> None:
             runs = [r for r in runs if not wanted or any(w in r[1] for w in wanted)]
             for target, tool, cmd, against in runs:
                 load = os.getloadavg()[0]
-                seconds, rss, ok, note, cpu = measure(cmd, work / "out")
-                results.append(Run(case, target, tool, seconds, rss, ok, note, cpu, load, against))
+                seconds, rss, ok, note, cpu, pss = measure(cmd, work / "out")
+                results.append(Run(case, target, tool, seconds, rss, ok, note, cpu, load, against, pss))
                 state = "" if ok else f"  FAILED: {note}"
                 print(
-                    f"{case:11} {target:6} {tool:35} {seconds:8.1f} s {cpu:8.1f} cpu-s {rss:8.0f} MiB"
+                    f"{case:11} {target:6} {tool:35} {seconds:8.1f} s {cpu:8.1f} cpu-s {rss:8.0f} MiB (PSS {pss:.0f})"
                     f"  load {load:4.1f}{state}",
                     flush=True,
                 )
@@ -223,10 +234,10 @@ def report(results: list[Run], workers: int) -> None:
     """The results as a Markdown table, each peer with its ratios against the Archipel run doing the same work."""
     print(f"\n{workers} threads per tool; ratio = peer / Archipel (above 1: Archipel faster / leaner)\n")
     print(
-        "| slide | output | tool | wall s | CPU s | peak RSS MiB | against "
+        "| slide | output | tool | wall s | CPU s | peak RSS MiB | peak PSS MiB | against "
         "| time ratio | CPU ratio | memory ratio | load |"
     )
-    print("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for run in results:
         ours = next(
             (r for r in results if (r.case, r.target, r.tool) == (run.case, run.target, run.against)), None
@@ -240,7 +251,8 @@ def report(results: list[Run], workers: int) -> None:
         wall = f"{run.seconds:.1f}" if run.ok else f"failed ({run.note[:60]})"
         against = run.against.removeprefix("archipel ") if run.against else ""
         print(
-            f"| {run.case} | {run.target} | {run.tool} | {wall} | {run.cpu:.1f} | {run.rss_mb:.0f} | {against} "
+            f"| {run.case} | {run.target} | {run.tool} | {wall} | {run.cpu:.1f} | {run.rss_mb:.0f} | {run.pss_mb:.0f} "
+            f"| {against} "
             f"| {ratio_t} | {ratio_c} | {ratio_m} | {run.load:.1f} |"
         )
 
