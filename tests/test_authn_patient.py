@@ -203,7 +203,7 @@ def test_the_outbox_keeps_a_message_whose_sending_failed(runtime: Runtime) -> No
     assert notify.deliver_pending(runtime.db, Broken()) == 0
     assert notify.deliver_pending(runtime.db, notify.sender_for("", runtime.settings.data_dir)) == 1
     with pytest.raises(ValueError, match="no notify sender"):
-        notify.sender_for("smtp://mail.example.org", runtime.settings.data_dir)
+        notify.sender_for("pigeon://loft.example.org", runtime.settings.data_dir)
 
 
 def _log_in(runtime: Runtime, http: TestClient, code: str) -> dict[str, str]:
