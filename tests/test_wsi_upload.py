@@ -315,6 +315,8 @@ def test_drop_folder_takes_stable_files_and_files_them_in_done_or_failed_with_a_
     wsi_server: ArchipelServer, slides_dir: Path
 ) -> None:
     drop = Path(wsi_server.env["ARCHIPEL_WSI_DROP_FOLDER"])
+    # The worker that watches the folder starts after HTTP answers; it makes the folder's sub-folders first.
+    wait_until(lambda: (drop / "failed").is_dir(), 120, "the drop folder watcher to start")
     sidecar = {"patient_id": PATIENT.patient_id, "issuer": SITE, "accession": "WSIACC4", "stain": "HE"}
     (drop / "scan-1.svs.json").write_text(json.dumps(sidecar))
     shutil.copy(slides_dir / "good.svs", drop / "scan-1.svs")
