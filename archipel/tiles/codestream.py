@@ -47,7 +47,7 @@ def inspect_codestream(data: bytes, codec: Codec, components_are_ycbcr: bool = F
     """
     try:
         if codec == Codec.JPEG:
-            f = jpeg.frame(data)
+            f = jpeg.header_frame(data)
             return CodestreamInfo(
                 codec, f.width, f.height, len(f.component_ids), f.bits, f.photometric, f.complete, f.baseline
             )

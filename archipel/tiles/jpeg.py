@@ -9,6 +9,7 @@ on the entropy-coded stream, which stays untouched, so that a passed-through til
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,6 +132,27 @@ def frame(data: bytes) -> JpegFrame:
     marker, bits, width, height, ids, sampling = sof
     complete = _DQT in markers and _DHT in markers
     return JpegFrame(width, height, ids, sampling, bits, marker, complete, transform)
+
+
+def header_frame(data: bytes) -> JpegFrame:
+    """:func:`frame`, remembered per distinct header: the tiles of a level share theirs, so a pass-through check
+    of every tile costs a byte search and a dictionary look-up instead of a Python walk of the markers.
+
+    The key is the stream up to its first ``FFDA``. If those bytes sit inside an earlier segment (not the real
+    start of scan), parsing the key fails and the whole stream is parsed instead.
+    """
+    end = data.find(b"\xff\xda")
+    if end > 0:
+        try:
+            return _frame_of_header(data[: end + 2])
+        except JpegStreamError:
+            pass
+    return frame(data)
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_of_header(header: bytes) -> JpegFrame:
+    return frame(header)
 
 
 def has_tables(data: bytes) -> bool:
