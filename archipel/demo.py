@@ -79,7 +79,7 @@ def load_demo(rt: Runtime, out: Console) -> None:
         if s.execute(select(DicomNode).where(DicomNode.ae_title == "DEMO_MODALITY")).first() is None:
             s.add(DicomNode(ae_title="DEMO_MODALITY", host="127.0.0.1", port=11113, site=SITES[0]))
     _care_relationships(rt, patients)
-    _slide(rt, patients[0])
+    slide_id = _slide(rt, patients[0])
     if lines:
         fd = os.open(creds_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as f:
@@ -88,6 +88,7 @@ def load_demo(rt: Runtime, out: Console) -> None:
     out.print(f"demo accounts (user, role, password, TOTP otpauth URI) are in {creds_path}:")
     if creds_path.exists():
         out.print(creds_path.read_text())
+    out.print(f"demo slide (as pathologiste): /tiles/{slide_id}.dzi and /iiif/{slide_id}/info.json")
     out.print(
         f"log in: POST http://{rt.settings.http_host}:{rt.settings.http_port}/api/auth/token "
         "with username, password and totp (a code from the otpauth URI); DICOM: AE DEMO_MODALITY from 127.0.0.1 "
@@ -114,11 +115,13 @@ def _care_relationships(rt: Runtime, patients: list[SyntheticPatient]) -> None:
                 care.record(s, professional, master, kind, recorded_by="demo", context=context)
 
 
-def _slide(rt: Runtime, patient: SyntheticPatient) -> None:
-    """Register one small synthetic slide for ``patient``; ``archipel serve`` converts it when it starts."""
+def _slide(rt: Runtime, patient: SyntheticPatient) -> str:
+    """Register one small synthetic slide for ``patient`` and return its id; ``archipel serve`` converts it when it
+    starts."""
     with rt.db.sessions() as s:
-        if s.execute(select(Slide.id).where(Slide.accession == SLIDE_ACCESSION)).first() is not None:
-            return
+        known = s.execute(select(Slide.id).where(Slide.accession == SLIDE_ACCESSION)).scalar_one_or_none()
+    if known is not None:
+        return known
     with tempfile.TemporaryDirectory(dir=rt.settings.data_dir) as tmp:
         path = write_svs(Path(tmp) / "demo.svs", 4000, 3000, seed=7)
         sha256, size = hash_file(path)
@@ -129,7 +132,7 @@ def _slide(rt: Runtime, patient: SyntheticPatient) -> None:
             container_id="CHU-PATH-1-A1",
             stain="HE",
         )
-        register_slide(
+        return register_slide(
             rt,
             path,
             sha256,
@@ -139,4 +142,4 @@ def _slide(rt: Runtime, patient: SyntheticPatient) -> None:
             origin="demo",
             created_by="pathologiste",
             role="pathologist",
-        )
+        ).slide_id
