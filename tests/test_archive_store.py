@@ -141,3 +141,11 @@ def test_orphan_blobs_are_swept_and_indexed_ones_kept(
     assert archive.sweep_orphans() == 1
     assert not runtime.blobs.exists("f" * 64)
     assert runtime.blobs.exists(hashlib.sha256(data).hexdigest())
+
+
+def test_a_start_up_sweep_spares_fresh_orphans_when_other_processes_may_share_the_store(runtime: Runtime) -> None:
+    from archipel.cli.services import SHARED_STORE_GRACE, _sweep_grace
+
+    embedded = runtime.db.engine.dialect.name == "sqlite"
+    assert _sweep_grace(runtime, shared=False) == (0 if embedded else SHARED_STORE_GRACE)
+    assert _sweep_grace(runtime, shared=True) == SHARED_STORE_GRACE

@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from archipel.cli.common import DataOpt, app, configure_logging, out, setup
+
+if TYPE_CHECKING:
+    from archipel.platform.runtime import Runtime
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -83,7 +86,7 @@ def dicom_cmd(
 
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
     configure_logging()
-    Archive(rt.db, rt.blobs).sweep_orphans(rt.settings.orphan_grace_seconds)
+    Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=True))
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
     listener.stop()
@@ -128,7 +131,7 @@ def serve(
 
     rt = setup(data, http_port=http_port, dicom_port=dicom_port, ae_title=aet, http_host=host)
     configure_logging()
-    swept = Archive(rt.db, rt.blobs).sweep_orphans(rt.settings.orphan_grace_seconds)
+    swept = Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=False))
     log = logging.getLogger("archipel.serve")
     log.info("event=recovery_sweep orphans_removed=%d", swept)
     if rt.settings.embedded_broker:
@@ -171,3 +174,16 @@ def demo(data: DataOpt = None) -> None:
 
     rt = setup(data)
     load_demo(rt, out)
+
+
+#: How old an orphan blob must be before a process that shares its store with others may remove it at start-up.
+SHARED_STORE_GRACE = 600
+
+
+def _sweep_grace(rt: Runtime, shared: bool) -> int:
+    """The start-up sweep's grace period: the setting, but never less than :data:`SHARED_STORE_GRACE` when other
+    processes may be writing to the same store (``archipel dicom`` listeners, or any process on PostgreSQL), so that
+    a starting process never removes a blob another one has written and not yet indexed."""
+    if shared or rt.db.engine.dialect.name != "sqlite":
+        return max(rt.settings.orphan_grace_seconds, SHARED_STORE_GRACE)
+    return rt.settings.orphan_grace_seconds
