@@ -143,7 +143,9 @@ def test_orphan_blobs_are_swept_and_indexed_ones_kept(
     assert runtime.blobs.exists(hashlib.sha256(data).hexdigest())
 
 
-def test_a_start_up_sweep_spares_fresh_orphans_when_other_processes_may_share_the_store(runtime: Runtime) -> None:
+def test_a_start_up_sweep_spares_fresh_orphans_when_other_processes_may_share_the_store(
+    runtime: Runtime,
+) -> None:
     from archipel.cli.services import SHARED_STORE_GRACE, _sweep_grace
 
     embedded = runtime.db.engine.dialect.name == "sqlite"
