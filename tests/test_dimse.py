@@ -42,7 +42,7 @@ from tests.dimse_peers import (
     write_files,
     wsi_instance,
 )
-from tests.support import ArchipelServer
+from tests.support import ArchipelServer, wait_until
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -220,21 +220,24 @@ def test_stores_of_an_association_are_audited_once_per_patient(
     files = write_files(tmp_path, ct_series(someone, 5))
     run = dcmtk("storescu", "-aec", server.aet, "127.0.0.1", str(server.dicom_port), *map(str, files))
     assert run.returncode == 0, run.stderr
-    with archive_look(server) as look, look.db.sessions() as s:
-        events = (
-            s.execute(
-                select(audit.AuditEvent).where(
+    with archive_look(server) as look:
+
+        def import_events() -> list[audit.AuditEvent]:
+            with look.db.sessions() as s:
+                query = select(audit.AuditEvent).where(
                     audit.AuditEvent.patient == "SITE-A/AUD0001", audit.AuditEvent.event_type == audit.IMPORT
                 )
-            )
-            .scalars()
-            .all()
-        )
+                return list(s.execute(query).scalars().all())
+
+        # The summary is written when the listener handles the release, which may come after storescu exits.
+        wait_until(lambda: bool(import_events()), timeout=30, what="the association's import event")
+        events = import_events()
         # One import event for the association's five stores (the MPI records the new identity apart, as 110110).
         assert len(events) == 1
         assert events[0].actor == "STORESCU"
         assert "stored=5" in events[0].detail
-        assert audit.verify(s) == (True, None)
+        with look.db.sessions() as s:
+            assert audit.verify(s) == (True, None)
 
 
 def test_deflated_data_sets_are_stored_as_received(server: ArchipelServer, patient: SyntheticPatient) -> None:
