@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= var
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks drive (Debian packages).
-APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools libturbojpeg0
+APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium
 
 .PHONY: install system venv web demo serve test test-fast bench lint clean
 
@@ -39,7 +39,7 @@ demo: install
 serve: venv
 	$(BIN)/archipel serve --data $(DATA)
 
-test: system venv
+test: system venv web
 	$(BIN)/ruff check archipel tests bench
 	$(BIN)/mypy archipel
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from archipel import __version__
 from archipel.platform import audit_api, breakglass_api, care_api, consent_api
@@ -19,6 +21,9 @@ from archipel.wsi import api as wsi_api
 from archipel.wsi import tile_source
 
 log = logging.getLogger("archipel.http")
+
+#: The built web front end (``make web``); its pages are public static files, their data comes from the API.
+WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
 def create_app() -> FastAPI:
@@ -42,6 +47,10 @@ def create_app() -> FastAPI:
     app.include_router(wsi_api.router)
     tile_source.install()
     app.include_router(tiles_api.router)
+
+    # Mounted even before the front end is built (then every page is a 404), so the app's routes do not
+    # depend on the build.
+    app.mount("/app", StaticFiles(directory=WEB_DIST, html=True, check_dir=False), name="web")
 
     @app.get("/", include_in_schema=False)
     def _home() -> RedirectResponse:

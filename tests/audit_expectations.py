@@ -75,6 +75,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/docs/oauth2-redirect"): NotPatientData("API documentation"),
     ("GET", "/redoc"): NotPatientData("API documentation"),
     ("GET", "/healthz"): NotPatientData("liveness"),
+    ("GET", "/app"): NotPatientData("the web front end's static files; their data comes from the API"),
     ("POST", "/api/auth/token"): NotPatientData("log-in; tested in test_authn_login"),
     ("POST", "/api/auth/session"): NotPatientData("log-in; tested in test_authn_web"),
     ("POST", "/api/auth/oidc"): NotPatientData("log-in; tested in test_authn_oidc"),
