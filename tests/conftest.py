@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,15 +23,77 @@ from tests.support import ArchipelServer, create_pg_database, postgres_available
 _PG = postgres_available()
 
 
+@dataclass
+class _Templates:
+    """Databases migrated once per test session, cloned for each test instead of migrating it again."""
+
+    folder: Path
+    sqlite: Path | None = None
+    pg_name: str = ""
+    pg_drop: Callable[[], None] | None = None
+
+    def sqlite_copy(self, target: Path) -> str:
+        if self.sqlite is None:
+            self.sqlite = self.folder / "template.sqlite"
+            upgrade(f"sqlite:///{self.sqlite}")
+            forget_databases()  # closes the last connection, so the WAL is folded into the file
+        shutil.copyfile(self.sqlite, target)
+        for suffix in ("-wal",):  # present only if a connection was left open; copied so nothing is lost
+            side = self.sqlite.with_name(self.sqlite.name + suffix)
+            if side.exists():
+                shutil.copyfile(side, target.with_name(target.name + suffix))
+        return f"sqlite:///{target}"
+
+    def pg_copy(self) -> tuple[str, Callable[[], None]]:
+        if not self.pg_name:
+            url, self.pg_drop = create_pg_database()
+            upgrade(url)
+            forget_databases()  # a template database must have no open connection when it is copied
+            self.pg_name = url.rsplit("/", 1)[1]
+        return create_pg_database(template=self.pg_name)
+
+
+@pytest.fixture(scope="session")
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Templates]:
+    templates = _Templates(tmp_path_factory.mktemp("db-templates"))
+    try:
+        yield templates
+    finally:
+        if templates.pg_drop is not None:
+            templates.pg_drop()
+
+
+def _pg_or_skip() -> None:
+    if not _PG:
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The index URL: an SQLite file, then a fresh PostgreSQL database when the server answers."""
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty index database: an SQLite file, then a fresh PostgreSQL database when the server answers."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'index.sqlite'}"
         return
-    if not _PG:
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    _pg_or_skip()
     url, drop = create_pg_database()
+    try:
+        yield url
+    finally:
+        forget_databases()
+        drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, _templates: _Templates) -> Iterator[str]:
+    """A migrated index of the test's own: an SQLite file, then a PostgreSQL database when the server answers.
+
+    Each is a copy of a database migrated once per session (the migrations themselves are tested on
+    :func:`empty_db_url` by test_migrations)."""
+    if request.param == "sqlite":
+        yield _templates.sqlite_copy(tmp_path / "index.sqlite")
+        return
+    _pg_or_skip()
+    url, drop = _templates.pg_copy()
     try:
         yield url
     finally:
@@ -44,7 +108,6 @@ def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
     reset_runtime()
     reset_celery()
     rt = get_runtime()
-    upgrade(db_url)
     try:
         yield rt
     finally:

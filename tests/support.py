@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyotp
@@ -49,19 +50,25 @@ def redis_available() -> bool:
     return port_answers("127.0.0.1", 6379)
 
 
-def create_pg_database() -> tuple[str, Callable[[], None]]:
-    """A fresh PostgreSQL database; returns its URL and a function that drops it."""
+_pg_admin: Any = None
+
+
+def create_pg_database(template: str = "") -> tuple[str, Callable[[], None]]:
+    """A fresh PostgreSQL database (a copy of ``template`` when given); returns its URL and a function that
+    drops it."""
     import sqlalchemy
 
+    global _pg_admin
+    if _pg_admin is None:
+        _pg_admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = _pg_admin
     name = f"archipel_test_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
 
     def drop() -> None:
         with admin.connect() as c:
             c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", drop
 

@@ -11,10 +11,10 @@ from archipel.migrations import alembic_config, load_models, upgrade
 from archipel.platform.db import Base
 
 
-def test_upgraded_schema_matches_the_models(db_url: str) -> None:
-    upgrade(db_url)
+def test_upgraded_schema_matches_the_models(empty_db_url: str) -> None:
+    upgrade(empty_db_url)
     load_models()
-    engine = create_engine(db_url)
+    engine = create_engine(empty_db_url)
     try:
         with engine.connect() as conn:
             diff = compare_metadata(
@@ -25,10 +25,10 @@ def test_upgraded_schema_matches_the_models(db_url: str) -> None:
     assert diff == [], f"models and migrations differ; add a migration for: {diff}"
 
 
-def test_every_migration_goes_down_to_an_empty_schema(db_url: str) -> None:
-    upgrade(db_url)
-    command.downgrade(alembic_config(db_url), "base")
-    engine = create_engine(db_url)
+def test_every_migration_goes_down_to_an_empty_schema(empty_db_url: str) -> None:
+    upgrade(empty_db_url)
+    command.downgrade(alembic_config(empty_db_url), "base")
+    engine = create_engine(empty_db_url)
     try:
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     finally:
