@@ -18,7 +18,7 @@ from archipel.radiology import api as radiology_api
 from archipel.radiology import confidentiality_api, dicomweb, patients_api
 from archipel.tiles import api as tiles_api
 from archipel.wsi import api as wsi_api
-from archipel.wsi import tile_source
+from archipel.wsi import duty_api, frozen_api, frozen_report, tile_source
 
 log = logging.getLogger("archipel.http")
 
@@ -45,6 +45,10 @@ def create_app() -> FastAPI:
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)
+    app.include_router(frozen_api.router)
+    app.include_router(duty_api.router)
+    app.include_router(frozen_report.timings_router)
+    frozen_api.install()
     tile_source.install()
     app.include_router(tiles_api.router)
 

@@ -53,6 +53,11 @@ IDENTITY_KINDS = frozenset({"identity"})
 AUDIT_KINDS = frozenset({"audit"})
 #: Access-control records about a patient: consent, care relationships, confidentiality codes of a study.
 CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS = "consent", "care", "confidentiality", "break-glass"
+#: A frozen-section request: made (and its slides sent) by a surgeon or technician of a site holding the
+#: patient's record; read like any patient data; updated (claim, verdict, seen) by readers among these roles.
+FROZEN_SECTION = "frozen-section"
+FROZEN_REQUESTERS = frozenset({"surgeon", "technician"})
+FROZEN_UPDATERS = frozenset({"pathologist", "surgeon"})
 
 #: Audit purposes (the same strings as ``audit``'s).
 PURPOSE_CARE = "care"
@@ -315,6 +320,20 @@ def _access_records(principal: Principal, action: str, resource: Resource, facts
     )
 
 
+def _frozen_section(principal: Principal, action: str, resource: Resource, facts: Facts) -> Decision:
+    """Requesting a frozen section (or sending its slides), and the workflow's steps, which the module orders."""
+    if principal.kind != "user":
+        return Decision(False, "a frozen-section request is made by a person")
+    if action == CREATE:
+        own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
+        if principal.role in FROZEN_REQUESTERS and (own_site or _at_patient_site(principal, facts)):
+            return Decision(True, f"role {principal.role} of a site holding the patient's record")
+        return Decision(False, "only a surgeon or technician of a site holding the patient's record may do this")
+    if principal.role not in FROZEN_UPDATERS:
+        return Decision(False, f"role {principal.role} takes no part in a frozen section's answer")
+    return _read(principal, resource, facts)
+
+
 def allow(principal: Principal, action: str, resource: Resource, facts: Facts = NO_FACTS) -> Decision:
     """Decide whether ``principal`` may do ``action`` on ``resource``, given ``facts``. Pure: no I/O."""
     kind = resource.kind
@@ -336,6 +355,8 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         return Decision(False, "the audit trail is for auditors and administrators")
     if kind in (CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS):
         return _access_records(principal, action, resource, facts)
+    if kind == FROZEN_SECTION and action in (CREATE, UPDATE):
+        return _frozen_section(principal, action, resource, facts)
     # Patient data: studies, series, instances, slides, documents, reading tasks...
     if action in (READ, SEARCH):
         return _read(principal, resource, facts)

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     tiles_cache_mb: int = Field(default=256, ge=0)
     #: Seconds a tile-access decision is remembered per session and slide (revocation takes effect within it).
     tiles_grant_seconds: float = Field(default=60.0, ge=0)
+    #: Minutes a pathologist's claim on a frozen-section request holds (claiming again renews it).
+    frozen_claim_minutes: int = Field(default=10, ge=1, le=120)
+    #: How recent (seconds) the pathologist's login must be to sign a frozen-section verdict.
+    frozen_verdict_reauth_seconds: int = Field(default=900, ge=30)
 
     @classmethod
     def settings_customise_sources(

@@ -21,7 +21,7 @@ from archipel.platform import access, access_facts, audit
 from archipel.platform.authn import Principal
 from archipel.platform.http import PrincipalDep, RuntimeDep, guard
 from archipel.platform.runtime import Runtime
-from archipel.tiles import iiif, render
+from archipel.tiles import hooks, iiif, render
 from archipel.tiles.cache import ByteLRU, CachedTile, GrantCache
 from archipel.tiles.pyramid import Pyramid, Size
 from archipel.tiles.views import SlideRef, SlideUnavailable, ViewCache
@@ -83,6 +83,7 @@ def _open(rt: Runtime, principal: Principal, slide_id: str, request: Request) ->
     ref, pyramid = _view(rt, slide_id)
     guard(rt, principal, access.READ, ref.resource, event_type=audit.INSTANCES_ACCESSED, request=request)
     service(rt).grants.put(_grant_key(principal, slide_id), True)
+    hooks.slide_opened(rt, principal, slide_id)
     return ref, pyramid
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from archipel.platform.db import Database
 from archipel.platform.identity.intake import known_issuers
@@ -30,8 +30,9 @@ def _dicom_text(value: str, field: str, limit: int) -> str:
 
 class SlideMetadata(BaseModel):
     """What the sender says about a slide: the patient (``issuer`` + ``patient_id``, required), the case's
-    ``accession``, the slide's ``container_id`` (its barcode) and ``stain``, and whether it is ``urgent``
-    (a frozen section: it jumps the conversion queue)."""
+    ``accession``, the slide's ``container_id`` (its barcode) and ``stain``, whether it is ``urgent``
+    (a frozen section: it jumps the conversion queue), and the ``frozen_request`` it answers (then it is urgent
+    whatever ``urgent`` says)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -41,6 +42,13 @@ class SlideMetadata(BaseModel):
     container_id: str = ""
     stain: str = ""
     urgent: bool = False
+    frozen_request: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _frozen_is_urgent(self) -> SlideMetadata:
+        if self.frozen_request is not None:
+            self.urgent = True
+        return self
 
     @field_validator("patient_id")
     @classmethod
@@ -74,7 +82,10 @@ def _explain(exc: ValidationError) -> str:
         if err["type"] == "missing":
             message = "is required"
         elif err["type"] == "extra_forbidden":
-            message = "is not a known field (patient_id, issuer, accession, container_id, stain, urgent)"
+            message = (
+                "is not a known field (patient_id, issuer, accession, container_id, stain, urgent, "
+                "frozen_request)"
+            )
         parts.append(f"{where} {message}")
     return "; ".join(parts)
 

@@ -10,6 +10,7 @@ from archipel.platform import access, audit
 from archipel.platform.authn import Principal
 from archipel.platform.http import guard
 from archipel.platform.runtime import Runtime
+from archipel.wsi import frozen
 from archipel.wsi.intake import SlideMetadata, SlideMetadataError, check_issuer, parse_metadata
 
 
@@ -44,10 +45,17 @@ def guard_new_slide(rt: Runtime, principal: Principal, meta: SlideMetadata, requ
 
 
 def validated_metadata(rt: Runtime, raw: bytes | str | dict[str, Any]) -> SlideMetadata:
-    """Parse and check the metadata; HTTP 400 with the reason when it is malformed or names an unknown issuer."""
+    """Parse and check the metadata; HTTP 400 with the reason when it is malformed or names an unknown issuer,
+    422 (409) when it names a frozen-section request of another patient or that does not exist (is answered)."""
     try:
         meta = parse_metadata(raw)
         check_issuer(rt.db, meta)
     except SlideMetadataError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    if meta.frozen_request is not None:
+        with rt.db.sessions() as s:
+            try:
+                frozen.check_attachable(s, meta.frozen_request, meta.issuer, meta.patient_id)
+            except frozen.FrozenSectionError as exc:
+                raise HTTPException(exc.status, exc.reason) from exc
     return meta

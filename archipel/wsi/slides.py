@@ -28,6 +28,7 @@ from archipel.platform.runtime import Runtime
 from archipel.platform.settings import Settings
 from archipel.platform.storage import BlobStore, open_blob_store
 from archipel.radiology.models import Patient, Study
+from archipel.wsi import frozen
 from archipel.wsi.intake import SlideMetadata
 from archipel.wsi.models import RECEIVED, Slide, SlideCase, SlideUpload
 
@@ -202,30 +203,32 @@ def register_slide(
     now = utcnow()
     params = {"slide_id": slide_id, "role": role, "urgent": meta.urgent}
     with rt.db.write() as s:
-        s.add(
-            Slide(
-                id=slide_id,
-                case_id=case_id,
-                status=RECEIVED,
-                job_id=job_id,
-                issuer=meta.issuer,
-                patient_id=meta.patient_id,
-                accession=meta.accession,
-                container_id=meta.container_id,
-                stain=meta.stain,
-                urgent=meta.urgent,
-                filename=Path(filename).name[:255],
-                source_key=sha256,
-                source_size=size,
-                origin=origin,
-                study_uid=study_uid,
-                # Fixed now, so that a re-run writes the same instances (their UIDs derive from it).
-                series_uid=generate_uid(),
-                created_by=created_by,
-                created_at=now,
-                updated_at=now,
-            )
+        slide = Slide(
+            id=slide_id,
+            case_id=case_id,
+            status=RECEIVED,
+            job_id=job_id,
+            issuer=meta.issuer,
+            patient_id=meta.patient_id,
+            accession=meta.accession,
+            container_id=meta.container_id,
+            stain=meta.stain,
+            urgent=meta.urgent,
+            filename=Path(filename).name[:255],
+            source_key=sha256,
+            source_size=size,
+            origin=origin,
+            study_uid=study_uid,
+            # Fixed now, so that a re-run writes the same instances (their UIDs derive from it).
+            series_uid=generate_uid(),
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
         )
+        s.add(slide)
+        s.flush()
+        # In the registration's transaction: a frozen section's slide is on its request as soon as it is stored.
+        frozen.attach_registered(s, slide, meta.frozen_request, rt.clock())
         s.add(jobs.Job(id=job_id, kind=CONVERT_TASK, params=json.dumps(params), created_by=created_by))
         if upload_id:
             upload = s.get(SlideUpload, upload_id)

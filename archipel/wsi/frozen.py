@@ -1,0 +1,469 @@
+"""Frozen sections (extemporaneous examinations): the request, its slides, its claim, its events.
+
+A surgeon (or a technician of their site) asks for a frozen section; its slides attach as they are scanned; an
+on-duty pathologist claims it (an exclusive lock that expires), views the slides, signs a verdict
+(:mod:`archipel.wsi.frozen_verdict`), and the surgeon marks it seen. Each step is a timestamp on the request
+(the turnaround report reads them) and an append-only :class:`FrozenSectionEvent` (the event streams read them,
+so that any API process can serve a stream).
+
+Access goes through the policy like any patient data (kind ``frozen-section``). The requester gets a care
+relationship at once; the on-duty pathologists get one for the length of their shift (ended when the verdict is
+signed), the claim holder one that lasts: so the existing policy lets them read the slides, and nobody else.
+
+Functions here run in the caller's transaction and raise :class:`FrozenSectionError` with the HTTP status and
+the reason of an impossible step, before changing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from archipel.platform import care, notify
+from archipel.platform.authn import find_user
+from archipel.platform.db import Base, UTCDateTime, utcnow
+from archipel.wsi import duty
+from archipel.wsi.models import Slide
+
+log = logging.getLogger("archipel.frozen")
+
+#: The CAP checklist's target: 90 % of frozen sections answered within 20 minutes.
+TARGET_MINUTES = 20
+#: How long the requester's and the claim holder's care relationships last (the follow-up of the case).
+FOLLOW_UP = timedelta(days=30)
+#: Request states, in order.
+REQUESTED, SCANNED, CLAIMED, ANSWERED, SEEN = "requested", "scanned", "claimed", "answered", "seen"
+#: Event kinds.
+EV_REQUESTED, EV_SLIDE, EV_VIEWED, EV_CLAIMED, EV_RELEASED = (
+    "requested",
+    "slide-attached",
+    "first-view",
+    "claimed",
+    "released",
+)
+EV_VERDICT, EV_SEEN = "verdict", "seen"
+PURPOSE = "frozen-section"
+
+
+class FrozenSectionError(Exception):
+    """An impossible step; ``status`` is the HTTP answer (403, 404, 409, 422) and ``reason`` says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class FrozenSectionRequest(Base):
+    """One frozen-section request and the time of each of its steps."""
+
+    __tablename__ = "frozen_section_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    master_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), index=True)
+    accession: Mapped[str] = mapped_column(String(16), default="")
+    specimen: Mapped[str] = mapped_column(String(200))
+    specimen_site: Mapped[str] = mapped_column(String(200))
+    clinical_question: Mapped[str] = mapped_column(Text)
+    or_phone: Mapped[str] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requesting_site: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    first_slide_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    first_view_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    first_viewer: Mapped[str] = mapped_column(String(128), default="")
+    claim_holder: Mapped[str] = mapped_column(String(128), default="")
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    verdict_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    verdict_by: Mapped[str] = mapped_column(String(128), default="")
+    diagnosis: Mapped[str] = mapped_column(String(16), default="")
+    margins: Mapped[str] = mapped_column(String(16), default="")
+    verdict_text: Mapped[str] = mapped_column(Text, default="")
+    study_uid: Mapped[str] = mapped_column(String(64), default="")
+    sr_series_uid: Mapped[str] = mapped_column(String(64), default="")
+    sr_sop_uid: Mapped[str] = mapped_column(String(64), default="")
+    #: The canonical verdict (JSON) the platform's Ed25519 key signed, the signature (hex) and the key's id.
+    signed_payload: Mapped[str] = mapped_column(Text, default="")
+    signature: Mapped[str] = mapped_column(String(128), default="")
+    signing_key_id: Mapped[str] = mapped_column(String(16), default="")
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def patient(self) -> str:
+        """The patient as ``issuer/PatientID``."""
+        return f"{self.issuer}/{self.patient_id}"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the request still waits for its verdict."""
+        return self.verdict_at is None
+
+    def claim_in_force(self, now: datetime) -> bool:
+        """Whether someone holds the claim at ``now``."""
+        return bool(self.claim_holder) and self.claim_expires_at is not None and self.claim_expires_at > now
+
+    def state(self, now: datetime) -> str:
+        """Where the request stands: requested, scanned, claimed, answered or seen."""
+        if self.seen_at is not None:
+            return SEEN
+        if self.verdict_at is not None:
+            return ANSWERED
+        if self.claim_in_force(now):
+            return CLAIMED
+        return SCANNED if self.first_slide_at is not None else REQUESTED
+
+
+class FrozenSectionSlide(Base):
+    """A slide attached to a request, and how it came to be (``metadata``, ``accession`` or ``explicit``)."""
+
+    __tablename__ = "frozen_section_slides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("frozen_section_requests.id"), index=True)
+    slide_id: Mapped[str] = mapped_column(ForeignKey("slides.id"), unique=True)
+    attached_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attached_by: Mapped[str] = mapped_column(String(128))
+    how: Mapped[str] = mapped_column(String(16))
+
+
+class FrozenSectionEvent(Base):
+    """One change of a request, in order; ``detail`` is JSON without patient identifiers."""
+
+    __tablename__ = "frozen_section_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("frozen_section_requests.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as the streams send it."""
+        return {
+            "event_id": self.id,
+            "request_id": self.request_id,
+            "kind": self.kind,
+            "at": self.at.isoformat(),
+            **json.loads(self.detail),
+        }
+
+
+def event(s: Session, req: FrozenSectionRequest, kind: str, now: datetime, **detail: Any) -> None:
+    """Append an event of ``req`` (its state after the change goes with it)."""
+    body = {"state": req.state(now), **detail}
+    s.add(FrozenSectionEvent(request_id=req.id, at=now, kind=kind, detail=json.dumps(body, sort_keys=True)))
+    s.flush()
+
+
+def get(s: Session, request_id: int) -> FrozenSectionRequest:
+    """The request, or :class:`FrozenSectionError` 404."""
+    req = s.get(FrozenSectionRequest, request_id)
+    if req is None:
+        raise FrozenSectionError(404, f"no frozen-section request {request_id}")
+    return req
+
+
+def slides_of(s: Session, request_id: int) -> list[Slide]:
+    """The request's slides, in the order they were attached."""
+    stmt = (
+        select(Slide)
+        .join(FrozenSectionSlide, FrozenSectionSlide.slide_id == Slide.id)
+        .where(FrozenSectionSlide.request_id == request_id)
+        .order_by(FrozenSectionSlide.id)
+    )
+    return list(s.execute(stmt).scalars())
+
+
+def _context(req: FrozenSectionRequest, why: str) -> str:
+    return f"frozen-section:{req.id} {why}"
+
+
+def _grant_shift(s: Session, req: FrozenSectionRequest, shift: duty.DutyShift, now: datetime) -> None:
+    care.record(
+        s,
+        shift.pathologist,
+        req.master_id,
+        care.FROZEN_SECTION_REQUEST,
+        recorded_by="frozen-section",
+        valid_from=max(shift.start, now),
+        valid_to=shift.end,
+        context=_context(req, f"duty:{shift.id}"),
+    )
+
+
+def _email_of(s: Session, username: str) -> str:
+    user = find_user(s, username)
+    return user.email if user is not None and user.active else ""
+
+
+def create(
+    s: Session,
+    *,
+    issuer: str,
+    patient_id: str,
+    master_id: int,
+    accession: str,
+    specimen: str,
+    specimen_site: str,
+    clinical_question: str,
+    or_phone: str,
+    requested_by: str,
+    requesting_site: str,
+    now: datetime,
+) -> FrozenSectionRequest:
+    """Record a request, the requester's care relationship, the on-duty pathologists' (until their shift ends),
+    and notify each on-duty pathologist who has an e-mail address."""
+    req = FrozenSectionRequest(
+        issuer=issuer,
+        patient_id=patient_id,
+        master_id=master_id,
+        accession=accession,
+        specimen=specimen,
+        specimen_site=specimen_site,
+        clinical_question=clinical_question,
+        or_phone=or_phone,
+        requested_by=requested_by,
+        requesting_site=requesting_site,
+        requested_at=now,
+        claim_holder="",
+        first_viewer="",
+    )
+    s.add(req)
+    s.flush()
+    care.record(
+        s,
+        requested_by,
+        master_id,
+        care.FROZEN_SECTION_REQUEST,
+        recorded_by=requested_by,
+        valid_from=now,
+        valid_to=now + FOLLOW_UP,
+        context=_context(req, "requester"),
+    )
+    told: set[str] = set()
+    for shift in duty.not_over(s, now):
+        _grant_shift(s, req, shift, now)
+        if shift.start <= now and shift.pathologist not in told:
+            told.add(shift.pathologist)
+            address = _email_of(s, shift.pathologist)
+            if address:
+                notify.enqueue(
+                    s,
+                    "email",
+                    address,
+                    f"URGENT frozen section #{req.id} from {requesting_site}",
+                    f"A frozen section waits for you: specimen {specimen} ({specimen_site}).\n"
+                    f"Open the urgent worklist: /api/frozen-sections/worklist (request {req.id}).\n"
+                    f"Operating room: {or_phone}. The operation waits: target {TARGET_MINUTES} minutes.",
+                    PURPOSE,
+                )
+    event(s, req, EV_REQUESTED, now, requesting_site=requesting_site, specimen_site=specimen_site)
+    log.info("event=frozen_requested request=%d site=%s on_duty=%d", req.id, requesting_site, len(told))
+    return req
+
+
+def grant_new_shift(s: Session, shift: duty.DutyShift, now: datetime) -> int:
+    """Give a new shift's pathologist access to every open request; returns how many."""
+    open_requests = s.execute(select(FrozenSectionRequest).where(FrozenSectionRequest.verdict_at.is_(None)))
+    n = 0
+    for req in open_requests.scalars():
+        _grant_shift(s, req, shift, now)
+        n += 1
+    return n
+
+
+def end_grants(
+    s: Session, *, request_id: int | None = None, shift_id: int | None = None, now: datetime
+) -> int:
+    """End the on-duty care relationships of one request (its verdict is signed) or of one shift (cancelled)."""
+    stmt = select(care.CareRelationship).where(care.CareRelationship.kind == care.FROZEN_SECTION_REQUEST)
+    if request_id is not None:
+        stmt = stmt.where(care.CareRelationship.context.like(f"frozen-section:{request_id} duty:%"))
+    if shift_id is not None:
+        stmt = stmt.where(care.CareRelationship.context.like(f"frozen-section:% duty:{shift_id}"))
+    ended = 0
+    for row in s.execute(stmt).scalars():
+        if row.valid_to is None or row.valid_to > now:
+            care.end(s, row.id, ended_by="frozen-section", at=now)
+            ended += 1
+    return ended
+
+
+def attach(s: Session, req: FrozenSectionRequest, slide: Slide, *, how: str, by: str, now: datetime) -> bool:
+    """Attach ``slide``; ``False`` when it already was. 422 for another patient's slide, 409 when the verdict is
+    signed or the slide answers another request."""
+    if (slide.issuer, slide.patient_id) != (req.issuer, req.patient_id):
+        raise FrozenSectionError(
+            422, f"slide {slide.id} is of another patient than frozen-section request {req.id}"
+        )
+    link = s.execute(select(FrozenSectionSlide).where(FrozenSectionSlide.slide_id == slide.id)).scalar()
+    if link is not None:
+        if link.request_id == req.id:
+            return False
+        raise FrozenSectionError(
+            409, f"slide {slide.id} is attached to frozen-section request {link.request_id}"
+        )
+    if not req.is_open:
+        raise FrozenSectionError(
+            409, f"frozen-section request {req.id} is answered; a slide can no longer join it"
+        )
+    s.add(FrozenSectionSlide(request_id=req.id, slide_id=slide.id, attached_at=now, attached_by=by, how=how))
+    if req.first_slide_at is None:
+        req.first_slide_at = now
+    s.flush()
+    event(s, req, EV_SLIDE, now, slide_id=slide.id, how=how)
+    log.info("event=frozen_slide_attached request=%d slide=%s how=%s", req.id, slide.id, how)
+    return True
+
+
+def open_request_for(s: Session, issuer: str, patient_id: str, accession: str) -> FrozenSectionRequest | None:
+    """The oldest open request of this patient and accession (a slide of it joins that request)."""
+    if not accession:
+        return None
+    stmt = select(FrozenSectionRequest).where(
+        FrozenSectionRequest.issuer == issuer,
+        FrozenSectionRequest.patient_id == patient_id,
+        FrozenSectionRequest.accession == accession,
+        FrozenSectionRequest.verdict_at.is_(None),
+    )
+    return s.execute(stmt.order_by(FrozenSectionRequest.id).limit(1)).scalar()
+
+
+def attach_registered(s: Session, slide: Slide, frozen_request: int | None, now: datetime) -> None:
+    """At registration: attach a slide to the request its metadata names, else to the open request of its
+    patient and accession. A request that cannot take it (answered since the upload began) is logged, and the
+    slide stays registered on its own."""
+    req = s.get(FrozenSectionRequest, frozen_request) if frozen_request is not None else None
+    how = "metadata"
+    if req is None:
+        req, how = open_request_for(s, slide.issuer, slide.patient_id, slide.accession), "accession"
+    if req is None:
+        return
+    try:
+        attach(s, req, slide, how=how, by=slide.created_by, now=now)
+    except FrozenSectionError as exc:
+        log.warning(
+            "event=frozen_slide_not_attached request=%d slide=%s reason=%s", req.id, slide.id, exc.reason
+        )
+
+
+def check_attachable(s: Session, frozen_request: int, issuer: str, patient_id: str) -> None:
+    """Refuse, before any byte is stored, an upload naming a request that does not exist, is answered, or is of
+    another patient."""
+    req = s.get(FrozenSectionRequest, frozen_request)
+    if req is None:
+        raise FrozenSectionError(422, f"frozen_request {frozen_request} does not exist")
+    if (req.issuer, req.patient_id) != (issuer, patient_id):
+        raise FrozenSectionError(
+            422, f"frozen_request {frozen_request} is of another patient than this slide"
+        )
+    if not req.is_open:
+        raise FrozenSectionError(409, f"frozen-section request {frozen_request} is answered already")
+
+
+def claim(s: Session, req: FrozenSectionRequest, pathologist: str, *, minutes: int, now: datetime) -> bool:
+    """Take (or renew) the exclusive claim for ``minutes``; ``True`` when it is a new claim. 409 when the
+    verdict is signed or another pathologist holds it (the reason says who, and until when)."""
+    if not req.is_open:
+        raise FrozenSectionError(
+            409, f"frozen-section request {req.id} is answered; there is nothing to claim"
+        )
+    if req.claim_in_force(now) and req.claim_holder != pathologist:
+        assert req.claim_expires_at is not None
+        raise FrozenSectionError(
+            409, f"claimed by {req.claim_holder} until {req.claim_expires_at.isoformat(timespec='seconds')}"
+        )
+    renewed = req.claim_in_force(now) and req.claim_holder == pathologist
+    if not renewed:
+        care.record(
+            s,
+            pathologist,
+            req.master_id,
+            care.FROZEN_SECTION_REQUEST,
+            recorded_by=pathologist,
+            valid_from=now,
+            valid_to=now + FOLLOW_UP,
+            context=_context(req, "claim"),
+        )
+    req.claim_holder, req.claim_expires_at = pathologist, now + timedelta(minutes=minutes)
+    s.flush()
+    event(
+        s,
+        req,
+        EV_CLAIMED,
+        now,
+        holder=pathologist,
+        expires_at=req.claim_expires_at.isoformat(),
+        renewed=renewed,
+    )
+    return not renewed
+
+
+def release(s: Session, req: FrozenSectionRequest, pathologist: str, now: datetime) -> None:
+    """Give the claim back; 409 unless ``pathologist`` holds it now."""
+    if not req.claim_in_force(now) or req.claim_holder != pathologist:
+        raise FrozenSectionError(409, f"you hold no claim on frozen-section request {req.id}")
+    req.claim_holder, req.claim_expires_at = "", None
+    s.flush()
+    event(s, req, EV_RELEASED, now, by=pathologist)
+
+
+def check_may_sign(req: FrozenSectionRequest, pathologist: str, has_slides: bool, now: datetime) -> None:
+    """Refuse a verdict that cannot be signed: 409 once signed, without a claim in force or without slides,
+    403 when another pathologist holds the claim."""
+    if not req.is_open:
+        raise FrozenSectionError(
+            409, f"the verdict of frozen-section request {req.id} is signed and cannot change"
+        )
+    if not req.claim_in_force(now):
+        raise FrozenSectionError(409, "claim the request before signing its verdict (no claim in force)")
+    if req.claim_holder != pathologist:
+        raise FrozenSectionError(403, f"{req.claim_holder} holds the claim; only they may sign the verdict")
+    if not has_slides:
+        raise FrozenSectionError(409, "no slide is attached to this request yet")
+
+
+def mark_seen(s: Session, req: FrozenSectionRequest, surgeon: str, now: datetime) -> bool:
+    """Record that the requesting surgeon read the verdict; ``False`` when it was recorded before."""
+    if surgeon != req.requested_by:
+        raise FrozenSectionError(403, "only the requesting surgeon records that the verdict was seen")
+    if req.verdict_at is None:
+        raise FrozenSectionError(409, "there is no verdict to see yet")
+    if req.seen_at is not None:
+        return False
+    req.seen_at = now
+    s.flush()
+    event(s, req, EV_SEEN, now, by=surgeon)
+    return True
+
+
+def awaits_first_view(s: Session, slide_id: str) -> bool:
+    """Whether ``slide_id`` belongs to a request that no pathologist has viewed yet (a cheap read)."""
+    stmt = (
+        select(FrozenSectionRequest.id)
+        .join(FrozenSectionSlide, FrozenSectionSlide.request_id == FrozenSectionRequest.id)
+        .where(FrozenSectionSlide.slide_id == slide_id, FrozenSectionRequest.first_view_at.is_(None))
+    )
+    return s.execute(stmt.limit(1)).first() is not None
+
+
+def record_view(s: Session, slide_id: str, viewer: str, now: datetime | None = None) -> bool:
+    """The first view of one of a request's slides by a pathologist; ``True`` when it was the first."""
+    link = s.execute(select(FrozenSectionSlide).where(FrozenSectionSlide.slide_id == slide_id)).scalar()
+    if link is None:
+        return False
+    req = s.get(FrozenSectionRequest, link.request_id)
+    if req is None or req.first_view_at is not None:
+        return False
+    when = now or utcnow()
+    req.first_view_at, req.first_viewer = when, viewer
+    s.flush()
+    event(s, req, EV_VIEWED, when, slide_id=slide_id, by=viewer)
+    return True
