@@ -17,8 +17,8 @@ from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
 from archipel.radiology import confidentiality_api, dicomweb, patients_api
 from archipel.tiles import api as tiles_api
+from archipel.wsi import annotations_api, duty_api, frozen_api, frozen_report, tile_source, viewer_api
 from archipel.wsi import api as wsi_api
-from archipel.wsi import duty_api, frozen_api, frozen_report, tile_source
 
 log = logging.getLogger("archipel.http")
 
@@ -45,6 +45,8 @@ def create_app() -> FastAPI:
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)
+    app.include_router(viewer_api.router)
+    app.include_router(annotations_api.router)
     app.include_router(frozen_api.router)
     app.include_router(duty_api.router)
     app.include_router(frozen_report.timings_router)

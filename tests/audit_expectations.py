@@ -303,6 +303,23 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/api/slides/{slide_id}/retry"): Audited(
         "POST", "/api/slides/unknown/retry", (), user="auditor", status=404
     ),
+    # viewer and annotations (owner: wsi): reads and changes audited; tested in test_wsi_annotations
+    ("GET", "/api/slides/{slide_id}/viewer"): Audited("GET", "/api/slides/unknown/viewer", (), status=404),
+    ("GET", "/api/slides/{slide_id}/associated/{kind}"): Audited(
+        "GET", "/api/slides/unknown/associated/label", (), status=404
+    ),
+    ("GET", "/api/slides/{slide_id}/annotations"): Audited(
+        "GET", "/api/slides/unknown/annotations", (), status=404
+    ),
+    ("POST", "/api/slides/{slide_id}/annotations"): Audited(
+        "POST", "/api/slides/unknown/annotations", (), send="json", body={}, status=404
+    ),
+    ("DELETE", "/api/slides/{slide_id}/annotations/{annotation_id}"): Audited(
+        "DELETE", "/api/slides/unknown/annotations/none", (), status=404
+    ),
+    ("GET", "/api/slides/{slide_id}/annotations.dcm"): Audited(
+        "GET", "/api/slides/unknown/annotations.dcm", (), status=404
+    ),
     # --- tile service (owner: tiles): opening a slide is audited; its tiles are checked (cached grant), not audited
     ("GET", "/tiles/{slide_id}.dzi"): Audited("GET", "/tiles/unknown.dzi", (), user="auditor", status=404),
     ("GET", "/tiles/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg"): NotPatientData(

@@ -42,6 +42,7 @@ def load_models() -> None:
     import archipel.platform.sessions
     import archipel.platform.throttle
     import archipel.radiology.models
+    import archipel.wsi.annotations
     import archipel.wsi.duty
     import archipel.wsi.frozen
     import archipel.wsi.frozen_report

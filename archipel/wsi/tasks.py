@@ -190,6 +190,7 @@ def _run(rt: Runtime, slide: Slide, progress: jobs.Progress) -> dict[str, Any]:
         raise
     shutil.rmtree(work, ignore_errors=True)
     log.info("event=slide_ready slide=%s series=%s instances=%d", slide.id, slide.series_uid, len(sop_uids))
+    _write_annotations(rt, slide.id)
     return {
         "slide_id": slide.id,
         "study_uid": slide.study_uid,
@@ -197,6 +198,17 @@ def _run(rt: Runtime, slide: Slide, progress: jobs.Progress) -> dict[str, Any]:
         "instances": len(sop_uids),
         **report.as_dict(),
     }
+
+
+def _write_annotations(rt: Runtime, slide_id: str) -> None:
+    """Write the annotations made while the slide was converting, now that it has its study (decision 0024)."""
+    from archipel.wsi.annotation_dicom import write_pending
+
+    # The slide is ready whatever happens to its annotations; the next change or download writes them.
+    try:
+        write_pending(rt, slide_id)
+    except Exception as exc:
+        log.warning("event=annotations_not_written slide=%s reason=%s", slide_id, exc)
 
 
 def _fail(rt: Runtime, slide: Slide, progress: jobs.Progress, reason: str) -> None:
