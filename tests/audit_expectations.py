@@ -332,6 +332,99 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/iiif/{slide_id}/{region}/{size}/{rotation}/{quality_format}"): NotPatientData(
         "image pixels; the open (.dzi / info.json) is audited; tested in test_tiles_service"
     ),
+    # --- frozen sections (owner: wsi); the auditor is refused (audited), unknown requests are 404 before the policy
+    ("POST", "/api/frozen-sections"): Audited(
+        "POST",
+        "/api/frozen-sections",
+        ((audit.PATIENT_RECORD, "create:frozen-section", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={
+            "issuer": "SITE-A",
+            "patient_id": "AUD0001",
+            "specimen": "lymph node",
+            "specimen_site": "axilla",
+            "clinical_question": "metastasis?",
+            "or_phone": "+33 1 00 00 00 00",
+        },
+        status=403,
+    ),
+    ("GET", "/api/frozen-sections/worklist"): Audited(
+        "GET",
+        "/api/frozen-sections/worklist",
+        ((audit.QUERY, "search:frozen-section", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("GET", "/api/frozen-sections/stream"): Audited(
+        "GET",
+        "/api/frozen-sections/stream",
+        ((audit.QUERY, "search:frozen-section", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("GET", "/api/frozen-sections/report"): NotPatientData(
+        "turnaround figures: counts and durations, no patient"
+    ),
+    ("GET", "/api/frozen-sections/report.svg"): NotPatientData(
+        "the turnaround figures as a plot, no patient"
+    ),
+    ("GET", "/api/frozen-sections/{request_id}"): Audited(
+        "GET", "/api/frozen-sections/999999", (), user="auditor", status=404
+    ),
+    ("POST", "/api/frozen-sections/{request_id}/slides"): Audited(
+        "POST",
+        "/api/frozen-sections/999999/slides",
+        (),
+        user="auditor",
+        send="json",
+        body={"slide_id": "unknown"},
+        status=404,
+    ),
+    ("POST", "/api/frozen-sections/{request_id}/claim"): Audited(
+        "POST", "/api/frozen-sections/999999/claim", (), user="auditor", status=404
+    ),
+    ("POST", "/api/frozen-sections/{request_id}/release"): Audited(
+        "POST", "/api/frozen-sections/999999/release", (), user="auditor", status=404
+    ),
+    ("POST", "/api/frozen-sections/{request_id}/verdict"): Audited(
+        "POST",
+        "/api/frozen-sections/999999/verdict",
+        (),
+        user="auditor",
+        send="json",
+        body={"diagnosis": "benign", "margins": "clear"},
+        status=404,
+    ),
+    ("GET", "/api/frozen-sections/{request_id}/verdict/verify"): Audited(
+        "GET", "/api/frozen-sections/999999/verdict/verify", (), user="auditor", status=404
+    ),
+    ("POST", "/api/frozen-sections/{request_id}/seen"): Audited(
+        "POST", "/api/frozen-sections/999999/seen", (), user="auditor", status=404
+    ),
+    ("GET", "/api/frozen-sections/{request_id}/events"): Audited(
+        "GET", "/api/frozen-sections/999999/events", (), user="auditor", status=404
+    ),
+    ("POST", "/api/duty"): Audited(
+        "POST",
+        "/api/duty",
+        ((audit.SECURITY_ALERT, "duty-start", DENIED, ""),),
+        user="auditor",
+        send="json",
+        body={"start": "2026-12-01T20:00:00+00:00", "end": "2026-12-02T08:00:00+00:00"},
+        status=403,
+    ),
+    ("GET", "/api/duty"): NotPatientData("the on-duty roster: who answers frozen sections when"),
+    ("DELETE", "/api/duty/{shift_id}"): Audited(
+        "DELETE",
+        "/api/duty/999999",
+        ((audit.SECURITY_ALERT, "duty-cancel", FAILED, ""),),
+        user="auditor",
+        status=404,
+    ),
+    ("POST", "/api/viewer-timings"): NotPatientData(
+        "viewer timings: an event name, a duration, a slide's opaque id"
+    ),
     # --- access-control records (owner: access): unknown ids or the auditor, so no other entry's data changes ---
     ("GET", "/api/patients/{master_id}/consent"): Audited(
         "GET",
