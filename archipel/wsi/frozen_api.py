@@ -9,24 +9,21 @@ Every route asks the access policy (kind ``frozen-section``) and is audited; imp
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import anyio.to_thread
-from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from archipel.platform import access, access_facts, audit, notify
+from archipel.platform import access, access_facts, audit
 from archipel.platform.authn import Principal
-from archipel.platform.credentials import require_recent_auth
-from archipel.platform.http import PrincipalDep, RuntimeDep, client_address, guard
+from archipel.platform.http import PrincipalDep, RuntimeDep, guard
 from archipel.platform.runtime import Runtime
-from archipel.radiology.archive import Archive
-from archipel.radiology.dicomfile import InvalidInstance
 from archipel.tiles import hooks
-from archipel.wsi import duty, frozen, frozen_report, frozen_streams, frozen_verdict
-from archipel.wsi.frozen import FrozenSectionError, FrozenSectionRequest
-from archipel.wsi.frozen_view import request_view, worklist
+from archipel.wsi import duty, frozen, frozen_report, frozen_streams, frozen_verdict_api
+from archipel.wsi.frozen import FrozenSectionError
+from archipel.wsi.frozen_http import guard_request, http_error, load, refuse, resource, view
+from archipel.wsi.frozen_view import worklist
 from archipel.wsi.models import Slide
 
 log = logging.getLogger("archipel.frozen")
@@ -34,6 +31,7 @@ log = logging.getLogger("archipel.frozen")
 router = APIRouter(prefix="/api/frozen-sections", tags=["frozen sections"])
 # The report's fixed paths go before ``/{request_id}``, which would otherwise take them.
 router.include_router(frozen_report.report_router)
+router.include_router(frozen_verdict_api.router)
 
 
 class FrozenSectionBody(BaseModel):
@@ -55,62 +53,6 @@ class AttachBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     slide_id: str = Field(min_length=1, max_length=32)
-
-
-class VerdictBody(BaseModel):
-    """The pathologist's answer."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    diagnosis: Literal["benign", "malignant", "uncertain", "deferred"]
-    margins: Literal["clear", "involved", "close", "not-assessed"]
-    text: str = Field(default="", max_length=10000)
-
-
-def resource(req: FrozenSectionRequest) -> access.Resource:
-    """The policy resource of a request."""
-    return access.Resource(
-        kind=access.FROZEN_SECTION,
-        site=req.issuer,
-        patient=req.patient,
-        master=req.master_id,
-        ident=f"frozen-section:{req.id}",
-    )
-
-
-def _guard(rt: Runtime, principal: Principal, action: str, res: access.Resource, request: Request) -> None:
-    # Facts at the runtime's clock: relationships recorded by this workflow start at that clock.
-    res, facts = access_facts.load(rt.db, principal, res, rt.clock())
-    guard(rt, principal, action, res, event_type=audit.PATIENT_RECORD, request=request, facts=facts)
-
-
-def _load(rt: Runtime, request_id: int) -> FrozenSectionRequest:
-    with rt.db.sessions() as s:
-        try:
-            return frozen.get(s, request_id)
-        except FrozenSectionError as exc:
-            raise HTTPException(exc.status, exc.reason) from exc
-
-
-def _view(rt: Runtime, request_id: int) -> dict[str, Any]:
-    with rt.db.sessions() as s:
-        return request_view(s, frozen.get(s, request_id), rt.clock())
-
-
-def _http(exc: FrozenSectionError) -> HTTPException:
-    return HTTPException(exc.status, exc.reason)
-
-
-def _refuse(rt: Runtime, principal: Principal, request: Request, action: str, reason: str) -> HTTPException:
-    audit.record(
-        rt.db,
-        principal,
-        audit.QUERY,
-        action,
-        outcome=audit.DENIED,
-        source=client_address(request),
-        detail=reason,
-    )
-    return HTTPException(status.HTTP_403_FORBIDDEN, reason)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -146,14 +88,14 @@ def create_request(
             now=now,
         )
         request_id = req.id
-    return _view(rt, request_id)
+    return view(rt, request_id)
 
 
 def _on_duty_or_refuse(rt: Runtime, principal: Principal, request: Request, action: str) -> None:
     with rt.db.sessions() as s:
         on = principal.role == "pathologist" and duty.is_on_duty(s, principal.subject, rt.clock())
     if not on:
-        raise _refuse(rt, principal, request, action, "the urgent worklist is for pathologists on duty")
+        raise refuse(rt, principal, request, action, "the urgent worklist is for pathologists on duty")
     guard(
         rt,
         principal,
@@ -205,8 +147,8 @@ def _latest_event(rt: Runtime) -> int:
 @router.get("/{request_id}")
 def get_request(request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     """A request: patient, specimen, question, state, slides, claim, the time of each step, and its verdict."""
-    _guard(rt, principal, access.READ, resource(_load(rt, request_id)), request)
-    return _view(rt, request_id)
+    guard_request(rt, principal, access.READ, resource(load(rt, request_id)), request)
+    return view(rt, request_id)
 
 
 @router.post("/{request_id}/slides")
@@ -214,8 +156,8 @@ def attach_slide(
     request_id: int, body: AttachBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Attach a slide of the same patient (surgeon or technician of the site); 422 for another patient's."""
-    req = _load(rt, request_id)
-    _guard(rt, principal, access.CREATE, resource(req), request)
+    req = load(rt, request_id)
+    guard_request(rt, principal, access.CREATE, resource(req), request)
     now = rt.clock()
     with rt.db.write() as s:
         slide = s.get(Slide, body.slide_id)
@@ -224,15 +166,15 @@ def attach_slide(
         try:
             frozen.attach(s, frozen.get(s, request_id), slide, how="explicit", by=principal.subject, now=now)
         except FrozenSectionError as exc:
-            raise _http(exc) from exc
-    return _view(rt, request_id)
+            raise http_error(exc) from exc
+    return view(rt, request_id)
 
 
 @router.post("/{request_id}/claim")
 def claim(request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     """Take the request for ``frozen_claim_minutes`` (claim again to renew); 409 names who holds it, until when."""
-    req = _load(rt, request_id)
-    _guard(rt, principal, access.UPDATE, resource(req), request)
+    req = load(rt, request_id)
+    guard_request(rt, principal, access.UPDATE, resource(req), request)
     if principal.role != "pathologist":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only a pathologist claims a frozen section")
     with rt.db.write() as s:
@@ -245,143 +187,21 @@ def claim(request_id: int, request: Request, rt: RuntimeDep, principal: Principa
                 now=rt.clock(),
             )
         except FrozenSectionError as exc:
-            raise _http(exc) from exc
-    return _view(rt, request_id)
+            raise http_error(exc) from exc
+    return view(rt, request_id)
 
 
 @router.post("/{request_id}/release")
 def release(request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     """Give the claim back, so that another pathologist may take it."""
-    req = _load(rt, request_id)
-    _guard(rt, principal, access.UPDATE, resource(req), request)
+    req = load(rt, request_id)
+    guard_request(rt, principal, access.UPDATE, resource(req), request)
     with rt.db.write() as s:
         try:
             frozen.release(s, frozen.get(s, request_id), principal.subject, rt.clock())
         except FrozenSectionError as exc:
-            raise _http(exc) from exc
-    return _view(rt, request_id)
-
-
-def _notify_surgeon(s: Any, req: FrozenSectionRequest) -> None:
-    diagnosis = frozen_verdict.DIAGNOSES[req.diagnosis][1]
-    margins = frozen_verdict.MARGINS[req.margins][1]
-    subject = f"Frozen section #{req.id}: {diagnosis}"
-    body = (
-        f"Frozen section #{req.id} ({req.specimen}, {req.specimen_site}): {diagnosis}; {margins}.\n"
-        f"{req.verdict_text}\nSigned by {req.verdict_by}. Open /api/frozen-sections/{req.id} and mark it seen."
-    )
-    address = frozen._email_of(s, req.requested_by)
-    if address:
-        notify.enqueue(s, "email", address, subject, body, frozen.PURPOSE)
-    notify.enqueue(s, "sms", req.or_phone, subject, body, frozen.PURPOSE)
-
-
-@router.post("/{request_id}/verdict", status_code=status.HTTP_201_CREATED)
-async def sign_verdict(
-    request_id: int,
-    body: Annotated[VerdictBody, Body()],
-    request: Request,
-    rt: RuntimeDep,
-    principal: PrincipalDep,
-) -> dict[str, Any]:
-    """Sign the verdict (claim holder, recent log-in): a verified DICOM SR in the case's study and an Ed25519
-    signature of the canonical verdict. Once signed it never changes (409)."""
-    return await anyio.to_thread.run_sync(lambda: _sign(request_id, body, request, rt, principal))
-
-
-def _sign(
-    request_id: int, body: VerdictBody, request: Request, rt: Runtime, principal: Principal
-) -> dict[str, Any]:
-    req = _load(rt, request_id)
-    _guard(rt, principal, access.UPDATE, resource(req), request)
-    now = rt.clock()
-    with rt.db.sessions() as s:
-        slides = frozen.slides_of(s, request_id)
-    try:
-        frozen.check_may_sign(req, principal.subject, bool(slides), now)
-    except FrozenSectionError as exc:
-        raise _http(exc) from exc
-    require_recent_auth(rt.settings.frozen_verdict_reauth_seconds)(request, rt, principal)
-    verdict = frozen_verdict.Verdict(body.diagnosis, body.margins, body.text)
-    study_uid = slides[0].study_uid
-    ds = frozen_verdict.build_sr(
-        rt.db,
-        req,
-        verdict,
-        study_uid=study_uid,
-        pathologist=principal.subject,
-        organisation=principal.site,
-        when=now,
-    )
-    data = frozen_verdict.to_part10(ds)
-    try:
-        stored = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy).store(data, default_issuer=req.issuer)
-    except InvalidInstance as exc:
-        log.error("event=frozen_sr_refused request=%d reason=%s", request_id, exc)
-        raise HTTPException(
-            status.HTTP_500_INTERNAL_SERVER_ERROR, f"the archive refused the verdict: {exc}"
-        ) from exc
-    with rt.db.write() as s:
-        row = frozen.get(s, request_id)
-        try:
-            frozen.check_may_sign(row, principal.subject, True, now)
-        except FrozenSectionError as exc:
-            raise _http(exc) from exc
-        row.verdict_at, row.verdict_by = now, principal.subject
-        row.diagnosis, row.margins, row.verdict_text = body.diagnosis, body.margins, body.text
-        row.study_uid, row.sr_series_uid, row.sr_sop_uid = stored.study_uid, stored.series_uid, stored.sop_uid
-        payload = frozen_verdict.canonical(row, stored.sha256)
-        row.signature, row.signing_key_id = frozen_verdict.sign(rt.settings, payload)
-        row.signed_payload = payload.decode()
-        row.claim_holder, row.claim_expires_at = principal.subject, None
-        s.flush()
-        frozen.end_grants(s, request_id=request_id, now=now)
-        _notify_surgeon(s, row)
-        frozen.event(
-            s,
-            row,
-            frozen.EV_VERDICT,
-            now,
-            diagnosis=row.diagnosis,
-            margins=row.margins,
-            pathologist=row.verdict_by,
-        )
-    audit.record(
-        rt.db,
-        principal,
-        audit.IMPORT,
-        "frozen-section-verdict",
-        patient=req.patient,
-        master=req.master_id,
-        obj=f"frozen-section:{request_id}",
-        source=client_address(request),
-        detail=f"sr={stored.sop_uid} diagnosis={body.diagnosis}",
-    )
-    log.info("event=frozen_verdict request=%d sr=%s", request_id, stored.sop_uid)
-    return _view(rt, request_id)
-
-
-@router.get("/{request_id}/verdict/verify")
-def verify_verdict(
-    request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep
-) -> dict[str, Any]:
-    """Whether the verdict is what the platform key signed and its SR is in the archive unchanged."""
-    req = _load(rt, request_id)
-    _guard(rt, principal, access.READ, resource(req), request)
-    return frozen_verdict.verify(rt.settings, rt.db, req)
-
-
-@router.post("/{request_id}/seen")
-def seen(request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    """The requesting surgeon records that they read the verdict."""
-    req = _load(rt, request_id)
-    _guard(rt, principal, access.UPDATE, resource(req), request)
-    with rt.db.write() as s:
-        try:
-            frozen.mark_seen(s, frozen.get(s, request_id), principal.subject, rt.clock())
-        except FrozenSectionError as exc:
-            raise _http(exc) from exc
-    return _view(rt, request_id)
+            raise http_error(exc) from exc
+    return view(rt, request_id)
 
 
 @router.get("/{request_id}/events", response_class=StreamingResponse)
@@ -390,7 +210,7 @@ def request_events(
 ) -> StreamingResponse:
     """Server-Sent Events of one request's changes (slide attached, claimed, first view, verdict, seen), from
     the start (or ``Last-Event-ID``); the stream ends after ``seen``."""
-    _guard(rt, principal, access.READ, resource(_load(rt, request_id)), request)
+    guard_request(rt, principal, access.READ, resource(load(rt, request_id)), request)
     events = frozen_streams.stream(
         request, frozen_streams.request_events(rt, request_id), after=frozen_streams.last_event_id(request)
     )

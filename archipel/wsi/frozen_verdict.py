@@ -108,7 +108,9 @@ def build_sr(
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "VERIFIED"
     observer = Dataset()
-    observer.VerifyingObserverName = f"{pathologist}^"  # the account name as family name: no real name is kept
+    observer.VerifyingObserverName = (
+        f"{pathologist}^"  # the account name as family name: no real name is kept
+    )
     observer.VerifyingObserverIdentificationCodeSequence = Sequence()
     observer.VerifyingOrganization = organisation or "Archipel"
     observer.VerificationDateTime = stamp
