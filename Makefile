@@ -7,6 +7,8 @@ DATA ?= var
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks drive (Debian packages).
 APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium
+# Only the benchmarks need these (bench/tiles.py: load generator, static-file ceiling, Orthanc's WSI plugin).
+BENCH_APT_PACKAGES := wrk nginx orthanc-wsi
 
 .PHONY: install system venv web demo serve test test-fast bench lint clean
 
@@ -49,10 +51,16 @@ test-fast: venv
 
 bench: system venv
 	$(BIN)/pip install -q -e '.[test,bench]'
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/linkage.py
 	[ -x .venv-peers/bin/wsidicomizer ] || ($(PYTHON) -m venv .venv-peers && .venv-peers/bin/pip install -q wsidicomizer)
 	$(BIN)/python bench/wsi.py
+	$(BIN)/python bench/tiles.py
 
 lint: venv
 	$(BIN)/ruff check archipel tests bench

@@ -17,6 +17,7 @@ from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
 from archipel.radiology import confidentiality_api, dicomweb, patients_api
 from archipel.tiles import api as tiles_api
+from archipel.tiles.fastpath import TileFastPath
 from archipel.wsi import annotations_api, duty_api, frozen_api, frozen_report, tile_source, viewer_api
 from archipel.wsi import api as wsi_api
 
@@ -33,6 +34,10 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Regional imaging platform: DICOM archive, whole-slide imaging, screening mammography.",
     )
+    # Tiles come by dozens a second per viewer: cached ones are answered ahead of the framework (tiles/fastpath.py),
+    # and the tile routes come first, since routes are matched in order.
+    app.add_middleware(TileFastPath)
+    app.include_router(tiles_api.router)
     app.include_router(platform_http.public)
     app.include_router(platform_http.router)
     app.include_router(audit_api.router)
@@ -52,7 +57,6 @@ def create_app() -> FastAPI:
     app.include_router(frozen_report.timings_router)
     frozen_api.install()
     tile_source.install()
-    app.include_router(tiles_api.router)
 
     # Mounted even before the front end is built (then every page is a 404), so the app's routes do not
     # depend on the build.

@@ -325,6 +325,10 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/tiles/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg"): NotPatientData(
         "tile pixels; the open (.dzi / info.json) is audited; tested in test_tiles_service"
     ),
+    # Without a signing key (this server) nothing is read: 501. With one, an open (audited): test_tiles_fastpath.
+    ("GET", "/tiles/{slide_id}/signed-url"): Audited(
+        "GET", "/tiles/unknown/signed-url", (), user="auditor", status=501
+    ),
     ("GET", "/iiif/{slide_id}"): NotPatientData("redirect to the image's info.json"),
     ("GET", "/iiif/{slide_id}/info.json"): Audited(
         "GET", "/iiif/unknown/info.json", (), user="auditor", status=404

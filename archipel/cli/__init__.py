@@ -8,6 +8,7 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     audit,
     identity,
     services,
+    tiles,
     wsi,
     wsi_convert,
 )

@@ -29,6 +29,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def load_models() -> None:
     """Import every module that declares ORM models, so the metadata is complete."""
+    import archipel.mammo.models
     import archipel.platform.audit
     import archipel.platform.audit_checkpoints
     import archipel.platform.authn

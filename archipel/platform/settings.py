@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     tiles_cache_mb: int = Field(default=256, ge=0)
     #: Seconds a tile-access decision is remembered per session and slide (revocation takes effect within it).
     tiles_grant_seconds: float = Field(default=60.0, ge=0)
+    #: Key nginx checks signed tile URLs with (``secure_link``); empty: signed tile URLs are not handed out.
+    tiles_signing_key: str = ""
+    #: Path under which nginx serves the exported tiles (``archipel tiles nginx-config``).
+    tiles_signed_prefix: str = "/static-tiles"
+    #: Seconds a signed tile URL works (a revoked relationship can read exported tiles for at most this long).
+    tiles_signed_seconds: int = Field(default=300, ge=10, le=86400)
+    #: Folder of slides exported as static Deep Zoom tiles (``archipel tiles export``); empty: DATA/tile-exports.
+    tiles_export_dir: str = ""
     #: Minutes a pathologist's claim on a frozen-section request holds (claiming again renews it).
     frozen_claim_minutes: int = Field(default=10, ge=1, le=120)
     #: How recent (seconds) the pathologist's login must be to sign a frozen-section verdict.

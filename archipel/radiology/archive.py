@@ -28,6 +28,7 @@ from archipel.platform.storage import BlobStore
 from archipel.radiology.dicomfile import InvalidInstance, ParsedInstance, parse_part10
 from archipel.radiology.models import Instance, InstanceVersion, Patient, Series, Study
 from archipel.radiology.patient_links import link_object, link_unlinked_patients
+from archipel.radiology.stored import StoredObject, announce
 
 log = logging.getLogger("archipel.archive")
 
@@ -235,6 +236,8 @@ class Archive:
             len(data),
             source_ae,
         )
+        if status != "already-stored":
+            announce(self.db, StoredObject(parsed, data, status))
         return self._result(parsed, status, digest)
 
     def _refused(self, p: ParsedInstance, digest: str) -> bool:

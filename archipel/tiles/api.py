@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from archipel.platform import access, access_facts, audit
 from archipel.platform.authn import Principal
+from archipel.platform.credentials import cookie_names, current_principal
 from archipel.platform.http import PrincipalDep, RuntimeDep, guard
-from archipel.platform.runtime import Runtime
-from archipel.tiles import hooks, iiif, render
-from archipel.tiles.cache import ByteLRU, CachedTile, GrantCache
+from archipel.platform.runtime import Runtime, get_runtime
+from archipel.tiles import hooks, iiif, render, signed
+from archipel.tiles.cache import ByteLRU, CachedTile, GrantCache, RecentPrincipals
 from archipel.tiles.pyramid import Pyramid, Size
 from archipel.tiles.views import SlideRef, SlideUnavailable, ViewCache
 
@@ -41,6 +44,7 @@ class TileService:
     views: ViewCache
     tiles: ByteLRU
     grants: GrantCache
+    principals: RecentPrincipals = field(default_factory=RecentPrincipals)
     passed_through: int = 0
     encoded: int = 0
     runtime_id: int = field(default=0, repr=False)
@@ -158,11 +162,71 @@ def dzi(slide_id: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
     )
 
 
-@router.get("/tiles/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg", response_class=Response)
-def dzi_tile(
-    slide_id: str, level: int, col: int, row: int, request: Request, rt: RuntimeDep, principal: PrincipalDep
+def credential(request: Request, rt: Runtime) -> tuple[str, str] | None:
+    """What the request authenticates with: ``("bearer", token)``, ``("cookie", session)`` or ``None``."""
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        return ("bearer", header[7:].strip())
+    cookie = request.cookies.get(cookie_names(rt.settings)[0])
+    return ("cookie", cookie) if cookie else None
+
+
+async def tile_principal(request: Request) -> Principal:
+    """Dependency of the tile route: :func:`current_principal`, remembered for a couple of seconds per
+    credential (see :class:`~archipel.tiles.cache.RecentPrincipals`). An override of ``current_principal``
+    (as tests install) is honoured."""
+    override = request.app.dependency_overrides.get(current_principal)
+    if override is not None:
+        return override()  # type: ignore[no-any-return]
+    rt = get_runtime()
+    recent = service(rt).principals
+    key = credential(request, rt)
+    if key is not None:
+        found = recent.get(key)
+        if isinstance(found, Principal):
+            return found
+    token = key[1] if key is not None and key[0] == "bearer" else None
+    who: Principal = await run_in_threadpool(current_principal, request, rt, token)
+    if key is not None:
+        recent.put(key, who)
+    return who
+
+
+def _tile_key(slide_id: str, ref: SlideRef, level: int, col: int, row: int) -> tuple[Any, ...]:
+    return (slide_id, ref.version, "dzi", level, col, row)
+
+
+def cached_tile(
+    rt: Runtime, principal: Principal, slide_id: str, level: int, col: int, row: int, request: Request
+) -> Response | None:
+    """The answer to a Deep Zoom tile when everything it needs is in memory (a fresh view, a cached grant, the
+    tile or a matching ETag); ``None`` when the full path must run (it reads the database or files, so not on the
+    event loop). 403 for a cached refusal."""
+    svc = service(rt)
+    found = svc.views.peek(slide_id)
+    if found is None:
+        return None
+    ref, _ = found
+    grant = svc.grants.get(_grant_key(principal, slide_id))
+    if grant is None:
+        return None
+    if not grant[0]:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, grant[1])
+    etag = f'"{ref.version}-{level}-{col}-{row}"'
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE if ref.final else REVALIDATE}
+    if _matches(request, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    item = svc.tiles.get(_tile_key(slide_id, ref, level, col, row))
+    if item is None:
+        return None
+    headers["X-Tile-Cache"] = "hit"
+    headers["X-Tile-Source"] = item.origin
+    return Response(item.data, media_type=item.media_type, headers=headers)
+
+
+def _tile(
+    rt: Runtime, principal: Principal, slide_id: str, level: int, col: int, row: int, request: Request
 ) -> Response:
-    """One Deep Zoom tile: the stored JPEG tile when the level and tile grid match, else rendered."""
     ref, pyramid = _tile_access(rt, principal, slide_id, request)
     dz = render.deep_zoom(pyramid)
     if not 0 <= level <= dz.max_level:
@@ -180,7 +244,55 @@ def dzi_tile(
         ref,
         etag,
         lambda: render.dzi_tile(pyramid, dz, level, col, row),
-        (slide_id, ref.version, "dzi", level, col, row),
+        _tile_key(slide_id, ref, level, col, row),
+    )
+
+
+@router.get("/tiles/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg", response_class=Response)
+async def dzi_tile(
+    slide_id: str,
+    level: int,
+    col: int,
+    row: int,
+    request: Request,
+    principal: Annotated[Principal, Depends(tile_principal)],
+) -> Response:
+    """One Deep Zoom tile: the stored JPEG tile when the level and tile grid match, else rendered. A tile
+    already cached for an open slide and a granted session is answered on the event loop; anything else (the
+    policy, the database, files, encoding) runs in the thread pool."""
+    rt = get_runtime()
+    # A cached tile is in the grid by construction: only the full path needs the grid check.
+    answer = cached_tile(rt, principal, slide_id, level, col, row, request)
+    if answer is not None:
+        return answer
+    return await run_in_threadpool(_tile, rt, principal, slide_id, level, col, row, request)
+
+
+@router.get("/tiles/{slide_id}/signed-url")
+def signed_url(slide_id: str, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> JSONResponse:
+    """Signed, short-lived addresses of the slide's exported tiles, served by nginx without asking Python
+    (docs/tiles.md, "Signed tiles"). Opening a slide this way is audited like ``.dzi``. 501 when no signing key
+    is configured, 409 when the slide has no export of its current pyramid (``archipel tiles export``)."""
+    settings = rt.settings
+    if not settings.tiles_signing_key:
+        raise HTTPException(
+            status.HTTP_501_NOT_IMPLEMENTED, "signed tile URLs are off: no ARCHIPEL_TILES_SIGNING_KEY is set"
+        )
+    ref, _ = _open(rt, principal, slide_id, request)
+    root = signed.export_root(settings.data_dir, settings.tiles_export_dir)
+    exported = signed.exported_version(root, slide_id)
+    if exported != ref.version:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"slide {slide_id} has no static export of its current pyramid"
+            + (f" (the export is of {exported}, the slide is now {ref.version})" if exported else "")
+            + f"; use /tiles/{slide_id}.dzi",
+        )
+    expires = int(time.time()) + settings.tiles_signed_seconds
+    urls = signed.sign(settings.tiles_signed_prefix, settings.tiles_signing_key, slide_id, expires)
+    log.info("event=tiles_signed slide=%s expires=%d", slide_id, expires)
+    return JSONResponse(
+        {"dzi": urls.dzi, "tiles": urls.tiles, "expires": urls.expires}, headers={"Cache-Control": "no-store"}
     )
 
 

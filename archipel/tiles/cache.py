@@ -111,3 +111,40 @@ class GrantCache:
         """Forget every decision."""
         with self._lock:
             self._items.clear()
+
+
+class RecentPrincipals:
+    """Who sent a credential (bearer token or session cookie) that was verified less than ``ttl`` seconds ago.
+
+    A viewer sends dozens of tiles a second with one credential; verifying it (signature, then the session row
+    in the database) for each tile cost more than sending the tile. Only credentials that passed the full check
+    are kept, so that a bad one is still refused and audited every time; a logout or an ended session reaches
+    the tile route within ``ttl`` seconds.
+    """
+
+    def __init__(
+        self, ttl: float = 2.0, capacity: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl, self.capacity = ttl, capacity
+        self._clock = clock
+        self._items: OrderedDict[Hashable, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> object | None:
+        """The principal verified for ``key`` less than ``ttl`` seconds ago, else ``None``."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            if self._clock() - found[0] >= self.ttl:
+                del self._items[key]
+                return None
+            return found[1]
+
+    def put(self, key: Hashable, principal: object) -> None:
+        """Remember that ``key`` was just verified as ``principal``."""
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (self._clock(), principal)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)

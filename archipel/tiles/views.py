@@ -108,6 +108,17 @@ class ViewCache:
         self._opening: dict[str, threading.Lock] = {}
         self._retired: list[_Entry] = []
 
+    def peek(self, slide_id: str) -> tuple[SlideRef, Pyramid] | None:
+        """The slide's reference and open pyramid when they were described recently enough to be used as they
+        are (no database read, no file opened: safe on the event loop); ``None`` when :meth:`get` must run."""
+        with self._lock:
+            entry = self._entries.get(slide_id)
+            if entry is None or self._clock() - entry.checked >= (
+                self.final_recheck if entry.ref.final else self.recheck
+            ):
+                return None
+            return entry.ref, entry.pyramid
+
     def get(self, rt: Runtime, slide_id: str) -> tuple[SlideRef, Pyramid] | None:
         """The slide's current reference and open pyramid, or ``None`` when the slide does not exist."""
         now = self._clock()

@@ -1,0 +1,230 @@
+"""The tile route's fast paths: cached tiles answered from memory ahead of the framework (same bytes, same access
+rules), and signed tile URLs that nginx checks itself (secure_link) in front of a slide's exported tiles."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from archipel.platform.audit import AuditEvent
+from archipel.platform.runtime import Runtime
+from archipel.tiles import api as tiles_api
+from archipel.tiles import signed
+from archipel.wsi.intake import SlideMetadata
+from archipel.wsi.slides import hash_file, register_slide
+from archipel.wsi.synthetic import write_svs
+from archipel.wsi.tasks import convert_job
+from tests.access_support import ensure_master
+from tests.auth_helpers import Account, bearer, login, make_account
+from tests.support import archipel_cmd, free_port, wait_until
+
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+SITE, OTHER = "SITE-A", "SITE-B"
+KEY = "test-signing-key-0123456789"
+
+
+@dataclass
+class Slide:
+    runtime: Runtime
+    slide_id: str
+    level: int  # the full-resolution Deep Zoom level
+
+    def tile(self, col: int = 1, row: int = 1) -> str:
+        return f"/tiles/{self.slide_id}_files/{self.level}/{col}_{row}.jpeg"
+
+
+def _token(http: TestClient, account: Account) -> dict[str, str]:
+    r = login(http, account, datetime.now(UTC))
+    assert r.status_code == 200, r.text
+    return bearer(r.json()["access_token"])
+
+
+@pytest.fixture
+def slide(runtime: Runtime, tmp_path: Path) -> Iterator[Slide]:
+    """A converted 1100 x 800 slide of SITE-A with 256 px JPEG tiles (its level-0 tiles pass through)."""
+    ensure_master(runtime.db, SITE, "FAST0001", "FASTPATH", "19700101")
+    path = write_svs(tmp_path / "fast.svs", 1100, 800, tile=256, seed=4)
+    spool = tmp_path / "fast.spool"
+    spool.write_bytes(path.read_bytes())
+    sha, size = hash_file(spool)
+    meta = SlideMetadata(patient_id="FAST0001", issuer=SITE, accession="FACC1", stain="HE")
+    reg = register_slide(
+        runtime,
+        spool,
+        sha,
+        size,
+        meta,
+        filename="fast.svs",
+        origin="upload",
+        created_by="p",
+        role="pathologist",
+    )
+    convert_job(reg.job_id)
+    yield Slide(runtime, reg.slide_id, (1100 - 1).bit_length())
+    tiles_api.service(runtime).views.clear()
+
+
+def _opens(rt: Runtime, slide_id: str) -> int:
+    with rt.db.sessions() as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.event_type == "110103", AuditEvent.object.contains(slide_id))
+            )
+            or 0
+        )
+
+
+@sqlite_only
+def test_a_cached_tile_is_answered_from_memory_with_the_route_s_bytes_and_only_to_a_live_granted_session(
+    runtime: Runtime, http: TestClient, slide: Slide, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    patho = _token(http, make_account(runtime, "patho", "pathologist", SITE))
+    first = http.get(slide.tile(), headers=patho)
+    assert first.status_code == 200 and first.headers["x-tile-source"] == "stored"
+
+    # From now on the route itself would fail: what still answers is the in-memory path, with the same tile.
+    def route_not_reached(*args: object) -> None:
+        raise AssertionError("the cached tile went through the route")
+
+    monkeypatch.setattr(tiles_api, "_tile", route_not_reached)
+    again = http.get(slide.tile(), headers=patho)
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"] and again.headers["x-tile-cache"] == "hit"
+    assert (
+        http.get(slide.tile(), headers={**patho, "If-None-Match": first.headers["etag"]}).status_code == 304
+    )
+    monkeypatch.undo()
+
+    # Another site's pathologist is refused although the tile is cached; so is a forged token.
+    other = _token(http, make_account(runtime, "patho-b", "pathologist", OTHER))
+    assert http.get(slide.tile(), headers=other).status_code == 403
+    assert http.get(slide.tile(), headers=bearer("not-a-token")).status_code == 401
+
+    # A logout reaches the tile route once the credential's short memory ends (made immediate here).
+    tiles_api.service(runtime).principals.ttl = 0
+    assert http.post("/api/auth/logout", headers=patho).status_code in (200, 204)
+    assert http.get(slide.tile(), headers=patho).status_code == 401
+
+
+@sqlite_only
+def test_signed_urls_are_refused_without_a_key_or_an_export_and_are_an_audited_open(
+    runtime: Runtime, http: TestClient, slide: Slide
+) -> None:
+    patho = _token(http, make_account(runtime, "patho", "pathologist", SITE))
+    url = f"/tiles/{slide.slide_id}/signed-url"
+    r = http.get(url, headers=patho)
+    assert r.status_code == 501 and "ARCHIPEL_TILES_SIGNING_KEY" in r.json()["detail"]
+    runtime.settings.tiles_signing_key = KEY
+    before = _opens(runtime, slide.slide_id)
+    r = http.get(url, headers=patho)
+    assert r.status_code == 409 and "no static export" in r.json()["detail"]
+    assert _opens(runtime, slide.slide_id) == before + 1
+    other = _token(http, make_account(runtime, "patho-b", "pathologist", OTHER))
+    assert http.get(url, headers=other).status_code == 403
+    assert http.get("/tiles/nosuchslide/signed-url", headers=patho).status_code == 404
+
+
+def _start_nginx(folder: Path, locations: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    (folder / "logs").mkdir(parents=True)
+    conf = folder / "nginx.conf"
+    # Started by root, nginx's workers would run as nobody, who cannot enter pytest's private folders.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        user + f"daemon off; worker_processes 1; pid {folder}/nginx.pid; error_log {folder}/logs/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy;\n"
+        f"fastcgi_temp_path {folder}/fcgi; uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;\n"
+        f"server {{ listen 127.0.0.1:{port};\n{locations}\n}} }}\n"
+    )
+    proc = subprocess.Popen(["nginx", "-p", str(folder), "-c", str(conf)], stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "nginx exited"
+        try:
+            httpx.get(url + "/", timeout=1)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, 20, "nginx to answer")
+    return proc, url
+
+
+@sqlite_only
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx (Debian) is installed by make bench only")
+def test_nginx_serves_the_exported_tiles_to_a_signed_url_only_and_refuses_forged_or_expired_ones(
+    runtime: Runtime, http: TestClient, slide: Slide, tmp_path: Path
+) -> None:
+    runtime.settings.tiles_signing_key = KEY
+    env = {"ARCHIPEL_TILES_SIGNING_KEY": KEY, "ARCHIPEL_DATABASE_URL": runtime.settings.database_url}
+    data = runtime.settings.data_dir
+    done = archipel_cmd("tiles", "export", slide.slide_id, data=data, env=env)
+    assert "stored tiles unchanged" in done.stdout
+    with runtime.db.sessions() as s:
+        exports = s.scalars(select(AuditEvent).where(AuditEvent.event_type == "110106")).all()
+    assert [e.object for e in exports] == [f"slide:{slide.slide_id}"] and exports[
+        0
+    ].patient == f"{SITE}/FAST0001"
+    locations = archipel_cmd("tiles", "nginx-config", data=data, env=env).stdout
+
+    patho = _token(http, make_account(runtime, "patho", "pathologist", SITE))
+    urls = http.get(f"/tiles/{slide.slide_id}/signed-url", headers=patho).json()
+    assert urls["expires"] > time.time() and urls["dzi"].startswith("/static-tiles/")
+    proc, nginx = _start_nginx(tmp_path / "nginx", locations)
+    try:
+        for col, row in ((0, 0), (1, 1), (4, 3)):  # interior, and an edge tile (cropped, re-encoded)
+            ours = http.get(slide.tile(col, row), headers=patho)
+            theirs = httpx.get(f"{nginx}{urls['tiles']}{slide.level}/{col}_{row}.jpeg")
+            assert theirs.status_code == 200 and theirs.content == ours.content
+            assert (
+                theirs.headers["content-type"] == "image/jpeg"
+                and "private" in theirs.headers["cache-control"]
+            )
+        assert (
+            httpx.get(nginx + urls["dzi"]).text
+            == http.get(f"/tiles/{slide.slide_id}.dzi", headers=patho).text
+        )
+
+        tile = f"{slide.level}/1_1.jpeg"
+        forged = urls["tiles"].replace(urls["tiles"].split("/")[2], "A" * 22)
+        assert httpx.get(f"{nginx}{forged}{tile}").status_code == 403
+        assert (
+            httpx.get(f"{nginx}/static-tiles/x/{urls['expires']}/{slide.slide_id}_files/{tile}").status_code
+            == 403
+        )
+        # The same token on another slide's path is refused: it signs the slide id.
+        other = urls["tiles"].replace(slide.slide_id, "0" * 32)
+        assert httpx.get(f"{nginx}{other}{tile}").status_code == 403
+        expired = signed.sign("/static-tiles", KEY, slide.slide_id, int(time.time()) - 5)
+        assert httpx.get(f"{nginx}{expired.tiles}{tile}").status_code == 410
+        assert httpx.get(f"{nginx}/{slide.slide_id}_files/{tile}").status_code == 404  # nothing unsigned
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_nginx_block_refuses_a_key_or_prefix_that_would_break_its_syntax(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="signing key"):
+        signed.nginx_location("/static-tiles", 'k"; return 200; #', tmp_path)
+    with pytest.raises(ValueError, match="prefix"):
+        signed.nginx_location("/static tiles", KEY, tmp_path)
+    with pytest.raises(ValueError, match="cannot be signed"):
+        signed.sign("/static-tiles", KEY, "../etc", 1)
+    assert os.fspath(tmp_path) in signed.nginx_location("/static-tiles", KEY, tmp_path)
