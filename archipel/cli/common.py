@@ -29,7 +29,7 @@ def setup(data: Path | None, **overrides: Any) -> Runtime:
     """Apply the command-line settings, bring the schema up to date, and return the runtime."""
     # Imported here, not at the top: settings and the runtime pull in pydantic-settings and SQLAlchemy (about
     # half a second), which ``archipel --help`` and the commands that need no database should not pay for.
-    from archipel.migrations import upgrade
+    from archipel.migrations import ensure_current
     from archipel.platform import settings as settings_mod
     from archipel.platform.runtime import get_runtime, reset_runtime
 
@@ -41,7 +41,7 @@ def setup(data: Path | None, **overrides: Any) -> Runtime:
     reset_runtime()
     rt = get_runtime()
     os.environ["ARCHIPEL_DATA"] = str(rt.settings.data_dir.resolve())
-    upgrade(rt.settings.effective_database_url)
+    ensure_current(rt.settings.effective_database_url)
     return rt
 
 

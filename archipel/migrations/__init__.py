@@ -27,6 +27,27 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def ensure_current(url: str) -> None:
+    """Bring the database at ``url`` to the newest revision, unless it is there already.
+
+    Every command line call makes sure of the schema; the check alone reads the revision table and the
+    migration scripts' headers, whereas a full ``upgrade`` imports every model of the platform (seconds)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    cfg = alembic_config(url)
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+    if current != heads:
+        command.upgrade(cfg, "head")
+
+
 def load_models() -> None:
     """Import every module that declares ORM models, so the metadata is complete."""
     import archipel.mammo.models
