@@ -18,7 +18,15 @@ from archipel.radiology import api as radiology_api
 from archipel.radiology import confidentiality_api, dicomweb, patients_api
 from archipel.tiles import api as tiles_api
 from archipel.tiles.fastpath import TileFastPath
-from archipel.wsi import annotations_api, duty_api, frozen_api, frozen_report, tile_source, viewer_api
+from archipel.wsi import (
+    annotations_api,
+    duty_api,
+    frozen_api,
+    frozen_report,
+    multihead_api,
+    tile_source,
+    viewer_api,
+)
 from archipel.wsi import api as wsi_api
 
 log = logging.getLogger("archipel.http")
@@ -52,6 +60,8 @@ def create_app() -> FastAPI:
     app.include_router(wsi_api.router)
     app.include_router(viewer_api.router)
     app.include_router(annotations_api.router)
+    app.include_router(multihead_api.router)
+    app.include_router(multihead_api.ws_router)
     app.include_router(frozen_api.router)
     app.include_router(duty_api.router)
     app.include_router(frozen_report.timings_router)

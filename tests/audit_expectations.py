@@ -500,6 +500,36 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/api/break-glass/{access_id}/end"): Audited(
         "POST", "/api/break-glass/999999/end", (), user="auditor", status=404
     ),
+    # --- multi-head microscope (owner: wsi): opening and joining are audited per slide (INSTANCES_ACCESSED),
+    # tested in test_multihead; here unknown slides and sessions, so nothing is read ---
+    ("POST", "/api/multihead"): Audited(
+        "POST",
+        "/api/multihead",
+        (),
+        user="auditor",
+        send="json",
+        body={"slide_id": "unknown", "invitees": []},
+        status=404,
+    ),
+    ("GET", "/api/multihead/{session_id}"): Audited(
+        "GET", "/api/multihead/unknown", (), user="auditor", status=404
+    ),
+    ("POST", "/api/multihead/{session_id}/invite"): Audited(
+        "POST",
+        "/api/multihead/unknown/invite",
+        (),
+        user="auditor",
+        send="json",
+        body={"invitees": ["radiologist"]},
+        status=404,
+    ),
+    ("DELETE", "/api/multihead/{session_id}"): Audited(
+        "DELETE", "/api/multihead/unknown", (), user="auditor", status=404
+    ),
+    ("GET", "/ws/multihead/{session_id}"): NotPatientData(
+        "WebSocket, not callable over plain HTTP; each join asks the policy per slide and is audited "
+        "(INSTANCES_ACCESSED, denials too), tested in test_multihead"
+    ),
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

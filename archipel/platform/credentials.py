@@ -12,9 +12,11 @@ import hmac
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import OAuth2PasswordBearer
+from starlette.requests import HTTPConnection
 
 from archipel.platform import audit, oidc, sessions
 from archipel.platform.authn import AuthError, Principal
@@ -36,7 +38,7 @@ def runtime() -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-def client_address(request: Request) -> str:
+def client_address(request: HTTPConnection) -> str:
     """The caller's IP address, for the audit trail."""
     return request.client.host if request.client else ""
 
@@ -62,7 +64,7 @@ def auth_http_error(exc: AuthError, *, challenge: bool = True) -> HTTPException:
     return HTTPException(exc.status, exc.reason, headers=headers or None)
 
 
-def _deny(rt: Runtime, request: Request, exc: AuthError, via: str) -> HTTPException:
+def _deny(rt: Runtime, request: HTTPConnection, exc: AuthError, via: str) -> HTTPException:
     audit.record(
         rt.db,
         Principal(subject="anonymous", role=""),
@@ -84,11 +86,8 @@ def current_principal(
     """
     settings, now = rt.settings, rt.clock()
     if token:
-        config = oidc.OidcConfig.from_settings(settings)
         try:
-            if config is not None and oidc.is_provider_token(token):
-                return oidc.verify(config, token, now)
-            return sessions.resolve(rt.db, token, settings.signing_key(), session_policy(settings), now)
+            return _bearer_principal(rt, token)
         except AuthError as exc:
             raise _deny(rt, request, exc, "token") from exc
     session_cookie, _ = cookie_names(settings)
@@ -111,6 +110,47 @@ def current_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def _bearer_principal(rt: Runtime, token: str) -> Principal:
+    config = oidc.OidcConfig.from_settings(rt.settings)
+    if config is not None and oidc.is_provider_token(token):
+        return oidc.verify(config, token, rt.clock())
+    return sessions.resolve(rt.db, token, rt.settings.signing_key(), session_policy(rt.settings), rt.clock())
+
+
+def websocket_principal(rt: Runtime, websocket: WebSocket) -> Principal:
+    """The principal of a WebSocket handshake, by the same rules as :func:`current_principal`.
+
+    A bearer token comes in the ``Authorization`` header or, for clients that cannot set headers on a
+    handshake, the ``access_token`` query parameter. Otherwise the session cookie counts, but only when the
+    handshake's ``Origin`` is this server: browsers attach cookies to cross-site WebSocket handshakes and no CSRF
+    header can be added, so the origin check stands in for the CSRF token. Raises :class:`AuthError`, audited
+    as a denied USER_AUTHENTICATION event.
+    """
+    header = websocket.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    token = token or websocket.query_params.get("access_token", "")
+    if token:
+        try:
+            return _bearer_principal(rt, token)
+        except AuthError as exc:
+            _deny(rt, websocket, exc, "token")
+            raise
+    settings = rt.settings
+    cookie = websocket.cookies.get(cookie_names(settings)[0])
+    if not cookie:
+        raise AuthError("authentication required")
+    origin = websocket.headers.get("origin")
+    try:
+        if origin is not None and urlsplit(origin).netloc != websocket.headers.get("host", ""):
+            raise AuthError(f"cross-origin WebSocket from {origin} refused", status=403)
+        return sessions.resolve(
+            rt.db, cookie, settings.signing_key(), session_policy(settings), rt.clock(), use=sessions.COOKIE
+        )
+    except AuthError as exc:
+        _deny(rt, websocket, exc, "cookie")
+        raise
 
 
 def require_recent_auth(max_age: timedelta | int) -> Callable[..., Principal]:
