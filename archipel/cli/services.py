@@ -119,6 +119,15 @@ def serve(
     dicom_port: Annotated[int | None, typer.Option("--dicom-port", help="DICOM port (11112).")] = None,
     aet: Annotated[str | None, typer.Option("--aet", help="Our AE title (ARCHIPEL).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="HTTP bind address.")] = None,
+    http_workers: Annotated[
+        int,
+        typer.Option(
+            "--http-workers",
+            envvar="ARCHIPEL_HTTP_WORKERS",
+            min=1,
+            help="HTTP worker processes (1: the API runs in this process).",
+        ),
+    ] = 1,
     data: DataOpt = None,
 ) -> None:
     """Run everything on one machine: HTTP API, DICOM listener and a job worker."""
@@ -154,7 +163,21 @@ def serve(
     # Signs the audit chain's head regularly and purges expired events (docs/audit.md).
     checkpoints = CheckpointScheduler(rt.db, rt.settings).start()
     try:
-        uvicorn.run(create_app(), host=rt.settings.http_host, port=rt.settings.http_port, log_level="warning")
+        if http_workers > 1:
+            # Worker processes build the app themselves from the environment (ARCHIPEL_DATA and the rest), as
+            # ``archipel api`` does; each holds its own tile caches (docs/tiles.md).
+            uvicorn.run(
+                "archipel.app:create_app",
+                factory=True,
+                host=rt.settings.http_host,
+                port=rt.settings.http_port,
+                workers=http_workers,
+                log_level="warning",
+            )
+        else:
+            uvicorn.run(
+                create_app(), host=rt.settings.http_host, port=rt.settings.http_port, log_level="warning"
+            )
     finally:
         checkpoints.stop()
         listener.stop()

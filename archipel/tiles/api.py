@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -21,51 +20,27 @@ from starlette.concurrency import run_in_threadpool
 
 from archipel.platform import access, access_facts, audit
 from archipel.platform.authn import Principal
-from archipel.platform.credentials import cookie_names, current_principal
 from archipel.platform.http import PrincipalDep, RuntimeDep, guard
 from archipel.platform.runtime import Runtime, get_runtime
 from archipel.tiles import hooks, iiif, render, signed
-from archipel.tiles.cache import ByteLRU, CachedTile, GrantCache, RecentPrincipals
+from archipel.tiles.cache import CachedTile
+from archipel.tiles.fastpath import answer, tile_principal
 from archipel.tiles.pyramid import Pyramid, Size
-from archipel.tiles.views import SlideRef, SlideUnavailable, ViewCache
+from archipel.tiles.service import (
+    IMMUTABLE,
+    REVALIDATE,
+    TileService,
+    grant_key,
+    matches,
+    service,
+    tile_etag,
+    tile_key,
+)
+from archipel.tiles.views import SlideRef, SlideUnavailable
 
 log = logging.getLogger("archipel.tiles")
 
 router = APIRouter(tags=["tiles"])
-
-IMMUTABLE = "private, max-age=31536000, immutable"
-REVALIDATE = "private, no-cache"
-
-
-@dataclass
-class TileService:
-    """The per-process state of the tile service: open pyramids, encoded tiles, access grants."""
-
-    views: ViewCache
-    tiles: ByteLRU
-    grants: GrantCache
-    principals: RecentPrincipals = field(default_factory=RecentPrincipals)
-    passed_through: int = 0
-    encoded: int = 0
-    runtime_id: int = field(default=0, repr=False)
-
-
-_service: TileService | None = None
-
-
-def service(rt: Runtime) -> TileService:
-    """The tile service of this process's runtime (made anew when the runtime is replaced, as tests do)."""
-    global _service
-    if _service is None or _service.runtime_id != id(rt):
-        if _service is not None:
-            _service.views.clear()
-        _service = TileService(
-            ViewCache(),
-            ByteLRU(rt.settings.tiles_cache_mb << 20),
-            GrantCache(rt.settings.tiles_grant_seconds),
-            runtime_id=id(rt),
-        )
-    return _service
 
 
 def _view(rt: Runtime, slide_id: str) -> tuple[SlideRef, Pyramid]:
@@ -78,15 +53,11 @@ def _view(rt: Runtime, slide_id: str) -> tuple[SlideRef, Pyramid]:
     return found
 
 
-def _grant_key(principal: Principal, slide_id: str) -> tuple[str, ...]:
-    return (principal.kind, principal.subject, principal.session, principal.role, principal.site, slide_id)
-
-
 def _open(rt: Runtime, principal: Principal, slide_id: str, request: Request) -> tuple[SlideRef, Pyramid]:
     """The slide for an open: the policy is asked and the decision audited; a grant is cached for its tiles."""
     ref, pyramid = _view(rt, slide_id)
     guard(rt, principal, access.READ, ref.resource, event_type=audit.INSTANCES_ACCESSED, request=request)
-    service(rt).grants.put(_grant_key(principal, slide_id), True)
+    service(rt).grants.put(grant_key(principal, slide_id), True)
     hooks.slide_opened(rt, principal, slide_id)
     return ref, pyramid
 
@@ -97,7 +68,7 @@ def _tile_access(
     """The slide for a tile: the cached grant, else the policy (a refusal is audited once, then cached too)."""
     ref, pyramid = _view(rt, slide_id)
     grants = service(rt).grants
-    key = _grant_key(principal, slide_id)
+    key = grant_key(principal, slide_id)
     cached = grants.get(key)
     if cached is None:
         resource, facts = access_facts.load(rt.db, principal, ref.resource)
@@ -122,20 +93,12 @@ def _tile_access(
     return ref, pyramid
 
 
-def _matches(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match", "")
-    if not header:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or etag in tags
-
-
 def _send(
     svc: TileService, request: Request, ref: SlideRef, etag: str, produce: Any, key: tuple[Any, ...]
 ) -> Response:
     """Answer 304 when the client holds ``etag``, else the cached or freshly produced image."""
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE if ref.final else REVALIDATE}
-    if _matches(request, etag):
+    if matches(request, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     item = svc.tiles.get(key)
     headers["X-Tile-Cache"] = "hit" if item is not None else "miss"
@@ -162,68 +125,6 @@ def dzi(slide_id: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
     )
 
 
-def credential(request: Request, rt: Runtime) -> tuple[str, str] | None:
-    """What the request authenticates with: ``("bearer", token)``, ``("cookie", session)`` or ``None``."""
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer " and header[7:].strip():
-        return ("bearer", header[7:].strip())
-    cookie = request.cookies.get(cookie_names(rt.settings)[0])
-    return ("cookie", cookie) if cookie else None
-
-
-async def tile_principal(request: Request) -> Principal:
-    """Dependency of the tile route: :func:`current_principal`, remembered for a couple of seconds per
-    credential (see :class:`~archipel.tiles.cache.RecentPrincipals`). An override of ``current_principal``
-    (as tests install) is honoured."""
-    override = request.app.dependency_overrides.get(current_principal)
-    if override is not None:
-        return override()  # type: ignore[no-any-return]
-    rt = get_runtime()
-    recent = service(rt).principals
-    key = credential(request, rt)
-    if key is not None:
-        found = recent.get(key)
-        if isinstance(found, Principal):
-            return found
-    token = key[1] if key is not None and key[0] == "bearer" else None
-    who: Principal = await run_in_threadpool(current_principal, request, rt, token)
-    if key is not None:
-        recent.put(key, who)
-    return who
-
-
-def _tile_key(slide_id: str, ref: SlideRef, level: int, col: int, row: int) -> tuple[Any, ...]:
-    return (slide_id, ref.version, "dzi", level, col, row)
-
-
-def cached_tile(
-    rt: Runtime, principal: Principal, slide_id: str, level: int, col: int, row: int, request: Request
-) -> Response | None:
-    """The answer to a Deep Zoom tile when everything it needs is in memory (a fresh view, a cached grant, the
-    tile or a matching ETag); ``None`` when the full path must run (it reads the database or files, so not on the
-    event loop). 403 for a cached refusal."""
-    svc = service(rt)
-    found = svc.views.peek(slide_id)
-    if found is None:
-        return None
-    ref, _ = found
-    grant = svc.grants.get(_grant_key(principal, slide_id))
-    if grant is None:
-        return None
-    if not grant[0]:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, grant[1])
-    etag = f'"{ref.version}-{level}-{col}-{row}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE if ref.final else REVALIDATE}
-    if _matches(request, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    item = svc.tiles.get(_tile_key(slide_id, ref, level, col, row))
-    if item is None:
-        return None
-    headers["X-Tile-Cache"] = "hit"
-    headers["X-Tile-Source"] = item.origin
-    return Response(item.data, media_type=item.media_type, headers=headers)
-
-
 def _tile(
     rt: Runtime, principal: Principal, slide_id: str, level: int, col: int, row: int, request: Request
 ) -> Response:
@@ -237,14 +138,14 @@ def _tile(
             status.HTTP_404_NOT_FOUND,
             f"tile {col}_{row} is outside level {level}'s {grid.width}x{grid.height} grid",
         )
-    etag = f'"{ref.version}-{level}-{col}-{row}"'
+    etag = tile_etag(ref, level, col, row)
     return _send(
         service(rt),
         request,
         ref,
         etag,
         lambda: render.dzi_tile(pyramid, dz, level, col, row),
-        _tile_key(slide_id, ref, level, col, row),
+        tile_key(slide_id, ref, level, col, row),
     )
 
 
@@ -257,14 +158,14 @@ async def dzi_tile(
     request: Request,
     principal: Annotated[Principal, Depends(tile_principal)],
 ) -> Response:
-    """One Deep Zoom tile: the stored JPEG tile when the level and tile grid match, else rendered. A tile
-    already cached for an open slide and a granted session is answered on the event loop; anything else (the
-    policy, the database, files, encoding) runs in the thread pool."""
+    """One Deep Zoom tile: the stored JPEG tile when the level and tile grid match, else rendered. For an open
+    slide and a granted session, a cached or stored tile is answered on the event loop
+    (:func:`archipel.tiles.fastpath.answer`); anything else (the policy, the database, encoding) runs in the
+    thread pool."""
     rt = get_runtime()
-    # A cached tile is in the grid by construction: only the full path needs the grid check.
-    answer = cached_tile(rt, principal, slide_id, level, col, row, request)
-    if answer is not None:
-        return answer
+    found = answer(rt, principal, slide_id, level, col, row, request)
+    if found is not None:
+        return found
     return await run_in_threadpool(_tile, rt, principal, slide_id, level, col, row, request)
 
 
