@@ -10,6 +10,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from archipel import __version__
+from archipel.mammo import api as mammo_api
+from archipel.mammo import intake as mammo_intake
+from archipel.mammo import worklist_api as mammo_worklist_api
 from archipel.platform import audit_api, breakglass_api, care_api, consent_api
 from archipel.platform import http as platform_http
 from archipel.platform.access import AccessDenied
@@ -46,6 +49,9 @@ def create_app() -> FastAPI:
     # and the tile routes come first, since routes are matched in order.
     app.add_middleware(TileFastPath)
     app.include_router(tiles_api.router)
+    app.include_router(mammo_api.router)
+    app.include_router(mammo_worklist_api.router)
+    mammo_intake.install()
     app.include_router(platform_http.public)
     app.include_router(platform_http.router)
     app.include_router(audit_api.router)

@@ -67,6 +67,74 @@ def _read(event_type: str, kind: str) -> tuple[tuple[str, str, str, str], ...]:
     return ((event_type, f"read:{kind}", OK, P),)
 
 
+_MG = "/api/mammo"
+_MG_EPISODE = {"programme": "audit", "issuer": "SITE-A", "patient_id": "AUD0001", "site": "SITE-A",
+               "round": "first", "screen_date": "2026-03-05"}  # fmt: skip
+_MG_READ = {"right": {"assessment": 1}, "left": {"assessment": 1}, "density": "b"}
+_MG_DENIED_SEARCH = ((audit.QUERY, "search:screening-episode", DENIED, ""),)
+_SCREENING: dict[tuple[str, str], Entry] = {
+    ("GET", _MG + "/programmes"): NotPatientData("programme settings: codes, protocols, thresholds"),
+    ("POST", _MG + "/programmes"): Audited(
+        "POST", _MG + "/programmes", ((audit.SECURITY_ALERT, "administer:platform", DENIED, ""),),
+        user="auditor", send="json", body={"code": "audit", "protocol": "eu-blinded"}, status=403,
+    ),
+    ("POST", _MG + "/programmes/{code}/readers"): Audited(
+        "POST", _MG + "/programmes/audit/readers", ((audit.SECURITY_ALERT, "administer:platform", DENIED, ""),),
+        user="auditor", send="json", body={"reader": "someone", "qualification": "reader"}, status=403,
+    ),
+    ("POST", _MG + "/episodes"): Audited(
+        "POST", _MG + "/episodes", ((audit.PATIENT_RECORD, "create:screening-episode", DENIED, P),),
+        user="auditor", send="json", body=_MG_EPISODE, status=403,
+    ),
+    ("POST", _MG + "/l1-forms"): Audited(
+        "POST", _MG + "/l1-forms", ((audit.PATIENT_RECORD, "create:screening-episode", DENIED, P),),
+        user="auditor", send="json", body={**_MG_EPISODE, "read": _MG_READ}, status=403,
+    ),
+    ("GET", _MG + "/episodes/{episode_id}"): Audited(
+        "GET", _MG + "/episodes/999999", (), user="auditor", status=404
+    ),
+    ("GET", _MG + "/episodes/{episode_id}/readings/{reading_id}"): Audited(
+        "GET", _MG + "/episodes/999999/readings/1", (), user="auditor", status=404
+    ),
+    ("POST", _MG + "/episodes/{episode_id}/priors"): Audited(
+        "POST", _MG + "/episodes/999999/priors", (), user="auditor", send="json", body={"status": "received"},
+        status=404,
+    ),
+    ("POST", _MG + "/episodes/{episode_id}/decision"): Audited(
+        "POST", _MG + "/episodes/999999/decision", (), user="auditor", status=404
+    ),
+    ("POST", _MG + "/episodes/{episode_id}/outcomes"): Audited(
+        "POST", _MG + "/episodes/999999/outcomes", (), user="auditor", send="json", body={"outcome": "benign"},
+        status=404,
+    ),
+    ("GET", _MG + "/reconciliation"): Audited(
+        "GET", _MG + "/reconciliation", _MG_DENIED_SEARCH, user="auditor", status=403
+    ),
+    ("POST", _MG + "/studies/{study_uid}/match"): Audited(
+        "POST", _MG + "/studies/{study}/match", (), user="auditor", send="json", body={"episode_id": 999999},
+        status=404,
+    ),
+    ("GET", _MG + "/worklist"): Audited("GET", _MG + "/worklist", _MG_DENIED_SEARCH, user="auditor", status=403),
+    ("GET", _MG + "/metrics"): Audited(
+        "GET", _MG + "/metrics?programme=audit", _MG_DENIED_SEARCH, user="auditor", status=403
+    ),
+    ("POST", _MG + "/tasks/{task_id}/claim"): Audited(
+        "POST", _MG + "/tasks/999999/claim", (), user="auditor", status=404
+    ),
+    ("POST", _MG + "/tasks/{task_id}/skip"): Audited(
+        "POST", _MG + "/tasks/999999/skip", (), user="auditor", send="json", body={"reason": "audit walk"},
+        status=404,
+    ),
+    ("POST", _MG + "/tasks/{task_id}/defer"): Audited(
+        "POST", _MG + "/tasks/999999/defer", (), user="auditor", send="json", body={"reason": "audit walk"},
+        status=404,
+    ),
+    ("POST", _MG + "/tasks/{task_id}/reading"): Audited(
+        "POST", _MG + "/tasks/999999/reading", (), user="auditor", send="json", body=_MG_READ, status=404
+    ),
+}  # fmt: skip
+
+
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the API documentation"),
@@ -530,6 +598,8 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "WebSocket, not callable over plain HTTP; each join asks the policy per slide and is audited "
         "(INSTANCES_ACCESSED, denials too), tested in test_multihead"
     ),
+    # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
+    **_SCREENING,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

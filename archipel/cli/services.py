@@ -81,11 +81,13 @@ def dicom_cmd(
     data: DataOpt = None,
 ) -> None:
     """Run a DICOM listener only."""
+    from archipel.mammo import intake
     from archipel.radiology.archive import Archive
     from archipel.radiology.dimse.listener import start_listener
 
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
     configure_logging()
+    intake.install()  # screening studies received here are matched to their episodes, as under ``serve``
     Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=True))
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})

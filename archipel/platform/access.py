@@ -58,6 +58,10 @@ CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS = "consent", "care", "confidentialit
 FROZEN_SECTION = "frozen-section"
 FROZEN_REQUESTERS = frozenset({"surgeon", "technician"})
 FROZEN_UPDATERS = frozenset({"pathologist", "surgeon"})
+#: A screening episode (registered, its L1 form, reads, decision, outcome), and a reading task of one: the
+#: module checks the reader's qualification and the protocol's rules; the policy checks role and record.
+SCREENING, READING_TASK = "screening-episode", "reading-task"
+SCREENING_ROLES = frozenset({"screening-reader", "radiologist"})
 
 #: Audit purposes (the same strings as ``audit``'s).
 PURPOSE_CARE = "care"
@@ -334,6 +338,23 @@ def _frozen_section(principal: Principal, action: str, resource: Resource, facts
     return _read(principal, resource, facts)
 
 
+def _screening(principal: Principal, action: str, resource: Resource, facts: Facts) -> Decision:
+    """Registering a screening episode (at a site holding the woman's record), claiming a reading task (any
+    screening reader: claiming gives the reading assignment), and the steps of a read case (with the record)."""
+    if principal.kind != "user":
+        return Decision(False, "screening reading is done by a person")
+    if principal.role not in SCREENING_ROLES:
+        return Decision(False, f"role {principal.role} takes no part in screening reading")
+    if resource.kind == READING_TASK:
+        return Decision(True, f"role {principal.role}: the programme checks qualification and the protocol")
+    if action == CREATE:
+        own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
+        if own_site or _at_patient_site(principal, facts):
+            return Decision(True, f"role {principal.role} of a site holding the woman's record")
+        return Decision(False, "only a reader of a site holding the woman's record may register her screening")
+    return _read(principal, resource, facts)
+
+
 def allow(principal: Principal, action: str, resource: Resource, facts: Facts = NO_FACTS) -> Decision:
     """Decide whether ``principal`` may do ``action`` on ``resource``, given ``facts``. Pure: no I/O."""
     kind = resource.kind
@@ -357,6 +378,8 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         return _access_records(principal, action, resource, facts)
     if kind == FROZEN_SECTION and action in (CREATE, UPDATE):
         return _frozen_section(principal, action, resource, facts)
+    if kind in (SCREENING, READING_TASK) and action in (CREATE, UPDATE):
+        return _screening(principal, action, resource, facts)
     # Patient data: studies, series, instances, slides, documents, reading tasks...
     if action in (READ, SEARCH):
         return _read(principal, resource, facts)

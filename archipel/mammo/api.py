@@ -1,0 +1,395 @@
+"""HTTP routes of screening: programmes, episodes (intake, L1 form, reconciliation, decision, outcome) and reads.
+
+Every route asks the access policy (kind ``screening-episode``, or ``reading-task`` to claim) and is audited;
+the protocol's own refusals (blinding, the same reader twice, an unqualified reader) are 403 and audited as
+denials too. The worklist and metrics routes are in ``worklist_api``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+
+from archipel.mammo import decision, episodes, protocol, reading
+from archipel.mammo.episodes import ScreeningError
+from archipel.mammo.intake import reconciliation
+from archipel.mammo.models import Episode, Programme, Reading, ScreeningStudy
+from archipel.mammo.schemas import (
+    EpisodeBody,
+    L1FormBody,
+    MatchBody,
+    OutcomeBody,
+    PriorsBody,
+    ProgrammeBody,
+    QualificationBody,
+)
+from archipel.platform import access, access_facts, audit
+from archipel.platform.authn import Principal
+from archipel.platform.credentials import PrincipalDep, RuntimeDep, client_address
+from archipel.platform.http import guard
+from archipel.platform.runtime import Runtime
+
+router = APIRouter(prefix="/api/mammo", tags=["screening"])
+
+
+def refused(err: ScreeningError) -> HTTPException:
+    """The HTTP error for a refusal of the workflow."""
+    return HTTPException(err.status, str(err))
+
+
+def episode_resource(ep: Episode, what: str = "") -> access.Resource:
+    """The access-policy resource for an episode."""
+    return access.Resource(
+        kind=access.SCREENING,
+        site=ep.site,
+        patient=f"{ep.issuer}/{ep.patient_id}",
+        master=ep.master_id,
+        ident=what or f"screening episode {ep.id}",
+    )
+
+
+def check(
+    rt: Runtime, principal: Principal, action: str, resource: access.Resource, request: Request, event: str
+) -> None:
+    """The access guard, with the facts (care relationships) taken at the runtime's clock."""
+    resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
+    guard(rt, principal, action, resource, event_type=event, request=request, facts=facts)
+
+
+def deny(
+    rt: Runtime, principal: Principal, request: Request, action: str, resource: access.Resource, why: str
+) -> HTTPException:
+    """Audit a refusal by the protocol's rules and return the 403 to raise."""
+    audit.record(
+        rt.db,
+        principal,
+        audit.PATIENT_RECORD,
+        action,
+        outcome=audit.DENIED,
+        patient=resource.patient,
+        master=resource.master,
+        obj=resource.ident,
+        source=client_address(request),
+        detail=why,
+    )
+    return HTTPException(status.HTTP_403_FORBIDDEN, why)
+
+
+def load_episode(rt: Runtime, episode_id: int) -> Episode:
+    """The episode, or 404."""
+    with rt.db.sessions() as s:
+        try:
+            return episodes.episode(s, episode_id)
+        except ScreeningError as exc:
+            raise refused(exc) from exc
+
+
+def _programme_row(p: Programme) -> dict[str, Any]:
+    return {
+        "code": p.code,
+        "name": p.name,
+        "protocol": p.protocol,
+        "arbitration_policy": p.arbitration_policy,
+        "discordance_resolution": p.discordance_resolution,
+        "arbitrator_sees_reads": p.arbitrator_sees_reads,
+        "min_yearly_reads": p.min_yearly_reads,
+        "result_deadline_days": p.result_deadline_days,
+    }
+
+
+@router.post("/programmes", status_code=status.HTTP_201_CREATED)
+def create_programme(
+    body: ProgrammeBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Create a screening programme with its protocol and settings (administrators)."""
+    resource = access.Resource(kind="platform", ident=f"screening programme {body.code}")
+    guard(rt, principal, access.ADMINISTER, resource, event_type=audit.SECURITY_ALERT, request=request)
+    with rt.db.write() as s:
+        try:
+            episodes.programme(s, body.code)
+        except ScreeningError:
+            row = Programme(**body.model_dump(), created_at=rt.clock())
+            s.add(row)
+            s.flush()
+            return _programme_row(row)
+    raise HTTPException(status.HTTP_409_CONFLICT, f"programme {body.code} exists already")
+
+
+@router.get("/programmes")
+def list_programmes(rt: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """The programmes and their settings."""
+    from sqlalchemy import select
+
+    with rt.db.sessions() as s:
+        return [_programme_row(p) for p in s.execute(select(Programme).order_by(Programme.id)).scalars()]
+
+
+@router.post("/programmes/{code}/readers", status_code=status.HTTP_201_CREATED)
+def qualify_reader(
+    code: str, body: QualificationBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Qualify a reader for a role of the programme (administrators)."""
+    resource = access.Resource(kind="platform", ident=f"screening programme {code} reader {body.reader}")
+    guard(rt, principal, access.ADMINISTER, resource, event_type=audit.SECURITY_ALERT, request=request)
+    with rt.db.write() as s:
+        try:
+            prog = episodes.programme(s, code)
+        except ScreeningError as exc:
+            raise refused(exc) from exc
+        added = reading.qualify(s, prog, body.reader, body.qualification, principal.subject, rt.clock())
+    return {"programme": code, "reader": body.reader, "qualification": body.qualification, "added": added}
+
+
+def episode_view(rt: Runtime, ep: Episode) -> dict[str, Any]:
+    """What anyone who may read the episode sees: state, studies and views, tasks, who read (not what), the
+    next step, the decision and the delays."""
+    with rt.db.sessions() as s:
+        prog = s.get(Programme, ep.programme_id)
+        assert prog is not None
+        reads = episodes.reading_rows(s, ep.id)
+        step = protocol.next_step(episodes.settings_of(prog), [episodes.as_rule_read(r) for r in reads])
+        decided = episodes.decision_of(s, ep.id)
+        return {
+            "id": ep.id,
+            "programme": prog.code,
+            "protocol": prog.protocol,
+            "patient": f"{ep.issuer}/{ep.patient_id}",
+            "master_id": ep.master_id,
+            "site": ep.site,
+            "round": ep.round,
+            "screen_date": ep.screen_date.isoformat(),
+            "status": ep.status,
+            "flag": ep.flag,
+            "priors": ep.priors,
+            "retake_of": ep.retake_of,
+            "studies": [
+                {"study_uid": st.study_uid, "views": json.loads(st.views), "flag": st.flag}
+                for st in episodes.studies_of(s, ep.id)
+            ],
+            "tasks": [
+                {"id": t.id, "role": t.role, "status": t.status, "claimed_by": t.claimed_by, "note": t.note}
+                for t in episodes.tasks_of(s, ep.id)
+            ],
+            "readings": [
+                {"id": r.id, "role": r.role, "reader": r.reader, "submitted_at": r.submitted_at.isoformat()}
+                for r in reads
+            ],
+            "next": {
+                "step": step.kind,
+                "role": step.role,
+                "waiting_for": step.waiting_for,
+                "reasons": list(step.reasons),
+            }
+            if decided is None
+            else None,
+            "decision": None
+            if decided is None
+            else {
+                "decision": decided.decision,
+                "reasons": json.loads(decided.reasons),
+                "decided_at": decided.decided_at.isoformat(),
+                "letters": [int(i) for i in decided.letters.split(",") if i],
+                "due": (ep.screen_date + timedelta(days=prog.result_deadline_days)).isoformat(),
+                "within_deadline": decided.decided_at.date()
+                <= ep.screen_date + timedelta(days=prog.result_deadline_days),
+            },
+            "delays": decision.delays(s, ep),
+        }
+
+
+@router.post("/episodes", status_code=status.HTTP_201_CREATED)
+def register_episode(
+    body: EpisodeBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Register a woman's screening episode (matched to her study when it is, or when it arrives)."""
+    probe = Episode(site=body.site, issuer=body.issuer, patient_id=body.patient_id, id=0)
+    check(
+        rt,
+        principal,
+        access.CREATE,
+        episode_resource(probe, "new screening episode"),
+        request,
+        audit.PATIENT_RECORD,
+    )
+    try:
+        with rt.db.write() as s:
+            ep = reading.register(s, episodes.programme(s, body.programme), body, rt.clock())
+    except ScreeningError as exc:
+        raise refused(exc) from exc
+    return episode_view(rt, ep)
+
+
+@router.post("/l1-forms", status_code=status.HTTP_201_CREATED)
+def submit_l1_form(
+    body: L1FormBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """The imaging centre's L1 form (French programme): the episode is matched or registered, the L1 read kept,
+    and an L2 task created when the exam ends ACR 1-2."""
+    probe = Episode(site=body.site, issuer=body.issuer, patient_id=body.patient_id, id=0)
+    check(rt, principal, access.CREATE, episode_resource(probe, "L1 form"), request, audit.PATIENT_RECORD)
+    try:
+        with rt.db.write() as s:
+            ep, _ = reading.submit_l1(
+                s, episodes.programme(s, body.programme), body, principal.subject, rt.clock()
+            )
+    except ScreeningError as exc:
+        raise refused(exc) from exc
+    return episode_view(rt, ep)
+
+
+@router.get("/episodes/{episode_id}")
+def get_episode(episode_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The episode: state, views, tasks, who read it, next step, decision and delays (no assessments)."""
+    ep = load_episode(rt, episode_id)
+    check(rt, principal, access.READ, episode_resource(ep), request, audit.PATIENT_RECORD)
+    return episode_view(rt, ep)
+
+
+def reading_view(r: Reading) -> dict[str, Any]:
+    """A read in full."""
+    return {
+        "id": r.id,
+        "episode_id": r.episode_id,
+        "role": r.role,
+        "reader": r.reader,
+        "blind": r.blind,
+        "right": {"assessment": r.right_assessment, "result": r.right_result or None},
+        "left": {"assessment": r.left_assessment, "result": r.left_result or None},
+        "density": r.density,
+        "density_fr": protocol.french_density(r.density) if r.density else None,
+        "findings": json.loads(r.findings),
+        "quality": json.loads(r.quality),
+        "form": json.loads(r.form),
+        "opened_at": r.opened_at.isoformat() if r.opened_at else None,
+        "submitted_at": r.submitted_at.isoformat(),
+    }
+
+
+@router.get("/episodes/{episode_id}/readings/{reading_id}")
+def get_reading(
+    episode_id: int, reading_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """One read's assessment, if the protocol lets the caller see it yet (blinding is enforced here)."""
+    ep = load_episode(rt, episode_id)
+    resource = episode_resource(ep, f"screening reading {reading_id} of episode {ep.id}")
+    check(rt, principal, access.READ, resource, request, audit.PATIENT_RECORD)
+    with rt.db.sessions() as s:
+        row = s.get(Reading, reading_id)
+        if row is None or row.episode_id != ep.id:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reading {reading_id} in episode {ep.id}")
+        prog = s.get(Programme, ep.programme_id)
+        assert prog is not None
+        why = protocol.blinding_refusal(
+            episodes.settings_of(prog),
+            principal.subject,
+            episodes.as_rule_read(row),
+            episodes.rule_reads(s, ep.id),
+            episodes.claims_of(s, ep.id),
+        )
+    if why:
+        raise deny(rt, principal, request, "read:screening-reading", resource, why)
+    return reading_view(row)
+
+
+def _update(rt: Runtime, principal: Principal, request: Request, episode_id: int, what: str) -> Episode:
+    ep = load_episode(rt, episode_id)
+    check(
+        rt,
+        principal,
+        access.UPDATE,
+        episode_resource(ep, f"{what} of screening episode {ep.id}"),
+        request,
+        audit.PATIENT_RECORD,
+    )
+    return ep
+
+
+@router.post("/episodes/{episode_id}/priors")
+def set_priors(
+    episode_id: int, body: PriorsBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Record that priors are requested (the case is held back from the worklists) or received."""
+    ep = _update(rt, principal, request, episode_id, "priors")
+    with rt.db.write() as s:
+        fresh = episodes.episode(s, ep.id)
+        fresh.priors = body.status
+    return episode_view(rt, fresh)
+
+
+@router.post("/episodes/{episode_id}/decision", status_code=status.HTTP_201_CREATED)
+def take_decision(
+    episode_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Take the woman's decision from her reads and queue the results letters (409 before the reads allow it)."""
+    ep = _update(rt, principal, request, episode_id, "decision")
+    try:
+        with rt.db.write() as s:
+            fresh = episodes.episode(s, ep.id)
+            prog = s.get(Programme, fresh.programme_id)
+            assert prog is not None
+            decision.decide(s, fresh, prog, principal.subject, rt.clock())
+    except ScreeningError as exc:
+        raise refused(exc) from exc
+    return episode_view(rt, fresh)
+
+
+@router.post("/episodes/{episode_id}/outcomes", status_code=status.HTTP_201_CREATED)
+def record_outcome(
+    episode_id: int, body: OutcomeBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Record the work-up, biopsy and pathology, or an interval cancer reported later."""
+    ep = _update(rt, principal, request, episode_id, "outcome")
+    try:
+        with rt.db.write() as s:
+            row = decision.record_outcome(s, episodes.episode(s, ep.id), body, principal.subject, rt.clock())
+            return {"id": row.id, "episode_id": ep.id, **body.model_dump(mode="json")}
+    except ScreeningError as exc:
+        raise refused(exc) from exc
+
+
+@router.get("/reconciliation")
+def get_reconciliation(request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    """MG studies with no episode, and episodes (forms) with no study, among those the caller may see."""
+    resource = access.Resource(kind=access.SCREENING, ident="screening reconciliation list")
+    check(rt, principal, access.SEARCH, resource, request, audit.QUERY)
+    _, facts = access_facts.load(rt.db, principal, None, rt.clock())
+    scope = access.read_scope(principal, facts)
+    with rt.db.sessions() as s:
+        lists = reconciliation(s)
+    visible = {
+        key: [
+            row
+            for row in rows
+            if scope.grant_for(str(row["patient"]).split("/")[0], None, frozenset(), False)
+        ]
+        for key, rows in lists.items()
+    }
+    return visible
+
+
+@router.post("/studies/{study_uid}/match")
+def match_study(
+    study_uid: str, body: MatchBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Attach a study from the reconciliation list to its episode by hand."""
+    ep = _update(rt, principal, request, body.episode_id, f"match of study {study_uid}")
+    from sqlalchemy import select
+
+    try:
+        with rt.db.write() as s:
+            study = s.execute(
+                select(ScreeningStudy).where(ScreeningStudy.study_uid == study_uid)
+            ).scalar_one_or_none()
+            if study is None:
+                raise episodes.not_found(f"mammography study {study_uid} on the reconciliation list")
+            fresh = episodes.episode(s, ep.id)
+            episodes.attach_study(s, study, fresh)
+            prog = s.get(Programme, fresh.programme_id)
+            assert prog is not None
+            episodes.advance(s, fresh, prog, rt.clock())
+    except ScreeningError as exc:
+        raise refused(exc) from exc
+    return episode_view(rt, fresh)

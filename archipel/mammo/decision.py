@@ -1,0 +1,165 @@
+"""The decision per woman, the results letters it sends, the outcomes recorded later, and the episode's delays.
+
+A decision is the protocol engine's answer once the reads allow one; taking it queues the letters to the woman
+and her GP (and, for a French recall, to the L1 radiologist who organises the work-up) in the notify outbox,
+in the same transaction. Letters carry no name: the date of the exam and what happens next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archipel.mammo import episodes, protocol
+from archipel.mammo.episodes import ScreeningError
+from archipel.mammo.models import (
+    FR_DEPISTAGE,
+    L1,
+    L2,
+    RECALL,
+    TECHNICAL_RECALL,
+    Episode,
+    Programme,
+    Reading,
+    ScreeningDecision,
+    ScreeningOutcome,
+)
+from archipel.mammo.schemas import OutcomeBody
+from archipel.platform import notify
+from archipel.platform.authn import User
+
+log = logging.getLogger("archipel.mammo.decision")
+
+PURPOSE = "screening-result"
+_WHAT_NEXT = {
+    "normal": "no sign of cancer was seen. You will be invited again for your next screening round.",
+    RECALL: "further tests are needed. Your doctor and the imaging centre will contact you for an appointment.",
+    TECHNICAL_RECALL: "some images could not be read and must be taken again. The imaging centre will call you.",
+}
+
+
+def _letters(s: Session, ep: Episode, prog: Programme, decision: str, reasons: list[str]) -> list[int]:
+    day = ep.screen_date.isoformat()
+    ids: list[int] = []
+    if ep.woman_contact:
+        body = f"Your screening mammogram of {day} has been read twice: {_WHAT_NEXT[decision]}"
+        ids.append(notify.enqueue(s, "email", ep.woman_contact, "Your screening result", body, PURPOSE).id)
+    professional = f"Screening episode {ep.id} ({prog.code}, exam of {day}): {decision}.\n" + "\n".join(
+        reasons
+    )
+    if ep.gp_contact:
+        ids.append(notify.enqueue(s, "email", ep.gp_contact, "Screening result", professional, PURPOSE).id)
+    if prog.protocol == FR_DEPISTAGE and decision != "normal":
+        l1 = next((r for r in episodes.reading_rows(s, ep.id) if r.role == L1), None)
+        user = s.execute(select(User).where(User.username == l1.reader)).scalar_one_or_none() if l1 else None
+        if user is not None and user.email:
+            ids.append(notify.enqueue(s, "email", user.email, "Screening recall", professional, PURPOSE).id)
+    return ids
+
+
+def decide(s: Session, ep: Episode, prog: Programme, by: str, now: datetime) -> ScreeningDecision:
+    """Take the woman's decision from her reads and queue the letters; 409 when the reads do not allow one yet
+    or the decision is taken already."""
+    if episodes.decision_of(s, ep.id) is not None:
+        raise ScreeningError(f"episode {ep.id} is decided already")
+    step = protocol.next_step(episodes.settings_of(prog), episodes.rule_reads(s, ep.id))
+    if step.kind != "decide":
+        missing = step.waiting_for or f"the {step.role} read"
+        raise ScreeningError(f"no decision for episode {ep.id} yet: waiting for {missing}")
+    letters = _letters(s, ep, prog, step.decision, list(step.reasons))
+    row = ScreeningDecision(
+        episode_id=ep.id,
+        decision=step.decision,
+        reasons=json.dumps(list(step.reasons)),
+        decided_by=by,
+        decided_at=now,
+        letters=",".join(str(i) for i in letters),
+    )
+    s.add(row)
+    ep.status, ep.result_sent_at = "decided", now
+    s.flush()
+    late = now.date() > ep.screen_date + timedelta(days=prog.result_deadline_days)
+    log.info(
+        "event=screening_decided episode=%d decision=%s letters=%d late=%s",
+        ep.id,
+        step.decision,
+        len(letters),
+        late,
+    )
+    return row
+
+
+def retake_for(s: Session, ep: Episode, prog: Programme, now: datetime) -> Episode | None:
+    """After a technical recall in the French programme, the retake's episode: the same woman, the L1 form
+    carried over, so that the new images go straight to L2."""
+    decided = episodes.decision_of(s, ep.id)
+    if decided is None or decided.decision != TECHNICAL_RECALL or prog.protocol != FR_DEPISTAGE:
+        return None
+    retake = Episode(
+        programme_id=prog.id,
+        retake_of=ep.id,
+        issuer=ep.issuer,
+        patient_id=ep.patient_id,
+        master_id=ep.master_id,
+        site=ep.site,
+        round=ep.round,
+        screen_date=now.date(),
+        status="awaiting-images",
+        flag="",
+        priority=ep.priority,
+        batch=ep.batch,
+        priors="none",
+        woman_contact=ep.woman_contact,
+        gp_contact=ep.gp_contact,
+        created_at=now,
+    )
+    s.add(retake)
+    s.flush()
+    l1 = next(r for r in episodes.reading_rows(s, ep.id) if r.role == L1)
+    copy = {c.key: getattr(l1, c.key) for c in Reading.__table__.columns if c.key not in ("id", "episode_id")}
+    s.add(Reading(**{**copy, "episode_id": retake.id}))
+    s.flush()
+    return retake
+
+
+def record_outcome(s: Session, ep: Episode, body: OutcomeBody, by: str, now: datetime) -> ScreeningOutcome:
+    """Record what became of the woman; an interval cancer is one found after a normal decision."""
+    decided = episodes.decision_of(s, ep.id)
+    if body.outcome == "interval_cancer" and (decided is None or decided.decision != "normal"):
+        raise ScreeningError("an interval cancer is reported after a normal screening decision", 422)
+    if body.outcome != "interval_cancer" and decided is None:
+        raise ScreeningError(f"episode {ep.id} has no decision yet; record its outcome after it", 409)
+    row = ScreeningOutcome(
+        episode_id=ep.id,
+        outcome=body.outcome,
+        workup=body.workup,
+        biopsy=body.biopsy,
+        size_mm=body.size_mm,
+        diagnosed_on=body.diagnosed_on,
+        recorded_by=by,
+        recorded_at=now,
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def _days(a: datetime | None, b: datetime | None) -> float | None:
+    return None if a is None or b is None else round((b - a).total_seconds() / 86400, 2)
+
+
+def delays(s: Session, ep: Episode) -> dict[str, Any]:
+    """The French programme's delays for one episode, in days: exam to file received, exam to L2 read,
+    received to result sent (``None`` until both ends are known)."""
+    exam = datetime.combine(ep.screen_date, datetime.min.time(), tzinfo=UTC)
+    second = next((r for r in episodes.reading_rows(s, ep.id) if r.role in (L2, "second")), None)
+    return {
+        "exam_to_received_days": _days(exam, ep.received_at),
+        "exam_to_l2_days": _days(exam, second.submitted_at if second else None),
+        "received_to_result_days": _days(ep.received_at, ep.result_sent_at),
+    }

@@ -1,0 +1,257 @@
+"""Programme and reader figures, with the definitions of the European guidelines and the French specifications.
+
+Over the episodes screened (decided) with a screening date in ``[start, end]``:
+
+- ``recall_rate``: recalls for assessment / screened (also per round, ``recall_rate_by_round``);
+- ``cancer_detection_rate``: screen-detected cancers (a recall whose outcome is a cancer, in situ or invasive)
+  per 1,000 screened;
+- ``ppv_recall``: screen-detected cancers / recalls;
+- ``l2_only_cancer_share``: screen-detected cancers whose first read (L1, or the first blind read) was negative
+  and second (L2, or the second blind read) positive / screen-detected cancers;
+- ``cti_rate``: technical recalls / screened;
+- ``interval_cancer_rate``: interval cancers (after a normal decision) per 1,000 screened;
+- ``delays``: exam to file received, exam to L2 read, received to result sent (days: median, mean, count),
+  and the share of results sent within the programme's deadline;
+- ``readers``: per reader, reads in the period (first and second reads only: in the blinded protocol the blind
+  reads), the yearly minimum and the annualised volume, recall rate, cancers found, Cohen's kappa with each
+  other reader; ``reader_pairs``: kappa per pair on the episodes both read (positive = recall).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from itertools import combinations
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archipel.mammo import episodes, protocol
+from archipel.mammo.models import (
+    CANCERS,
+    FIRST,
+    L1,
+    L2,
+    RECALL,
+    SECOND,
+    TECHNICAL_RECALL,
+    Episode,
+    Programme,
+    Reading,
+    ScreeningDecision,
+    ScreeningOutcome,
+)
+
+#: The two reads each episode's statistics use: (first, second) per protocol.
+PRIMARY = {"fr-depistage": (L1, L2), "eu-blinded": (FIRST, SECOND)}
+
+
+def cohen_kappa(pairs: list[tuple[bool, bool]]) -> float | None:
+    """Cohen's kappa of two raters' binary answers; ``None`` with no pair or when chance agreement is total."""
+    n = len(pairs)
+    if n == 0:
+        return None
+    agree = sum(1 for a, b in pairs if a == b) / n
+    pa = sum(1 for a, _ in pairs if a) / n
+    pb = sum(1 for _, b in pairs if b) / n
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    if chance == 1:
+        return None
+    return (agree - chance) / (1 - chance)
+
+
+def _ratio(num: int, den: int, scale: float = 1.0) -> float | None:
+    return None if den == 0 else num * scale / den
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"median": None, "mean": None, "n": 0}
+    return {"median": statistics.median(values), "mean": statistics.fmean(values), "n": len(values)}
+
+
+@dataclass
+class _Episode:
+    ep: Episode
+    decision: str
+    outcomes: set[str]
+    reads: dict[str, Reading]
+
+
+def _load(s: Session, prog: Programme, start: date | None, end: date | None) -> list[_Episode]:
+    stmt = (
+        select(Episode, ScreeningDecision.decision)
+        .join(ScreeningDecision, ScreeningDecision.episode_id == Episode.id)
+        .where(Episode.programme_id == prog.id)
+    )
+    if start is not None:
+        stmt = stmt.where(Episode.screen_date >= start)
+    if end is not None:
+        stmt = stmt.where(Episode.screen_date <= end)
+    rows = {ep.id: _Episode(ep, d, set(), {}) for ep, d in s.execute(stmt)}
+    ids = list(rows)
+    for chunk in range(0, len(ids), 500):
+        part = ids[chunk : chunk + 500]
+        for eid, outcome in s.execute(
+            select(ScreeningOutcome.episode_id, ScreeningOutcome.outcome).where(
+                ScreeningOutcome.episode_id.in_(part)
+            )
+        ):
+            rows[eid].outcomes.add(outcome)
+        for r in s.execute(
+            select(Reading).where(Reading.episode_id.in_(part)).order_by(Reading.id)
+        ).scalars():
+            rows[r.episode_id].reads.setdefault(r.role, r)
+    return list(rows.values())
+
+
+def _positive(r: Reading) -> bool:
+    return protocol.read_result(episodes.as_rule_read(r)) == RECALL
+
+
+def _delays(prog: Programme, items: list[_Episode]) -> dict[str, Any]:
+    received, l2, result, within = [], [], [], []
+    for it in items:
+        ep = it.ep
+        exam = datetime.combine(ep.screen_date, datetime.min.time(), tzinfo=UTC)
+        second = it.reads.get(PRIMARY[prog.protocol][1])
+        if ep.received_at is not None:
+            received.append((ep.received_at - exam).total_seconds() / 86400)
+        if second is not None:
+            l2.append((second.submitted_at - exam).total_seconds() / 86400)
+        if ep.received_at is not None and ep.result_sent_at is not None:
+            result.append((ep.result_sent_at - ep.received_at).total_seconds() / 86400)
+        if ep.result_sent_at is not None:
+            within.append(
+                ep.result_sent_at.date() <= ep.screen_date + timedelta(days=prog.result_deadline_days)
+            )
+    return {
+        "exam_to_received_days": _summary(received),
+        "exam_to_l2_days": _summary(l2),
+        "received_to_result_days": _summary(result),
+        "result_within_deadline": _ratio(sum(within), len(within)),
+    }
+
+
+def _readers(
+    prog: Programme, items: list[_Episode], days: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    roles = PRIMARY[prog.protocol]
+    reads: dict[str, list[tuple[_Episode, bool]]] = defaultdict(list)
+    by_episode: dict[int, dict[str, bool]] = {}
+    for it in items:
+        answers = {}
+        for role in roles:
+            r = it.reads.get(role)
+            if r is not None:
+                answers[r.reader] = _positive(r)
+                reads[r.reader].append((it, answers[r.reader]))
+        by_episode[it.ep.id] = answers
+    pairs: list[dict[str, Any]] = []
+    kappas: dict[str, dict[str, float | None]] = defaultdict(dict)
+    co: dict[tuple[str, str], list[tuple[bool, bool]]] = defaultdict(list)
+    for answers in by_episode.values():
+        for a, b in combinations(sorted(answers), 2):
+            co[(a, b)].append((answers[a], answers[b]))
+    for (a, b), together in sorted(co.items()):
+        k = cohen_kappa(together)
+        kappas[a][b] = kappas[b][a] = k
+        pairs.append({"readers": [a, b], "episodes": len(together), "kappa": k})
+    out = []
+    for reader in sorted(reads):
+        done = reads[reader]
+        annual = len(done) * 365 / days if days else None
+        cancers = sum(1 for it, pos in done if pos and it.decision == RECALL and it.outcomes & CANCERS)
+        out.append(
+            {
+                "reader": reader,
+                "reads": len(done),
+                "yearly_minimum": prog.min_yearly_reads,
+                "annualised_reads": annual,
+                "below_minimum": annual is not None and annual < prog.min_yearly_reads,
+                "recall_rate": _ratio(sum(1 for _, pos in done if pos), len(done)),
+                "cancers_found": cancers,
+                "kappa": dict(sorted(kappas[reader].items())),
+            }
+        )
+    return out, pairs
+
+
+def programme_metrics(
+    s: Session, prog: Programme, start: date | None = None, end: date | None = None
+) -> dict[str, Any]:
+    """The programme's figures over the episodes screened between ``start`` and ``end`` (inclusive)."""
+    items = _load(s, prog, start, end)
+    screened = len(items)
+    recalls = [it for it in items if it.decision == RECALL]
+    detected = [it for it in recalls if it.outcomes & CANCERS]
+    first, second = PRIMARY[prog.protocol]
+
+    def l2_only(it: _Episode) -> bool:
+        a, b = it.reads.get(first), it.reads.get(second)
+        return a is not None and b is not None and not _positive(a) and _positive(b)
+
+    by_round = {}
+    for rnd in ("first", "subsequent"):
+        part = [it for it in items if it.ep.round == rnd]
+        by_round[rnd] = _ratio(sum(1 for it in part if it.decision == RECALL), len(part))
+    interval = [it for it in items if it.decision == "normal" and "interval_cancer" in it.outcomes]
+    dates = [it.ep.screen_date for it in items]
+    lo, hi = start or (min(dates) if dates else None), end or (max(dates) if dates else None)
+    days = (hi - lo).days + 1 if lo and hi else 0
+    readers, pairs = _readers(prog, items, days)
+    return {
+        "programme": prog.code,
+        "protocol": prog.protocol,
+        "from": lo.isoformat() if lo else None,
+        "to": hi.isoformat() if hi else None,
+        "screened": screened,
+        "recalls": len(recalls),
+        "recall_rate": _ratio(len(recalls), screened),
+        "recall_rate_by_round": by_round,
+        "screen_detected_cancers": len(detected),
+        "cancer_detection_rate": _ratio(len(detected), screened, 1000),
+        "ppv_recall": _ratio(len(detected), len(recalls)),
+        "l2_only_cancer_share": _ratio(sum(1 for it in detected if l2_only(it)), len(detected)),
+        "technical_recalls": sum(1 for it in items if it.decision == TECHNICAL_RECALL),
+        "cti_rate": _ratio(sum(1 for it in items if it.decision == TECHNICAL_RECALL), screened),
+        "interval_cancers": len(interval),
+        "interval_cancer_rate": _ratio(len(interval), screened, 1000),
+        "delays": _delays(prog, items),
+        "readers": readers,
+        "reader_pairs": pairs,
+    }
+
+
+def as_csv(figures: dict[str, Any]) -> str:
+    """The figures as CSV rows ``scope,reader,metric,value`` (programme figures, then one block per reader)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["scope", "reader", "metric", "value"])
+    for key, value in figures.items():
+        if key in ("readers", "reader_pairs"):
+            continue
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if isinstance(v, dict):
+                    for leaf, x in v.items():
+                        w.writerow(["programme", "", f"{key}.{sub}.{leaf}", "" if x is None else x])
+                else:
+                    w.writerow(["programme", "", f"{key}.{sub}", "" if v is None else v])
+        else:
+            w.writerow(["programme", "", key, "" if value is None else value])
+    for r in figures["readers"]:
+        for key, value in r.items():
+            if key == "reader":
+                continue
+            if isinstance(value, dict):
+                for other, k in value.items():
+                    w.writerow(["reader", r["reader"], f"kappa.{other}", "" if k is None else k])
+            else:
+                w.writerow(["reader", r["reader"], key, "" if value is None else value])
+    return buf.getvalue()

@@ -1,0 +1,340 @@
+"""Readers at work: qualifications, worklists, claiming a case (a lock, and the care relationship that lets the
+reader see the woman's images), skipping or deferring it, and submitting a read (the L1 form included).
+
+Each function runs in the caller's transaction and raises :class:`~archipel.mammo.episodes.ScreeningError`
+before changing anything when the request breaks a rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archipel.mammo import episodes, protocol
+from archipel.mammo.episodes import ScreeningError
+from archipel.mammo.models import L1, Episode, Programme, ReaderQualification, Reading, ReadingTask
+from archipel.mammo.schemas import L1FormBody, ReadBody
+from archipel.platform import care
+from archipel.platform.identity.models import LocalIdentity
+
+log = logging.getLogger("archipel.mammo.reading")
+
+#: A claim not finished within this time may be taken by another reader.
+CLAIM_TTL = timedelta(hours=4)
+#: How many cases one reader may hold claimed at once, so that a batch is shared among the readers.
+MAX_CLAIMS = 20
+#: How long the reading assignment lets a reader see the woman's images (follow-up questions included).
+ASSIGNMENT_DAYS = 90
+
+
+def qualifications(s: Session, programme_id: int, reader: str) -> set[str]:
+    """The reader's qualifications in the programme."""
+    return set(
+        s.execute(
+            select(ReaderQualification.qualification).where(
+                ReaderQualification.programme_id == programme_id, ReaderQualification.reader == reader
+            )
+        ).scalars()
+    )
+
+
+def qualify(s: Session, prog: Programme, reader: str, qualification: str, by: str, now: datetime) -> bool:
+    """Qualify ``reader``; returns False when they held the qualification already."""
+    if qualification in qualifications(s, prog.id, reader):
+        return False
+    s.add(
+        ReaderQualification(
+            programme_id=prog.id, reader=reader, qualification=qualification, granted_by=by, granted_at=now
+        )
+    )
+    s.flush()
+    return True
+
+
+def _passed(task: ReadingTask) -> set[str]:
+    return {r for r in task.passed_by.split(",") if r}
+
+
+def _available(task: ReadingTask, reader: str, now: datetime) -> bool:
+    if task.status == "claimed":
+        return task.claimed_by == reader or (
+            task.claimed_at is not None and task.claimed_at + CLAIM_TTL <= now
+        )
+    if task.status == "deferred":
+        return task.deferred_until is None or task.deferred_until <= now
+    return task.status == "open"
+
+
+def _held(ep: Episode) -> str:
+    if ep.priors == "requested":
+        return "the case is held back while its priors are awaited"
+    if ep.flag:
+        return f"the case is flagged at intake: {ep.flag}"
+    return ""
+
+
+def worklist(
+    s: Session, reader: str, now: datetime, role: str = "", programme: str = ""
+) -> list[dict[str, Any]]:
+    """The cases ``reader`` may read now, their own claims first, then by priority, batch, date and age.
+
+    Cases held back (priors awaited, flagged at intake), claimed by another reader, skipped by this reader, or
+    that the protocol forbids them (L1 and L2 of one exam, both blind reads) are left out.
+    """
+    stmt = (
+        select(ReadingTask, Episode, Programme)
+        .join(Episode, Episode.id == ReadingTask.episode_id)
+        .join(Programme, Programme.id == Episode.programme_id)
+        .where(ReadingTask.status.in_(("open", "claimed", "deferred")), Episode.priors != "requested")
+        .where(Episode.flag == "")
+    )
+    if role:
+        stmt = stmt.where(ReadingTask.role == role)
+    if programme:
+        stmt = stmt.where(Programme.code == programme)
+    quals: dict[int, set[str]] = {}
+    out: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    for task, ep, prog in s.execute(stmt):
+        if not _available(task, reader, now) or reader in _passed(task):
+            continue
+        if prog.id not in quals:
+            quals[prog.id] = qualifications(s, prog.id, reader)
+        if protocol.QUALIFICATION_FOR[task.role] not in quals[prog.id]:
+            continue
+        others = [c for c in episodes.claims_of(s, ep.id) if c != (task.role, reader)]
+        if protocol.eligibility_refusal(
+            prog.protocol, task.role, reader, episodes.rule_reads(s, ep.id), others
+        ):
+            continue
+        mine = task.status == "claimed" and task.claimed_by == reader
+        key = (not mine, -ep.priority, ep.batch, ep.screen_date, task.id)
+        out.append(
+            (
+                key,
+                {
+                    "task_id": task.id,
+                    "role": task.role,
+                    "claimed": mine,
+                    "episode_id": ep.id,
+                    "programme": prog.code,
+                    "site": ep.site,
+                    "round": ep.round,
+                    "screen_date": ep.screen_date.isoformat(),
+                    "priority": ep.priority,
+                    "batch": ep.batch,
+                },
+            )
+        )
+    return [row for _, row in sorted(out, key=lambda kv: kv[0])]
+
+
+def task_context(s: Session, task_id: int) -> tuple[ReadingTask, Episode, Programme]:
+    """The task, its episode and programme; 404 when the task is unknown."""
+    task = s.get(ReadingTask, task_id)
+    if task is None:
+        raise episodes.not_found(f"reading task {task_id}")
+    ep = episodes.episode(s, task.episode_id)
+    prog = s.get(Programme, ep.programme_id)
+    assert prog is not None
+    return task, ep, prog
+
+
+def claim_refusal(s: Session, task: ReadingTask, ep: Episode, prog: Programme, reader: str) -> str:
+    """Why ``reader`` may not read this task (not qualified, or the protocol forbids it), or empty."""
+    needed = protocol.QUALIFICATION_FOR[task.role]
+    if needed not in qualifications(s, prog.id, reader):
+        return f"{reader} is not qualified as {needed} reader in programme {prog.code}"
+    others = [c for c in episodes.claims_of(s, ep.id) if c != (task.role, reader)]
+    return protocol.eligibility_refusal(
+        prog.protocol, task.role, reader, episodes.rule_reads(s, ep.id), others
+    )
+
+
+def claim(s: Session, task_id: int, reader: str, now: datetime) -> ReadingTask:
+    """Lock the task to ``reader`` and give them the reading assignment to the woman's record."""
+    task, ep, prog = task_context(s, task_id)
+    if task.status == "done":
+        raise ScreeningError(f"reading task {task_id} is done")
+    if task.status == "claimed" and task.claimed_by == reader:
+        return task
+    if not _available(task, reader, now):
+        raise ScreeningError(f"reading task {task_id} is claimed by another reader or deferred")
+    held = _held(ep)
+    if held:
+        raise ScreeningError(held)
+    refusal = claim_refusal(s, task, ep, prog, reader)
+    if refusal:
+        raise ScreeningError(refusal, 403)
+    mine = s.execute(
+        select(ReadingTask.id).where(ReadingTask.status == "claimed", ReadingTask.claimed_by == reader)
+    ).all()
+    if len(mine) >= MAX_CLAIMS:
+        raise ScreeningError(f"{reader} holds {len(mine)} cases already; submit or release one first")
+    if ep.master_id is None:
+        ep.master_id = master_of_episode(s, ep)
+    if ep.master_id is None:
+        raise ScreeningError(f"the woman of episode {ep.id} is not linked in the MPI yet (identity review)")
+    task.status, task.claimed_by, task.claimed_at = "claimed", reader, now
+    care.record(
+        s,
+        reader,
+        ep.master_id,
+        care.READING_ASSIGNMENT,
+        recorded_by=reader,
+        valid_from=now,
+        valid_to=now + timedelta(days=ASSIGNMENT_DAYS),
+        context=f"screening-task:{task.id}",
+    )
+    s.flush()
+    log.info("event=screening_task_claimed task=%d role=%s", task.id, task.role)
+    return task
+
+
+def master_of_episode(s: Session, ep: Episode) -> int | None:
+    """The master patient of the episode's woman in the MPI, if linked."""
+    return s.execute(
+        select(LocalIdentity.master_id).where(
+            LocalIdentity.issuer == ep.issuer, LocalIdentity.local_id == ep.patient_id
+        )
+    ).scalar_one_or_none()
+
+
+def release(
+    s: Session, task_id: int, reader: str, reason: str, now: datetime, defer_hours: int = 0
+) -> ReadingTask:
+    """Skip the case (it goes back to the others, never again to ``reader``) or defer it by ``defer_hours``."""
+    task, _, _ = task_context(s, task_id)
+    if task.status == "done":
+        raise ScreeningError(f"reading task {task_id} is done")
+    if task.status == "claimed" and task.claimed_by != reader and not _available(task, reader, now):
+        raise ScreeningError(f"reading task {task_id} is claimed by another reader")
+    task.note = reason
+    task.claimed_by, task.claimed_at = "", None
+    if defer_hours:
+        task.status, task.deferred_until = "deferred", now + timedelta(hours=defer_hours)
+    else:
+        task.status = "open"
+        task.passed_by = ",".join(sorted(_passed(task) | {reader}))
+    s.flush()
+    return task
+
+
+def _reading(
+    ep: Episode, role: str, reader: str, body: ReadBody, now: datetime, extra: dict[str, Any]
+) -> Reading:
+    form = {"further_tests": body.further_tests, "consensus_requested": body.consensus_requested, **extra}
+    return Reading(
+        episode_id=ep.id,
+        role=role,
+        reader=reader,
+        blind=role in protocol.BLIND_ROLES,
+        right_assessment=body.right.assessment,
+        left_assessment=body.left.assessment,
+        right_result=body.right.result or "",
+        left_result=body.left.result or "",
+        density=body.density,
+        findings=json.dumps([f.model_dump() for f in body.findings]),
+        quality=json.dumps({view: q.model_dump() for view, q in body.quality.items()}),
+        form=json.dumps(form),
+        submitted_at=now,
+    )
+
+
+def submit(s: Session, task_id: int, reader: str, body: ReadBody, now: datetime) -> Reading:
+    """Record ``reader``'s read for the task they claimed, then move the episode on."""
+    task, ep, prog = task_context(s, task_id)
+    if task.status == "done":
+        raise ScreeningError(f"the {task.role} read of episode {ep.id} is submitted already; a read is final")
+    if task.status != "claimed" or task.claimed_by != reader:
+        raise ScreeningError(f"claim reading task {task_id} before submitting its read")
+    if body.consensus_requested and task.role != protocol.L2:
+        raise ScreeningError("only an L2 read may ask for an L2 consensus", 422)
+    row = _reading(ep, task.role, reader, body, now, {})
+    row.task_id, row.opened_at = task.id, task.claimed_at
+    s.add(row)
+    task.status, task.done_at = "done", now
+    s.flush()
+    episodes.advance(s, ep, prog, now)
+    log.info("event=screening_read_submitted task=%d role=%s episode=%d", task.id, task.role, ep.id)
+    return row
+
+
+def submit_l1(
+    s: Session, prog: Programme, body: L1FormBody, reader: str, now: datetime
+) -> tuple[Episode, Reading]:
+    """Record the imaging centre's L1 form: match (or register) the episode, attach its study, store the L1 read."""
+    if prog.protocol != "fr-depistage":
+        raise ScreeningError(f"programme {prog.code} reads blind ({prog.protocol}); it has no L1 form", 422)
+    if "l1" not in qualifications(s, prog.id, reader):
+        raise ScreeningError(f"{reader} is not qualified as l1 reader in programme {prog.code}", 403)
+    ep = episodes.find_episode(s, prog.id, body.issuer, body.patient_id, body.screen_date)
+    if ep is not None and any(r.role == L1 for r in episodes.reading_rows(s, ep.id)):
+        raise ScreeningError(f"episode {ep.id} has its L1 form already; a form is submitted once")
+    if ep is None:
+        ep = register(s, prog, body, now)
+    else:
+        link_named_study(s, ep, body.study_uid)
+    extra = {
+        "history": body.history,
+        "clinical_exam": body.clinical_exam,
+        "immediate_workup": body.immediate_workup,
+        "ultrasound": body.ultrasound,
+        "workup_result": body.workup_result,
+    }
+    row = _reading(ep, L1, reader, body.read, now, extra)
+    s.add(row)
+    s.flush()
+    episodes.advance(s, ep, prog, now)
+    return ep, row
+
+
+def link_named_study(s: Session, ep: Episode, study_uid: str) -> None:
+    """Attach the study the form names (it must be in the archive), or one waiting for the same woman and day."""
+    from archipel.mammo.models import ScreeningStudy
+
+    if study_uid:
+        study = s.execute(
+            select(ScreeningStudy).where(ScreeningStudy.study_uid == study_uid)
+        ).scalar_one_or_none()
+        if study is None:
+            raise ScreeningError(f"no mammography study {study_uid} in the archive", 404)
+        if study.episode_id != ep.id:
+            episodes.attach_study(s, study, ep)
+        return
+    waiting = episodes.unattached_study_for(s, ep)
+    if waiting is not None:
+        episodes.attach_study(s, waiting, ep)
+
+
+def register(s: Session, prog: Programme, body: Any, now: datetime) -> Episode:
+    """Register an episode (and attach its study); the named study must be in the archive."""
+    existing = episodes.find_episode(s, prog.id, body.issuer, body.patient_id, body.screen_date)
+    if existing is not None and not isinstance(body, L1FormBody):
+        raise ScreeningError(f"episode {existing.id} is registered already for this woman and day")
+    ep = Episode(
+        programme_id=prog.id,
+        issuer=body.issuer,
+        patient_id=body.patient_id,
+        site=body.site,
+        round=body.round,
+        screen_date=body.screen_date,
+        status="awaiting-images",
+        flag="",
+        priority=body.priority,
+        batch=body.batch,
+        priors="none",
+        woman_contact=body.woman_contact,
+        gp_contact=body.gp_contact,
+        created_at=now,
+    )
+    ep.master_id = master_of_episode(s, ep)
+    s.add(ep)
+    s.flush()
+    link_named_study(s, ep, body.study_uid)
+    episodes.advance(s, ep, prog, now)
+    return ep
