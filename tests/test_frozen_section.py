@@ -18,11 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from archipel.platform.authn import find_user
 from archipel.platform.care import CareRelationship
 from archipel.platform.db import utcnow
 from archipel.platform.notify import OutboxMessage
 from archipel.platform.runtime import Runtime
-from archipel.tiles import api as tiles_api
 from archipel.wsi import duty
 from archipel.wsi.frozen import FrozenSectionRequest
 from archipel.wsi.intake import SlideMetadata
@@ -96,8 +96,15 @@ class Ward:
             )
 
 
+@pytest.fixture(scope="module")
+def frozen_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic SVS, written once for the module."""
+    folder = tmp_path_factory.mktemp("frozen-slide")
+    return write_svs(folder / "frozen.svs", 700, 500, tile=240, downsamples=(1,), seed=5)
+
+
 @pytest.fixture
-def ward(runtime: Runtime, tmp_path: Path) -> Iterator[Ward]:
+def ward(runtime: Runtime, tmp_path: Path, frozen_slide: Path) -> Iterator[Ward]:
     # A clock near real time: the tile service weighs care relationships at the real time.
     clock = Clock(utcnow() - timedelta(seconds=5))
     runtime.clock = clock
@@ -109,10 +116,10 @@ def ward(runtime: Runtime, tmp_path: Path) -> Iterator[Ward]:
         for account in accounts.values():
             duty.add_shift(s, account.name, clock() - timedelta(hours=1), clock() + timedelta(hours=8), by="test",
                            now=clock())  # fmt: skip
-    slide_file = write_svs(tmp_path / "frozen.svs", 700, 500, tile=240, downsamples=(1,), seed=5)
+    slide_file = tmp_path / "frozen.svs"
+    slide_file.write_bytes(frozen_slide.read_bytes())
     with client() as http:
         yield Ward(runtime, http, clock, {}, accounts, slide_file)
-    tiles_api.service(runtime).views.clear()
 
 
 def _slides(rt: Runtime) -> int:
@@ -149,6 +156,10 @@ def test_a_frozen_section_goes_from_request_to_a_signed_verdict_the_surgeon_sees
 ) -> None:
     w, clock = ward, ward.clock
     w.log_in("surgeon", "technician", "patho1", "patho2")  # tokens are issued at the clock: before it moves
+    with w.rt.db.write() as s:
+        user = find_user(s, "patho-garde")
+        assert user is not None
+        user.email = "garde@example.org"
     created = w.request()
     assert created.status_code == 201, created.text
     rid = created.json()["request_id"]
@@ -157,7 +168,9 @@ def test_a_frozen_section_goes_from_request_to_a_signed_verdict_the_surgeon_sees
         kinds = {r.professional: r.kind for r in s.execute(select(CareRelationship)).scalars()}
         mails = [m.recipient for m in s.execute(select(OutboxMessage)).scalars()]
     assert kinds["chirurgienne"] == "frozen-section-request" and "patho-garde" in kinds
-    assert mails == []  # no pathologist has an e-mail address here: the stream is their channel
+    assert mails == [
+        "garde@example.org"
+    ]  # the other on-duty pathologist has no address: the stream is theirs
 
     up = w.upload({"issuer": HOSPITAL, "patient_id": PATIENT, "accession": "FS26-1", "frozen_request": rid})
     assert up.status_code == 202, up.text
@@ -214,6 +227,16 @@ def test_a_frozen_section_goes_from_request_to_a_signed_verdict_the_surgeon_sees
     assert seen_by_surgeon["verdict"]["diagnosis"] == "malignant"
     check = w.http.get(f"/api/frozen-sections/{rid}/verdict/verify", headers=w.h("surgeon")).json()
     assert check["valid"] is True, check
+    with w.rt.db.write() as s:  # someone with write access to the index alone changes the answer
+        row = s.get(FrozenSectionRequest, rid)
+        assert row is not None
+        row.diagnosis = "benign"
+    forged = w.http.get(f"/api/frozen-sections/{rid}/verdict/verify", headers=w.h("surgeon")).json()
+    assert forged["valid"] is False and "differs from what was signed" in forged["reason"]
+    with w.rt.db.write() as s:
+        row = s.get(FrozenSectionRequest, rid)
+        assert row is not None
+        row.diagnosis = "malignant"
     with w.rt.db.sessions() as s:
         sms = s.execute(select(OutboxMessage).where(OutboxMessage.channel == "sms")).scalar_one()
     assert sms.recipient == "+33 4 00 00 00 12" and "Malignant" in sms.subject
@@ -335,6 +358,19 @@ def test_impossible_steps_are_refused_with_their_reason_and_change_nothing(ward:
     view = w.http.get(f"/api/frozen-sections/{rid}", headers=w.h("patho1")).json()
     assert view["state"] == "claimed" and view["slides"] == [] and view["verdict"] is None
 
+    assert w.upload({"issuer": HOSPITAL, "patient_id": PATIENT, "frozen_request": rid}).status_code == 202
+    w.rt.settings.frozen_verdict_reauth_seconds = 60
+    w.clock.advance(minutes=2)
+    stale = w.http.post(
+        f"/api/frozen-sections/{rid}/verdict",
+        json={"diagnosis": "benign", "margins": "clear"},
+        headers=w.h("patho1"),
+    )
+    assert (
+        stale.status_code == 401 and "insufficient_user_authentication" in stale.headers["www-authenticate"]
+    )
+    assert w.http.get(f"/api/frozen-sections/{rid}", headers=w.h("patho1")).json()["verdict"] is None
+
 
 @sqlite_only
 def test_a_slide_of_the_patient_and_accession_joins_the_open_request(ward: Ward) -> None:
@@ -343,6 +379,40 @@ def test_a_slide_of_the_patient_and_accession_joins_the_open_request(ward: Ward)
     slide_id = w.upload({"issuer": HOSPITAL, "patient_id": PATIENT, "accession": "FS26-1"}).json()["slide_id"]
     view = w.http.get(f"/api/frozen-sections/{rid}", headers=w.h("surgeon")).json()
     assert [(s["slide_id"], s["how"]) for s in view["slides"]] == [(slide_id, "accession")]
+    loose = w.upload({"issuer": HOSPITAL, "patient_id": PATIENT}).json()[
+        "slide_id"
+    ]  # no accession: on its own
+    assert len(w.http.get(f"/api/frozen-sections/{rid}", headers=w.h("surgeon")).json()["slides"]) == 1
+    by_hand = w.http.post(
+        f"/api/frozen-sections/{rid}/slides", json={"slide_id": loose}, headers=w.h("technician")
+    )
+    assert by_hand.status_code == 200, by_hand.text
+    assert [s["how"] for s in by_hand.json()["slides"]] == ["accession", "explicit"]
+
+
+@sqlite_only
+def test_a_cancelled_shift_ends_the_pathologists_access_and_worklist(ward: Ward) -> None:
+    w = ward
+    w.log_in("patho1", "surgeon")
+    admin = make_account(w.rt, "admin", "admin", "")
+    token = login(w.http, admin, w.clock()).json()["access_token"]
+    shifts = w.http.get("/api/duty", headers=w.h("patho1")).json()
+    mine = next(s for s in shifts if s["pathologist"] == "patho-garde")
+    rid = w.request().json()["request_id"]
+    assert w.http.get(f"/api/frozen-sections/{rid}", headers=w.h("patho1")).status_code == 200
+    assert w.http.delete(f"/api/duty/{mine['id']}", headers=w.h("patho2")).status_code == 403
+    assert w.http.delete(f"/api/duty/{mine['id']}", headers=w.h("patho1")).status_code == 200
+    assert w.http.get(f"/api/frozen-sections/{rid}", headers=w.h("patho1")).status_code == 403
+    assert w.http.get("/api/frozen-sections/worklist", headers=w.h("patho1")).status_code == 403
+    # An administrator puts them back on duty: the open request is theirs to see again.
+    hours = {"start": w.clock().isoformat(), "end": (w.clock() + timedelta(hours=2)).isoformat()}
+    back = w.http.post("/api/duty", json={**hours, "pathologist": "patho-garde"}, headers=bearer(token))
+    assert back.status_code == 201, back.text
+    assert w.http.get(f"/api/frozen-sections/{rid}", headers=w.h("patho1")).status_code == 200
+    assert [
+        r["request_id"]
+        for r in w.http.get("/api/frozen-sections/worklist", headers=w.h("patho1")).json()["requests"]
+    ] == [rid]
 
 
 @sqlite_only
