@@ -240,6 +240,8 @@ def test_a_frozen_section_goes_from_request_to_a_signed_verdict_the_surgeon_sees
     with w.rt.db.sessions() as s:
         sms = s.execute(select(OutboxMessage).where(OutboxMessage.channel == "sms")).scalar_one()
     assert sms.recipient == "+33 4 00 00 00 12" and "Malignant" in sms.subject
+    sent = [f.read_text() for f in sorted((w.rt.settings.data_dir / "outbox").glob("*-sms.txt"))]
+    assert len(sent) == 1 and "Malignant; Margins close" in sent[0]  # delivered (here: the file sender)
 
     # The SR is in the case's study, readable through DICOMweb, and a valid DICOM object for dciodvfy.
     data = _wado_instance(w, "surgeon", verdict)

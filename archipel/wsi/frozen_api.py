@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,7 @@ from archipel.platform.runtime import Runtime
 from archipel.tiles import hooks
 from archipel.wsi import duty, frozen, frozen_report, frozen_streams, frozen_verdict_api
 from archipel.wsi.frozen import FrozenSectionError
-from archipel.wsi.frozen_http import guard_request, http_error, load, refuse, resource, view
+from archipel.wsi.frozen_http import deliver, guard_request, http_error, load, refuse, resource, view
 from archipel.wsi.frozen_view import worklist
 from archipel.wsi.models import Slide
 
@@ -57,7 +57,11 @@ class AttachBody(BaseModel):
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_request(
-    body: FrozenSectionBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+    body: FrozenSectionBody,
+    request: Request,
+    background: BackgroundTasks,
+    rt: RuntimeDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Ask for a frozen section (surgeon or technician of a site holding the patient's record). The requester
     gets a care relationship, every on-duty pathologist is told. Returns the request (``request_id``)."""
@@ -88,6 +92,7 @@ def create_request(
             now=now,
         )
         request_id = req.id
+    background.add_task(deliver, rt)
     return view(rt, request_id)
 
 

@@ -3,17 +3,20 @@ clock, audited), loading a request, and turning the workflow's refusals into HTT
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import HTTPException, Request, status
 
-from archipel.platform import access, access_facts, audit
+from archipel.platform import access, access_facts, audit, notify
 from archipel.platform.authn import Principal
 from archipel.platform.http import client_address, guard
 from archipel.platform.runtime import Runtime
 from archipel.wsi import frozen
 from archipel.wsi.frozen import FrozenSectionError, FrozenSectionRequest
 from archipel.wsi.frozen_view import request_view
+
+log = logging.getLogger("archipel.frozen")
 
 
 def resource(req: FrozenSectionRequest) -> access.Resource:
@@ -68,3 +71,12 @@ def refuse(rt: Runtime, principal: Principal, request: Request, action: str, rea
         detail=reason,
     )
     return HTTPException(status.HTTP_403_FORBIDDEN, reason)
+
+
+def deliver(rt: Runtime) -> None:
+    """Send what the workflow put in the outbox (run after the response: a slow mail server must not delay it).
+    A failure leaves the messages queued for the next round."""
+    try:
+        notify.deliver_pending(rt.db, notify.sender_for(rt.settings.notify_url, rt.settings.data_dir))
+    except Exception:
+        log.exception("event=frozen_notify_delivery_failed")

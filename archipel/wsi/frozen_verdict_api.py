@@ -7,7 +7,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi import APIRouter, BackgroundTasks, Body, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from archipel.radiology.archive import Archive
 from archipel.radiology.dicomfile import InvalidInstance
 from archipel.wsi import frozen, frozen_verdict
 from archipel.wsi.frozen import FrozenSectionError, FrozenSectionRequest
-from archipel.wsi.frozen_http import guard_request, http_error, load, resource, view
+from archipel.wsi.frozen_http import deliver, guard_request, http_error, load, resource, view
 
 log = logging.getLogger("archipel.frozen")
 
@@ -56,12 +56,15 @@ async def sign_verdict(
     request_id: int,
     body: Annotated[VerdictBody, Body()],
     request: Request,
+    background: BackgroundTasks,
     rt: RuntimeDep,
     principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Sign the verdict (claim holder, recent log-in): a verified DICOM SR in the case's study and an Ed25519
     signature of the canonical verdict. Once signed it never changes (409)."""
-    return await anyio.to_thread.run_sync(lambda: _sign(request_id, body, request, rt, principal))
+    answer = await anyio.to_thread.run_sync(lambda: _sign(request_id, body, request, rt, principal))
+    background.add_task(deliver, rt)
+    return answer
 
 
 def _sign(
