@@ -10,6 +10,7 @@ const pages: Record<string, string> = {
   index: "index.html",
   login: "login.html",
   viewer: "viewer.html",
+  multihead: "multihead.html",
 };
 
 export default defineConfig({
@@ -25,6 +26,7 @@ export default defineConfig({
   },
   server: {
     // `npm run dev` proxies the API to a local `archipel serve` (port 8000 by default).
-    proxy: { "/api": "http://127.0.0.1:8000", "/tiles": "http://127.0.0.1:8000", "/iiif": "http://127.0.0.1:8000" },
+    proxy: { "/api": "http://127.0.0.1:8000", "/tiles": "http://127.0.0.1:8000", "/iiif": "http://127.0.0.1:8000",
+      "/ws": { target: "ws://127.0.0.1:8000", ws: true } },
   },
 });

@@ -1,0 +1,171 @@
+"""The multi-head microscope page in headless Chromium against a real ``archipel serve``: a presenter and a
+follower, each logged in through the login page in a browser context of their own, open the same session; the
+presenter zooms and pans with the mouse and the follower's viewer tracks it; the presenter's pointer shows on the
+follower's screen; control is handed over with the page's button and then the presenter follows.
+
+Tolerance: both windows are the same size, so the visible regions (level-0 pixels) must agree to within 1 % of
+the visible width (the follower applies each received viewport at once; the last one sent is the final one).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from archipel.app import WEB_DIST
+from archipel.wsi.synthetic import write_svs
+from tests.support import ArchipelServer
+
+pytestmark = pytest.mark.e2e
+
+SITE = "SITE-A"
+VIEWPORT = {"width": 1000, "height": 700}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelServer, str]]:
+    """A platform with two pathologists of one site and a slide (viewed from its source)."""
+    if not (WEB_DIST / "multihead.html").exists():
+        pytest.fail("the web front end is not built: run `make web`")
+    root = tmp_path_factory.mktemp("web-multihead")
+    srv = ArchipelServer(root / "data")
+    srv.data.mkdir(parents=True)
+    srv.cli("identity", "issuers", "add", SITE)
+    srv.add_user("presenter", "pathologist", SITE)
+    srv.add_user("follower", "pathologist", SITE)
+    srv.start()
+    try:
+        path = write_svs(root / "he.svs", 3000, 2000, tile=256, downsamples=(1, 4), seed=7)
+        meta = {"patient_id": "MHWEB01", "issuer": SITE, "accession": "MHWEB1", "stain": "HE"}
+        with path.open("rb") as f:
+            r = httpx.post(
+                srv.url + "/api/slides",
+                headers=srv.headers("presenter"),
+                data={"metadata": json.dumps(meta)},
+                files={"file": (path.name, f, "application/octet-stream")},
+                timeout=60,
+            )
+        assert r.status_code == 202, r.text
+        yield srv, str(r.json()["slide_id"])
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is needed (make system)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=executable,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+def _logged_in(browser: Browser, srv: ArchipelServer, user: str, url: str) -> tuple[BrowserContext, Page]:
+    ctx = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = ctx.new_page()
+    page.goto(url)
+    page.wait_for_url("**/app/login.html?next=*")
+    page.fill("#username", user)
+    page.fill("#password", srv._passwords[user])
+    page.fill("#totp", srv.totp_code(user))
+    page.click("#login-submit")
+    page.wait_for_url(url)
+    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    return ctx, page
+
+
+def _bounds(page: Page) -> list[float]:
+    found = page.evaluate("archipel.bounds()")
+    assert found is not None
+    return [float(v) for v in found]
+
+
+def _tracks(follower: Page, leader: Page) -> None:
+    """Wait until the follower shows the leader's region (within 1 % of its width)."""
+    follower.wait_for_function(
+        """([lead]) => {
+            const b = archipel.bounds();
+            return b !== null && b.every((v, i) => Math.abs(v - lead[i]) <= 0.01 * lead[2]);
+        }""",
+        arg=[_settled_bounds(leader)],
+        timeout=10_000,
+    )
+
+
+def _settled_bounds(page: Page) -> list[float]:
+    page.wait_for_function("archipel.isSettled()", timeout=10_000)
+    return _bounds(page)
+
+
+def _drag(page: Page, dx: float, dy: float) -> None:
+    box = page.locator("#viewer").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx / 2, y + dy / 2, steps=4)
+    page.mouse.move(x + dx, y + dy, steps=4)
+    page.mouse.up()
+
+
+def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_hands(
+    browser: Browser, site: tuple[ArchipelServer, str]
+) -> None:
+    srv, slide_id = site
+    r = httpx.post(
+        srv.url + "/api/multihead",
+        json={"slide_id": slide_id, "invitees": ["follower"]},
+        headers=srv.headers("presenter"),
+    )
+    assert r.status_code == 201, r.text
+    url = srv.url + r.json()["join_url"]
+    p_ctx, presenter = _logged_in(browser, srv, "presenter", url)
+    f_ctx, follower = _logged_in(browser, srv, "follower", url)
+    try:
+        presenter.wait_for_function("archipel.state().participants.length === 2", timeout=10_000)
+        assert presenter.locator("#control-status").inner_text() == "You have control"
+        assert follower.locator("#control-status").inner_text() == "Following presenter"
+        before = _bounds(follower)
+
+        box = presenter.locator("#viewer").bounding_box()
+        assert box is not None
+        presenter.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4)
+        for _ in range(3):
+            presenter.mouse.wheel(0, -240)  # zoom in about the pointer
+        _drag(presenter, -180, 120)
+        _tracks(follower, presenter)
+        after = _bounds(follower)
+        assert after[2] < before[2] * 0.6, f"the follower did not zoom in: {before} -> {after}"
+
+        # The presenter's pointer appears on the follower's screen, where it points on the slide.
+        presenter.mouse.move(box["x"] + 400, box["y"] + 300)
+        follower.wait_for_selector("#pointer:not([hidden])", timeout=5_000)
+        assert follower.locator("#pointer .who").inner_text() == "presenter"
+
+        # A follower cannot drive: their mouse does nothing to either view.
+        held = _bounds(presenter)
+        _drag(follower, 200, 0)
+        assert _settled_bounds(presenter) == held
+
+        presenter.select_option("#handover-to", "follower")
+        presenter.click("#handover")
+        follower.wait_for_function(
+            "document.querySelector('#control-status').textContent === 'You have control'", timeout=5_000
+        )
+        assert presenter.locator("#control-status").inner_text() == "Following follower"
+        _drag(follower, 250, -100)
+        _tracks(presenter, follower)
+        presenter.click("#take-control")
+        presenter.wait_for_function("archipel.inControl()", timeout=5_000)
+    finally:
+        p_ctx.close()
+        f_ctx.close()
