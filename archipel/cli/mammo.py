@@ -1,0 +1,115 @@
+"""Screening commands: ``archipel mammo import`` (a programme's history from CSV) and ``archipel mammo metrics``."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from archipel.cli.common import DataOpt, app, console, out, setup
+
+mammo_app = typer.Typer(
+    help="Screening mammography: import history, programme metrics.", no_args_is_help=True
+)
+app.add_typer(mammo_app, name="mammo")
+
+PROTOCOLS = ("fr-depistage", "eu-blinded")
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+def _date(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"{name} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@mammo_app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV with the columns of docs/mammo.md.")],
+    protocol: Annotated[str, typer.Option("--protocol", help="fr-depistage or eu-blinded.")],
+    programme: Annotated[
+        str, typer.Option("--programme", help="Programme code (default: the protocol).")
+    ] = "",
+    data: DataOpt = None,
+) -> None:
+    """Load historical episodes (two reads, decision, outcome); bad lines are listed with their reason."""
+    from archipel.mammo.history import HistoryError, count_rows, import_history
+
+    if protocol not in PROTOCOLS:
+        raise _fail(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if not file.is_file():
+        raise _fail(f"no file {file}")
+    rt = setup(data)
+    columns = (
+        TextColumn("[bold]episodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rate]:.0f}/s"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("episodes", total=count_rows(file), rate=0.0)
+
+            def tick(_line: int) -> None:
+                bar.advance(task)
+                t = bar.tasks[task]
+                bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
+
+            summary = import_history(rt.db, file, programme or protocol, protocol, on_line=tick)
+    except (HistoryError, UnicodeDecodeError) as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"imported {summary.imported}, refused {len(summary.refused)}")
+    for line, reason in summary.refused:
+        out.print(f"  line {line}: {reason}")
+    if summary.refused:
+        raise typer.Exit(1)
+
+
+@mammo_app.command("metrics")
+def metrics_cmd(
+    programme: Annotated[str, typer.Option("--programme", help="Programme code.")] = "",
+    start: Annotated[str | None, typer.Option("--from", help="First screening date (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last screening date (YYYY-MM-DD).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    data: DataOpt = None,
+) -> None:
+    """Print the programme's figures (recall rate, cancer detection rate, PPV, L2-only share, CTI rate, interval
+    cancers, delays, and one entry per reader)."""
+    from sqlalchemy import select
+
+    from archipel.mammo import metrics
+    from archipel.mammo.models import Programme
+
+    if fmt not in ("json", "csv"):
+        raise _fail("--format is json or csv")
+    lo, hi = _date(start, "--from"), _date(end, "--to")
+    if lo and hi and hi < lo:
+        raise _fail("--to is before --from")
+    rt = setup(data)
+    with rt.db.sessions() as s:
+        progs = list(s.execute(select(Programme).order_by(Programme.id)).scalars())
+        chosen = [p for p in progs if p.code == programme] if programme else progs
+        if not chosen:
+            raise _fail(f"no programme {programme!r}" if programme else "no screening programme yet")
+        if len(chosen) > 1:
+            raise _fail(
+                f"several programmes; choose one with --programme: {', '.join(p.code for p in chosen)}"
+            )
+        figures = metrics.programme_metrics(s, chosen[0], lo, hi)
+    if fmt == "csv":
+        out.print(metrics.as_csv(figures), end="", markup=False, highlight=False)
+    else:
+        out.print_json(json.dumps(figures))

@@ -1,0 +1,268 @@
+"""Programme metrics on a generated history of 2,400 episodes with known outcomes, loaded by ``archipel mammo import``
+and printed by ``archipel mammo metrics``; every figure is checked against a value computed here from the
+generated rows, independently of the code under test."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archipel.cli.common import app
+from archipel.mammo.metrics import cohen_kappa
+from archipel.mammo.models import Episode, Reading
+from archipel.platform.runtime import Runtime
+
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+COLUMNS = [
+    "episode_id", "issuer", "patient_id", "birth_date", "screen_date", "round", "site", "l1_reader", "l1_right",
+    "l1_left", "density", "l2_reader", "l2_right", "l2_left", "decision", "outcome",
+]  # fmt: skip
+CENTRE_READERS = [f"centre-{i}" for i in range(6)]
+SECOND_READERS = [f"second-{i}" for i in range(4)]
+START = date(2025, 1, 1)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One generated episode, as written to the file."""
+
+    episode_id: str
+    screen_date: date
+    round: str
+    l1: tuple[str, int, int]
+    l2: tuple[str, int, int] | None
+    decision: str
+    outcome: str
+
+    def csv(self, n: int) -> dict[str, str]:
+        l2 = self.l2 or ("", "", "")
+        return {
+            "episode_id": self.episode_id, "issuer": "CENTRE-A", "patient_id": f"P{n:05d}", "birth_date": "1960-05-01",
+            "screen_date": self.screen_date.isoformat(), "round": self.round, "site": "CENTRE-A",
+            "l1_reader": self.l1[0], "l1_right": str(self.l1[1]), "l1_left": str(self.l1[2]),
+            "density": "abcd"[n % 4] if n % 2 else "1234"[n % 4], "l2_reader": l2[0], "l2_right": str(l2[1]),
+            "l2_left": str(l2[2]), "decision": self.decision, "outcome": self.outcome,
+        }  # fmt: skip
+
+
+def _acr(rng: random.Random, positive: bool) -> tuple[int, int]:
+    if not positive:
+        return rng.choice([1, 2]), rng.choice([1, 2])
+    side = rng.choice([0, 1])
+    score = rng.choice([0, 3, 4, 5])
+    other = rng.choice([1, 2])
+    return (score, other) if side == 0 else (other, score)
+
+
+def generate(n: int, protocol: str, seed: int) -> list[Row]:
+    """``n`` episodes: positive L1 goes straight to recall (French programme) or to a second read."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        day = START + timedelta(days=rng.randrange(365))
+        l1_positive = rng.random() < 0.06
+        l1 = (rng.choice(CENTRE_READERS), *_acr(rng, l1_positive))
+        l2: tuple[str, int, int] | None = None
+        if protocol == "eu-blinded" or not l1_positive:
+            l2_positive = rng.random() < (0.5 if l1_positive else 0.04)
+            l2 = (rng.choice(SECOND_READERS), *_acr(rng, l2_positive))
+        positive = l1_positive or (l2 is not None and max(l2[1:]) >= 3) or (l2 is not None and 0 in l2[1:])
+        decision = "recall" if positive else ("technical_recall" if rng.random() < 0.01 else "normal")
+        if decision == "recall":
+            outcome = rng.choices(["cancer_invasive", "cancer_in_situ", "benign", "none"], [12, 4, 60, 24])[0]
+        elif decision == "normal":
+            outcome = "interval_cancer" if rng.random() < 0.004 else "none"
+        else:
+            outcome = "none"
+        rnd = "first" if rng.random() < 0.3 else "subsequent"
+        rows.append(Row(f"E{i:05d}", day, rnd, l1, l2, decision, outcome))
+    return rows
+
+
+def write(path: Path, rows: list[Row], bad: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for n, row in enumerate(rows):
+            w.writerow(row.csv(n))
+        for b in bad:
+            w.writerow(b)
+
+
+def positive(a: int, b: int) -> bool:
+    return a not in (1, 2) or b not in (1, 2)
+
+
+def expected(rows: list[Row]) -> dict[str, object]:
+    """The figures by their definitions, straight from the generated rows."""
+    screened = len(rows)
+    recalls = [r for r in rows if r.decision == "recall"]
+    detected = [r for r in recalls if r.outcome in ("cancer_invasive", "cancer_in_situ")]
+    l2_only = [r for r in detected if r.l2 is not None and not positive(*r.l1[1:]) and positive(*r.l2[1:])]
+    by_round = {}
+    for rnd in ("first", "subsequent"):
+        part = [r for r in rows if r.round == rnd]
+        by_round[rnd] = sum(1 for r in part if r.decision == "recall") / len(part)
+    return {
+        "screened": screened,
+        "recall_rate": len(recalls) / screened,
+        "recall_rate_by_round": by_round,
+        "cancer_detection_rate": len(detected) * 1000 / screened,
+        "ppv_recall": len(detected) / len(recalls),
+        "l2_only_cancer_share": len(l2_only) / len(detected),
+        "cti_rate": sum(1 for r in rows if r.decision == "technical_recall") / screened,
+        "interval_cancer_rate": sum(1 for r in rows if r.outcome == "interval_cancer") * 1000 / screened,
+    }
+
+
+def expected_readers(rows: list[Row], days: int) -> dict[str, dict[str, object]]:
+    reads: dict[str, list[tuple[Row, bool]]] = defaultdict(list)
+    for r in rows:
+        for read in (r.l1, r.l2):
+            if read is not None:
+                reads[read[0]].append((r, positive(*read[1:])))
+    out = {}
+    for reader, done in reads.items():
+        out[reader] = {
+            "reads": len(done),
+            "annualised_reads": len(done) * 365 / days,
+            "recall_rate": sum(1 for _, p in done if p) / len(done),
+            "cancers_found": sum(
+                1 for r, p in done if p and r.decision == "recall" and r.outcome.startswith("cancer_")
+            ),
+        }
+    return out
+
+
+def kappa_by_hand(rows: list[Row], a: str, b: str) -> tuple[int, float]:
+    """Cohen's kappa of readers ``a`` and ``b`` from the 2x2 table of the episodes both read."""
+    n11 = n10 = n01 = n00 = 0
+    for r in rows:
+        if r.l2 is None or {r.l1[0], r.l2[0]} != {a, b}:
+            continue
+        ans = {r.l1[0]: positive(*r.l1[1:]), r.l2[0]: positive(*r.l2[1:])}
+        n11 += ans[a] and ans[b]
+        n10 += ans[a] and not ans[b]
+        n01 += not ans[a] and ans[b]
+        n00 += not ans[a] and not ans[b]
+    n = n11 + n10 + n01 + n00
+    po = (n11 + n00) / n
+    pe = ((n11 + n10) * (n11 + n01) + (n01 + n00) * (n10 + n00)) / (n * n)
+    return n, (po - pe) / (1 - pe)
+
+
+BAD = [
+    {**dict.fromkeys(COLUMNS, ""), "episode_id": "BAD1", "issuer": "CENTRE-A", "patient_id": "X1",
+     "screen_date": "2025-02-30", "round": "first", "site": "CENTRE-A", "l1_reader": "centre-0", "l1_right": "1",
+     "l1_left": "1", "density": "a", "decision": "normal", "outcome": "none"},
+    {**dict.fromkeys(COLUMNS, ""), "episode_id": "BAD2", "issuer": "CENTRE-A", "patient_id": "X2",
+     "screen_date": "2025-03-01", "round": "first", "site": "CENTRE-A", "l1_reader": "centre-0", "l1_right": "7",
+     "l1_left": "1", "density": "a", "decision": "normal", "outcome": "none"},
+    {**dict.fromkeys(COLUMNS, ""), "episode_id": "BAD3", "issuer": "CENTRE-A", "patient_id": "X3",
+     "screen_date": "2025-03-01", "round": "first", "site": "CENTRE-A", "l1_reader": "centre-0", "l1_right": "1",
+     "l1_left": "1", "density": "a", "l2_reader": "centre-0", "l2_right": "1", "l2_left": "1",
+     "decision": "normal", "outcome": "none"},
+    {**dict.fromkeys(COLUMNS, ""), "episode_id": "E00001", "issuer": "CENTRE-A", "patient_id": "X4",
+     "screen_date": "2025-03-01", "round": "first", "site": "CENTRE-A", "l1_reader": "centre-0", "l1_right": "1",
+     "l1_left": "1", "density": "a", "l2_reader": "second-0", "l2_right": "1", "l2_left": "1",
+     "decision": "normal", "outcome": "none"},
+]  # fmt: skip
+
+
+def run(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    monkeypatch.setenv("ARCHIPEL_DATABASE_URL", runtime.settings.effective_database_url)
+    result = CliRunner().invoke(app, [*args, "--data", str(runtime.settings.data_dir)])
+    return result.exit_code, result.stdout
+
+
+@sqlite_only
+def test_programme_metrics_match_the_hand_computed_figures(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = generate(2400, "fr-depistage", seed=6)
+    history = tmp_path / "history.csv"
+    write(history, rows, BAD)
+    code, output = run(runtime, monkeypatch, "mammo", "import", str(history), "--protocol", "fr-depistage")
+    assert code == 1  # refused lines are reported with a failing status
+    assert "imported 2400, refused 4" in output
+    first_bad = len(rows) + 2
+    assert f"line {first_bad}: screen_date '2025-02-30' is not a date" in output
+    assert f"line {first_bad + 1}: l1_right '7' is not an ACR assessment 0-5" in output
+    assert f"line {first_bad + 2}: the same reader cannot make both reads" in output
+    assert f"line {first_bad + 3}: episode E00001 is imported already" in output
+    # Importing the file again adds nothing.
+    code, output = run(runtime, monkeypatch, "mammo", "import", str(history), "--protocol", "fr-depistage")
+    assert "imported 0, refused 2404" in output
+
+    code, output = run(runtime, monkeypatch, "mammo", "metrics", "--format", "json")
+    assert code == 0, output
+    got = json.loads(output)
+    for key, value in expected(rows).items():
+        assert got[key] == pytest.approx(value), key
+    days = (max(r.screen_date for r in rows) - min(r.screen_date for r in rows)).days + 1
+    readers = {r["reader"]: r for r in got["readers"]}
+    for reader, figures in expected_readers(rows, days).items():
+        for key, value in figures.items():
+            assert readers[reader][key] == pytest.approx(value), (reader, key)
+    pairs = {tuple(p["readers"]): p for p in got["reader_pairs"]}
+    assert len(pairs) == len(CENTRE_READERS) * len(SECOND_READERS)
+    for a, b in combinations(sorted(CENTRE_READERS + SECOND_READERS), 2):
+        if (a, b) in pairs:
+            n, kappa = kappa_by_hand(rows, a, b)
+            assert pairs[(a, b)]["episodes"] == n
+            assert pairs[(a, b)]["kappa"] == pytest.approx(kappa)
+            assert readers[a]["kappa"][b] == pytest.approx(kappa)
+
+    # A period: only the episodes screened in it.
+    code, output = run(runtime, monkeypatch, "mammo", "metrics", "--from", "2025-04-01", "--to", "2025-06-30")
+    window = [r for r in rows if date(2025, 4, 1) <= r.screen_date <= date(2025, 6, 30)]
+    assert json.loads(output)["screened"] == len(window)
+    assert json.loads(output)["recall_rate"] == pytest.approx(expected(window)["recall_rate"])
+    code, output = run(runtime, monkeypatch, "mammo", "metrics", "--format", "csv")
+    assert f"programme,,screened,{len(rows)}" in output.splitlines()
+    code, output = run(runtime, monkeypatch, "mammo", "metrics", "--from", "2025-06-30", "--to", "2025-04-01")
+    assert code == 2
+
+
+@sqlite_only
+def test_blinded_statistics_use_the_blind_reads_only(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = generate(300, "eu-blinded", seed=7)
+    history = tmp_path / "blinded.csv"
+    write(history, rows, [])
+    code, output = run(runtime, monkeypatch, "mammo", "import", str(history), "--protocol", "eu-blinded")
+    assert code == 0 and "imported 300, refused 0" in output
+    # Arbitration reads on some episodes do not count in the readers' statistics.
+    with runtime.db.write() as s:
+        for ep in s.query(Episode).limit(20):
+            s.add(Reading(episode_id=ep.id, role="arbitration", reader="arbitrator", blind=False,
+                          right_assessment=4, left_assessment=1, right_result="", left_result="", density="b",
+                          findings="[]", quality="{}", form="{}", submitted_at=runtime.clock()))  # fmt: skip
+    code, output = run(runtime, monkeypatch, "mammo", "metrics", "--programme", "eu-blinded")
+    got = json.loads(output)
+    assert "arbitrator" not in {r["reader"] for r in got["readers"]}
+    days = (max(r.screen_date for r in rows) - min(r.screen_date for r in rows)).days + 1
+    for reader, figures in expected_readers(rows, days).items():
+        entry = next(r for r in got["readers"] if r["reader"] == reader)
+        assert entry["reads"] == figures["reads"] and entry["recall_rate"] == pytest.approx(
+            figures["recall_rate"]
+        )
+
+
+def test_cohen_kappa_of_known_tables() -> None:
+    # 20 agree positive, 15 agree negative, 5 + 10 disagree (a textbook 2x2 table): kappa = 0.4.
+    table = [(True, True)] * 20 + [(True, False)] * 5 + [(False, True)] * 10 + [(False, False)] * 15
+    assert cohen_kappa(table) == pytest.approx(0.4)
+    assert cohen_kappa([(True, True)] * 3) is None
+    assert cohen_kappa([]) is None
