@@ -391,3 +391,45 @@ def test_worklist_holds_back_cases_awaiting_priors_and_honours_skips(prog: Progr
     assert p.get("r2", "/api/mammo/worklist?role=first").json() == []
     p.later(hours=3)
     assert [w["task_id"] for w in p.get("r2", "/api/mammo/worklist?role=first").json()] == [first]
+
+
+def test_a_technically_insufficient_l2_read_brings_the_retake_back_to_l2(prog: Programme) -> None:
+    p = prog
+    p.setup("fr", "fr-depistage")
+    mg = woman(5)
+    stow(p, mg, "cti-1")
+    r = p.post("centre", "/api/mammo/l1-forms", l1_form(mg, NORMAL_READ))
+    assert r.status_code == 201 and r.json()["status"] == "reading"
+    eid, task = r.json()["id"], r.json()["tasks"][0]["id"]
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/claim").status_code == 200
+    unreadable = {
+        "right": {"assessment": 1, "result": "cti"},
+        "left": {"assessment": 1, "result": "normal"},
+        "density": "d",
+        "quality": {
+            "R-MLO": {"adequate": False, "reason": "pectoral muscle not seen"},
+            "R-CC": {"adequate": True},
+        },
+    }
+    # A CTI needs a view of that side judged inadequate, with its reason.
+    no_reason = {**unreadable, "quality": {"R-MLO": {"adequate": False}}}
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/reading", no_reason).status_code == 422
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/reading", unreadable).status_code == 201
+    decided = p.post("l2a", f"/api/mammo/episodes/{eid}/decision").json()["decision"]
+    assert decided["decision"] == "technical_recall"
+    assert "R-MLO: pectoral muscle not seen" in decided["reasons"][0]
+
+    # The retake, another day: a new episode of the same woman, with the L1 form carried over, read by L2.
+    p.later(days=7)
+    images = mammo_study(mg, key="cti-2", study_date="20260312")
+    archive = Archive(p.rt.db, p.rt.blobs)
+    for ds in images:
+        archive.store(to_bytes(ds))
+    with p.rt.db.sessions() as s:
+        retake = s.execute(select(Episode).where(Episode.retake_of == eid)).scalar_one()
+    ep = p.get("centre", f"/api/mammo/episodes/{retake.id}").json()
+    assert ep["status"] == "reading" and [t["role"] for t in ep["tasks"]] == ["l2"]
+    assert [r["role"] for r in ep["readings"]] == ["l1"]
+    assert (
+        ep["studies"][0]["study_uid"] == str(images[0].StudyInstanceUID) and ep["screen_date"] == "2026-03-12"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -94,9 +94,11 @@ def decide(s: Session, ep: Episode, prog: Programme, by: str, now: datetime) -> 
     return row
 
 
-def retake_for(s: Session, ep: Episode, prog: Programme, now: datetime) -> Episode | None:
+def retake_for(
+    s: Session, ep: Episode, prog: Programme, now: datetime, day: date | None = None
+) -> Episode | None:
     """After a technical recall in the French programme, the retake's episode: the same woman, the L1 form
-    carried over, so that the new images go straight to L2."""
+    carried over, so that the new images (taken on ``day``) go straight to L2."""
     decided = episodes.decision_of(s, ep.id)
     if decided is None or decided.decision != TECHNICAL_RECALL or prog.protocol != FR_DEPISTAGE:
         return None
@@ -108,7 +110,7 @@ def retake_for(s: Session, ep: Episode, prog: Programme, now: datetime) -> Episo
         master_id=ep.master_id,
         site=ep.site,
         round=ep.round,
-        screen_date=now.date(),
+        screen_date=day or now.date(),
         status="awaiting-images",
         flag="",
         priority=ep.priority,

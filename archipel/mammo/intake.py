@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import date, datetime
 from io import BytesIO
 
 from pydicom import dcmread
@@ -32,15 +32,17 @@ def _now() -> datetime:
     return get_runtime().clock()
 
 
+def _day(value: str) -> date | None:
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return None
+
+
 def _match(s: Session, study: ScreeningStudy) -> Episode | None:
     """The episode waiting for this study: same woman, same day, no study yet (newest first)."""
-    if not study.study_date:
-        return None
-    from datetime import date
-
-    try:
-        day = date(int(study.study_date[:4]), int(study.study_date[4:6]), int(study.study_date[6:8]))
-    except ValueError:
+    day = _day(study.study_date)
+    if day is None:
         return None
     candidates = s.execute(
         select(Episode)
@@ -69,7 +71,7 @@ def _retake(s: Session, study: ScreeningStudy) -> Episode | None:
         if s.execute(select(Episode.id).where(Episode.retake_of == ep.id)).first() is None:
             prog = s.get(Programme, ep.programme_id)
             assert prog is not None
-            return decision.retake_for(s, ep, prog, _now())
+            return decision.retake_for(s, ep, prog, _now(), _day(study.study_date))
     return None
 
 
