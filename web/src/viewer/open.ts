@@ -39,6 +39,8 @@ export function openSlideViewer(
     element,
     tileSources: tileSourceUrl(slideId),
     prefixUrl: "",
+    // The canvas drawer gives the same pixels with or without a GPU (WebGL may be missing headless).
+    drawer: "canvas",
     showNavigationControl: false,
     showNavigator: options.navigator ?? true,
     navigatorPosition: "BOTTOM_RIGHT",
@@ -65,6 +67,15 @@ export function openSlideViewer(
     whenFullyLoaded(viewer, () => hook(performance.now() - started));
   }
   return viewer;
+}
+
+/** Open another slide in `viewer`; `done` gets the milliseconds until its first view is fully loaded. */
+export function switchSlide(viewer: OpenSeadragon.Viewer, slideId: string, done?: (ms: number) => void): void {
+  const started = performance.now();
+  viewer.addOnceHandler("open", () => {
+    if (done) whenFullyLoaded(viewer, () => done(performance.now() - started));
+  });
+  viewer.open(tileSourceUrl(slideId) as unknown as OpenSeadragon.TileSourceSpecifier);
 }
 
 /** Call `done` once, when every tile the current view needs has been drawn. */
