@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
 from archipel.app import WEB_DIST
 from archipel.wsi.synthetic import write_svs
@@ -24,7 +24,7 @@ from tests.support import ArchipelServer
 pytestmark = pytest.mark.e2e
 
 SITE = "SITE-A"
-VIEWPORT = {"width": 1000, "height": 700}
+VIEWPORT: ViewportSize = {"width": 1000, "height": 700}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,9 @@ const pages: Record<string, string> = {
   login: "login.html",
   viewer: "viewer.html",
   multihead: "multihead.html",
+  "frozen-worklist": "frozen-worklist.html",
+  "frozen-request": "frozen-request.html",
+  "frozen-turnaround": "frozen-turnaround.html",
 };
 
 export default defineConfig({

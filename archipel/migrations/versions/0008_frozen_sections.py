@@ -1,4 +1,4 @@
-"""frozen sections: requests, their slides and events, the on-duty roster, the web viewer's timings
+"""frozen sections: requests, their slides and events, the on-duty roster, the web viewer's timings, WSI validation studies
 
 Revision ID: 0008
 Revises: 0007
@@ -131,8 +131,51 @@ def upgrade() -> None:
         op.f("ix_frozen_section_slides_request_id"), "frozen_section_slides", ["request_id"], unique=False
     )
 
+    op.create_table(
+        "validation_studies",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("pathologist", sa.String(length=128), nullable=False),
+        sa.Column("application", sa.String(length=32), nullable=False),
+        sa.Column("min_cases", sa.Integer(), nullable=False),
+        sa.Column("washout_days", sa.Integer(), nullable=False),
+        sa.Column("created_by", sa.String(length=128), nullable=False),
+        sa.Column("created_at", _WHEN, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_validation_studies")),
+    )
+    op.create_index(
+        op.f("ix_validation_studies_pathologist"), "validation_studies", ["pathologist"], unique=False
+    )
+    op.create_table(
+        "validation_cases",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("slide_id", sa.String(length=32), nullable=False),
+        sa.Column("added_at", _WHEN, nullable=False),
+        sa.Column("glass_diagnosis", sa.String(length=64), nullable=False),
+        sa.Column("glass_text", sa.Text(), nullable=False),
+        sa.Column("glass_read_at", _WHEN, nullable=True),
+        sa.Column("digital_diagnosis", sa.String(length=64), nullable=False),
+        sa.Column("digital_text", sa.Text(), nullable=False),
+        sa.Column("digital_read_at", _WHEN, nullable=True),
+        sa.ForeignKeyConstraint(
+            ["slide_id"], ["slides.id"], name=op.f("fk_validation_cases_slide_id_slides")
+        ),
+        sa.ForeignKeyConstraint(
+            ["study_id"],
+            ["validation_studies.id"],
+            name=op.f("fk_validation_cases_study_id_validation_studies"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_validation_cases")),
+        sa.UniqueConstraint("study_id", "slide_id", name=op.f("uq_validation_cases_study_id")),
+    )
+    op.create_index(op.f("ix_validation_cases_study_id"), "validation_cases", ["study_id"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_validation_cases_study_id"), table_name="validation_cases")
+    op.drop_table("validation_cases")
+    op.drop_index(op.f("ix_validation_studies_pathologist"), table_name="validation_studies")
+    op.drop_table("validation_studies")
     op.drop_index(op.f("ix_frozen_section_slides_request_id"), table_name="frozen_section_slides")
     op.drop_table("frozen_section_slides")
     op.drop_index(op.f("ix_frozen_section_events_request_id"), table_name="frozen_section_events")
