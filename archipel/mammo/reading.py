@@ -133,9 +133,11 @@ def worklist(
     return [row for _, row in sorted(out, key=lambda kv: kv[0])]
 
 
-def task_context(s: Session, task_id: int) -> tuple[ReadingTask, Episode, Programme]:
-    """The task, its episode and programme; 404 when the task is unknown."""
-    task = s.get(ReadingTask, task_id)
+def task_context(s: Session, task_id: int, lock: bool = False) -> tuple[ReadingTask, Episode, Programme]:
+    """The task, its episode and programme; 404 when the task is unknown. ``lock`` holds the task's row until
+    the transaction ends (PostgreSQL; SQLite has one writer at a time anyway), so that two claims or two
+    submissions of one task cannot both succeed."""
+    task = s.get(ReadingTask, task_id, with_for_update=lock)
     if task is None:
         raise episodes.not_found(f"reading task {task_id}")
     ep = episodes.episode(s, task.episode_id)
@@ -157,7 +159,7 @@ def claim_refusal(s: Session, task: ReadingTask, ep: Episode, prog: Programme, r
 
 def claim(s: Session, task_id: int, reader: str, now: datetime) -> ReadingTask:
     """Lock the task to ``reader`` and give them the reading assignment to the woman's record."""
-    task, ep, prog = task_context(s, task_id)
+    task, ep, prog = task_context(s, task_id, lock=True)
     if task.status == "done":
         raise ScreeningError(f"reading task {task_id} is done")
     if task.status == "claimed" and task.claimed_by == reader:
@@ -208,7 +210,7 @@ def release(
     s: Session, task_id: int, reader: str, reason: str, now: datetime, defer_hours: int = 0
 ) -> ReadingTask:
     """Skip the case (it goes back to the others, never again to ``reader``) or defer it by ``defer_hours``."""
-    task, _, _ = task_context(s, task_id)
+    task, _, _ = task_context(s, task_id, lock=True)
     if task.status == "done":
         raise ScreeningError(f"reading task {task_id} is done")
     if task.status == "claimed" and task.claimed_by != reader and not _available(task, reader, now):
@@ -247,7 +249,7 @@ def _reading(
 
 def submit(s: Session, task_id: int, reader: str, body: ReadBody, now: datetime) -> Reading:
     """Record ``reader``'s read for the task they claimed, then move the episode on."""
-    task, ep, prog = task_context(s, task_id)
+    task, ep, prog = task_context(s, task_id, lock=True)
     if task.status == "done":
         raise ScreeningError(f"the {task.role} read of episode {ep.id} is submitted already; a read is final")
     if task.status != "claimed" or task.claimed_by != reader:
