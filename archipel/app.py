@@ -28,6 +28,7 @@ from archipel.wsi import (
     frozen_report,
     multihead_api,
     tile_source,
+    validation_study_api,
     viewer_api,
 )
 from archipel.wsi import api as wsi_api
@@ -71,6 +72,7 @@ def create_app() -> FastAPI:
     app.include_router(frozen_api.router)
     app.include_router(duty_api.router)
     app.include_router(frozen_report.timings_router)
+    app.include_router(validation_study_api.router)
     frozen_api.install()
     tile_source.install()
 

@@ -497,6 +497,46 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/api/viewer-timings"): NotPatientData(
         "viewer timings: an event name, a duration, a slide's opaque id"
     ),
+    # --- WSI validation studies (owner: wsi); unknown studies are 404 before the policy is asked on their slides
+    ("POST", "/api/validation-studies"): NotPatientData(
+        "a validation study: its pathologist and application"
+    ),
+    ("GET", "/api/validation-studies"): NotPatientData(
+        "the caller's validation studies (owner, application, bounds)"
+    ),
+    ("POST", "/api/validation-studies/{study_id}/cases"): Audited(
+        "POST",
+        "/api/validation-studies/999999/cases",
+        (),
+        user="auditor",
+        send="json",
+        body={"slide_id": "unknown"},
+        status=404,
+    ),
+    ("GET", "/api/validation-studies/{study_id}/cases/{case_id}"): Audited(
+        "GET", "/api/validation-studies/999999/cases/1", (), user="auditor", status=404
+    ),
+    ("POST", "/api/validation-studies/{study_id}/cases/{case_id}/glass"): Audited(
+        "POST",
+        "/api/validation-studies/999999/cases/1/glass",
+        (),
+        user="auditor",
+        send="json",
+        body={"diagnosis": "benign"},
+        status=404,
+    ),
+    ("POST", "/api/validation-studies/{study_id}/cases/{case_id}/digital"): Audited(
+        "POST",
+        "/api/validation-studies/999999/cases/1/digital",
+        (),
+        user="auditor",
+        send="json",
+        body={"diagnosis": "benign"},
+        status=404,
+    ),
+    ("GET", "/api/validation-studies/{study_id}/report"): NotPatientData(
+        "concordance figures and case numbers, no diagnosis or patient"
+    ),
     # --- access-control records (owner: access): unknown ids or the auditor, so no other entry's data changes ---
     ("GET", "/api/patients/{master_id}/consent"): Audited(
         "GET",

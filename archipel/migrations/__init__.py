@@ -68,4 +68,5 @@ def load_models() -> None:
     import archipel.wsi.duty
     import archipel.wsi.frozen
     import archipel.wsi.frozen_report
-    import archipel.wsi.models  # noqa: F401
+    import archipel.wsi.models
+    import archipel.wsi.validation_study  # noqa: F401
