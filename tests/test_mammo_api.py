@@ -433,3 +433,24 @@ def test_a_technically_insufficient_l2_read_brings_the_retake_back_to_l2(prog: P
     assert (
         ep["studies"][0]["study_uid"] == str(images[0].StudyInstanceUID) and ep["screen_date"] == "2026-03-12"
     )
+
+
+def test_an_l2_consensus_is_held_with_another_l2_reader(prog: Programme) -> None:
+    p = prog
+    p.setup("fr", "fr-depistage")
+    mg = woman(6)
+    stow(p, mg, "consensus-1")
+    r = p.post("centre", "/api/mammo/l1-forms", l1_form(mg, NORMAL_READ))
+    eid, task = r.json()["id"], r.json()["tasks"][0]["id"]
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/claim").status_code == 200
+    doubt = {**NORMAL_READ, "consensus_requested": True}
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/reading", doubt).status_code == 201
+    assert p.post("l2a", f"/api/mammo/episodes/{eid}/decision").status_code == 409
+    consensus = p.task(eid, "l2-consensus")
+    # Neither the L2 reader who asked nor the L1 radiologist holds the consensus.
+    assert "another L2 reader" in p.post("l2a", f"/api/mammo/tasks/{consensus}/claim").json()["detail"]
+    assert p.post("centre", f"/api/mammo/tasks/{consensus}/claim").status_code == 403
+    assert p.post("l2b", f"/api/mammo/tasks/{consensus}/claim").status_code == 200
+    assert p.post("l2b", f"/api/mammo/tasks/{consensus}/reading", POSITIVE_LEFT).status_code == 201
+    decided = p.post("l2b", f"/api/mammo/episodes/{eid}/decision").json()["decision"]
+    assert decided["decision"] == "recall" and decided["reasons"][0].startswith("L2 consensus positive")
