@@ -266,3 +266,32 @@ def test_cohen_kappa_of_known_tables() -> None:
     assert cohen_kappa(table) == pytest.approx(0.4)
     assert cohen_kappa([(True, True)] * 3) is None
     assert cohen_kappa([]) is None
+
+
+@sqlite_only
+def test_archipel_import_matches_an_mg_study_to_its_episode(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archipel.mammo import episodes
+    from archipel.mammo.models import Programme
+    from archipel.mammo.reading import register
+    from archipel.mammo.schemas import EpisodeBody
+    from archipel.radiology.samples import SyntheticPatient, mammo_study
+
+    mg = SyntheticPatient("MGCLI01", "TESTMAMMO^Cli", "19610101", "F", issuer="CENTRE-A")
+    with runtime.db.write() as s:
+        prog = Programme(code="eu", protocol="eu-blinded")
+        s.add(prog)
+        s.flush()
+        body = EpisodeBody(programme="eu", issuer="CENTRE-A", patient_id=mg.patient_id, site="CENTRE-A",
+                           round="first", screen_date=date(2026, 3, 5))  # fmt: skip
+        eid = register(s, prog, body, runtime.clock()).id
+    folder = tmp_path / "mg"
+    folder.mkdir()
+    for n, ds in enumerate(mammo_study(mg, key="cli-1")):
+        ds.save_as(folder / f"{n}.dcm", enforce_file_format=True)
+    code, output = run(runtime, monkeypatch, "import", str(folder))
+    assert code == 0, output
+    with runtime.db.sessions() as s:
+        assert [st.study_uid for st in episodes.studies_of(s, eid)] != []
+        assert sorted(t.role for t in episodes.tasks_of(s, eid)) == ["first", "second"]

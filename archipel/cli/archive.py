@@ -83,6 +83,7 @@ def import_cmd(
     data: DataOpt = None,
 ) -> None:
     """Import DICOM files into the archive, with a progress bar and a summary of what was refused."""
+    from archipel.mammo import intake as mammo_intake
     from archipel.platform import audit
     from archipel.platform.authn import Principal
     from archipel.radiology.archive import Archive
@@ -90,6 +91,7 @@ def import_cmd(
 
     rt = setup(data)
     archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
+    mammo_intake.install()  # imported MG studies are matched to their screening episodes
     existing = [p for p in paths if p.exists()]
     total = count_items(existing)
     columns = (

@@ -33,6 +33,9 @@ def _exit_with_parent(parent: int) -> None:
 def _load_tasks() -> None:
     import archipel.radiology.tasks
     import archipel.wsi.tasks  # noqa: F401
+    from archipel.mammo import intake
+
+    intake.install()  # MG studies imported by a job are matched to their screening episodes too
 
 
 @app.command("worker")
