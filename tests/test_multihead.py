@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 from archipel.platform import sessions
 from archipel.platform.audit import AuditEvent
 from archipel.platform.authn import Principal, create_user
+from archipel.platform.credentials import cookie_names
 from archipel.platform.login import session_policy
 from archipel.platform.runtime import Runtime
 from archipel.wsi.intake import SlideMetadata
@@ -40,6 +41,8 @@ class Room:
     tokens: dict[str, str]
     slides: list[str]
     stack: contextlib.ExitStack
+    #: The browser session cookie of each account.
+    cookies: dict[str, str]
 
     def headers(self, who: str) -> dict[str, str]:
         return bearer(self.tokens[who])
@@ -76,7 +79,7 @@ def _slide(rt: Runtime, folder: Path, name: str) -> str:
 @pytest.fixture
 def room(runtime: Runtime, clock: Clock, http: TestClient, tmp_path: Path) -> Iterator[Room]:
     ensure_master(runtime.db, SITE, PATIENT_ID, "MULTIHEAD", "19700101")
-    tokens = {}
+    tokens, cookies = {}, {}
     policy = session_policy(runtime.settings)
     for name, site in (("presenter", SITE), ("follower", SITE), ("stranger", SITE), ("outsider", OTHER)):
         with runtime.db.write() as s:
@@ -85,9 +88,12 @@ def room(runtime: Runtime, clock: Clock, http: TestClient, tmp_path: Path) -> It
         who = Principal(name, "pathologist", site)
         row = sessions.open_session(runtime.db, who, "password+totp", policy, clock.now)
         tokens[name] = sessions.issue_token(row, runtime.settings.signing_key(), policy, clock.now).token
+        cookies[name] = sessions.issue_token(
+            row, runtime.settings.signing_key(), policy, clock.now, use=sessions.COOKIE
+        ).token
     slides = [_slide(runtime, tmp_path, "he"), _slide(runtime, tmp_path, "ihc")]
     with contextlib.ExitStack() as stack:
-        yield Room(http, tokens, slides, stack)
+        yield Room(http, tokens, slides, stack, cookies)
 
 
 def _until(ws: WebSocketTestSession, kind: str) -> dict[str, Any]:
@@ -202,7 +208,7 @@ def test_bad_messages_get_their_reason_and_change_nothing(room: Room) -> None:
     assert state["viewport"] is None and state["pointer"] is None and state["control"] == "presenter"
 
 
-def test_the_uninvited_and_those_who_may_not_read_the_slide_are_refused_and_audited(
+def test_the_uninvited_the_unauthenticated_and_those_who_may_not_read_the_slide_are_refused(
     room: Room, runtime: Runtime
 ) -> None:
     session_id = room.open()
@@ -215,6 +221,13 @@ def test_the_uninvited_and_those_who_may_not_read_the_slide_are_refused_and_audi
         assert ws.receive_json()["reason"] == "authentication required"
     with room.http.websocket_connect(f"/ws/multihead/{session_id}?access_token=forged") as ws:
         assert ws.receive_json()["fatal"] is True
+    # A browser's cookie counts only from our own origin (a cross-site page cannot ride on it).
+    cookie = {"Cookie": f"{cookie_names(runtime.settings)[0]}={room.cookies['presenter']}"}
+    url = f"/ws/multihead/{session_id}"
+    with room.http.websocket_connect(url, headers={**cookie, "Origin": "https://elsewhere.example"}) as ws:
+        assert ws.receive_json()["reason"] == "cross-origin WebSocket from https://elsewhere.example refused"
+    with room.http.websocket_connect(url, headers={**cookie, "Origin": "https://testserver"}) as ws:
+        assert ws.receive_json()["type"] == "state"
 
     # An invitee who may not read the slide (another site, no care relationship) is refused too.
     session_id = room.open(invitees=("follower", "outsider"))

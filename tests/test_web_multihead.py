@@ -18,7 +18,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
 from archipel.app import WEB_DIST
+from archipel.platform.db import Database
 from archipel.wsi.synthetic import write_svs
+from tests.access_support import ensure_master
 from tests.support import ArchipelServer
 
 pytestmark = pytest.mark.e2e
@@ -35,12 +37,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelSer
     root = tmp_path_factory.mktemp("web-multihead")
     srv = ArchipelServer(root / "data")
     srv.data.mkdir(parents=True)
-    srv.cli("identity", "issuers", "add", SITE)
     srv.add_user("presenter", "pathologist", SITE)
     srv.add_user("follower", "pathologist", SITE)
     srv.start()
+    db = Database(f"sqlite:///{(srv.data / 'index.sqlite').resolve()}")
+    ensure_master(db, SITE, "MHWEB01", "MULTIHEADWEB", "19800808")  # registers the site as an issuer too
+    db.dispose()
     try:
-        path = write_svs(root / "he.svs", 3000, 2000, tile=256, downsamples=(1, 4), seed=7)
+        path = write_svs(root / "he.svs", 1600, 1200, tile=256, downsamples=(1, 4), seed=7)
         meta = {"patient_id": "MHWEB01", "issuer": SITE, "accession": "MHWEB1", "stain": "HE"}
         with path.open("rb") as f:
             r = httpx.post(
@@ -69,7 +73,9 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-def _logged_in(browser: Browser, srv: ArchipelServer, user: str, url: str) -> tuple[BrowserContext, Page]:
+def _logged_in(
+    browser: Browser, srv: ArchipelServer, user: str, url: str, ready: str = "body[data-ready=true]"
+) -> tuple[BrowserContext, Page]:
     ctx = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
     page = ctx.new_page()
     page.goto(url)
@@ -79,7 +85,7 @@ def _logged_in(browser: Browser, srv: ArchipelServer, user: str, url: str) -> tu
     page.fill("#totp", srv.totp_code(user))
     page.click("#login-submit")
     page.wait_for_url(url)
-    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    page.wait_for_selector(ready, timeout=20_000)
     return ctx, page
 
 
@@ -121,15 +127,14 @@ def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_han
     browser: Browser, site: tuple[ArchipelServer, str]
 ) -> None:
     srv, slide_id = site
-    r = httpx.post(
-        srv.url + "/api/multihead",
-        json={"slide_id": slide_id, "invitees": ["follower"]},
-        headers=srv.headers("presenter"),
-    )
-    assert r.status_code == 201, r.text
-    url = srv.url + r.json()["join_url"]
-    p_ctx, presenter = _logged_in(browser, srv, "presenter", url)
-    f_ctx, follower = _logged_in(browser, srv, "follower", url)
+    # The presenter opens the session from the page (prefilled with the slide) and invites the follower.
+    start = f"{srv.url}/app/multihead.html?slide={slide_id}"
+    p_ctx, presenter = _logged_in(browser, srv, "presenter", start, "#start-session:not([hidden])")
+    presenter.fill("#start-invitees", "follower")
+    presenter.click("#start-submit")
+    presenter.wait_for_url("**/app/multihead.html?session=*")
+    presenter.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    f_ctx, follower = _logged_in(browser, srv, "follower", presenter.url)
     try:
         presenter.wait_for_function("archipel.state().participants.length === 2", timeout=10_000)
         assert presenter.locator("#control-status").inner_text() == "You have control"

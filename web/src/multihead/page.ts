@@ -6,6 +6,7 @@ import OpenSeadragon from "openseadragon";
 import { ApiError, apiFetch, requireUser } from "../api";
 import { imageViewport, openSlideViewer, setImageViewport, switchSlide, whenFullyLoaded } from "../viewer";
 import { type Incoming, MultiheadConnection, type SessionState, type Viewport } from "./session";
+import { showStartForm } from "./start";
 
 const $ = <T extends HTMLElement>(selector: string): T => document.querySelector<T>(selector)!;
 const errorBox = $<HTMLElement>("#multihead-error");
@@ -213,10 +214,24 @@ function handle(message: Incoming): void {
   }
 }
 
-const connection = new MultiheadConnection(sessionId, handle, (reason, final) => {
-  if (final) showError(reason);
-  else errorBox.textContent = "Connection lost; reconnecting…";
-});
+const connection = {
+  socket: null as MultiheadConnection | null,
+  send(message: Parameters<MultiheadConnection["send"]>[0]): void {
+    this.socket?.send(message);
+  },
+};
+if (sessionId === "") {
+  // No session yet: the presenter opens one.
+  $("#session-body").hidden = true;
+  const slide = new URLSearchParams(location.search).get("slide") ?? "";
+  showStartForm($<HTMLFormElement>("#start-session"), $("#start-error"), slide);
+  for (const control of document.querySelectorAll<HTMLElement>("header.bar .group, #end-session")) control.hidden = true;
+} else {
+  connection.socket = new MultiheadConnection(sessionId, handle, (reason, final) => {
+    if (final) showError(reason);
+    else errorBox.textContent = "Connection lost; reconnecting…";
+  });
+}
 
 $("#handover").addEventListener("click", () => {
   const to = $<HTMLSelectElement>("#handover-to").value;
