@@ -219,7 +219,8 @@ stream.addEventListener("open", () => {
   void load(); // what changed while the stream was down
 });
 stream.addEventListener("error", () => {
-  if (stream.readyState !== EventSource.CLOSED) live.textContent = "reconnecting…";
+  // A refusal (not on duty: 403) closes the stream for good; a dropped connection is retried by the browser.
+  live.textContent = stream.readyState === EventSource.CLOSED ? "no live alerts (are you on duty?)" : "reconnecting…";
 });
 // The elapsed minutes move on even when nothing happens.
 setInterval(() => void load(), 30_000);
