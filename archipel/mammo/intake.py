@@ -20,16 +20,18 @@ from sqlalchemy.orm import Session
 from archipel.mammo import decision, episodes
 from archipel.mammo.models import TECHNICAL_RECALL, Episode, Programme, ScreeningDecision, ScreeningStudy
 from archipel.mammo.views import flag_of, image_view
-from archipel.platform.db import Database
+from archipel.platform.db import Database, utcnow
 from archipel.radiology import stored
 
 log = logging.getLogger("archipel.mammo.intake")
 
 
-def _now() -> datetime:
-    from archipel.platform.runtime import get_runtime
+def _now(db: Database) -> datetime:
+    # The runtime's clock (tests move it) when this store is the runtime's; never build a runtime from here.
+    from archipel.platform.runtime import current_runtime
 
-    return get_runtime().clock()
+    rt = current_runtime()
+    return rt.clock() if rt is not None and rt.db is db else utcnow()
 
 
 def _day(value: str) -> date | None:
@@ -39,7 +41,7 @@ def _day(value: str) -> date | None:
         return None
 
 
-def _match(s: Session, study: ScreeningStudy) -> Episode | None:
+def _match(s: Session, study: ScreeningStudy, now: datetime) -> Episode | None:
     """The episode waiting for this study: same woman, same day, no study yet (newest first)."""
     day = _day(study.study_date)
     if day is None:
@@ -52,10 +54,10 @@ def _match(s: Session, study: ScreeningStudy) -> Episode | None:
         .order_by(Episode.id.desc())
     ).scalars()
     found = next((ep for ep in candidates if not episodes.studies_of(s, ep.id)), None)
-    return found if found is not None else _retake(s, study)
+    return found if found is not None else _retake(s, study, now)
 
 
-def _retake(s: Session, study: ScreeningStudy) -> Episode | None:
+def _retake(s: Session, study: ScreeningStudy, now: datetime) -> Episode | None:
     """A retake after a technical recall: the woman's technically recalled episode with no retake yet."""
     recalled = s.execute(
         select(Episode)
@@ -71,7 +73,7 @@ def _retake(s: Session, study: ScreeningStudy) -> Episode | None:
         if s.execute(select(Episode.id).where(Episode.retake_of == ep.id)).first() is None:
             prog = s.get(Programme, ep.programme_id)
             assert prog is not None
-            return decision.retake_for(s, ep, prog, _now(), _day(study.study_date))
+            return decision.retake_for(s, ep, prog, now, _day(study.study_date))
     return None
 
 
@@ -82,7 +84,7 @@ def record_image(db: Database, obj: stored.StoredObject) -> None:
         return
     ds = dcmread(BytesIO(obj.data), stop_before_pixels=True, force=True)
     view = image_view(ds)
-    now = _now()
+    now = _now(db)
     with db.write() as s:
         study = s.execute(
             select(ScreeningStudy).where(ScreeningStudy.study_uid == p.study_uid)
@@ -102,7 +104,7 @@ def record_image(db: Database, obj: stored.StoredObject) -> None:
         views = [v for v in json.loads(study.views) if v["sop"] != view.sop_uid] + [view.as_dict()]
         study.views = json.dumps(views)
         study.flag = flag_of(views)
-        ep = s.get(Episode, study.episode_id) if study.episode_id is not None else _match(s, study)
+        ep = s.get(Episode, study.episode_id) if study.episode_id is not None else _match(s, study, now)
         if ep is not None:
             episodes.attach_study(s, study, ep)
             prog = s.get(Programme, ep.programme_id)

@@ -38,6 +38,11 @@ def get_runtime() -> Runtime:
     return _runtime
 
 
+def current_runtime() -> Runtime | None:
+    """The process-wide runtime if one was built, without building it."""
+    return _runtime
+
+
 def reset_runtime() -> None:
     """Forget the runtime, so the next :func:`get_runtime` reads the settings again."""
     global _runtime
