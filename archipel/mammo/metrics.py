@@ -13,7 +13,8 @@ Over the episodes screened (decided) with a screening date in ``[start, end]``:
 - ``delays``: exam to file received, exam to L2 read, received to result sent (days: median, mean, count),
   and the share of results sent within the programme's deadline;
 - ``readers``: per reader, reads in the period (first and second reads only: in the blinded protocol the blind
-  reads), the yearly minimum and the annualised volume, recall rate, cancers found, Cohen's kappa with each
+  reads), the yearly minimum and the annualised volume it applies to (L2 reads in the French programme, blind
+  reads in the blinded one), recall rate, cancers found, Cohen's kappa with each
   other reader; ``reader_pairs``: kappa per pair on the episodes both read (positive = recall).
 """
 
@@ -49,6 +50,8 @@ from archipel.mammo.models import (
 
 #: The two reads each episode's statistics use: (first, second) per protocol.
 PRIMARY = {"fr-depistage": (L1, L2), "eu-blinded": (FIRST, SECOND)}
+#: The reads the yearly minimum counts: L2 reads in the French programme, every blind read in the blinded one.
+MINIMUM_ROLES = {"fr-depistage": (L2,), "eu-blinded": (FIRST, SECOND)}
 
 
 def cohen_kappa(pairs: list[tuple[bool, bool]]) -> float | None:
@@ -143,6 +146,7 @@ def _readers(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     roles = PRIMARY[prog.protocol]
     reads: dict[str, list[tuple[_Episode, bool]]] = defaultdict(list)
+    counted: dict[str, int] = defaultdict(int)
     by_episode: dict[int, dict[str, bool]] = {}
     for it in items:
         answers = {}
@@ -151,6 +155,7 @@ def _readers(
             if r is not None:
                 answers[r.reader] = _positive(r)
                 reads[r.reader].append((it, answers[r.reader]))
+                counted[r.reader] += role in MINIMUM_ROLES[prog.protocol]
         by_episode[it.ep.id] = answers
     pairs: list[dict[str, Any]] = []
     kappas: dict[str, dict[str, float | None]] = defaultdict(dict)
@@ -165,7 +170,7 @@ def _readers(
     out = []
     for reader in sorted(reads):
         done = reads[reader]
-        annual = len(done) * 365 / days if days else None
+        annual = counted[reader] * 365 / days if days else None
         cancers = sum(1 for it, pos in done if pos and it.decision == RECALL and it.outcomes & CANCERS)
         out.append(
             {
