@@ -89,7 +89,8 @@ def _grant_shift(s: Session, req: FrozenSectionRequest, shift: duty.DutyShift, n
     )
 
 
-def _email_of(s: Session, username: str) -> str:
+def email_of(s: Session, username: str) -> str:
+    """Where an active account's alerts go (empty when it has no address)."""
     user = find_user(s, username)
     return user.email if user is not None and user.active else ""
 
@@ -143,7 +144,7 @@ def create(
         _grant_shift(s, req, shift, now)
         if shift.start <= now and shift.pathologist not in told:
             told.add(shift.pathologist)
-            address = _email_of(s, shift.pathologist)
+            address = email_of(s, shift.pathologist)
             if address:
                 notify.enqueue(
                     s,

@@ -45,7 +45,7 @@ def _notify_surgeon(s: Session, req: FrozenSectionRequest) -> None:
         f"Frozen section #{req.id} ({req.specimen}, {req.specimen_site}): {diagnosis}; {margins}.\n"
         f"{req.verdict_text}\nSigned by {req.verdict_by}. Open /api/frozen-sections/{req.id} and mark it seen."
     )
-    address = frozen._email_of(s, req.requested_by)
+    address = frozen.email_of(s, req.requested_by)
     if address:
         notify.enqueue(s, "email", address, subject, body, frozen.PURPOSE)
     notify.enqueue(s, "sms", req.or_phone, subject, body, frozen.PURPOSE)
