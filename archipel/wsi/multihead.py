@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("archipel.wsi")
 
@@ -51,7 +51,7 @@ class MultiheadError(Exception):
 class Connection:
     """One open socket of a participant (a user may have several, e.g. two screens)."""
 
-    id: int
+    id: str
     username: str
     deliver: Deliver
 
@@ -66,9 +66,11 @@ class MultiheadSession:
     invitees: set[str]
     controller: str
     opened_at: datetime
-    connections: dict[int, Connection] = field(default_factory=dict)
+    connections: dict[str, Connection] = field(default_factory=dict)
     viewport: Message | None = None
     pointer: Message | None = None
+    #: Who is connected when the connections live elsewhere (other processes: :mod:`multihead_redis`).
+    connected: list[str] | None = None
 
     def is_member(self, username: str) -> bool:
         """Whether ``username`` is the presenter or was invited."""
@@ -76,6 +78,8 @@ class MultiheadSession:
 
     def participants(self) -> list[str]:
         """Usernames connected now, each once, in order of arrival."""
+        if self.connected is not None:
+            return list(self.connected)
         return list(dict.fromkeys(c.username for c in self.connections.values()))
 
     def snapshot(self) -> Message:
@@ -134,6 +138,27 @@ def parse_pointer(message: Message, slides: tuple[str, ...]) -> Message:
             raise MultiheadError(f"slide {message['slide_id']!r} is not shown in this session", 422)
         out["slide_id"] = message["slide_id"]
     return out
+
+
+class SessionHub(Protocol):
+    """Where sessions live and how messages reach the participants: :class:`Hub` (this process) or
+    :class:`archipel.wsi.multihead_redis.RedisHub` (every process, through Redis)."""
+
+    def open(
+        self, presenter: str, slides: tuple[str, ...], invitees: set[str], now: datetime
+    ) -> MultiheadSession: ...
+
+    def get(self, session_id: str, now: datetime) -> MultiheadSession | None: ...
+
+    def invite(self, session_id: str, by: str, usernames: set[str]) -> MultiheadSession: ...
+
+    def end(self, session_id: str, by: str) -> None: ...
+
+    def join(self, session_id: str, username: str, deliver: Deliver) -> tuple[str, Message]: ...
+
+    def leave(self, session_id: str, conn_id: str) -> None: ...
+
+    def handle(self, session_id: str, conn_id: str, message: Message) -> None: ...
 
 
 class Hub:
@@ -212,14 +237,14 @@ class Hub:
             del self._sessions[session_id]
             self._close(session, f"{by} ended the session")
 
-    def join(self, session_id: str, username: str, deliver: Deliver) -> tuple[int, Message]:
+    def join(self, session_id: str, username: str, deliver: Deliver) -> tuple[str, Message]:
         """Connect a member (access to the slides is checked before); returns the connection id and the state
         to send it. Everyone else is told who joined."""
         with self._lock:
             session = self._member_session(session_id)
             if not session.is_member(username):
                 raise MultiheadError("you are not invited to this session", 403)
-            conn = Connection(next(self._ids), username, deliver)
+            conn = Connection(str(next(self._ids)), username, deliver)
             session.connections[conn.id] = conn
             self._broadcast(
                 session,
@@ -230,7 +255,7 @@ class Hub:
         log.info("event=multihead_joined session=%s user=%s", session_id, username)
         return conn.id, state
 
-    def leave(self, session_id: str, conn_id: int) -> None:
+    def leave(self, session_id: str, conn_id: str) -> None:
         """Disconnect; when the one in control leaves, control returns to the presenter."""
         with self._lock:
             session = self._sessions.get(session_id)
@@ -244,7 +269,7 @@ class Hub:
                 self._broadcast(session, {"type": "control", "user": session.presenter, "by": username})
         log.info("event=multihead_left session=%s user=%s", session_id, username)
 
-    def handle(self, session_id: str, conn_id: int, message: Message) -> None:
+    def handle(self, session_id: str, conn_id: str, message: Message) -> None:
         """Apply a participant's message; raises :class:`MultiheadError` (sent back to that participant only)
         for a refused one. Viewport and pointer moves come only from the one in control."""
         kind = message.get("type")
@@ -279,7 +304,7 @@ class Hub:
         log.info("event=multihead_handover session=%s by=%s to=%s", session.id, by, to)
 
     @staticmethod
-    def _broadcast(session: MultiheadSession, message: Message, skip: int | None = None) -> None:
+    def _broadcast(session: MultiheadSession, message: Message, skip: str | None = None) -> None:
         for conn in session.connections.values():
             if conn.id != skip:
                 conn.deliver(message)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from typing import Any
 
 import anyio.to_thread
@@ -34,12 +35,13 @@ from archipel.wsi.multihead import (
     MAX_INVITEES,
     MAX_SLIDES,
     Deliver,
-    Hub,
     Message,
     MultiheadError,
     MultiheadSession,
+    SessionHub,
     hub_of,
 )
+from archipel.wsi.multihead_redis import RedisHub
 from archipel.wsi.slide_access import slide_resource
 
 log = logging.getLogger("archipel.wsi")
@@ -65,9 +67,24 @@ class Invite(BaseModel):
     invitees: list[str] = Field(min_length=1, max_length=MAX_INVITEES)
 
 
-def hub(rt: Runtime) -> Hub:
-    """The multi-head hub of this process's runtime."""
-    return hub_of(id(rt))
+_redis_hubs: dict[tuple[int, str], RedisHub] = {}
+_redis_lock = threading.Lock()
+
+
+def hub(rt: Runtime) -> SessionHub:
+    """Where the runtime's sessions live: Redis when the broker is Redis (several processes share the sessions),
+    else this process's memory."""
+    url = rt.settings.broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return hub_of(id(rt))
+    with _redis_lock:
+        found = _redis_hubs.get((id(rt), url))
+        if found is None:
+            for replaced in _redis_hubs.values():
+                replaced.close()
+            _redis_hubs.clear()
+            found = _redis_hubs[(id(rt), url)] = RedisHub(url)
+        return found
 
 
 def _http_error(exc: MultiheadError) -> HTTPException:
@@ -255,7 +272,7 @@ async def _send(websocket: WebSocket, outbox: asyncio.Queue[Message]) -> None:
 
 
 async def _receive(
-    websocket: WebSocket, rt: Runtime, session_id: str, conn_id: int, deliver: Deliver
+    websocket: WebSocket, rt: Runtime, session_id: str, conn_id: str, deliver: Deliver
 ) -> None:
     while True:
         try:
