@@ -16,6 +16,10 @@ from archipel.cli.common import DataOpt, app, configure_logging, out, setup
 if TYPE_CHECKING:
     from archipel.platform.runtime import Runtime
 
+#: Seconds a stop waits for open responses before closing them: event streams (frozen-section worklists) and
+#: WebSockets never end by themselves, and would hold the stop until the process is killed.
+STOP_GRACE_SECONDS = 5
+
 
 def _exit_with_parent(parent: int) -> None:
     """Leave when the ``serve`` process that started us is gone (even after a SIGKILL)."""
@@ -115,6 +119,7 @@ def api_cmd(
         port=rt.settings.http_port,
         workers=workers,
         log_level="info",
+        timeout_graceful_shutdown=STOP_GRACE_SECONDS,
     )
 
 
@@ -178,10 +183,15 @@ def serve(
                 port=rt.settings.http_port,
                 workers=http_workers,
                 log_level="warning",
+                timeout_graceful_shutdown=STOP_GRACE_SECONDS,
             )
         else:
             uvicorn.run(
-                create_app(), host=rt.settings.http_host, port=rt.settings.http_port, log_level="warning"
+                create_app(),
+                host=rt.settings.http_host,
+                port=rt.settings.http_port,
+                log_level="warning",
+                timeout_graceful_shutdown=STOP_GRACE_SECONDS,
             )
     finally:
         checkpoints.stop()
