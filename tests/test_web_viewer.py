@@ -1,6 +1,7 @@
 """The web viewer in headless Chromium against a real ``archipel serve``: log in through the login page, open a
-synthetic slide whose pixels are known, go to 20x and compare the screen with the slide; draw a labelled polygon,
-save it, reload, and find it again on the server and in the overlay; switch slides and compare two side by side.
+synthetic slide whose pixels are known, go to 20x and compare the screen with the slide; measure a length and an
+area; draw a labelled polygon, save it, reload, and find it again on the server and in the overlay; switch
+slides, and compare two side by side.
 
 Tolerance of the pixel check: the mean absolute difference per channel between the screenshot and the painted
 slide region must stay under 12 grey levels (JPEG quality 80 tiles, then the browser's drawing; about 9 is
@@ -171,6 +172,32 @@ def test_a_labelled_polygon_is_saved_and_shown_again_after_a_reload(
     page = open_viewer(context, url)
     box = page.locator("#viewer").bounding_box()
     assert box is not None
+    # The ruler and the area, in µm and mm² from the slide's pixel size.
+    centre = (box["width"] / 2, box["height"] / 2)
+    ruler = [(centre[0] - 150, centre[1]), (centre[0] + 150, centre[1] + 40)]
+    page.click("button[data-tool=ruler]")
+    for sx, sy in ruler:
+        page.mouse.click(box["x"] + sx, box["y"] + sy)
+    (ax, ay), (bx, by) = page.evaluate("points => archipel.screenToImage(points)", ruler)
+    shown = page.locator("#measure").inner_text()
+    assert shown.endswith(" µm") and float(shown[:-3]) == pytest.approx(
+        np.hypot(bx - ax, by - ay) * MPP, abs=0.2
+    )
+    triangle = [
+        (centre[0] - 100, centre[1] - 80),
+        (centre[0] + 120, centre[1] - 60),
+        (centre[0], centre[1] + 90),
+    ]
+    page.click("button[data-tool=area]")
+    for sx, sy in triangle:
+        page.mouse.click(box["x"] + sx, box["y"] + sy)
+    page.keyboard.press("Enter")
+    (p1, p2, p3) = np.array(page.evaluate("points => archipel.screenToImage(points)", triangle))
+    (ux, uy), (vx, vy) = p2 - p1, p3 - p1
+    area_px = abs(ux * vy - uy * vx) / 2
+    shown = page.locator("#measure").inner_text()
+    assert shown.endswith(" mm²") and float(shown[:-4]) == pytest.approx(area_px * MPP * MPP * 1e-6, abs=2e-4)
+
     page.click("button[data-tool=Polygon]")
     corners = [(-120, -90), (130, -80), (110, 100), (-100, 90)]
     clicked = [(box["width"] / 2 + dx, box["height"] / 2 + dy) for dx, dy in corners]

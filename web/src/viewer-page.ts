@@ -291,7 +291,11 @@ viewer.addHandler("animation-finish", () => (animating = false));
     return [Math.round(p.x * 10) / 10, Math.round(p.y * 10) / 10];
   }),
   /** Whether the view stopped moving and every tile it needs is drawn. */
-  isSettled: () => !animating && (viewer.world.getItemAt(0)?.getFullyLoaded() ?? false),
+  isSettled: () => {
+    const v = viewer.viewport;
+    const still = v.getZoom(true) === v.getZoom(false) && v.getCenter(true).equals(v.getCenter(false));
+    return still && !animating && (viewer.world.getItemAt(0)?.getFullyLoaded() ?? false);
+  },
   fullyLoaded: () => new Promise<void>((resolve) => whenFullyLoaded(viewer, resolve)),
 };
 document.body.dataset.ready = "true";
