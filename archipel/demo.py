@@ -90,6 +90,9 @@ def load_demo(rt: Runtime, out: Console) -> None:
         out.print(creds_path.read_text())
     out.print(f"demo slide (as pathologiste): /tiles/{slide_id}.dzi and /iiif/{slide_id}/info.json")
     out.print(
+        f"web viewer: http://{rt.settings.http_host}:{rt.settings.http_port}/app/viewer.html?slide={slide_id}"
+    )
+    out.print(
         f"log in: POST http://{rt.settings.http_host}:{rt.settings.http_port}/api/auth/token "
         "with username, password and totp (a code from the otpauth URI); DICOM: AE DEMO_MODALITY from 127.0.0.1 "
         f"to {rt.settings.ae_title}@{rt.settings.dicom_port}"
