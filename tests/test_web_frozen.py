@@ -47,6 +47,7 @@ class Hospital:
     def page(self, user: str, url: str) -> tuple[BrowserContext, Page]:
         """A browser context of its own, logged in as ``user`` through the login page, showing ``url``."""
         ctx = self.browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+        ctx.set_default_timeout(60_000)  # a loaded 2-core CI machine answers slowly
         page = ctx.new_page()
         page.goto(self.srv.url + url)
         page.wait_for_url("**/app/login.html?next=*")

@@ -77,6 +77,7 @@ def _logged_in(
     browser: Browser, srv: ArchipelServer, user: str, url: str, ready: str = "body[data-ready=true]"
 ) -> tuple[BrowserContext, Page]:
     ctx = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    ctx.set_default_timeout(60_000)  # a loaded 2-core CI machine answers slowly
     page = ctx.new_page()
     page.goto(url)
     page.wait_for_url("**/app/login.html?next=*")
