@@ -468,6 +468,15 @@ ROUTES: dict[tuple[str, str], Entry] = {
         body={"diagnosis": "benign", "margins": "clear"},
         status=404,
     ),
+    ("POST", "/api/frozen-sections/{request_id}/amendments"): Audited(
+        "POST",
+        "/api/frozen-sections/999999/amendments",
+        (),
+        user="auditor",
+        send="json",
+        body={"diagnosis": "benign", "margins": "clear", "reason": "audit walk"},
+        status=404,
+    ),
     ("GET", "/api/frozen-sections/{request_id}/verdict/verify"): Audited(
         "GET", "/api/frozen-sections/999999/verdict/verify", (), user="auditor", status=404
     ),

@@ -5,6 +5,7 @@ every impossible step refused with its reason, nothing changed."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -250,8 +252,6 @@ def test_a_frozen_section_goes_from_request_to_a_signed_verdict_the_surgeon_sees
     checked = subprocess.run(["dciodvfy", str(sr)], capture_output=True, text=True, timeout=60)
     errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
     assert errors == [] and "BasicTextSR" in checked.stderr, checked.stderr
-    import pydicom
-
     ds = pydicom.dcmread(sr)
     assert ds.CompletionFlag == "COMPLETE" and ds.VerificationFlag == "VERIFIED"
     assert ds.VerifyingObserverSequence[0].VerifyingObserverName.family_name == "patho-renfort"
@@ -275,6 +275,34 @@ def test_a_frozen_section_goes_from_request_to_a_signed_verdict_the_surgeon_sees
         "verdict",
         "seen",
     ]
+
+    # A later answer is a new signed document naming the verdict; the verdict stays as signed.
+    change = {
+        "diagnosis": "malignant",
+        "margins": "involved",
+        "text": "deeper level",
+        "reason": "margin re-measured",
+    }
+    url = f"/api/frozen-sections/{rid}/amendments"
+    assert w.http.post(url, json=change, headers=w.h("patho1")).status_code == 403
+    amended = w.http.post(url, json=change, headers=w.h("patho2"))
+    assert amended.status_code == 201, amended.text
+    assert (
+        amended.json()["verdict"]["margins"] == "close"
+        and amended.json()["amendments"][0]["margins"] == "involved"
+    )
+    check = w.http.get(f"/api/frozen-sections/{rid}/verdict/verify", headers=w.h("surgeon")).json()
+    assert check["valid"] is True and [a["valid"] for a in check["amendments"]] == [True]
+    later_bytes = _wado_instance(w, "surgeon", {**verdict, **amended.json()["amendments"][0]})
+    (tmp_path / "amended.dcm").write_bytes(later_bytes)
+    checked = subprocess.run(
+        ["dciodvfy", str(tmp_path / "amended.dcm")], capture_output=True, text=True, timeout=60
+    )
+    assert not [line for line in checked.stderr.splitlines() if line.startswith("Error")], checked.stderr
+    later = pydicom.dcmread(io.BytesIO(later_bytes))
+    assert later.InstanceNumber == 2 and later.SeriesInstanceUID == verdict["series_uid"]
+    predecessor = later.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == verdict["sop_instance_uid"]
 
     report = w.http.get("/api/frozen-sections/report", headers=w.h("patho1")).json()
     assert report["requests"] == 1 and report["answered"] == 1

@@ -29,6 +29,7 @@ from archipel.wsi import duty
 from archipel.wsi.frozen_models import (  # noqa: F401  (the workflow's vocabulary, re-exported)
     ANSWERED,
     CLAIMED,
+    EV_AMENDED,
     EV_CLAIMED,
     EV_RELEASED,
     EV_REQUESTED,
@@ -42,6 +43,7 @@ from archipel.wsi.frozen_models import (  # noqa: F401  (the workflow's vocabula
     SCANNED,
     SEEN,
     TARGET_MINUTES,
+    FrozenSectionAmendment,
     FrozenSectionError,
     FrozenSectionEvent,
     FrozenSectionRequest,
@@ -320,6 +322,20 @@ def check_may_sign(req: FrozenSectionRequest, pathologist: str, has_slides: bool
         raise FrozenSectionError(403, f"{req.claim_holder} holds the claim; only they may sign the verdict")
     if not has_slides:
         raise FrozenSectionError(409, "no slide is attached to this request yet")
+
+
+def check_may_amend(req: FrozenSectionRequest, pathologist: str) -> None:
+    """Refuse an amendment before the verdict (409) or by anyone but the verdict's pathologist (403)."""
+    if req.verdict_at is None:
+        raise FrozenSectionError(409, "there is no signed verdict to amend; sign the verdict instead")
+    if req.verdict_by != pathologist:
+        raise FrozenSectionError(403, f"only {req.verdict_by}, who signed the verdict, may amend it")
+
+
+def amendments_of(s: Session, request_id: int) -> list[FrozenSectionAmendment]:
+    """The request's amendments, oldest first."""
+    stmt = select(FrozenSectionAmendment).where(FrozenSectionAmendment.request_id == request_id)
+    return list(s.execute(stmt.order_by(FrozenSectionAmendment.id)).scalars())
 
 
 def mark_seen(s: Session, req: FrozenSectionRequest, surgeon: str, now: datetime) -> bool:

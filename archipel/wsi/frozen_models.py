@@ -27,7 +27,7 @@ EV_REQUESTED, EV_SLIDE, EV_VIEWED, EV_CLAIMED, EV_RELEASED = (
     "claimed",
     "released",
 )
-EV_VERDICT, EV_SEEN = "verdict", "seen"
+EV_VERDICT, EV_SEEN, EV_AMENDED = "verdict", "seen", "amended"
 PURPOSE = "frozen-section"
 
 
@@ -133,6 +133,40 @@ class FrozenSectionEvent(Base):
             "kind": self.kind,
             "at": self.at.isoformat(),
             **json.loads(self.detail),
+        }
+
+
+class FrozenSectionAmendment(Base):
+    """A later answer to a signed verdict: a new signed SR that names the one it amends; the verdict stays."""
+
+    __tablename__ = "frozen_section_amendments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("frozen_section_requests.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    diagnosis: Mapped[str] = mapped_column(String(16))
+    margins: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text, default="")
+    sr_sop_uid: Mapped[str] = mapped_column(String(64))
+    signed_payload: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    signing_key_id: Mapped[str] = mapped_column(String(16))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The amendment as the API shows it."""
+        return {
+            "amendment_id": self.id,
+            "at": self.at.isoformat(),
+            "pathologist": self.by,
+            "reason": self.reason,
+            "diagnosis": self.diagnosis,
+            "margins": self.margins,
+            "text": self.text,
+            "sop_instance_uid": self.sr_sop_uid,
+            "signature": self.signature,
+            "key_id": self.signing_key_id,
         }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,11 +26,11 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from sqlalchemy import select
 
 from archipel import __version__
-from archipel.platform.audit_signing import key_id, load_signing_key, trusted_keys
+from archipel.platform.audit_signing import TrustedKeys, key_id, load_signing_key, trusted_keys
 from archipel.platform.db import Database
 from archipel.platform.settings import Settings
 from archipel.radiology.models import Instance
-from archipel.wsi.frozen import FrozenSectionRequest
+from archipel.wsi.frozen import FrozenSectionAmendment, FrozenSectionRequest
 from archipel.wsi.indexing import known_patient
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -55,6 +56,26 @@ class Verdict:
     diagnosis: str
     margins: str
     text: str
+
+
+@dataclass(frozen=True)
+class Amended:
+    """The SR an amendment replaces, its place in the series, and why."""
+
+    series_uid: str
+    sop_uid: str
+    instance_number: int
+    reason: str
+
+    def reference(self, study_uid: str) -> Dataset:
+        """The Predecessor Documents Sequence item naming the amended SR."""
+        sop = Dataset()
+        sop.ReferencedSOPClassUID, sop.ReferencedSOPInstanceUID = BASIC_TEXT_SR, self.sop_uid
+        series = Dataset()
+        series.SeriesInstanceUID, series.ReferencedSOPSequence = self.series_uid, Sequence([sop])
+        item = Dataset()
+        item.StudyInstanceUID, item.ReferencedSeriesSequence = study_uid, Sequence([series])
+        return item
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -86,8 +107,10 @@ def build_sr(
     pathologist: str,
     organisation: str,
     when: datetime,
+    amends: Amended | None = None,
 ) -> Dataset:
-    """The verdict as a verified Basic Text SR of ``study_uid`` (a new series), ready to write as Part 10."""
+    """The verdict as a verified Basic Text SR of ``study_uid`` (a new series), ready to write as Part 10; an
+    amendment is the next instance of the amended SR's series, names it as its predecessor and says why."""
     patient = known_patient(db, req.issuer, req.patient_id)
     date, time, stamp = _dt(when)
     ds = Dataset()
@@ -100,11 +123,15 @@ def build_sr(
     ds.StudyInstanceUID, ds.StudyID, ds.AccessionNumber = study_uid, "", req.accession
     ds.StudyDate, ds.StudyTime = req.requested_at.strftime("%Y%m%d"), req.requested_at.strftime("%H%M%S")
     ds.ReferringPhysicianName = ""
-    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "SR", generate_uid(), 900
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = (
+        "SR",
+        amends.series_uid if amends else generate_uid(),
+        900,
+    )
     ds.SeriesDescription = "Frozen section verdict"
     ds.ReferencedPerformedProcedureStepSequence = Sequence()
     ds.Manufacturer, ds.SoftwareVersions = "Archipel", __version__
-    ds.InstanceNumber, ds.ContentDate, ds.ContentTime = 1, date, time
+    ds.InstanceNumber, ds.ContentDate, ds.ContentTime = amends.instance_number if amends else 1, date, time
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "VERIFIED"
     observer = Dataset()
@@ -116,6 +143,8 @@ def build_sr(
     observer.VerificationDateTime = stamp
     ds.VerifyingObserverSequence = Sequence([observer])
     ds.PerformedProcedureCodeSequence = Sequence()
+    if amends is not None:
+        ds.PredecessorDocumentsSequence = Sequence([amends.reference(study_uid)])
     ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
     ds.ConceptNameCodeSequence = Sequence([_code("11526-1", "LN", "Pathology study")])
     diagnosis, margins = DIAGNOSES[verdict.diagnosis], MARGINS[verdict.margins]
@@ -135,6 +164,10 @@ def build_sr(
     ]
     if verdict.text:
         content.append(_item("TEXT", _code("121106", "DCM", "Comment"), TextValue=verdict.text))
+    if amends is not None:
+        content.append(
+            _item("TEXT", _code("FS-AMENDMENT", LOCAL, "Reason for amendment"), TextValue=amends.reason)
+        )
     ds.ContentSequence = Sequence(content)
     return ds
 
@@ -169,6 +202,24 @@ def canonical(req: FrozenSectionRequest, document_sha256: str) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def canonical_amendment(req: FrozenSectionRequest, am: FrozenSectionAmendment, document_sha256: str) -> bytes:
+    """The bytes an amendment's signature covers: the amendment, what it amends, and its document."""
+    body = {
+        "request_id": req.id,
+        "patient": req.patient,
+        "amends_sop_instance_uid": req.sr_sop_uid,
+        "diagnosis": am.diagnosis,
+        "margins": am.margins,
+        "text": am.text,
+        "reason": am.reason,
+        "pathologist": am.by,
+        "signed_at": am.at.isoformat(),
+        "sr_sop_instance_uid": am.sr_sop_uid,
+        "document_sha256": document_sha256,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def sign(settings: Settings, payload: bytes) -> tuple[str, str]:
     """Sign ``payload`` with the platform key: (signature hex, key id)."""
     key = load_signing_key(settings)
@@ -176,27 +227,50 @@ def sign(settings: Settings, payload: bytes) -> tuple[str, str]:
     return key.sign(payload).hex(), key_id(key.public_key())
 
 
-def verify(settings: Settings, db: Database, req: FrozenSectionRequest) -> dict[str, Any]:
-    """Whether the stored verdict is the one signed, by a trusted key, and its document is in the archive
-    unchanged: ``{"valid": bool, "reason": str, "key_id": str}``."""
+def verify(
+    settings: Settings,
+    db: Database,
+    req: FrozenSectionRequest,
+    amendments: Sequence_[FrozenSectionAmendment] = (),
+) -> dict[str, Any]:
+    """Whether the stored verdict (and each amendment) is the one signed, by a trusted key, and its document is in
+    the archive unchanged: ``{"valid": bool, "reason": str, "key_id": str, "amendments": [...]}``."""
     if req.verdict_at is None or not req.signature:
-        return {"valid": False, "reason": "no verdict is signed yet", "key_id": ""}
+        return {"valid": False, "reason": "no verdict is signed yet", "key_id": "", "amendments": []}
     with db.sessions() as s:
         blob = s.execute(select(Instance.sha256).where(Instance.sop_uid == req.sr_sop_uid)).scalar()
+    problem: str | None = None
     if blob is None:
-        return {
-            "valid": False,
-            "reason": "the verdict's SR is missing from the archive",
-            "key_id": req.signing_key_id,
-        }
-    if canonical(req, blob).decode() != req.signed_payload:
-        return {
-            "valid": False,
-            "reason": "the verdict differs from what was signed",
-            "key_id": req.signing_key_id,
-        }
-    problem = trusted_keys(settings).verify(req.signing_key_id, req.signature, req.signed_payload.encode())
-    return {"valid": problem is None, "reason": problem or "signature holds", "key_id": req.signing_key_id}
+        problem = "the verdict's SR is missing from the archive"
+    elif canonical(req, blob).decode() != req.signed_payload:
+        problem = "the verdict differs from what was signed"
+    if problem is not None:
+        return {"valid": False, "reason": problem, "key_id": req.signing_key_id, "amendments": []}
+    keys = trusted_keys(settings)
+    problem = keys.verify(req.signing_key_id, req.signature, req.signed_payload.encode())
+    result: dict[str, Any] = {
+        "valid": problem is None,
+        "reason": problem or "signature holds",
+        "key_id": req.signing_key_id,
+    }
+    checked = [_verify_amendment(db, keys, req, am) for am in amendments]
+    result["amendments"] = checked
+    result["valid"] = result["valid"] and all(c["valid"] for c in checked)
+    return result
+
+
+def _verify_amendment(
+    db: Database, keys: TrustedKeys, req: FrozenSectionRequest, am: FrozenSectionAmendment
+) -> dict[str, Any]:
+    with db.sessions() as s:
+        sha = s.execute(select(Instance.sha256).where(Instance.sop_uid == am.sr_sop_uid)).scalar()
+    if sha is None:
+        problem: str | None = "the amendment's SR is missing from the archive"
+    elif canonical_amendment(req, am, sha).decode() != am.signed_payload:
+        problem = "the amendment differs from what was signed"
+    else:
+        problem = keys.verify(am.signing_key_id, am.signature, am.signed_payload.encode())
+    return {"amendment_id": am.id, "valid": problem is None, "reason": problem or "signature holds"}
 
 
 def document_sha256(data: bytes) -> str:

@@ -37,18 +37,23 @@ class VerdictBody(BaseModel):
     text: str = Field(default="", max_length=10000)
 
 
-def _notify_surgeon(s: Session, req: FrozenSectionRequest) -> None:
-    diagnosis = frozen_verdict.DIAGNOSES[req.diagnosis][1]
-    margins = frozen_verdict.MARGINS[req.margins][1]
-    subject = f"Frozen section #{req.id}: {diagnosis}"
-    body = (
-        f"Frozen section #{req.id} ({req.specimen}, {req.specimen_site}): {diagnosis}; {margins}.\n"
-        f"{req.verdict_text}\nSigned by {req.verdict_by}. Open /api/frozen-sections/{req.id} and mark it seen."
-    )
+def _tell_surgeon(s: Session, req: FrozenSectionRequest, subject: str, body: str) -> None:
     address = frozen.email_of(s, req.requested_by)
     if address:
         notify.enqueue(s, "email", address, subject, body, frozen.PURPOSE)
     notify.enqueue(s, "sms", req.or_phone, subject, body, frozen.PURPOSE)
+
+
+def _notify_surgeon(s: Session, req: FrozenSectionRequest) -> None:
+    diagnosis = frozen_verdict.DIAGNOSES[req.diagnosis][1]
+    margins = frozen_verdict.MARGINS[req.margins][1]
+    _tell_surgeon(
+        s,
+        req,
+        f"Frozen section #{req.id}: {diagnosis}",
+        f"Frozen section #{req.id} ({req.specimen}, {req.specimen_site}): {diagnosis}; {margins}.\n"
+        f"{req.verdict_text}\nSigned by {req.verdict_by}. Open /api/frozen-sections/{req.id} and mark it seen.",
+    )
 
 
 @router.post("/{request_id}/verdict", status_code=status.HTTP_201_CREATED)
@@ -146,7 +151,111 @@ def verify_verdict(
     """Whether the verdict is what the platform key signed and its SR is in the archive unchanged."""
     req = load(rt, request_id)
     guard_request(rt, principal, access.READ, resource(req), request)
-    return frozen_verdict.verify(rt.settings, rt.db, req)
+    with rt.db.sessions() as s:
+        amendments = frozen.amendments_of(s, request_id)
+    return frozen_verdict.verify(rt.settings, rt.db, req, amendments)
+
+
+class AmendmentBody(VerdictBody):
+    """A later answer, and why the signed one is amended."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+@router.post("/{request_id}/amendments", status_code=status.HTTP_201_CREATED)
+async def amend_verdict(
+    request_id: int,
+    body: Annotated[AmendmentBody, Body()],
+    request: Request,
+    background: BackgroundTasks,
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    """Amend a signed verdict (its pathologist, recent log-in): a new signed SR in the same series that names the
+    amended one as its predecessor; the verdict itself stays as signed. The surgeon is told again."""
+    answer = await anyio.to_thread.run_sync(lambda: _amend(request_id, body, request, rt, principal))
+    background.add_task(deliver, rt)
+    return answer
+
+
+def _amend(
+    request_id: int, body: AmendmentBody, request: Request, rt: Runtime, principal: Principal
+) -> dict[str, Any]:
+    req = load(rt, request_id)
+    guard_request(rt, principal, access.UPDATE, resource(req), request)
+    try:
+        frozen.check_may_amend(req, principal.subject)
+    except FrozenSectionError as exc:
+        raise http_error(exc) from exc
+    require_recent_auth(rt.settings.frozen_verdict_reauth_seconds)(request, rt, principal)
+    now = rt.clock()
+    with rt.db.sessions() as s:
+        earlier = frozen.amendments_of(s, request_id)
+    previous = earlier[-1].sr_sop_uid if earlier else req.sr_sop_uid
+    amends = frozen_verdict.Amended(req.sr_series_uid, previous, len(earlier) + 2, body.reason)
+    ds = frozen_verdict.build_sr(
+        rt.db,
+        req,
+        frozen_verdict.Verdict(body.diagnosis, body.margins, body.text),
+        study_uid=req.study_uid,
+        pathologist=principal.subject,
+        organisation=principal.site,
+        when=now,
+        amends=amends,
+    )
+    try:
+        stored = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy).store(
+            frozen_verdict.to_part10(ds), default_issuer=req.issuer
+        )
+    except InvalidInstance as exc:
+        log.error("event=frozen_amendment_refused request=%d reason=%s", request_id, exc)
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR, f"the archive refused the amendment: {exc}"
+        ) from exc
+    with rt.db.write() as s:
+        row = frozen.get(s, request_id)
+        am = frozen.FrozenSectionAmendment(
+            request_id=request_id,
+            at=now,
+            by=principal.subject,
+            reason=body.reason,
+            diagnosis=body.diagnosis,
+            margins=body.margins,
+            text=body.text,
+            sr_sop_uid=stored.sop_uid,
+            signed_payload="",
+            signature="",
+            signing_key_id="",
+        )
+        s.add(am)
+        s.flush()
+        payload = frozen_verdict.canonical_amendment(row, am, stored.sha256)
+        am.signature, am.signing_key_id = frozen_verdict.sign(rt.settings, payload)
+        am.signed_payload = payload.decode()
+        diagnosis, margins = frozen_verdict.DIAGNOSES[am.diagnosis][1], frozen_verdict.MARGINS[am.margins][1]
+        _tell_surgeon(
+            s,
+            row,
+            f"Frozen section #{row.id} AMENDED: {diagnosis}",
+            f"The verdict of frozen section #{row.id} is amended: {diagnosis}; {margins}.\n{am.text}\n"
+            f"Reason: {am.reason}\nSigned by {am.by}.",
+        )
+        frozen.event(
+            s, row, frozen.EV_AMENDED, now, diagnosis=am.diagnosis, margins=am.margins, pathologist=am.by
+        )
+    audit.record(
+        rt.db,
+        principal,
+        audit.IMPORT,
+        "frozen-section-amendment",
+        patient=req.patient,
+        master=req.master_id,
+        obj=f"frozen-section:{request_id}",
+        source=client_address(request),
+        detail=f"sr={stored.sop_uid} amends={previous} diagnosis={body.diagnosis}",
+    )
+    log.info("event=frozen_amended request=%d sr=%s", request_id, stored.sop_uid)
+    return view(rt, request_id)
 
 
 @router.post("/{request_id}/seen")

@@ -91,6 +91,7 @@ def request_view(s: Session, req: FrozenSectionRequest, now: datetime) -> dict[s
         "target_minutes": TARGET_MINUTES,
         "overdue": elapsed > TARGET_MINUTES,
         "verdict": verdict,
+        "amendments": [am.as_dict() for am in frozen.amendments_of(s, req.id)],
         "events_url": f"/api/frozen-sections/{req.id}/events",
     }
 

@@ -1,4 +1,4 @@
-"""frozen sections: requests, their slides and events, the on-duty roster, the web viewer's timings, WSI validation studies
+"""frozen sections: requests, their slides and events, the on-duty roster, viewer timings, amendments, WSI validation
 
 Revision ID: 0008
 Revises: 0007
@@ -170,8 +170,38 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_validation_cases_study_id"), "validation_cases", ["study_id"], unique=False)
 
+    op.create_table(
+        "frozen_section_amendments",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("at", _WHEN, nullable=False),
+        sa.Column("by", sa.String(length=128), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("diagnosis", sa.String(length=16), nullable=False),
+        sa.Column("margins", sa.String(length=16), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("sr_sop_uid", sa.String(length=64), nullable=False),
+        sa.Column("signed_payload", sa.Text(), nullable=False),
+        sa.Column("signature", sa.String(length=128), nullable=False),
+        sa.Column("signing_key_id", sa.String(length=16), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["frozen_section_requests.id"],
+            name=op.f("fk_frozen_section_amendments_request_id_frozen_section_requests"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_frozen_section_amendments")),
+    )
+    op.create_index(
+        op.f("ix_frozen_section_amendments_request_id"),
+        "frozen_section_amendments",
+        ["request_id"],
+        unique=False,
+    )
+
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_frozen_section_amendments_request_id"), table_name="frozen_section_amendments")
+    op.drop_table("frozen_section_amendments")
     op.drop_index(op.f("ix_validation_cases_study_id"), table_name="validation_cases")
     op.drop_table("validation_cases")
     op.drop_index(op.f("ix_validation_studies_pathologist"), table_name="validation_studies")
