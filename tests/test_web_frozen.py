@@ -178,6 +178,15 @@ def test_the_worklist_announces_a_new_request_live_and_the_pathologist_signs_fro
         item.locator(".slides a").wait_for(timeout=15_000)
         item.locator("button.claim").click()
         item.locator("form.verdict-form").wait_for(timeout=10_000)
+        # The claim holder opens the slide in the viewer (a new tab), from its source or converted.
+        with ctx.expect_page() as opened:
+            item.locator(".slides a").first.click()
+        viewer = opened.value
+        viewer.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        assert viewer.evaluate("archipel.info().slide_id") == item.locator(".slides a").first.get_attribute(
+            "data-slide"
+        )
+        viewer.close()
         assert page.locator("#badge").is_hidden() and not page.title().startswith("(")
         item.locator("select[name=diagnosis]").select_option("benign")
         item.locator("select[name=margins]").select_option("clear")
