@@ -261,6 +261,12 @@ def test_the_case_strip_keys_and_a_locked_side_by_side_view_and_the_timings_sent
     events = {t["event"] for t in page.evaluate("archipel.timings")}
     assert events >= {"open_case", "switch_slide", "next_field"}
 
+    def recorded() -> bool:  # the server's turnaround report counts them
+        viewer = page.request.get(f"{srv.url}/api/frozen-sections/report").json()["viewer"]
+        return all(viewer.get(e, {}).get("count", 0) >= 1 for e in events)
+
+    wait_until(recorded, 10, "the viewer's timings on the server")
+
     page.select_option("#compare", slides[1])  # side by side, locked
     page.wait_for_function("archipel.secondViewport() !== null")
     page.focus("#lock")  # away from the list, which keeps its keys
