@@ -221,6 +221,11 @@ def test_the_uninvited_the_unauthenticated_and_those_who_may_not_read_the_slide_
         assert ws.receive_json()["reason"] == "authentication required"
     with room.http.websocket_connect(f"/ws/multihead/{session_id}?access_token=forged") as ws:
         assert ws.receive_json()["fatal"] is True
+    # A client that cannot set headers on the handshake sends its token as a query parameter.
+    with room.http.websocket_connect(
+        f"/ws/multihead/{session_id}?access_token={room.tokens['presenter']}"
+    ) as ws:
+        assert ws.receive_json()["type"] == "state"
     # A browser's cookie counts only from our own origin (a cross-site page cannot ride on it).
     cookie = {"Cookie": f"{cookie_names(runtime.settings)[0]}={room.cookies['presenter']}"}
     url = f"/ws/multihead/{session_id}"
