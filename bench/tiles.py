@@ -9,6 +9,7 @@ One synthetic Aperio-style SVS (JPEG tiles of 256 px, levels 1, 1/4, 1/16) is ge
   time from the upload's answer to the first tile (``.dzi`` then a level-0 tile, polled as soon as the upload
   returns) is measured; once converted, ``/tiles/{slide}_files/{level}/{col}_{row}.jpeg`` is loaded with the
   bearer token of a pathologist (every tile passes the access check through the cached grant);
+- **archipel-2w**: the same server restarted with ``--http-workers 2`` (``--workers``);
 - **orthanc**: Orthanc with its WSI plugin, serving the same slide converted by ``OrthancWSIDicomizer``
   (``/wsi/tiles/{series}/{level}/{x}/{y}``);
 - **nginx**: the tiles exported by ``archipel tiles export`` sent as static files (the ceiling);
@@ -36,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,9 +88,12 @@ class LoadRun:
     p99_ms: float
     errors: int
     load1: float
+    #: Runs of one phase were made side by side (interleaved); ratios compare runs of the same phase.
+    phase: int = 1
 
 
 Address = tuple[int, int, int]  # Deep Zoom level, col, row
+PathOf = Callable[[int, int, int], str]
 
 
 def workloads(width: int, height: int, seed: int = 7) -> dict[str, list[Address]]:
@@ -106,38 +112,20 @@ def workloads(width: int, height: int, seed: int = 7) -> dict[str, list[Address]
     }
 
 
-WARM_LUA = """
-local paths = {}
-for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
-local sent, seen = 0, 0
-request = function()
-  sent = sent + 1
-  return wrk.format("GET", paths[(sent - 1) % #paths + 1])
-end
-response = function(status, headers, body)
-  seen = seen + 1
-  if seen >= #paths then wrk.thread:stop() end
-end
-"""
-
-
-def warm(url: str, paths: list[str], headers: dict[str, str], work: Path) -> float:
+def warm(url: str, paths: list[str], headers: dict[str, str]) -> float:
     """Ask once for every distinct tile of ``paths`` (8 connections), so that each server's caches and the page
-    cache hold what the measured runs ask for; returns the seconds it took."""
-    work.mkdir(parents=True, exist_ok=True)
+    cache hold what the measured runs ask for; returns the seconds it took. (wrk cannot stop after a number of
+    requests: a stopped thread still waits for the whole duration.)"""
     distinct = sorted(set(paths))
-    (work / "warm.txt").write_text("\n".join(distinct) + "\n")
-    (work / "warm.lua").write_text(WARM_LUA)
-    cmd = ["wrk", "-t1", "-c8", "-d600s", "--timeout", "30s", "-s", str(work / "warm.lua")]
-    for name, value in headers.items():
-        cmd += ["-H", f"{name}: {value}"]
     started = time.perf_counter()
-    subprocess.run(
-        [*cmd, url],
-        capture_output=True,
-        env={**os.environ, "BENCH_PATHS": str(work / "warm.txt")},
-        check=True,
-    )
+    limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
+    with httpx.Client(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+
+        def fetch(path: str) -> None:
+            client.get(path).raise_for_status()
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(fetch, distinct))
     return time.perf_counter() - started
 
 
@@ -174,47 +162,56 @@ class Bench:
         self.runs: list[LoadRun] = []
         self.work = workloads(args.width, args.height)
         self.first_tile: dict[str, float] = {}
+        self.servers: dict[str, tuple[str, PathOf, dict[str, str]]] = {}
 
-    def load(self, target: str, base: str, path_of: object, headers: dict[str, str]) -> None:
-        """Every workload at every connection count against ``base`` (scheme, host and port: wrk ignores a path
-        there); ``path_of(level, col, row)`` is a tile's absolute path."""
-        assert callable(path_of)
-        # A tile that is not 200 here would make the whole run meaningless: check one of each workload first.
+    def add(self, target: str, base: str, path_of: PathOf, headers: dict[str, str]) -> None:
+        """Register a running server: ``base`` is its scheme, host and port (wrk ignores a path there),
+        ``path_of(level, col, row)`` a tile's absolute path. One tile of each workload is checked, then every
+        distinct tile is asked once (warm-up)."""
+        # A tile that is not 200 here would make the whole run meaningless.
         with httpx.Client(headers=headers, timeout=30) as client:
             for addresses in self.work.values():
                 r = client.get(base + path_of(*addresses[0]))
                 if r.status_code != 200 or not r.content.startswith(b"\xff\xd8"):
                     raise RuntimeError(f"{target}: {base + path_of(*addresses[0])} -> {r.status_code}")
         every = [path_of(*a) for addresses in self.work.values() for a in addresses]
-        seconds = warm(base, every, headers, self.root / "wrk" / target)
+        seconds = warm(base, every, headers)
         print(
             f"{target}: {len(set(every))} distinct tiles asked once (warm-up) in {seconds:.1f} s", flush=True
         )
+        self.servers[target] = (base, path_of, headers)
+
+    def measure(self, targets: list[str], phase: int) -> None:
+        """Every workload at every connection count, the ``targets`` one after the other at each step, so that
+        the machine's other work weighs on all of them alike."""
         for workload, addresses in self.work.items():
-            paths = [path_of(*a) for a in addresses]
             for connections in self.args.connections:
-                if self.args.quiet > 0:
-                    wait_for_quiet(self.args.quiet)
-                work = self.root / "wrk" / target / f"{workload}-{connections}"
-                run_wrk(base, paths, connections, 1, headers, work)  # warm-up: connections, page cache
-                got = run_wrk(base, paths, connections, self.args.duration, headers, work)
-                run = LoadRun(
-                    target,
-                    workload,
-                    connections,
-                    got["requests"] / (got["duration_us"] / 1e6),
-                    got["p50_us"] / 1000,
-                    got["p99_us"] / 1000,
-                    int(got["errors"] + got["non2xx"]),
-                    os.getloadavg()[0],
-                )
-                self.runs.append(run)
-                print(
-                    f"{target:13} {workload:7} c={connections:<3} {run.tiles_per_s:8.0f} tiles/s  "
-                    f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  errors {run.errors}  "
-                    f"load1 {run.load1:.2f}",
-                    flush=True,
-                )
+                for target in targets:
+                    base, path_of, headers = self.servers[target]
+                    paths = [path_of(*a) for a in addresses]
+                    if self.args.quiet > 0:
+                        wait_for_quiet(self.args.quiet)
+                    work = self.root / "wrk" / target / f"{workload}-{connections}"
+                    run_wrk(base, paths, connections, 1, headers, work)  # warm-up: connections
+                    got = run_wrk(base, paths, connections, self.args.duration, headers, work)
+                    run = LoadRun(
+                        target,
+                        workload,
+                        connections,
+                        got["requests"] / (got["duration_us"] / 1e6),
+                        got["p50_us"] / 1000,
+                        got["p99_us"] / 1000,
+                        int(got["errors"] + got["non2xx"]),
+                        os.getloadavg()[0],
+                        phase,
+                    )
+                    self.runs.append(run)
+                    print(
+                        f"{target:13} {workload:7} c={connections:<3} {run.tiles_per_s:8.0f} tiles/s  "
+                        f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  errors {run.errors}  "
+                        f"load1 {run.load1:.2f}",
+                        flush=True,
+                    )
 
     def slide(self) -> Path:
         path = self.root / f"slide-{self.args.width}x{self.args.height}.svs"
@@ -259,8 +256,8 @@ def upload_and_first_tile(
     return slide_id, answered - started, time.perf_counter() - answered
 
 
-def run_archipel(bench: Bench, slide: Path, key: str) -> tuple[ArchipelServer, str, dict[str, str]]:
-    """Start Archipel, upload, time the first tile, wait for the conversion, load ``/tiles``."""
+def start_archipel(bench: Bench, slide: Path, key: str) -> tuple[ArchipelServer, str]:
+    """Start Archipel, upload, time the first tile, wait for the conversion; the server and the slide id."""
     data = bench.root / "archipel"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
@@ -272,8 +269,11 @@ def run_archipel(bench: Bench, slide: Path, key: str) -> tuple[ArchipelServer, s
     srv.start()
     headers = srv.headers("pathologist")
     slide_id, upload_s, first_s = upload_and_first_tile(srv, slide, headers)
-    bench.first_tile = {"upload_s": upload_s, "first_tile_s": first_s}
-    print(f"upload {upload_s:.2f} s; upload answered -> first tile {first_s * 1000:.0f} ms (goal < 1000 ms)")
+    bench.first_tile = {"upload_s": upload_s, "first_tile_s": first_s, "load1": os.getloadavg()[0]}
+    print(
+        f"upload {upload_s:.2f} s; upload answered -> first tile {first_s * 1000:.0f} ms (goal < 1000 ms); "
+        f"load1 {os.getloadavg()[0]:.2f}"
+    )
     started = time.monotonic()
 
     def ready() -> bool:
@@ -285,42 +285,50 @@ def run_archipel(bench: Bench, slide: Path, key: str) -> tuple[ArchipelServer, s
 
     wait_until(ready, 1800, "the slide's conversion")
     print(f"converted in {time.monotonic() - started:.0f} s")
-    if "archipel" in bench.args.targets:
-        prefix = f"/tiles/{slide_id}_files"
-        bench.load("archipel", srv.url, lambda lv, c, r: f"{prefix}/{lv}/{c}_{r}.jpeg", headers)
-    return srv, slide_id, headers
+    return srv, slide_id
 
 
-def run_nginx(
-    bench: Bench, srv: ArchipelServer, slide_id: str, headers: dict[str, str], signed: bool
-) -> None:
-    """nginx on the exported tiles: plain static files, or behind the signed-URL check."""
+def add_archipel(bench: Bench, srv: ArchipelServer, slide_id: str, workers: int) -> str:
+    """Serve with ``workers`` HTTP processes (restarting the server when it is not that many) and register it."""
+    if workers != int(srv.env.get("ARCHIPEL_HTTP_WORKERS", "1")):
+        srv.stop()
+        srv.env["ARCHIPEL_HTTP_WORKERS"] = str(workers)
+        srv.start()
+    headers = srv.headers("pathologist")
+    # Each worker process opens the slide (audited) and caches its own grant: open it as a viewer would, a few
+    # times, so that every worker has.
+    for _ in range(4 * workers):
+        httpx.get(f"{srv.url}/tiles/{slide_id}.dzi", headers=headers).raise_for_status()
+    name = "archipel" if workers == 1 else f"archipel-{workers}w"
+    prefix = f"/tiles/{slide_id}_files"
+    bench.add(name, srv.url, lambda lv, c, r: f"{prefix}/{lv}/{c}_{r}.jpeg", headers)
+    return name
+
+
+def start_nginx(bench: Bench, srv: ArchipelServer, slide_id: str, signed: bool) -> Nginx:
+    """nginx on the exported tiles (exported first when they are not): plain static files, or behind the
+    signed-URL check; registered with the bench."""
     export = srv.data / "tile-exports"
     if not (export / f"{slide_id}.dzi").exists():
         started = time.perf_counter()
         done = srv.cli("tiles", "export", slide_id)
         print(f"exported in {time.perf_counter() - started:.0f} s: {done.stdout.strip()}")
     if signed:
+        headers = srv.headers("pathologist")
         urls = httpx.get(f"{srv.url}/tiles/{slide_id}/signed-url", headers=headers).raise_for_status().json()
-        locations = srv.cli("tiles", "nginx-config").stdout
-        server = Nginx(bench.root / "nginx-signed", locations)
+        server = Nginx(bench.root / "nginx-signed", srv.cli("tiles", "nginx-config").stdout)
         server.start()
         prefix = urls["tiles"]
-        try:
-            bench.load("nginx-signed", server.url, lambda lv, c, r: f"{prefix}{lv}/{c}_{r}.jpeg", {})
-        finally:
-            server.stop()
-        return
+        bench.add("nginx-signed", server.url, lambda lv, c, r: f"{prefix}{lv}/{c}_{r}.jpeg", {})
+        return server
     server = Nginx(bench.root / "nginx", f"location / {{ root {export}; }}")
     server.start()
-    try:
-        bench.load("nginx", server.url, lambda lv, c, r: f"/{slide_id}_files/{lv}/{c}_{r}.jpeg", {})
-    finally:
-        server.stop()
+    bench.add("nginx", server.url, lambda lv, c, r: f"/{slide_id}_files/{lv}/{c}_{r}.jpeg", {})
+    return server
 
 
-def run_orthanc(bench: Bench, slide: Path, max_level: int) -> None:
-    """Orthanc WSI on the slide as OrthancWSIDicomizer converts it (stored levels copied)."""
+def start_orthanc(bench: Bench, slide: Path, max_level: int) -> OrthancWsi:
+    """Orthanc WSI on the slide as OrthancWSIDicomizer converts it (stored levels copied); registered."""
     dicom = bench.root / "orthanc-dicom"
     if not dicom.exists() or not any(dicom.iterdir()):
         dicom.mkdir(parents=True, exist_ok=True)
@@ -329,44 +337,42 @@ def run_orthanc(bench: Bench, slide: Path, max_level: int) -> None:
     server = OrthancWsi(bench.root / "orthanc")
     shutil.rmtree(server.folder, ignore_errors=True)
     server.start()
-    try:
-        pyramid = server.load(dicom)
-        # Orthanc numbers levels from the finest (0); Deep Zoom from the coarsest.
-        resolutions = [round(float(x)) for x in pyramid["Resolutions"]]  # type: ignore[attr-defined]
-        level_of = {max_level - (r.bit_length() - 1): k for k, r in enumerate(resolutions)}
-        series = server.series
-        bench.load("orthanc", server.url, lambda lv, c, r: f"/wsi/tiles/{series}/{level_of[lv]}/{c}/{r}", {})
-    finally:
-        server.stop()
+    pyramid = server.load(dicom)
+    # Orthanc numbers levels from the finest (0); Deep Zoom from the coarsest.
+    resolutions = [round(float(x)) for x in pyramid["Resolutions"]]  # type: ignore[attr-defined]
+    level_of = {max_level - (r.bit_length() - 1): k for k, r in enumerate(resolutions)}
+    series = server.series
+    bench.add("orthanc", server.url, lambda lv, c, r: f"/wsi/tiles/{series}/{level_of[lv]}/{c}/{r}", {})
+    return server
 
 
 def report(bench: Bench) -> None:
-    """The table of every run and the ratios archipel/orthanc and archipel/nginx at each load."""
-    by = {(r.target, r.workload, r.connections): r for r in bench.runs}
-    print("\nworkload  conns  target         tiles/s   p50 ms   p99 ms  errors  load1")
+    """The table of every run and, within each phase (runs made side by side), the ratios of each Archipel run
+    to Orthanc and nginx at the same load, and nginx-signed to Orthanc."""
+    by = {(r.phase, r.target, r.workload, r.connections): r for r in bench.runs}
+    print("\nphase workload  conns  target         tiles/s   p50 ms   p99 ms  errors  load1")
     for r in bench.runs:
         print(
-            f"{r.workload:8} {r.connections:5}  {r.target:13} {r.tiles_per_s:8.0f} {r.p50_ms:8.2f} "
+            f"{r.phase:5} {r.workload:8} {r.connections:5}  {r.target:13} {r.tiles_per_s:8.0f} {r.p50_ms:8.2f} "
             f"{r.p99_ms:8.2f} {r.errors:7} {r.load1:6.2f}"
         )
-    print("\nratios (tiles/s archipel / peer; p99 peer / archipel: above 1 means archipel is better)")
-    for (target, workload, conns), mine in by.items():
-        if target != "archipel":
-            continue
-        for peer in ("orthanc", "nginx", "nginx-signed"):
-            other = by.get((peer, workload, conns))
+    print("\nratios (tiles/s: mine / peer; p99: peer / mine; above 1 means the first is better)")
+    pairs = [
+        ("archipel", "orthanc"),
+        ("archipel", "nginx"),
+        ("archipel", "nginx-signed"),
+        ("nginx-signed", "orthanc"),
+    ]
+    for (phase, target, workload, conns), mine in by.items():
+        for first, peer in pairs:
+            if not target.startswith(first) or (first == "archipel") != target.startswith("archipel"):
+                continue
+            other = by.get((phase, peer, workload, conns))
             if other is not None and other.tiles_per_s and mine.p99_ms:
                 print(
-                    f"{workload:8} c={conns:<3} archipel/{peer:13} tiles/s {mine.tiles_per_s / other.tiles_per_s:5.2f}"
-                    f"   p99 {other.p99_ms / mine.p99_ms:5.2f}"
+                    f"{workload:8} c={conns:<3} {target + '/' + peer:24} "
+                    f"tiles/s {mine.tiles_per_s / other.tiles_per_s:5.2f}   p99 {other.p99_ms / mine.p99_ms:5.2f}"
                 )
-        signed = by.get(("nginx-signed", workload, conns))
-        orthanc = by.get(("orthanc", workload, conns))
-        if signed is not None and orthanc is not None and orthanc.tiles_per_s:
-            print(
-                f"{workload:8} c={conns:<3} nginx-signed/orthanc   "
-                f"tiles/s {signed.tiles_per_s / orthanc.tiles_per_s:5.2f}"
-            )
 
 
 def main() -> None:
@@ -378,10 +384,16 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per (workload, connections)")
     parser.add_argument("--connections", default="1,8,32")
     parser.add_argument("--targets", default="archipel,orthanc,nginx,nginx-signed")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="HTTP worker counts Archipel is measured with (archipel serve --http-workers)",
+    )
     parser.add_argument("--keep", type=Path, help="work folder (kept; the slide and exports are reused)")
     parser.add_argument("--quiet", type=float, default=0.0, help="wait for load1 below this before each run")
     args = parser.parse_args()
     args.connections = [int(c) for c in args.connections.split(",")]
+    args.workers = [int(w) for w in args.workers.split(",")]
     args.targets = targets = args.targets.split(",")
     for tool in ("wrk", "nginx", "Orthanc", "OrthancWSIDicomizer"):
         if shutil.which(tool) is None:
@@ -392,15 +404,27 @@ def main() -> None:
     print(f"work folder {root}; {os.cpu_count()} CPUs; wrk -t1; {args.duration} s per run")
     slide = bench.slide()
     max_level = (max(args.width, args.height) - 1).bit_length()
-    srv, slide_id, headers = run_archipel(bench, slide, secrets.token_urlsafe(24))
+    srv, slide_id = start_archipel(bench, slide, secrets.token_urlsafe(24))
+    peers: list[Nginx | OrthancWsi] = []
     try:
-        for target in targets:
-            if target in ("nginx", "nginx-signed"):
-                run_nginx(bench, srv, slide_id, headers, signed=target == "nginx-signed")
+        first = [add_archipel(bench, srv, slide_id, args.workers[0])] if "archipel" in targets else []
+        for target in ("nginx", "nginx-signed"):
+            if target in targets:
+                peers.append(start_nginx(bench, srv, slide_id, signed=target == "nginx-signed"))
+                first.append(target)
+        if "orthanc" in targets:
+            peers.append(start_orthanc(bench, slide, max_level))
+            first.append("orthanc")
+        bench.measure(first, 1)
+        if "archipel" in targets:
+            # More HTTP workers: the same data dir served again, measured beside Orthanc (and nginx-signed).
+            for phase, workers in enumerate(args.workers[1:], start=2):
+                name = add_archipel(bench, srv, slide_id, workers)
+                bench.measure([name, *(t for t in ("orthanc", "nginx-signed") if t in first)], phase)
     finally:
+        for peer in peers:
+            peer.stop()
         srv.stop()
-    if "orthanc" in targets:
-        run_orthanc(bench, slide, max_level)
     report(bench)
     results = {"first_tile": bench.first_tile, "runs": [asdict(r) for r in bench.runs], "args": vars(args)}
     (root / "results.json").write_text(json.dumps(results, indent=2, default=str))
