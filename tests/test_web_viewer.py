@@ -164,7 +164,7 @@ def test_the_pathologist_goes_to_20x_and_the_screen_shows_the_slides_own_pixels(
     page.close()
 
 
-def test_a_labelled_polygon_is_saved_and_shown_again_after_a_reload(
+def test_a_labelled_polygon_is_saved_shown_again_after_a_reload_and_deleted(
     context: BrowserContext, site: tuple[ArchipelServer, list[str]]
 ) -> None:
     srv, slides = site
@@ -229,6 +229,12 @@ def test_a_labelled_polygon_is_saved_and_shown_again_after_a_reload(
     # Drawn where the image coordinates the server holds fall on the screen now.
     on_screen = page.evaluate("points => archipel.imageToScreen(points)", ring[:-1])
     assert np.allclose(np.array(points), np.array(on_screen), atol=1.0)
+
+    page.click(f"#annotation-list li[data-id='{saved['id']}'] button")  # deleted from the list
+    page.wait_for_selector(f"#annotation-list li[data-id='{saved['id']}']", state="detached")
+    assert shape.count() == 0
+    left = page.request.get(f"{srv.url}/api/slides/{slides[0]}/annotations").json()["features"]
+    assert saved["id"] not in {f["id"] for f in left}
     page.close()
 
 

@@ -192,9 +192,20 @@ def test_annotations_round_trip_and_each_change_is_a_new_dicom_instance(lab: Lab
         after = read_ann(c.get(f"/api/slides/{slide_id}/annotations.dcm").content)
         assert after.InstanceNumber == 4 and after.SeriesInstanceUID == ann.SeriesInstanceUID
         assert {g.label for g in after.get_annotation_groups()} == {"mitosis", "margin"}
+        for f in c.get(base).json()["features"]:  # the last ones go: no current instance any more
+            assert c.delete(f"{base}/{f['id']}").status_code == 200
+        assert c.get(f"/api/slides/{slide_id}/annotations.dcm").status_code == 404
     with lab.runtime.db.sessions() as s:  # the earlier instances are kept
         kept = s.execute(select(Instance.sop_uid).where(Instance.sop_class_uid == ann.SOPClassUID)).scalars()
-        assert ann.SOPInstanceUID in set(kept)
+        assert {ann.SOPInstanceUID, after.SOPInstanceUID} <= set(kept)
+        changes = s.execute(
+            select(AuditEvent.action).where(
+                AuditEvent.actor == "patho",
+                AuditEvent.outcome == "success",
+                AuditEvent.action == "create:slide",
+            )
+        ).scalars()
+        assert len(list(changes)) == 3 + 3  # three annotations added, three deleted: each change audited
 
 
 @sqlite_only
@@ -250,6 +261,8 @@ def test_bad_annotations_are_refused_with_their_reason_and_nothing_is_stored(lab
         assert c.post("/api/slides/nope/annotations", json=feature("Point", [1, 1])).status_code == 404
     with lab.runtime.db.sessions() as s:
         assert s.execute(select(SlideAnnotation)).first() is None
+        # A refused body is no change: nothing is audited as one.
+        assert s.execute(select(AuditEvent).where(AuditEvent.action == "create:slide")).first() is None
 
 
 @sqlite_only

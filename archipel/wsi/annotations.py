@@ -178,6 +178,13 @@ def remove(db: Database, slide_id: str, annotation_id: str, who: str) -> bool:
     return True
 
 
+def is_live(db: Database, slide_id: str, annotation_id: str) -> bool:
+    """Whether ``annotation_id`` is an annotation of ``slide_id`` that is not deleted."""
+    with db.sessions() as s:
+        row = s.get(SlideAnnotation, annotation_id)
+        return row is not None and row.slide_id == slide_id and row.deleted_at is None
+
+
 def _mark_pending(s: Any, slide_id: str) -> None:
     state = s.get(SlideAnnotationSet, slide_id)
     if state is None:

@@ -1,7 +1,8 @@
 """The annotations API: a slide's annotations as GeoJSON (level-0 pixels), and their DICOM instance.
 
 Reading them is a read of the slide (audited as a patient-record read). Adding or deleting one needs both read
-access to the slide and the right to add patient data (a new DICOM instance), audited as a creation.
+access to the slide and the right to add patient data (a new DICOM instance); a refusal is audited, and so is each
+change once its input is found valid (a refused body or an unknown annotation changes nothing and is no change).
 """
 
 from __future__ import annotations
@@ -57,19 +58,24 @@ def _read(rt: Runtime, principal: Principal, slide: Slide, request: Request, wha
     )
 
 
-def _may_change(rt: Runtime, principal: Principal, slide: Slide, request: Request) -> None:
-    """Refuse (audited) unless the principal may read the slide and add patient data; audit the change."""
+def _check_change(
+    rt: Runtime, principal: Principal, slide: Slide, request: Request
+) -> tuple[access.Resource, access.Facts]:
+    """Refuse (audited, 403) unless the principal may read the slide and add patient data to it."""
     resource, facts = access_facts.load(rt.db, principal, _resource(slide, "/annotations"))
-    if not access.allow(principal, access.READ, resource, facts).allowed:
-        guard(
-            rt,
-            principal,
-            access.READ,
-            resource,
-            event_type=audit.PATIENT_RECORD,
-            request=request,
-            facts=facts,
-        )
+    for action in (access.READ, access.CREATE):
+        if not access.allow(principal, action, resource, facts).allowed:
+            guard(
+                rt, principal, action, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts
+            )
+    return resource, facts
+
+
+def _audit_change(
+    rt: Runtime, principal: Principal, checked: tuple[access.Resource, access.Facts], request: Request
+) -> None:
+    """Record the change about to be made (after its input was found valid, so a refused body is no change)."""
+    resource, facts = checked
     guard(
         rt, principal, access.CREATE, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts
     )
@@ -114,7 +120,7 @@ async def add_annotation(
     for a geometry that is not a Point, LineString or one-ring Polygon, a position outside the slide, or a
     missing or too long label. Writes the slide's new DICOM annotation instance when the slide is converted."""
     slide = load_slide(rt, slide_id)
-    await anyio.to_thread.run_sync(lambda: _may_change(rt, principal, slide, request))
+    checked = await anyio.to_thread.run_sync(lambda: _check_change(rt, principal, slide, request))
     feature = await _feature(request)
     pyramid = await anyio.to_thread.run_sync(lambda: open_pyramid(rt, slide_id))
     size = pyramid.levels[0].size
@@ -122,6 +128,7 @@ async def add_annotation(
         new = store.validate_feature(feature, size.width, size.height)
     except InvalidAnnotation as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    await anyio.to_thread.run_sync(lambda: _audit_change(rt, principal, checked, request))
     row = store.add(rt.db, slide_id, new, principal.subject)
     await anyio.to_thread.run_sync(lambda: annotation_dicom.write_pending(rt, slide_id))
     log.info("event=annotation_added slide=%s annotation=%s type=%s", slide_id, row.id, row.geometry_type)
@@ -134,8 +141,11 @@ def delete_annotation(
 ) -> dict[str, Any]:
     """Delete an annotation of the slide; its earlier DICOM instances keep it (a new one is written without)."""
     slide = load_slide(rt, slide_id)
-    _may_change(rt, principal, slide, request)
-    if not store.remove(rt.db, slide_id, annotation_id, principal.subject):
+    checked = _check_change(rt, principal, slide, request)
+    if not store.is_live(rt.db, slide_id, annotation_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"slide {slide_id} has no annotation {annotation_id}")
+    _audit_change(rt, principal, checked, request)
+    if not store.remove(rt.db, slide_id, annotation_id, principal.subject):  # deleted meanwhile by another
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"slide {slide_id} has no annotation {annotation_id}")
     annotation_dicom.write_pending(rt, slide_id)
     log.info("event=annotation_deleted slide=%s annotation=%s", slide_id, annotation_id)
