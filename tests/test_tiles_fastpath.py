@@ -22,6 +22,8 @@ from archipel.platform.audit import AuditEvent
 from archipel.platform.runtime import Runtime
 from archipel.tiles import api as tiles_api
 from archipel.tiles import signed
+from archipel.tiles.export import ExportRefused, export_slide
+from archipel.wsi import tile_source
 from archipel.wsi.intake import SlideMetadata
 from archipel.wsi.slides import hash_file, register_slide
 from archipel.wsi.synthetic import write_svs
@@ -182,7 +184,8 @@ def test_nginx_serves_the_exported_tiles_to_a_signed_url_only_and_refuses_forged
     assert [e.object for e in exports] == [f"slide:{slide.slide_id}"] and exports[
         0
     ].patient == f"{SITE}/FAST0001"
-    locations = archipel_cmd("tiles", "nginx-config", data=data, env=env).stdout
+    # What ``archipel tiles nginx-config`` prints (it only adds the settings to this call).
+    locations = signed.nginx_location("/static-tiles", KEY, data / "tile-exports")
 
     patho = _token(http, make_account(runtime, "patho", "pathologist", SITE))
     urls = http.get(f"/tiles/{slide.slide_id}/signed-url", headers=patho).json()
@@ -218,6 +221,36 @@ def test_nginx_serves_the_exported_tiles_to_a_signed_url_only_and_refuses_forged
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+    # An export of another pyramid than the one serving the slide now is not signed.
+    (data / "tile-exports" / f"{slide.slide_id}.version").write_text("d-an-older-conversion\n")
+    stale = http.get(f"/tiles/{slide.slide_id}/signed-url", headers=patho)
+    assert stale.status_code == 409 and "d-an-older-conversion" in stale.json()["detail"]
+
+
+@sqlite_only
+def test_a_slide_still_converting_is_not_exported(runtime: Runtime, tmp_path: Path) -> None:
+    ensure_master(runtime.db, SITE, "FAST0002", "FASTPATH", "19700101")
+    path = write_svs(tmp_path / "busy.svs", 600, 500, tile=256, seed=5)
+    sha, size = hash_file(path)
+    meta = SlideMetadata(patient_id="FAST0002", issuer=SITE, accession="FACC2", stain="HE")
+    reg = register_slide(
+        runtime,
+        path,
+        sha,
+        size,
+        meta,
+        filename="busy.svs",
+        origin="upload",
+        created_by="p",
+        role="pathologist",
+    )
+    tile_source.install()
+    with pytest.raises(ExportRefused, match="still being converted"):
+        export_slide(runtime, reg.slide_id)
+    with pytest.raises(ExportRefused, match="no slide"):
+        export_slide(runtime, "0" * 32)
+    assert not (runtime.settings.data_dir / "tile-exports" / f"{reg.slide_id}.dzi").exists()
 
 
 def test_the_nginx_block_refuses_a_key_or_prefix_that_would_break_its_syntax(tmp_path: Path) -> None:

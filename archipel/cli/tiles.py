@@ -13,9 +13,6 @@ from archipel.cli.common import DataOpt, app, configure_logging, console, out, s
 tiles_app = typer.Typer(help="Tile service: static export and the nginx fast path.", no_args_is_help=True)
 app.add_typer(tiles_app, name="tiles")
 
-#: Who the audit trail names for an export run from the command line (an operator on the data dir).
-EXPORTER = "tiles-export"
-
 
 @tiles_app.command("export")
 def export_cmd(
@@ -27,55 +24,23 @@ def export_cmd(
 ) -> None:
     """Write a converted slide's Deep Zoom tiles (the bytes /tiles sends) for nginx to serve; audited as an
     export. A slide still converting is refused: its tiles would change."""
-    from archipel.platform import audit
-    from archipel.platform.authn import Principal
-    from archipel.tiles import signed
-    from archipel.tiles.export import export_deep_zoom, tile_count
-    from archipel.tiles.views import SlideUnavailable, resolver
+    from rich.progress import Progress
+
+    from archipel.tiles.export import ExportRefused, export_slide
     from archipel.wsi import tile_source
 
     rt = setup(data)
     configure_logging()
     tile_source.install()
-    if not signed.SLIDE_ID.match(slide_id):
-        console.print(f"[red]error:[/red] {slide_id!r} is not a slide id")
-        raise typer.Exit(2)
-    ref = resolver().describe(rt, slide_id)
-    if ref is None:
-        console.print(f"[red]error:[/red] no slide {slide_id}")
-        raise typer.Exit(2)
-    if not ref.final:
-        console.print(f"[red]error:[/red] slide {slide_id} is still being converted; export it once ready")
-        raise typer.Exit(2)
-    try:
-        pyramid = resolver().open(rt, ref)
-    except SlideUnavailable as exc:
-        console.print(f"[red]error:[/red] slide {slide_id}: {exc.reason}")
-        raise typer.Exit(2) from None
-    root = out_dir or signed.export_root(rt.settings.data_dir, rt.settings.tiles_export_dir)
-    who = Principal(subject=EXPORTER, role="system", kind="system")
-    from rich.progress import Progress
-
     try:
         with Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"slide {slide_id}", total=tile_count(pyramid))
-            summary = export_deep_zoom(pyramid, root, slide_id, lambda n: bar.update(task, completed=n))
-    finally:
-        close = getattr(pyramid, "close", None)
-        if close is not None:
-            close()
-    (root / f"{slide_id}{signed.VERSION_SUFFIX}").write_text(ref.version + "\n")
-    audit.record(
-        rt.db,
-        who,
-        audit.EXPORT,
-        "export:tiles",
-        patient=ref.resource.patient,
-        master=ref.resource.master,
-        obj=f"slide:{slide_id}",
-        purpose=audit.OPERATIONS,
-        detail=f"tiles={summary.tiles}",
-    )
+            task = bar.add_task(f"slide {slide_id}", total=None)
+            summary = export_slide(
+                rt, slide_id, out_dir, lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except ExportRefused as exc:
+        console.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(2) from None
     out.print(
         f"slide {slide_id}: {summary.tiles} tiles ({summary.passed_through} stored tiles unchanged), "
         f"{summary.bytes / 1e6:.1f} MB in {summary.seconds:.1f} s -> {summary.folder}"

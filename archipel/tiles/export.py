@@ -16,8 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from archipel.tiles import render
+from archipel.platform import audit
+from archipel.platform.authn import Principal
+from archipel.platform.runtime import Runtime
+from archipel.tiles import render, signed
 from archipel.tiles.pyramid import Pyramid
+from archipel.tiles.views import SlideUnavailable, resolver
 
 log = logging.getLogger("archipel.tiles")
 
@@ -39,14 +43,18 @@ def tile_count(pyramid: Pyramid) -> int:
     return sum(dz.grid(level).width * dz.grid(level).height for level in range(dz.max_level + 1))
 
 
+#: ``progress(done, total)``: tiles written so far, of how many.
+Progress = Callable[[int, int], None]
+
+
 def export_deep_zoom(
-    pyramid: Pyramid, root: Path, name: str, progress: Callable[[int], None] | None = None
+    pyramid: Pyramid, root: Path, name: str, progress: Progress | None = None
 ) -> ExportSummary:
     """Write ``root/{name}.dzi`` and every tile under ``root/{name}_files``, replacing a previous export of
-    ``name`` only once the new one is complete. ``progress`` is called with the number of tiles written so far
-    (every 256 tiles and at the end)."""
+    ``name`` only once the new one is complete. ``progress`` is called every 256 tiles and at the end."""
     started = time.perf_counter()
     dz = render.deep_zoom(pyramid)
+    total = tile_count(pyramid)
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -63,7 +71,7 @@ def export_deep_zoom(
                 stored += tile.passed_through
                 size += len(tile.data)
                 if progress is not None and tiles % 256 == 0:
-                    progress(tiles)
+                    progress(tiles, total)
     (staging / f"{name}.dzi").write_text(dz.xml())
     final_files, final_dzi = root / f"{name}_files", root / f"{name}.dzi"
     retired = root / f".{name}.old"
@@ -75,7 +83,7 @@ def export_deep_zoom(
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(retired, ignore_errors=True)
     if progress is not None:
-        progress(tiles)
+        progress(tiles, total)
     seconds = time.perf_counter() - started
     log.info(
         "event=tiles_exported slide=%s tiles=%d stored=%d bytes=%d seconds=%.1f",
@@ -86,3 +94,55 @@ def export_deep_zoom(
         seconds,
     )
     return ExportSummary(final_files, tiles, stored, size, seconds)
+
+
+#: Who the audit trail names for an export (an operator's command, or a job).
+EXPORTER = Principal(subject="tiles-export", role="system", kind="system")
+
+
+class ExportRefused(Exception):
+    """The slide cannot be exported now; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def export_slide(
+    rt: Runtime, slide_id: str, root: Path | None = None, progress: Progress | None = None
+) -> ExportSummary:
+    """Export the converted pyramid serving ``slide_id`` under ``root`` (default: the ``tiles_export_dir``
+    setting) with the version marker the signed URLs check, and audit it as an *Export*. Refused
+    (:class:`ExportRefused`) for an unknown slide, one still being converted (its tiles would change) or one that
+    cannot be read."""
+    if not signed.SLIDE_ID.match(slide_id):
+        raise ExportRefused(f"{slide_id!r} is not a slide id")
+    ref = resolver().describe(rt, slide_id)
+    if ref is None:
+        raise ExportRefused(f"no slide {slide_id}")
+    if not ref.final:
+        raise ExportRefused(f"slide {slide_id} is still being converted; export it once ready")
+    try:
+        pyramid = resolver().open(rt, ref)
+    except SlideUnavailable as exc:
+        raise ExportRefused(f"slide {slide_id}: {exc.reason}") from exc
+    folder = root or signed.export_root(rt.settings.data_dir, rt.settings.tiles_export_dir)
+    try:
+        summary = export_deep_zoom(pyramid, folder, slide_id, progress)
+    finally:
+        close = getattr(pyramid, "close", None)
+        if close is not None:
+            close()
+    (folder / f"{slide_id}{signed.VERSION_SUFFIX}").write_text(ref.version + "\n")
+    audit.record(
+        rt.db,
+        EXPORTER,
+        audit.EXPORT,
+        "export:tiles",
+        patient=ref.resource.patient,
+        master=ref.resource.master,
+        obj=f"slide:{slide_id}",
+        purpose=audit.OPERATIONS,
+        detail=f"tiles={summary.tiles}",
+    )
+    return summary
