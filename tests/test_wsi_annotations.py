@@ -129,8 +129,8 @@ def dciodvfy_errors(data: bytes, folder: Path) -> list[str]:
     return [line for line in lines if line.startswith("Error") and _DCIODVFY_FALSE_POSITIVE not in line]
 
 
-@sqlite_only
 def test_annotations_round_trip_and_each_change_is_a_new_dicom_instance(lab: Lab, tmp_path: Path) -> None:
+    # On SQLite, then PostgreSQL (the others run on SQLite only).
     slide_id = lab.slide("he.svs", "HE")
     with lab.client(pathologist()) as c:
         base = f"/api/slides/{slide_id}/annotations"
