@@ -85,7 +85,9 @@ def _settled(srv: ArchipelServer, slide_id: str, timeout: float = 120) -> dict[s
 
     def done() -> bool:
         state.update(_slide(srv, slide_id))
-        return state["status"] in ("ready", "failed")
+        # The job finishes its bookkeeping (annotations made meanwhile, its own state) after the slide is ready.
+        job_done = not state.get("job") or state["job"]["state"] in ("succeeded", "failed")
+        return state["status"] in ("ready", "failed") and job_done
 
     wait_until(done, timeout, f"slide {slide_id} to be converted")
     return state
