@@ -14,11 +14,16 @@ const pages: Record<string, string> = {
   "frozen-worklist": "frozen-worklist.html",
   "frozen-request": "frozen-request.html",
   "frozen-turnaround": "frozen-turnaround.html",
+  "mammo-reading": "mammo-reading.html",
+  "mammo-dashboard": "mammo-dashboard.html",
 };
 
 export default defineConfig({
   root: here,
   base: "/app/",
+  // Cornerstone3D's DICOM loader decodes in a module worker; its codecs are loaded when first needed.
+  worker: { format: "es" },
+  optimizeDeps: { exclude: ["@cornerstonejs/dicom-image-loader"] },
   build: {
     outDir: "dist",
     emptyOutDir: true,
@@ -30,6 +35,7 @@ export default defineConfig({
   server: {
     // `npm run dev` proxies the API to a local `archipel serve` (port 8000 by default).
     proxy: { "/api": "http://127.0.0.1:8000", "/tiles": "http://127.0.0.1:8000", "/iiif": "http://127.0.0.1:8000",
+      "/dicom-web": "http://127.0.0.1:8000",
       "/ws": { target: "ws://127.0.0.1:8000", ws: true } },
   },
 });

@@ -1,0 +1,303 @@
+"""The screening reading screen in headless Chromium against a real ``archipel serve``: the L2 reader of the
+French programme logs in, claims the first case of the worklist and finds the four views hung in their places
+(right breast on the left of the screen, left breast mirrored so that the chest walls face each other, the
+woman's prior beside them); marks a finding on the left CC view, sees the server refuse a positive breast
+without a finding with its reason, submits, and the read is recorded with the finding and its image
+coordinates; the next case, preloaded while the first was read, opens in under a second. The dashboard
+shows the programme's figures, trends and the CSV export.
+
+Each synthetic view is a flat grey "breast" of its own level (R-CC 300, L-CC 500, R-MLO 700, L-MLO 900 on a
+0-1200 window) on a dim background, with a bright chest-wall band along the stored right edge (the images say so
+in PatientOrientation: columns run toward posterior). On the screenshot each view cell must show its view's grey
+level (within 15 of 255), and the band on the side facing the middle of the screen.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from archipel.app import WEB_DIST
+from archipel.platform.db import Database
+from archipel.radiology.samples import SyntheticPatient, mammo_study, to_bytes
+from tests.access_support import ensure_master
+from tests.dicomweb_messages import stow_body
+from tests.support import ArchipelServer
+
+pytestmark = pytest.mark.e2e
+
+CENTRE, COORDINATION = "CENTRE-A", "CRCDC"
+ROWS, COLS, BAND = 320, 256, 32
+BACKGROUND, CHEST_WALL = 120, 1150
+LEVEL = {"R-CC": 300, "L-CC": 500, "R-MLO": 700, "L-MLO": 900}
+EXAM, PRIOR = "20261125", "20241120"
+TOLERANCE = 15.0
+
+
+def displayed(value: float) -> float:
+    """The grey level of a stored value on the 0-1200 linear window."""
+    return 255 * min(max(value / 1200, 0), 1)
+
+
+def paint(images: list[Any]) -> None:
+    """Give each view its own flat level and a chest-wall band at the stored right edge."""
+    for ds in images:
+        view = f"{ds.ImageLaterality}-{ds.ViewPosition}"
+        img = np.full((ROWS, COLS), BACKGROUND, dtype=np.uint16)
+        img[16 : ROWS - 16, 24 : COLS - BAND] = LEVEL[view]
+        img[:, COLS - BAND :] = CHEST_WALL
+        ds.Rows, ds.Columns = ROWS, COLS
+        ds.PixelData = img.tobytes()
+        ds.PatientOrientation = ["P", "F" if ds.ViewPosition == "MLO" else ds.ImageLaterality]
+        ds.WindowCenter, ds.WindowWidth = "600", "1200"
+
+
+@dataclass
+class Programme:
+    srv: ArchipelServer
+    episodes: list[int]
+    studies: list[list[Any]]
+    browser: Browser
+
+    def api(self, user: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method, self.srv.url + path, headers=self.srv.headers(user), timeout=60, **kwargs
+        )
+
+
+def _stow(p: ArchipelServer, images: list[Any]) -> None:
+    boundary = f"b-{uuid.uuid4().hex}"
+    r = httpx.post(
+        p.url + "/dicom-web/studies",
+        content=stow_body([to_bytes(ds) for ds in images], boundary),
+        headers={
+            **p.headers("radio-centre"),
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        },
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def programme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Programme]:
+    """The French programme with two women screened on one day (the first with a prior mammogram), each with
+    her L1 form read normal, so that both wait for L2."""
+    if not (WEB_DIST / "mammo-reading.html").exists():
+        pytest.fail("the web front end is not built: run `make web`")
+    root = tmp_path_factory.mktemp("web-mammo")
+    srv = ArchipelServer(root / "data")
+    srv.data.mkdir(parents=True)
+    srv.add_user("admin-depistage", "admin")
+    srv.add_user("radio-centre", "radiologist", CENTRE)
+    srv.add_user("lecteur-deux", "screening-reader", COORDINATION)
+    srv.start()
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is needed (make system)"
+    try:
+        admin = {"headers": srv.headers("admin-depistage"), "timeout": 30}
+        r = httpx.post(
+            srv.url + "/api/mammo/programmes", json={"code": "fr", "protocol": "fr-depistage"}, **admin
+        )
+        assert r.status_code == 201, r.text
+        for reader, q in (("radio-centre", "l1"), ("lecteur-deux", "l2")):
+            r = httpx.post(
+                srv.url + "/api/mammo/programmes/fr/readers",
+                json={"reader": reader, "qualification": q},
+                **admin,
+            )
+            assert r.status_code == 201, r.text
+        db = Database(f"sqlite:///{(srv.data / 'index.sqlite').resolve()}")
+        episodes, studies = [], []
+        for n in (1, 2):
+            woman = SyntheticPatient(f"MGW{n:03d}", f"TESTWEB^N{n}", "19600101", "F", issuer=CENTRE)
+            ensure_master(db, CENTRE, woman.patient_id, f"WEBMAMMO{n}", "19600101")
+            if n == 1:
+                _stow(srv, mammo_study(woman, study_date=PRIOR, accession=f"PRIOR{n}", key=f"web-prior-{n}"))
+            images = mammo_study(woman, study_date=EXAM, accession=f"EXAM{n}", key=f"web-exam-{n}")
+            paint(images)
+            _stow(srv, images)
+            studies.append(images)
+            form = {
+                "programme": "fr", "issuer": CENTRE, "patient_id": woman.patient_id, "site": CENTRE,
+                "round": "subsequent", "screen_date": f"{EXAM[:4]}-{EXAM[4:6]}-{EXAM[6:]}",
+                "study_uid": str(images[0].StudyInstanceUID), "history": "no family history",
+                "clinical_exam": "normal",
+                "read": {"right": {"assessment": 1}, "left": {"assessment": 1}, "density": "b"},
+            }  # fmt: skip
+            r = httpx.post(srv.url + "/api/mammo/l1-forms", json=form, headers=srv.headers("radio-centre"))
+            assert r.status_code == 201, r.text
+            assert [t["role"] for t in r.json()["tasks"]] == ["l2"], r.json()
+            episodes.append(int(r.json()["id"]))
+        db.dispose()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=executable,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            yield Programme(srv, episodes, studies, browser)
+            browser.close()
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def reader(programme: Programme) -> Iterator[BrowserContext]:
+    """A browser logged in as the L2 reader through the login page (one TOTP code for the module)."""
+    ctx = programme.browser.new_context(viewport={"width": 1280, "height": 820}, device_scale_factor=1)
+    page = ctx.new_page()
+    url = programme.srv.url + "/app/mammo-reading.html"
+    page.goto(url)
+    page.wait_for_url("**/app/login.html?next=*")
+    page.fill("#username", "lecteur-deux")
+    page.fill("#password", programme.srv._passwords["lecteur-deux"])
+    page.fill("#totp", programme.srv.totp_code("lecteur-deux"))
+    page.click("#login-submit")
+    page.wait_for_url(url)
+    page.close()
+    yield ctx
+    ctx.close()
+
+
+def open_page(ctx: BrowserContext, url: str) -> Page:
+    page = ctx.new_page()
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    return page
+
+
+def cell(shot: np.ndarray, page: Page, view: str) -> np.ndarray:
+    box = page.locator(f'.view-cell[data-view="{view}"] .view-element').bounding_box()
+    assert box is not None
+    x, y = round(box["x"]), round(box["y"])
+    return shot[y : y + int(box["height"]), x : x + int(box["width"])]
+
+
+def image_box(grey: np.ndarray) -> tuple[int, int, int, int]:
+    """Where the image lies in its cell: the bounding box of everything brighter than the black letterbox."""
+    ys, xs = np.nonzero(grey > displayed(BACKGROUND) / 2)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens_at_once(
+    programme: Programme, reader: BrowserContext
+) -> None:
+    p = programme
+    page = open_page(reader, p.srv.url + "/app/mammo-reading.html")
+    page.click("#claim-next")
+    page.wait_for_selector(f"body[data-case='{p.episodes[0]}']", timeout=30_000)
+
+    # The four views hang in their places, the prior's beside them.
+    hung = page.evaluate("archipelMammo.hung()")
+    sops = {f"{ds.ImageLaterality}-{ds.ViewPosition}": str(ds.SOPInstanceUID) for ds in p.studies[0]}
+    assert {v: hung[v]["sop"] for v in LEVEL} == sops
+    assert {f"prior:{v}" for v in LEVEL} <= set(hung)
+    assert page.locator("#prior-title").inner_text().startswith("Prior 2024")
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("L")).astype(np.float32)
+    boxes = {v: page.locator(f'.view-cell[data-view="{v}"]').bounding_box() for v in LEVEL}
+    assert all(b is not None for b in boxes.values())
+    xs = {v: b["x"] for v, b in boxes.items() if b}
+    ys = {v: b["y"] for v, b in boxes.items() if b}
+    assert xs["R-CC"] < xs["L-CC"] and xs["R-MLO"] < xs["L-MLO"]  # right breast on the left of the screen
+    assert ys["R-CC"] < ys["R-MLO"] and ys["L-CC"] < ys["L-MLO"]  # CC above MLO
+    for view, level in LEVEL.items():
+        grey = cell(shot, page, view)
+        left, top, right, bottom = image_box(grey)
+        inner = grey[top + 4 : bottom - 4, left + 4 : right - 4]
+        tissue = inner[(inner > displayed(BACKGROUND) + 15) & (inner < displayed(CHEST_WALL) - 15)]
+        assert abs(float(np.median(tissue)) - displayed(level)) < TOLERANCE, view
+        band_x = float(np.nonzero(inner > displayed(CHEST_WALL) - 15)[1].mean())
+        middle = inner.shape[1] / 2
+        # The chest wall faces the middle of the screen: right edge of a right view, left edge of a left view.
+        if view.startswith("R"):
+            assert band_x > middle * 1.6, (view, band_x, middle)
+        else:
+            assert band_x < middle * 0.4, (view, band_x, middle)
+
+    # A positive left breast without a finding: the server's reason is shown, nothing is recorded.
+    page.select_option("#left-assessment", "4")
+    page.click("#submit-read")
+    page.wait_for_function("document.querySelector('#read-error').textContent.length > 0")
+    assert "left breast is positive (ACR 4) but has no finding" in page.locator("#read-error").inner_text()
+
+    # Mark the finding on the left CC view at image point (100, 160): a mirrored view, so the point is placed
+    # from the right edge of the image as it lies on the screen.
+    page.click("[data-tool=mark]")
+    grey = cell(shot, page, "L-CC")
+    left, top, right, bottom = image_box(grey)
+    scale = (right - left) / COLS
+    box = page.locator('.view-cell[data-view="L-CC"] .view-element').bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + right - (100 + 0.5) * scale, box["y"] + top + (160 + 0.5) * scale)
+    page.wait_for_selector("#findings li.finding")
+    page.select_option("#findings li.finding .quadrant", "UOQ")
+    page.select_option("#findings li.finding .suspicion", "4")
+    page.fill("#further-tests", "ultrasound")
+    page.click("#submit-read")
+    page.wait_for_selector(f"body[data-submitted='{p.episodes[0]}']", timeout=15_000)
+
+    # The read is recorded with its finding and the image coordinates on the left CC image.
+    ep = p.api("lecteur-deux", "GET", f"/api/mammo/episodes/{p.episodes[0]}").json()
+    l2 = next(r for r in ep["readings"] if r["role"] == "l2")
+    read = p.api("lecteur-deux", "GET", f"/api/mammo/episodes/{p.episodes[0]}/readings/{l2['id']}").json()
+    assert read["reader"] == "lecteur-deux" and read["left"]["assessment"] == 4
+    (finding,) = read["findings"]
+    assert finding["type"] == "mass" and finding["laterality"] == "L" and finding["quadrant"] == "UOQ"
+    (mark,) = finding["views"]
+    assert mark["view"] == "L-CC" and mark["sop_uid"] == sops["L-CC"]
+    assert abs(mark["x"] - 100) < 3 and abs(mark["y"] - 160) < 3, mark
+
+    # The next case was claimed and fetched while the first was read: it opens in under a second.
+    page.wait_for_selector(f"body[data-case='{p.episodes[1]}']", timeout=15_000)
+    opened = page.evaluate("archipelMammo.lastOpen")
+    assert opened["episode"] == p.episodes[1] and opened["preloaded"], opened
+    assert opened["ms"] < 1000, opened
+    page.close()
+
+
+def test_the_dashboard_shows_the_programmes_figures_trends_and_csv(
+    programme: Programme, reader: BrowserContext
+) -> None:
+    p = programme
+    # The second woman read normal by API and both decided (whatever the reading screen did before).
+    second = next(
+        t
+        for t in p.api("lecteur-deux", "GET", "/api/mammo/worklist").json()
+        if t["episode_id"] == p.episodes[1]
+    )
+    if not second["claimed"]:
+        assert p.api("lecteur-deux", "POST", f"/api/mammo/tasks/{second['task_id']}/claim").status_code == 200
+    normal = {"right": {"assessment": 1}, "left": {"assessment": 2}, "density": "b"}
+    r = p.api("lecteur-deux", "POST", f"/api/mammo/tasks/{second['task_id']}/reading", json=normal)
+    assert r.status_code == 201, r.text
+    for episode in p.episodes:
+        p.api("lecteur-deux", "POST", f"/api/mammo/episodes/{episode}/decision")
+    figures = p.api("lecteur-deux", "GET", "/api/mammo/metrics?programme=fr").json()
+    assert figures["screened"] >= 1
+
+    page = open_page(reader, p.srv.url + "/app/mammo-dashboard.html?programme=fr")
+    tile = lambda name: page.locator(f'.tile[data-metric="{name}"] .value').inner_text()  # noqa: E731
+    assert tile("screened") == str(figures["screened"])
+    assert tile("recall rate") == f"{figures['recall_rate'] * 100:.1f} %"
+    assert tile("CTI rate") == f"{figures['cti_rate'] * 100:.1f} %"
+    plots = page.locator("figure.plot").evaluate_all("fs => fs.map(f => f.dataset.plot)")
+    assert "Recall rate" in plots and "Cancer detection rate" in plots and "Delays (median, days)" in plots
+    assert any(name.startswith("Recall rate: lecteur-deux against the programme") for name in plots)
+    # One quarter, one point per series on the trend.
+    assert page.locator('figure[data-plot="CTI rate"] circle').count() == 1
+    assert page.locator("#readers tr").first.locator("td").first.inner_text() == "lecteur-deux"
+    href = page.get_attribute("#csv", "href")
+    assert href and "format=csv" in href
+    csv_text = page.evaluate("href => fetch(href).then(r => r.text())", href)
+    assert f"programme,,screened,{figures['screened']}" in csv_text
+    page.close()

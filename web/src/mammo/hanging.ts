@@ -1,0 +1,303 @@
+// The hanging protocol on Cornerstone3D: one stack viewport per view (the current study's four, and the prior's
+// four beside them), the chest walls facing each other, the reading tools (zoom, pan, window/level, magnifier)
+// on one tool group, and the finding marks drawn over the images in image coordinates.
+
+import {
+  Enums,
+  RenderingEngine,
+  type Types,
+  init as coreInit,
+  utilities,
+} from "@cornerstonejs/core";
+import { init as loaderInit } from "@cornerstonejs/dicom-image-loader";
+import {
+  Enums as ToolEnums,
+  MagnifyTool,
+  PanTool,
+  ToolGroupManager,
+  WindowLevelTool,
+  ZoomTool,
+  addTool,
+  init as toolsInit,
+} from "@cornerstonejs/tools";
+import { type MammoImage, SCREENING_VIEWS, mirrored } from "./images";
+
+/** A reading tool of the primary mouse button; "mark" places a finding instead. */
+export type ToolName = "zoom" | "pan" | "window" | "magnify" | "mark";
+
+const TOOL_OF: Record<Exclude<ToolName, "mark">, string> = {
+  zoom: ZoomTool.toolName,
+  pan: PanTool.toolName,
+  window: WindowLevelTool.toolName,
+  magnify: MagnifyTool.toolName,
+};
+const ENGINE = "mammo-engine";
+const GROUP = "mammo-tools";
+
+/** A mark of a finding on one view, in image pixel coordinates (column x, row y). */
+export interface Mark {
+  label: string;
+  view: string;
+  x: number;
+  y: number;
+  selected: boolean;
+}
+
+/** Where a click on a view landed: the view, its SOP Instance UID and the image coordinates. */
+export interface ViewClick {
+  view: string;
+  sop: string;
+  x: number;
+  y: number;
+  shift: boolean;
+}
+
+let started: Promise<void> | null = null;
+
+/** Start Cornerstone3D, its DICOM loader (one decoding worker: a reading station has cores to spare for the
+ * page itself) and the tools, once per page. */
+export function startCornerstone(): Promise<void> {
+  started ??= (async () => {
+    coreInit();
+    loaderInit({ maxWebWorkers: 1 });
+    toolsInit();
+    for (const tool of [ZoomTool, PanTool, WindowLevelTool, MagnifyTool]) addTool(tool);
+  })();
+  return started;
+}
+
+interface Slot {
+  id: string; // viewport id, also the cell's data-view
+  view: string;
+  element: HTMLDivElement;
+  overlay: SVGSVGElement;
+  image: MammoImage | null;
+}
+
+/** The screen's viewports: current views in `current`, the prior's in `prior`, each cell named by its view. */
+export class Hanging {
+  private readonly engine: RenderingEngine;
+  private readonly slots = new Map<string, Slot>();
+  private tool: ToolName = "zoom";
+  private marks: Mark[] = [];
+  private rendered = new Set<string>();
+  private renderWaiters: (() => void)[] = [];
+
+  constructor(
+    current: HTMLElement,
+    prior: HTMLElement,
+    private readonly onClick: (click: ViewClick) => void,
+  ) {
+    this.engine = new RenderingEngine(ENGINE);
+    const inputs: Types.PublicViewportInput[] = [];
+    for (const [grid, prefix] of [
+      [current, ""],
+      [prior, "prior:"],
+    ] as const) {
+      for (const view of SCREENING_VIEWS) {
+        const cell = document.createElement("div");
+        cell.className = "view-cell";
+        cell.dataset.view = prefix + view;
+        const element = document.createElement("div");
+        element.className = "view-element";
+        element.oncontextmenu = (e) => e.preventDefault();
+        const overlay = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+        overlay.classList.add("marks");
+        const label = document.createElement("span");
+        label.className = "view-label";
+        label.textContent = (prefix ? "prior " : "") + view.replace("-", " ");
+        cell.append(element, overlay, label);
+        grid.append(cell);
+        const id = `vp-${prefix.replace(":", "-")}${view}`;
+        this.slots.set(prefix + view, { id, view, element, overlay, image: null });
+        inputs.push({ viewportId: id, type: Enums.ViewportType.STACK, element, defaultOptions: {} });
+        element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+          this.drawMarks(prefix + view);
+          this.rendered.add(prefix + view);
+          this.notifyRendered();
+        });
+        element.addEventListener(Enums.Events.CAMERA_MODIFIED, () => this.drawMarks(prefix + view));
+        if (!prefix) element.addEventListener("click", (e) => this.clicked(view, e));
+      }
+    }
+    this.engine.setViewports(inputs);
+    const group = ToolGroupManager.createToolGroup(GROUP);
+    if (!group) throw new Error("the tool group could not be created");
+    for (const name of Object.values(TOOL_OF)) group.addTool(name);
+    for (const slot of this.slots.values()) group.addViewport(slot.id, ENGINE);
+    this.setTool("zoom");
+    new ResizeObserver(() => this.engine.resize(true, true)).observe(current.parentElement ?? current);
+  }
+
+  /** Bind `name` to the primary mouse button; whatever it is, the middle button pans and the right one zooms. */
+  setTool(name: ToolName): void {
+    const group = ToolGroupManager.getToolGroup(GROUP);
+    if (!group) return;
+    const primary = [{ mouseButton: ToolEnums.MouseBindings.Primary }];
+    for (const [key, toolName] of Object.entries(TOOL_OF)) {
+      if (key === name) continue;
+      if (toolName === PanTool.toolName) {
+        group.setToolActive(toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }] });
+      } else if (toolName === ZoomTool.toolName) {
+        group.setToolActive(toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
+      } else {
+        group.setToolPassive(toolName);
+      }
+    }
+    if (name !== "mark") {
+      const extra =
+        name === "zoom"
+          ? [{ mouseButton: ToolEnums.MouseBindings.Secondary }]
+          : name === "pan"
+            ? [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }]
+            : [];
+      group.setToolActive(TOOL_OF[name], { bindings: [...primary, ...extra] });
+    }
+    this.tool = name;
+  }
+
+  get activeTool(): ToolName {
+    return this.tool;
+  }
+
+  /**
+   * Hang the images (current study's by view; the prior's, or none) and resolve once every hung view has
+   * rendered. Views without an image are left empty and named by `missing`.
+   */
+  async show(current: Map<string, MammoImage>, prior: Map<string, MammoImage> | null): Promise<string[]> {
+    this.rendered.clear();
+    const missing: string[] = [];
+    const waits: Promise<unknown>[] = [];
+    for (const [key, slot] of this.slots) {
+      const isPrior = key.startsWith("prior:");
+      const image = (isPrior ? prior : current)?.get(slot.view) ?? null;
+      slot.image = image;
+      slot.element.parentElement?.classList.toggle("empty", image === null);
+      if (image === null) {
+        if (!isPrior) missing.push(slot.view);
+        continue;
+      }
+      waits.push(this.hang(slot, image));
+    }
+    await Promise.all(waits);
+    const expected = [...this.slots.entries()].filter(([, s]) => s.image !== null).map(([k]) => k);
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (expected.every((k) => this.rendered.has(k))) resolve();
+        else this.renderWaiters.push(check);
+      };
+      check();
+    });
+    return missing;
+  }
+
+  private async hang(slot: Slot, image: MammoImage): Promise<void> {
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+    await viewport.setStack([image.imageId], 0);
+    viewport.resetCamera();
+    viewport.setCamera({ flipHorizontal: mirrored(image) });
+    if (image.window) {
+      const { center, width } = image.window;
+      viewport.setProperties({ voiRange: { lower: center - width / 2, upper: center + width / 2 } });
+    }
+    viewport.render();
+  }
+
+  private notifyRendered(): void {
+    const waiting = this.renderWaiters;
+    this.renderWaiters = [];
+    for (const w of waiting) w();
+  }
+
+  /** Back to the hanging's own zoom, position, window and orientation on every view. */
+  reset(): void {
+    for (const slot of this.slots.values()) {
+      if (!slot.image) continue;
+      const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+      viewport.resetCamera();
+      viewport.resetProperties();
+      viewport.setCamera({ flipHorizontal: mirrored(slot.image) });
+      if (slot.image.window) {
+        const { center, width } = slot.image.window;
+        viewport.setProperties({ voiRange: { lower: center - width / 2, upper: center + width / 2 } });
+      }
+      viewport.render();
+    }
+  }
+
+  /** Draw these finding marks (replacing the previous ones). */
+  setMarks(marks: Mark[]): void {
+    this.marks = marks;
+    for (const key of this.slots.keys()) this.drawMarks(key);
+  }
+
+  /** The page position of an image point of a current view (for tests and for scrolling a mark into view). */
+  pagePoint(view: string, x: number, y: number): [number, number] | null {
+    const slot = this.slots.get(view);
+    if (!slot?.image) return null;
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+    const world = utilities.imageToWorldCoords(slot.image.imageId, [x, y]);
+    if (!world) return null;
+    const [cx, cy] = viewport.worldToCanvas(world);
+    const box = slot.element.getBoundingClientRect();
+    return [box.left + cx, box.top + cy];
+  }
+
+  /** The image hung in each current view (view -> SOP Instance UID), and whether it is mirrored. */
+  hung(): Record<string, { sop: string; mirrored: boolean; columns: number; rows: number }> {
+    const out: Record<string, { sop: string; mirrored: boolean; columns: number; rows: number }> = {};
+    for (const [key, slot] of this.slots) {
+      if (!slot.image) continue;
+      const camera = (this.engine.getViewport(slot.id) as Types.IStackViewport).getCamera();
+      out[key] = {
+        sop: slot.image.sop,
+        mirrored: Boolean(camera.flipHorizontal),
+        columns: slot.image.columns,
+        rows: slot.image.rows,
+      };
+    }
+    return out;
+  }
+
+  private clicked(view: string, event: MouseEvent): void {
+    if (this.tool !== "mark") return;
+    const slot = this.slots.get(view);
+    if (!slot?.image) return;
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+    const box = slot.element.getBoundingClientRect();
+    const world = viewport.canvasToWorld([event.clientX - box.left, event.clientY - box.top]);
+    const [x, y] = utilities.worldToImageCoords(slot.image.imageId, world) ?? [Number.NaN, Number.NaN];
+    // A click outside the image is not a place on the breast.
+    if (!(x >= 0 && y >= 0 && x <= slot.image.columns && y <= slot.image.rows)) return;
+    this.onClick({ view, sop: slot.image.sop, x: round(x), y: round(y), shift: event.shiftKey });
+  }
+
+  private drawMarks(key: string): void {
+    const slot = this.slots.get(key);
+    if (!slot) return;
+    slot.overlay.replaceChildren();
+    if (!slot.image || key.startsWith("prior:")) return;
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport | undefined;
+    if (!viewport) return;
+    for (const mark of this.marks.filter((m) => m.view === key)) {
+      const world = utilities.imageToWorldCoords(slot.image.imageId, [mark.x, mark.y]);
+      if (!world) continue;
+      const [cx, cy] = viewport.worldToCanvas(world);
+      const ns = "http://www.w3.org/2000/svg";
+      const ring = document.createElementNS(ns, "circle");
+      ring.setAttribute("cx", String(cx));
+      ring.setAttribute("cy", String(cy));
+      ring.setAttribute("r", "9");
+      ring.setAttribute("class", mark.selected ? "mark selected" : "mark");
+      const label = document.createElementNS(ns, "text");
+      label.setAttribute("x", String(cx + 12));
+      label.setAttribute("y", String(cy - 10));
+      label.textContent = mark.label;
+      slot.overlay.append(ring, label);
+    }
+  }
+}
+
+function round(v: number): number {
+  return Math.round(v * 10) / 10;
+}

@@ -1,0 +1,330 @@
+// The screening reading screen: /app/mammo-reading.html
+// The reader's worklist (claim the next case), the case hung on Cornerstone3D viewports (4 views, the prior's
+// beside them), the reading tools, findings marked on the images and structured in the form, and the submit.
+// Blinding and refusals are the server's: its reason is shown as it is. While a case is read the next one is
+// claimed and its images fetched into the cache, so that it opens at once.
+
+import { type CurrentUser, getJson, requireUser, sendJson } from "../api";
+import { Hanging, type ToolName, startCornerstone } from "./hanging";
+import { type MammoImage, byView, preload, studyImages } from "./images";
+import { ReadForm } from "./read-form";
+import { reasonOf } from "./reasons";
+
+interface WorkItem {
+  task_id: number;
+  role: string;
+  claimed: boolean;
+  episode_id: number;
+  programme: string;
+  site: string;
+  round: string;
+  screen_date: string;
+  priority: number;
+  batch: string;
+}
+
+interface EpisodeView {
+  id: number;
+  programme: string;
+  protocol: string;
+  master_id: number | null;
+  site: string;
+  round: string;
+  screen_date: string;
+  studies: { study_uid: string; views: { sop: string; laterality: string; view: string }[]; flag: string }[];
+  readings: { id: number; role: string; reader: string; submitted_at: string }[];
+}
+
+interface ReadingView {
+  role: string;
+  reader: string;
+  right: { assessment: number | null; result: string | null };
+  left: { assessment: number | null; result: string | null };
+  density: string | null;
+  density_fr: number | null;
+  findings: unknown[];
+  form: Record<string, unknown>;
+}
+
+/** A case claimed and fetched, ready to hang. */
+interface Prepared {
+  item: WorkItem;
+  episode: EpisodeView;
+  current: Map<string, MammoImage>;
+  prior: Map<string, MammoImage> | null;
+  priorLabel: string;
+}
+
+function byId<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`the page has no #${id}`);
+  return found as T;
+}
+
+class ReadingScreen {
+  private readonly hanging: Hanging;
+  private readonly form: ReadForm;
+  private open: Prepared | null = null;
+  private next: Promise<Prepared | null> | null = null;
+  private nextTask = 0;
+  lastOpen: { episode: number; ms: number; preloaded: boolean } | null = null;
+
+  constructor(private readonly me: CurrentUser) {
+    this.form = new ReadForm((marks) => this.hanging.setMarks(marks));
+    this.hanging = new Hanging(byId("current-views"), byId("prior-views"), (click) => this.form.place(click));
+    for (const button of document.querySelectorAll<HTMLButtonElement>("[data-tool]")) {
+      button.onclick = () => this.tool(button.dataset.tool as ToolName);
+    }
+    byId("reset").onclick = () => this.hanging.reset();
+    byId("claim-next").onclick = () => void this.claimNext();
+    byId("role-filter").onchange = () => void this.refresh();
+    byId<HTMLFormElement>("read-form").onsubmit = (e) => {
+      e.preventDefault();
+      void this.submit();
+    };
+    byId("skip").onclick = () => void this.skip();
+    document.addEventListener("keydown", (e) => this.key(e));
+    this.tool("zoom");
+  }
+
+  private tool(name: ToolName): void {
+    this.hanging.setTool(name);
+    for (const b of document.querySelectorAll<HTMLButtonElement>("[data-tool]")) {
+      b.classList.toggle("active", b.dataset.tool === name);
+    }
+  }
+
+  private key(e: KeyboardEvent): void {
+    if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
+    const keys: Record<string, ToolName> = { z: "zoom", p: "pan", w: "window", g: "magnify", m: "mark" };
+    const name = keys[e.key.toLowerCase()];
+    if (name) this.tool(name);
+    else if (e.key.toLowerCase() === "r") this.hanging.reset();
+  }
+
+  async worklist(): Promise<WorkItem[]> {
+    const role = byId<HTMLSelectElement>("role-filter").value;
+    return getJson<WorkItem[]>(`/api/mammo/worklist${role ? `?role=${encodeURIComponent(role)}` : ""}`);
+  }
+
+  /** Show the worklist; returns it. */
+  async refresh(): Promise<WorkItem[]> {
+    byId("worklist-error").textContent = "";
+    try {
+      const items = await this.worklist();
+      byId("worklist-count").textContent = `(${items.length})`;
+      byId("worklist").replaceChildren(
+        ...items.map((w) => {
+          const li = document.createElement("li");
+          li.className = w.claimed ? "work claimed" : "work";
+          li.dataset.task = String(w.task_id);
+          li.textContent =
+            `${w.role} · ${w.programme} · ${w.screen_date} · ${w.round}` +
+            (w.batch ? ` · batch ${w.batch}` : "") +
+            (w.priority ? ` · priority ${w.priority}` : "") +
+            (w.claimed ? " · claimed by you" : "");
+          return li;
+        }),
+      );
+      return items;
+    } catch (error) {
+      byId("worklist-error").textContent = reasonOf(error);
+      return [];
+    }
+  }
+
+  /** Claim (unless already ours) and fetch a case: the episode, its images and its prior's, into the cache. */
+  private async prepare(item: WorkItem): Promise<Prepared> {
+    if (!item.claimed) await sendJson(`/api/mammo/tasks/${item.task_id}/claim`, {});
+    const episode = await getJson<EpisodeView>(`/api/mammo/episodes/${item.episode_id}`);
+    const study = episode.studies[episode.studies.length - 1];
+    if (!study) throw new Error(`episode ${episode.id} has no study`);
+    const views = new Map(study.views.map((v) => [v.sop, `${v.laterality}-${v.view}`]));
+    const current = byView(await studyImages(study.study_uid, views));
+    let prior: Map<string, MammoImage> | null = null;
+    let priorLabel = "";
+    const found = await this.priorStudy(episode, new Set(episode.studies.map((s) => s.study_uid)));
+    if (found) {
+      prior = byView(await studyImages(found.study_uid));
+      const d = found.study_date;
+      priorLabel = `Prior ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)} (${found.description || "mammography"})`;
+    }
+    await preload([...current.values(), ...(prior?.values() ?? [])]);
+    return { item: { ...item, claimed: true }, episode, current, prior, priorLabel };
+  }
+
+  /** The woman's most recent earlier mammogram, among the studies the reader may see (none when none). */
+  private async priorStudy(
+    episode: EpisodeView,
+    own: Set<string>,
+  ): Promise<{ study_uid: string; study_date: string; description: string } | null> {
+    if (episode.master_id === null) return null;
+    try {
+      const { studies } = await getJson<{
+        studies: { study_uid: string; study_date: string; description: string; modalities: string[] }[];
+      }>(`/api/patients/${episode.master_id}/studies`);
+      const day = episode.screen_date.replaceAll("-", "");
+      return (
+        studies.find((s) => !own.has(s.study_uid) && s.modalities.includes("MG") && s.study_date < day) ?? null
+      );
+    } catch (error) {
+      // Priors the reader may not open are shown as such, not hidden.
+      byId("prior-title").textContent = `Priors: ${reasonOf(error)}`;
+      return null;
+    }
+  }
+
+  async claimNext(): Promise<void> {
+    const items = await this.refresh();
+    const item = items.find((w) => w.task_id !== this.open?.item.task_id);
+    if (!item) {
+      byId("screen-state").textContent = "No case to read.";
+      return;
+    }
+    await this.openCase(item);
+  }
+
+  /** Open a case: the prepared next one when it is this one, else claim and fetch it now. */
+  async openCase(item: WorkItem): Promise<void> {
+    const started = performance.now();
+    byId("read-error").textContent = "";
+    let prepared: Prepared | null = null;
+    const preloaded = this.next !== null && this.nextTask === item.task_id;
+    try {
+      prepared = preloaded && this.next ? await this.next : null;
+      prepared ??= await this.prepare(item);
+    } catch (error) {
+      byId("worklist-error").textContent = reasonOf(error);
+      await this.refresh();
+      return;
+    }
+    this.next = null;
+    this.open = prepared;
+    byId("prior-views").hidden = prepared.prior === null;
+    byId("hanging").classList.toggle("with-prior", prepared.prior !== null);
+    const missing = await this.hanging.show(prepared.current, prepared.prior);
+    const ms = Math.round(performance.now() - started);
+    this.lastOpen = { episode: prepared.episode.id, ms, preloaded: preloaded && prepared !== null };
+    byId("open-time").textContent = `opened in ${ms} ms`;
+    byId("prior-title").textContent = prepared.priorLabel;
+    byId("screen-state").textContent = missing.length ? `Missing views: ${missing.join(", ")}` : "";
+    this.showCase(prepared);
+    document.body.dataset.case = String(prepared.episode.id);
+    void this.otherReads(prepared.episode);
+    void this.prepareNext();
+  }
+
+  private showCase(p: Prepared): void {
+    const e = p.episode;
+    byId("case-panel").hidden = false;
+    byId("case-title").textContent = `Episode ${e.id} · ${p.item.role} read`;
+    byId("case-meta").textContent =
+      `${e.programme} (${e.protocol}) · ${e.site} · screened ${e.screen_date} · ${e.round} round`;
+    byId("read-done").textContent = "";
+    this.form.reset(e.protocol === "fr-depistage" && p.item.role === "l2");
+  }
+
+  /** The other reads of the case, as far as the protocol lets this reader see them. */
+  private async otherReads(episode: EpisodeView): Promise<void> {
+    const box = byId("other-reads");
+    box.replaceChildren();
+    for (const r of episode.readings.filter((x) => x.reader !== this.me.subject)) {
+      const p = document.createElement("p");
+      p.className = "other-read";
+      try {
+        const read = await getJson<ReadingView>(`/api/mammo/episodes/${episode.id}/readings/${r.id}`);
+        const form = Object.entries(read.form)
+          .filter(([, v]) => typeof v === "string" && v)
+          .map(([k, v]) => `${k.replaceAll("_", " ")}: ${String(v)}`);
+        p.textContent =
+          `${read.role.toUpperCase()} read: right ACR ${read.right.assessment ?? "—"}, left ACR ` +
+          `${read.left.assessment ?? "—"}, density ${read.density ?? "—"}` +
+          (read.density_fr ? ` (${read.density_fr})` : "") +
+          `, ${read.findings.length} finding(s)` +
+          (form.length ? ` · ${form.join(" · ")}` : "");
+      } catch (error) {
+        p.classList.add("refused");
+        p.textContent = `${r.role.toUpperCase()} read: ${reasonOf(error)}`;
+      }
+      box.append(p);
+    }
+  }
+
+  /** Claim the next case and fetch its images while this one is read. */
+  private async prepareNext(): Promise<void> {
+    const items = await this.worklist().catch(() => [] as WorkItem[]);
+    const item = items.find((w) => w.task_id !== this.open?.item.task_id);
+    if (!item) return;
+    this.nextTask = item.task_id;
+    this.next = this.prepare(item).catch(() => null);
+  }
+
+  private async submit(): Promise<void> {
+    const open = this.open;
+    if (!open) return;
+    byId("read-error").textContent = "";
+    const button = byId<HTMLButtonElement>("submit-read");
+    button.disabled = true;
+    try {
+      await sendJson(`/api/mammo/tasks/${open.item.task_id}/reading`, this.form.body());
+    } catch (error) {
+      byId("read-error").textContent = reasonOf(error);
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    byId("read-done").textContent = `The read of episode ${open.episode.id} is recorded.`;
+    document.body.dataset.submitted = String(open.episode.id);
+    await this.advance();
+  }
+
+  private async skip(): Promise<void> {
+    const open = this.open;
+    if (!open) return;
+    const reason = prompt("Why do you skip this case?");
+    if (!reason) return;
+    try {
+      await sendJson(`/api/mammo/tasks/${open.item.task_id}/skip`, { reason });
+    } catch (error) {
+      byId("read-error").textContent = reasonOf(error);
+      return;
+    }
+    await this.advance();
+  }
+
+  /** After a submit or a skip: the next case (preloaded when there is one), else the empty screen. */
+  private async advance(): Promise<void> {
+    const items = await this.refresh();
+    const item = items.find((w) => w.task_id !== this.open?.item.task_id);
+    if (item) await this.openCase(item);
+    else byId("screen-state").textContent = "The worklist is empty.";
+  }
+
+  /** What tests and the status bar read: which image hangs where, and where an image point is on the page. */
+  hung(): ReturnType<Hanging["hung"]> {
+    return this.hanging.hung();
+  }
+
+  pagePoint(view: string, x: number, y: number): [number, number] | null {
+    return this.hanging.pagePoint(view, x, y);
+  }
+
+  get preparing(): boolean {
+    return this.next !== null;
+  }
+
+  async nextReady(): Promise<boolean> {
+    return this.next !== null && (await this.next) !== null;
+  }
+}
+
+async function main(): Promise<void> {
+  const me = await requireUser();
+  await startCornerstone();
+  const screen = new ReadingScreen(me);
+  (window as unknown as { archipelMammo: ReadingScreen }).archipelMammo = screen;
+  await screen.refresh();
+  document.body.dataset.ready = "true";
+}
+
+void main();
