@@ -30,13 +30,22 @@ function showError(error: unknown): void {
 
 await requireUser();
 const params = new URLSearchParams(location.search);
-let info: SlideInfo = await loadSlideInfo(params.get("slide") ?? "");
+let info: SlideInfo;
+try {
+  info = await loadSlideInfo(params.get("slide") ?? "");
+} catch (error) {
+  // Not found, not allowed, unreadable: say why, and show nothing of the slide.
+  showError(error);
+  $("#slide-title").textContent = params.get("slide") ?? "";
+  throw error;
+}
 let features: AnnotationFeature[] = [];
 let pending: Drawn | null = null;
 let fieldStarted: number | null = null;
 
 const viewer = openSlideViewer($("#viewer"), info.slide_id, {
-  onOpened: (ms) => reportTiming("open_case", ms, info.slide_id),
+  // Opening the case counts from the page's navigation (log-in check and slide details included).
+  onOpened: () => reportTiming("open_case", performance.now(), info.slide_id),
 });
 const overlay = new ShapeOverlay(viewer);
 attachScaleBar(viewer, $("#scale-bar"), () => info.mpp);
