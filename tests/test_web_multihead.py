@@ -162,6 +162,15 @@ def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_han
         presenter.mouse.move(box["x"] + 400, box["y"] + 300)
         follower.wait_for_selector("#pointer:not([hidden])", timeout=5_000)
         assert follower.locator("#pointer .who").inner_text() == "presenter"
+        # Same region, same window size: the ring sits where the presenter's mouse is (to within 2 px).
+        follower.wait_for_function(
+            """() => {
+                const ring = document.querySelector('#pointer');
+                const near = (value, want) => Math.abs(parseFloat(value) - want) <= 2;
+                return near(ring.style.left, 400) && near(ring.style.top, 300);
+            }""",
+            timeout=5_000,
+        )
 
         # A follower cannot drive: their mouse does nothing to either view.
         held = _bounds(presenter)

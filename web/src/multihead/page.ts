@@ -101,15 +101,29 @@ function sendViewport(now = false): void {
   connection.send({ type: "viewport", slide_id: openSlide, center: view.center, zoom: view.zoom });
 }
 
+/** Send the pointer when in control: at most every 40 ms, and always its last position. */
 function trackPointer(v: OpenSeadragon.Viewer): void {
   let last = 0;
-  v.element.addEventListener("pointermove", (event) => {
+  let latest: [number, number] | null = null;
+  let pending: number | undefined;
+  const send = (): void => {
     const item = v.world.getItemAt(0);
-    if (!inControl() || !item || performance.now() - last < SEND_EVERY_MS) return;
+    if (!inControl() || !item || latest === null) return;
     last = performance.now();
-    const box = v.element.getBoundingClientRect();
-    const p = item.viewerElementToImageCoordinates(new OpenSeadragon.Point(event.clientX - box.left, event.clientY - box.top));
+    const p = item.viewerElementToImageCoordinates(new OpenSeadragon.Point(latest[0], latest[1]));
     connection.send({ type: "pointer", x: p.x, y: p.y, slide_id: openSlide });
+  };
+  v.element.addEventListener("pointermove", (event) => {
+    const box = v.element.getBoundingClientRect();
+    latest = [event.clientX - box.left, event.clientY - box.top];
+    const wait = SEND_EVERY_MS - (performance.now() - last);
+    if (wait <= 0) send();
+    else if (pending === undefined) {
+      pending = window.setTimeout(() => {
+        pending = undefined;
+        send();
+      }, wait);
+    }
   });
 }
 
