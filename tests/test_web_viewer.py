@@ -34,6 +34,9 @@ SITE = "SITE-A"
 WIDTH, HEIGHT, SEED, MPP = 2000, 1500, 3, 0.5
 VIEWPORT = {"width": 1100, "height": 760}
 TOLERANCE = 12.0
+#: Limits of the browser waits (ms); each ends as soon as its condition holds, the limits allow for a loaded
+#: 2-core machine.
+PAGE_READY, SETTLED = 45_000, 30_000
 
 
 def _upload(srv: ArchipelServer, path: Path, stain: str) -> str:
@@ -116,14 +119,14 @@ def wait_converted(srv: ArchipelServer, slide_id: str) -> None:
 def open_viewer(ctx: BrowserContext, url: str) -> Page:
     page = ctx.new_page()
     page.goto(url)
-    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    page.wait_for_selector("body[data-ready=true]", timeout=PAGE_READY)
     page.evaluate("archipel.fullyLoaded()")
     return page
 
 
 def settle(page: Page) -> None:
     """Wait until the viewer stopped moving and drew every tile of the view."""
-    page.wait_for_function("archipel.isSettled()", timeout=10_000)
+    page.wait_for_function("archipel.isSettled()", timeout=SETTLED)
 
 
 def test_the_pathologist_goes_to_20x_and_the_screen_shows_the_slides_own_pixels(
@@ -134,7 +137,7 @@ def test_the_pathologist_goes_to_20x_and_the_screen_shows_the_slides_own_pixels(
     page = open_viewer(context, f"{srv.url}/app/viewer.html?slide={slides[0]}")
     page.keyboard.press("4")  # the fourth preset: 20x
     # 20x is 0.5 µm per screen pixel: on a 0.5 µm/px slide, one screen pixel per level-0 pixel.
-    page.wait_for_function("Math.abs(archipel.imageViewport().zoom - 1) < 0.002", timeout=10_000)
+    page.wait_for_function("Math.abs(archipel.imageViewport().zoom - 1) < 0.002", timeout=SETTLED)
     settle(page)
     assert page.locator("#scale-bar .magnification").inner_text() == "20.0\u00d7"
     assert page.locator("#scale-bar .scale-bar-text").inner_text() == "50 µm"
@@ -218,10 +221,10 @@ def test_a_labelled_polygon_is_saved_shown_again_after_a_reload_and_deleted(
     assert np.allclose(np.array(ring[:-1]), np.array(clicked_in_image), atol=0.5)
 
     page.reload()
-    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    page.wait_for_selector("body[data-ready=true]", timeout=PAGE_READY)
     settle(page)
     shape = page.locator("svg.shape-overlay g.annotation[data-kind=Polygon]", has_text="invasive front")
-    shape.wait_for(timeout=10_000)
+    shape.wait_for(timeout=SETTLED)
     points = [
         tuple(float(v) for v in p.split(","))
         for p in shape.locator("polygon").get_attribute("points").split()  # type: ignore[union-attr]
