@@ -260,11 +260,14 @@ bindKeys({
   panned: () => {
     if (fieldStarted !== null) return;
     fieldStarted = performance.now();
-    viewer.addOnceHandler("animation-finish", () =>
-      whenFullyLoaded(viewer, () => {
-        if (fieldStarted !== null) reportTiming("next_field", performance.now() - fieldStarted, info.slide_id);
-        fieldStarted = null;
-      }),
+    // The jump is drawn on the next frame; only then does the image know which tiles it lacks.
+    viewer.addOnceHandler("update-viewport", () =>
+      requestAnimationFrame(() =>
+        whenFullyLoaded(viewer, () => {
+          if (fieldStarted !== null) reportTiming("next_field", performance.now() - fieldStarted, info.slide_id);
+          fieldStarted = null;
+        }),
+      ),
     );
   },
 });

@@ -1,4 +1,4 @@
-// Keyboard navigation: arrows pan (a quarter of the view), + and - zoom, 1-5 the magnification presets,
+// Keyboard navigation: arrows jump a quarter of the view, + and - zoom, 1-5 the magnification presets,
 // n and p the next and previous slide of the case, Enter finishes a shape, Escape drops the tool.
 import OpenSeadragon from "openseadragon";
 
@@ -33,7 +33,8 @@ export function bindKeys(actions: KeyActions): void {
     const key = event.key;
     if (key in pan) {
       const [dx, dy] = pan[key];
-      viewer.viewport.panBy(new OpenSeadragon.Point(dx, dy));
+      // A jump, not a glide: the next field of view is there at once (its tiles follow).
+      viewer.viewport.panBy(new OpenSeadragon.Point(dx, dy), true);
       actions.panned();
     } else if (key === "+" || key === "=") {
       viewer.viewport.zoomBy(1.5);
