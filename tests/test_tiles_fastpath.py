@@ -30,7 +30,7 @@ from archipel.wsi.synthetic import write_svs
 from archipel.wsi.tasks import convert_job
 from tests.access_support import ensure_master
 from tests.auth_helpers import Account, bearer, login, make_account
-from tests.support import archipel_cmd, free_port, wait_until
+from tests.support import ArchipelServer, archipel_cmd, free_port, wait_until
 
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -261,3 +261,29 @@ def test_the_nginx_block_refuses_a_key_or_prefix_that_would_break_its_syntax(tmp
     with pytest.raises(ValueError, match="cannot be signed"):
         signed.sign("/static-tiles", KEY, "../etc", 1)
     assert os.fspath(tmp_path) in signed.nginx_location("/static-tiles", KEY, tmp_path)
+
+
+def _children(pid: int) -> list[str]:
+    found: list[str] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                found.append(Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                continue  # ended meanwhile
+    return found
+
+
+def test_serve_with_two_http_workers_answers_from_two_processes_on_one_port(tmp_path: Path) -> None:
+    srv = ArchipelServer(tmp_path / "data", env={"ARCHIPEL_HTTP_WORKERS": "2"})
+    srv.start()
+    try:
+        assert srv.proc is not None
+        assert httpx.get(srv.url + "/healthz").status_code == 200
+        # uvicorn's supervisor is the serve process; its HTTP workers are spawned children (beside the job workers).
+        wait_until(
+            lambda: sum("spawn_main" in c for c in _children(srv.proc.pid)) == 2, 60, "two HTTP workers"
+        )
+        assert httpx.get(srv.url + "/tiles/nosuchslide.dzi").status_code == 401
+    finally:
+        srv.stop()
