@@ -5,9 +5,11 @@ the label, overview and thumbnail images."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydicom.uid import MicroscopyBulkSimpleAnnotationsStorage
 from sqlalchemy import select
 
 from archipel.app import create_app
@@ -28,6 +31,8 @@ from archipel.platform.http import current_principal
 from archipel.platform.runtime import Runtime
 from archipel.radiology.models import Instance
 from archipel.tiles import api as tiles_api
+from archipel.wsi import annotation_dicom
+from archipel.wsi import annotations as store
 from archipel.wsi.annotations import SlideAnnotation
 from archipel.wsi.intake import SlideMetadata
 from archipel.wsi.models import READY, Slide
@@ -221,6 +226,35 @@ def test_a_slide_still_converting_is_annotated_and_gets_its_dicom_instance_once_
         assert listed["dicom"]["pending"] is False and listed["dicom"]["sop_uid"]
         ann = read_ann(c.get(f"/api/slides/{slide_id}/annotations.dcm").content)
         assert [g.label for g in ann.get_annotation_groups()] == ["look here"]
+
+
+def test_writers_in_several_processes_never_take_one_instance_number_and_the_last_set_wins(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On SQLite, then PostgreSQL. Without the per-process lock, threads stand for `archipel api` processes.
+    slide_id = lab.slide("busy.svs", "HE")
+    monkeypatch.setattr(annotation_dicom, "_writing", contextlib.nullcontext())
+
+    def annotate_and_write(i: int) -> None:
+        new = store.validate_feature(feature("Point", [10 + i, 20], f"cell {i}"), WIDTH, HEIGHT)
+        store.add(lab.runtime.db, slide_id, new, "patho")
+        annotation_dicom.write_pending(lab.runtime, slide_id)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(annotate_and_write, range(12)))
+    state = store.annotation_set(lab.runtime.db, slide_id)
+    assert state is not None and not state.pending
+    with lab.runtime.db.sessions() as s:
+        numbers = list(
+            s.execute(
+                select(Instance.instance_number).where(
+                    Instance.sop_class_uid == MicroscopyBulkSimpleAnnotationsStorage
+                )
+            ).scalars()
+        )
+    assert len(numbers) == len(set(numbers)) and max(numbers) == state.version
+    current = read_ann(annotation_dicom.current_instance(lab.runtime, slide_id) or b"")
+    assert {g.label for g in current.get_annotation_groups()} == {f"cell {i}" for i in range(12)}
 
 
 BAD = [

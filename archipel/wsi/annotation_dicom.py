@@ -12,17 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from datetime import datetime
 from io import BytesIO
+from typing import Any, cast
 
 import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 
 from archipel import __version__
-from archipel.platform.db import utcnow
 from archipel.platform.runtime import Runtime
 from archipel.radiology.archive import Archive
 from archipel.radiology.models import Instance, Series
@@ -32,7 +34,8 @@ from archipel.wsi.models import READY, Slide
 
 log = logging.getLogger("archipel.wsi")
 
-#: One writer at a time per process, so that two changes never write the same instance number.
+#: One writer at a time per process (fewer wasted claims); across processes, instance numbers are claimed in the
+#: index (``_claim``).
 _writing = threading.Lock()
 _GRAPHIC = {POINT: hd.ann.GraphicTypeValues.POINT, LINE: hd.ann.GraphicTypeValues.POLYLINE}
 
@@ -102,52 +105,83 @@ def build(
     )
 
 
+def series_uid_of(slide_id: str) -> str:
+    """The UID of the slide's annotation series: derived from the slide, so every writer names the same one."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, 'archipel-annotation-series/' + slide_id).int}"
+
+
+def _claim(rt: Runtime, slide_id: str) -> tuple[int, datetime] | None:
+    """Reserve the next instance number of a pending set (compare-and-swap on ``version``, so that writers in
+    other processes never take the same number); returns it and the set's change time, or ``None``."""
+    with rt.db.write() as s:
+        state = s.get(SlideAnnotationSet, slide_id)
+        if state is None or not state.pending:
+            return None
+        number, changed = state.version + 1, state.updated_at
+        result = s.execute(
+            update(SlideAnnotationSet)
+            .where(SlideAnnotationSet.slide_id == slide_id, SlideAnnotationSet.version == state.version)
+            .values(version=number)
+        )
+        claimed = cast(CursorResult[Any], result).rowcount
+    return (number, changed) if claimed == 1 else None
+
+
+def _finish(rt: Runtime, slide_id: str, number: int, changed: datetime, sop_uid: str) -> bool:
+    """Make instance ``number`` the current one, unless a later number was claimed; it stays pending when the
+    set changed after it was read. Returns whether it is still pending."""
+    with rt.db.write() as s:
+        state = s.get(SlideAnnotationSet, slide_id)
+        if state is None or state.version != number:
+            return False  # a later writer took over; it read the set after this one
+        state.series_uid, state.sop_uid = series_uid_of(slide_id), sop_uid
+        state.pending = state.updated_at != changed
+        return state.pending
+
+
 def write_pending(rt: Runtime, slide_id: str) -> str | None:
     """Write the slide's current annotation set as a new instance when it changed and the slide is ready.
 
     Returns the new SOP Instance UID, or ``None`` when nothing was written (up to date, slide not converted,
-    or no live annotation left: the earlier instances stay, and the set has no current instance).
+    or no live annotation left: the earlier instances stay, and the set has no current instance). Safe across
+    processes: each instance number is claimed once, and a set changed while it was written is written again.
     """
+    written: str | None = None
     with _writing:
         with rt.db.sessions() as s:
             slide = s.get(Slide, slide_id)
-            state = s.get(SlideAnnotationSet, slide_id)
-        if slide is None or state is None or not state.pending:
+        if slide is None or slide.status != READY or not slide.series_uid:
             return None
-        if slide.status != READY or not slide.series_uid:
-            return None
-        rows = store.live(rt.db, slide_id)
-        if not rows:
-            with rt.db.write() as s:
-                fresh = s.get(SlideAnnotationSet, slide_id)
-                assert fresh is not None
-                fresh.sop_uid, fresh.pending, fresh.updated_at = "", False, utcnow()
-            return None
-        source = level0_image(rt, slide.series_uid)
-        if source is None:
-            log.warning("event=annotations_not_written slide=%s reason=no_level0_instance", slide_id)
-            return None
-        series_uid = state.series_uid or hd.UID()
-        sop_uid, number = hd.UID(), state.version + 1
-        ann = build(source, rows, series_uid, sop_uid, number)
-        buffer = BytesIO()
-        ann.save_as(buffer, enforce_file_format=True)
-        Archive(rt.db, rt.blobs, rt.settings.duplicate_policy).store(
-            buffer.getvalue(), default_issuer=slide.issuer
-        )
-        with rt.db.write() as s:
-            fresh = s.get(SlideAnnotationSet, slide_id)
-            assert fresh is not None
-            fresh.series_uid, fresh.sop_uid, fresh.version = series_uid, sop_uid, number
-            fresh.pending, fresh.updated_at = False, utcnow()
-        log.info(
-            "event=annotations_written slide=%s series=%s instance=%d annotations=%d",
-            slide_id,
-            series_uid,
-            number,
-            len(rows),
-        )
-        return str(sop_uid)
+        source: Dataset | None = None
+        while (claim := _claim(rt, slide_id)) is not None:
+            number, changed = claim
+            rows = store.live(rt.db, slide_id)  # read after the claim: includes every change before it
+            sop_uid = ""
+            if rows:
+                source = source or level0_image(rt, slide.series_uid)
+                if source is None:
+                    log.warning("event=annotations_not_written slide=%s reason=no_level0_instance", slide_id)
+                    return None
+                sop_uid = str(hd.UID())
+                buffer = BytesIO()
+                build(source, rows, series_uid_of(slide_id), sop_uid, number).save_as(
+                    buffer, enforce_file_format=True
+                )
+                Archive(rt.db, rt.blobs, rt.settings.duplicate_policy).store(
+                    buffer.getvalue(), default_issuer=slide.issuer
+                )
+                written = sop_uid
+            again = _finish(rt, slide_id, number, changed, sop_uid)
+            log.info(
+                "event=annotations_written slide=%s instance=%d annotations=%d again=%s",
+                slide_id,
+                number,
+                len(rows),
+                again,
+            )
+            if not again:
+                break
+    return written
 
 
 def current_instance(rt: Runtime, slide_id: str) -> bytes | None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, select
+from sqlalchemy import ForeignKey, Integer, String, Text, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from archipel.platform.db import Base, Database, UTCDateTime, utcnow
@@ -152,6 +153,7 @@ def validate_feature(feature: Any, width: int, height: int) -> NewAnnotation:
 
 def add(db: Database, slide_id: str, new: NewAnnotation, author: str) -> SlideAnnotation:
     """Store ``new`` on ``slide_id`` and mark the slide's DICOM annotation set out of date."""
+    _ensure_set(db, slide_id)
     row = SlideAnnotation(
         id=secrets.token_hex(8),
         slide_id=slide_id,
@@ -185,12 +187,24 @@ def is_live(db: Database, slide_id: str, annotation_id: str) -> bool:
         return row is not None and row.slide_id == slide_id and row.deleted_at is None
 
 
+def _ensure_set(db: Database, slide_id: str) -> None:
+    """Create the slide's annotation-set row once; two first annotations at the same moment both find it."""
+    with db.sessions() as s:
+        if s.get(SlideAnnotationSet, slide_id) is not None:
+            return
+    try:
+        with db.write() as s:
+            s.add(SlideAnnotationSet(slide_id=slide_id, pending=False, updated_at=utcnow()))
+    except IntegrityError:
+        pass  # made meanwhile by another request
+
+
 def _mark_pending(s: Any, slide_id: str) -> None:
-    state = s.get(SlideAnnotationSet, slide_id)
-    if state is None:
-        s.add(SlideAnnotationSet(slide_id=slide_id, pending=True, updated_at=utcnow()))
-    else:
-        state.pending, state.updated_at = True, utcnow()
+    s.execute(
+        update(SlideAnnotationSet)
+        .where(SlideAnnotationSet.slide_id == slide_id)
+        .values(pending=True, updated_at=utcnow())
+    )
 
 
 def live(db: Database, slide_id: str) -> list[SlideAnnotation]:
