@@ -169,8 +169,10 @@ def reader(programme: Programme) -> Iterator[BrowserContext]:
     ctx.close()
 
 
-def open_page(ctx: BrowserContext, url: str) -> Page:
+def open_page(ctx: BrowserContext, url: str, errors: list[str] | None = None) -> Page:
     page = ctx.new_page()
+    if errors is not None:
+        page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
     page.wait_for_selector("body[data-ready=true]", timeout=30_000)
     return page
@@ -184,16 +186,21 @@ def cell(shot: np.ndarray, page: Page, view: str) -> np.ndarray:
 
 
 def image_box(grey: np.ndarray) -> tuple[int, int, int, int]:
-    """Where the image lies in its cell: the bounding box of everything brighter than the black letterbox."""
-    ys, xs = np.nonzero(grey > displayed(BACKGROUND) / 2)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    """Where the image lies in its cell: the extent of what is brighter than the black letterbox, along the
+    middle rows and columns (the view's label sits in a corner)."""
+    lit = grey > displayed(BACKGROUND) / 2
+    h, w = lit.shape
+    cols = np.nonzero(lit[h // 4 : 3 * h // 4].any(axis=0))[0]
+    rows = np.nonzero(lit[:, w // 4 : 3 * w // 4].any(axis=1))[0]
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
 
 
 def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens_at_once(
     programme: Programme, reader: BrowserContext
 ) -> None:
     p = programme
-    page = open_page(reader, p.srv.url + "/app/mammo-reading.html")
+    errors: list[str] = []
+    page = open_page(reader, p.srv.url + "/app/mammo-reading.html", errors)
     page.click("#claim-next")
     page.wait_for_selector(f"body[data-case='{p.episodes[0]}']", timeout=30_000)
 
@@ -213,6 +220,8 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
     for view, level in LEVEL.items():
         grey = cell(shot, page, view)
         left, top, right, bottom = image_box(grey)
+        # Not stretched: the image keeps its aspect ratio in its cell.
+        assert abs((right - left) / (bottom - top) - COLS / ROWS) < 0.03, (view, left, top, right, bottom)
         inner = grey[top + 4 : bottom - 4, left + 4 : right - 4]
         tissue = inner[(inner > displayed(BACKGROUND) + 15) & (inner < displayed(CHEST_WALL) - 15)]
         assert abs(float(np.median(tissue)) - displayed(level)) < TOLERANCE, view
@@ -224,6 +233,16 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
         else:
             assert band_x < middle * 0.4, (view, band_x, middle)
 
+    def drag(view: str, dx: float, dy: float) -> None:
+        box = page.locator(f'.view-cell[data-view="{view}"] .view-element').bounding_box()
+        assert box is not None
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + dx / 2, y + dy / 2)
+        page.mouse.move(x + dx, y + dy)
+        page.mouse.up()
+
     # A positive left breast without a finding: the server's reason is shown, nothing is recorded.
     page.select_option("#left-assessment", "4")
     page.click("#submit-read")
@@ -233,6 +252,7 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
     # Mark the finding on the left CC view at image point (100, 160): a mirrored view, so the point is placed
     # from the right edge of the image as it lies on the screen.
     page.click("[data-tool=mark]")
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("L")).astype(np.float32)
     grey = cell(shot, page, "L-CC")
     left, top, right, bottom = image_box(grey)
     scale = (right - left) / COLS
@@ -240,6 +260,44 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
     assert box is not None
     page.mouse.click(box["x"] + right - (100 + 0.5) * scale, box["y"] + top + (160 + 0.5) * scale)
     page.wait_for_selector("#findings li.finding")
+    # The mark stays on its image point when the view is zoomed.
+    (marked,) = page.evaluate("archipelMammo.readBody().findings[0].views")
+    assert abs(marked["x"] - 100) < 3 and abs(marked["y"] - 160) < 3, marked
+    where = f"archipelMammo.pagePoint('L-CC', {marked['x']}, {marked['y']})"
+    before_zoom = page.evaluate(where)
+    page.click("[data-tool=zoom]")
+    drag("L-CC", 0, 60)
+    page.wait_for_function(
+        """() => {
+            const ring = document.querySelector('.view-cell[data-view="L-CC"] circle.mark');
+            const box = ring.ownerSVGElement.getBoundingClientRect();
+            const [x, y] = WHERE;
+            return Math.abs(box.left + Number(ring.getAttribute('cx')) - x) < 3
+                && Math.abs(box.top + Number(ring.getAttribute('cy')) - y) < 3;
+        }""".replace("WHERE", where),
+        timeout=5_000,
+    )
+    assert page.evaluate(where) != before_zoom  # the view did zoom
+    # The tools act on the views, and Reset gives the hanging back.
+    state = lambda view: page.evaluate(f"archipelMammo.viewState('{view}')")  # noqa: E731
+    hung_state = state("R-CC")
+    assert (hung_state["lower"], hung_state["upper"]) == (0, 1200)
+    page.click("[data-tool=window]")
+    drag("R-CC", 60, 40)
+    assert state("R-CC")["upper"] - state("R-CC")["lower"] != 1200
+    page.click("[data-tool=zoom]")
+    drag("R-MLO", 0, 80)
+    assert state("R-MLO")["scale"] < state("L-MLO")["scale"]  # zoomed in
+    page.click("[data-tool=pan]")
+    before = page.evaluate("archipelMammo.pagePoint('L-MLO', 128, 160)")
+    drag("L-MLO", 40, 25)
+    after = page.evaluate("archipelMammo.pagePoint('L-MLO', 128, 160)")
+    assert abs(after[0] - before[0] - 40) < 3 and abs(after[1] - before[1] - 25) < 3, (before, after)
+    page.click("#reset")
+    assert state("R-CC") == hung_state and state("R-MLO")["scale"] == state("L-MLO")["scale"]
+    assert page.evaluate("archipelMammo.pagePoint('L-MLO', 128, 160)") == before
+    assert page.evaluate(where) == before_zoom
+
     page.select_option("#findings li.finding .quadrant", "UOQ")
     page.select_option("#findings li.finding .suspicion", "4")
     page.fill("#further-tests", "ultrasound")
@@ -262,6 +320,15 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
     opened = page.evaluate("archipelMammo.lastOpen")
     assert opened["episode"] == p.episodes[1] and opened["preloaded"], opened
     assert opened["ms"] < 1000, opened
+    # The magnifier shows a magnified patch under the pointer while pressed.
+    page.click("[data-tool=magnify]")
+    mbox = page.locator('.view-cell[data-view="L-CC"] .view-element').bounding_box()
+    assert mbox is not None
+    page.mouse.move(mbox["x"] + 100, mbox["y"] + 100)
+    page.mouse.down()
+    page.wait_for_selector('.view-cell[data-view="L-CC"] .magnifyTool', state="attached")
+    page.mouse.up()
+    assert errors == []
     page.close()
 
 

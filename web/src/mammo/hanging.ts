@@ -82,6 +82,8 @@ export class Hanging {
   private marks: Mark[] = [];
   private rendered = new Set<string>();
   private renderWaiters: (() => void)[] = [];
+  private readonly pending = new Set<string>();
+  private pressedToMark = false;
 
   constructor(
     current: HTMLElement,
@@ -117,7 +119,12 @@ export class Hanging {
           this.notifyRendered();
         });
         element.addEventListener(Enums.Events.CAMERA_MODIFIED, () => this.drawMarks(prefix + view));
-        if (!prefix) element.addEventListener("click", (e) => this.clicked(view, e));
+        if (!prefix) {
+          // A click places a mark only when its press began in the Mark tool (not the end of a drag or of a
+          // magnifier press that another tool handled).
+          element.addEventListener("mousedown", () => (this.pressedToMark = this.tool === "mark"), { capture: true });
+          element.addEventListener("click", (e) => this.clicked(view, e));
+        }
       }
     }
     this.engine.setViewports(inputs);
@@ -126,32 +133,29 @@ export class Hanging {
     for (const name of Object.values(TOOL_OF)) group.addTool(name);
     for (const slot of this.slots.values()) group.addViewport(slot.id, ENGINE);
     this.setTool("zoom");
-    new ResizeObserver(() => this.engine.resize(true, true)).observe(current.parentElement ?? current);
+    // Each cell, not the screen: showing or hiding the prior's block resizes the cells, not the screen.
+    const resized = new ResizeObserver(() => {
+      this.engine.resize(true, true);
+      for (const key of this.slots.keys()) this.drawMarks(key);
+    });
+    for (const slot of this.slots.values()) resized.observe(slot.element);
   }
 
   /** Bind `name` to the primary mouse button; whatever it is, the middle button pans and the right one zooms. */
   setTool(name: ToolName): void {
     const group = ToolGroupManager.getToolGroup(GROUP);
     if (!group) return;
-    const primary = [{ mouseButton: ToolEnums.MouseBindings.Primary }];
-    for (const [key, toolName] of Object.entries(TOOL_OF)) {
-      if (key === name) continue;
-      if (toolName === PanTool.toolName) {
-        group.setToolActive(toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }] });
-      } else if (toolName === ZoomTool.toolName) {
-        group.setToolActive(toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
-      } else {
-        group.setToolPassive(toolName);
-      }
-    }
-    if (name !== "mark") {
-      const extra =
-        name === "zoom"
-          ? [{ mouseButton: ToolEnums.MouseBindings.Secondary }]
-          : name === "pan"
-            ? [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }]
-            : [];
-      group.setToolActive(TOOL_OF[name], { bindings: [...primary, ...extra] });
+    const { Primary, Auxiliary, Secondary } = ToolEnums.MouseBindings;
+    // Activating a tool adds bindings to those it has: every tool starts again from none.
+    for (const toolName of Object.values(TOOL_OF)) group.setToolPassive(toolName, { removeAllBindings: true });
+    const bindings = (toolName: string) => [
+      ...(name !== "mark" && TOOL_OF[name] === toolName ? [{ mouseButton: Primary }] : []),
+      ...(toolName === PanTool.toolName ? [{ mouseButton: Auxiliary }] : []),
+      ...(toolName === ZoomTool.toolName ? [{ mouseButton: Secondary }] : []),
+    ];
+    for (const toolName of Object.values(TOOL_OF)) {
+      const wanted = bindings(toolName);
+      if (wanted.length) group.setToolActive(toolName, { bindings: wanted });
     }
     this.tool = name;
   }
@@ -259,8 +263,24 @@ export class Hanging {
     return out;
   }
 
+  /** A current view's camera and window, to see the tools act (zoom is the camera's parallel scale). */
+  state(view: string): { scale: number; lower: number; upper: number; mirrored: boolean } | null {
+    const slot = this.slots.get(view);
+    if (!slot?.image) return null;
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+    const camera = viewport.getCamera();
+    const voi = viewport.getProperties().voiRange;
+    return {
+      scale: camera.parallelScale ?? 0,
+      lower: voi?.lower ?? Number.NaN,
+      upper: voi?.upper ?? Number.NaN,
+      mirrored: Boolean(camera.flipHorizontal),
+    };
+  }
+
   private clicked(view: string, event: MouseEvent): void {
-    if (this.tool !== "mark") return;
+    if (this.tool !== "mark" || !this.pressedToMark) return;
+    this.pressedToMark = false;
     const slot = this.slots.get(view);
     if (!slot?.image) return;
     const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
@@ -272,7 +292,17 @@ export class Hanging {
     this.onClick({ view, sop: slot.image.sop, x: round(x), y: round(y), shift: event.shiftKey });
   }
 
+  /** Redraw the marks of a view on the next frame, once the camera's change has been rendered. */
   private drawMarks(key: string): void {
+    if (this.pending.has(key)) return;
+    this.pending.add(key);
+    requestAnimationFrame(() => {
+      this.pending.delete(key);
+      this.drawMarksNow(key);
+    });
+  }
+
+  private drawMarksNow(key: string): void {
     const slot = this.slots.get(key);
     if (!slot) return;
     slot.overlay.replaceChildren();

@@ -100,8 +100,7 @@ export async function preload(images: MammoImage[]): Promise<void> {
  * Whether the image must be mirrored so that its chest wall faces the middle of the screen: right-breast views
  * hang on the left with the chest wall on their right edge, left-breast views on the right with the chest wall
  * on their left edge. The chest wall is posterior; PatientOrientation's row direction says where increasing
- * columns point. Without it the image is taken as acquired in the usual way (chest wall on the left edge for
- * a left view is the unusual case), so the left-breast views are mirrored.
+ * columns point. Without it the usual hanging applies: the left-breast views are mirrored.
  */
 export function mirrored(image: MammoImage): boolean {
   const right = image.view.startsWith("R");

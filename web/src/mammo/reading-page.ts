@@ -189,9 +189,10 @@ class ReadingScreen {
     const started = performance.now();
     byId("read-error").textContent = "";
     let prepared: Prepared | null = null;
-    const preloaded = this.next !== null && this.nextTask === item.task_id;
+    let preloaded = false;
     try {
-      prepared = preloaded && this.next ? await this.next : null;
+      if (this.next !== null && this.nextTask === item.task_id) prepared = await this.next;
+      preloaded = prepared !== null;
       prepared ??= await this.prepare(item);
     } catch (error) {
       byId("worklist-error").textContent = reasonOf(error);
@@ -204,7 +205,7 @@ class ReadingScreen {
     byId("hanging").classList.toggle("with-prior", prepared.prior !== null);
     const missing = await this.hanging.show(prepared.current, prepared.prior);
     const ms = Math.round(performance.now() - started);
-    this.lastOpen = { episode: prepared.episode.id, ms, preloaded: preloaded && prepared !== null };
+    this.lastOpen = { episode: prepared.episode.id, ms, preloaded };
     byId("open-time").textContent = `opened in ${ms} ms`;
     byId("prior-title").textContent = prepared.priorLabel;
     byId("screen-state").textContent = missing.length ? `Missing views: ${missing.join(", ")}` : "";
@@ -307,6 +308,15 @@ class ReadingScreen {
 
   pagePoint(view: string, x: number, y: number): [number, number] | null {
     return this.hanging.pagePoint(view, x, y);
+  }
+
+  /** The read as it would be submitted now. */
+  readBody(): ReturnType<ReadForm["body"]> {
+    return this.form.body();
+  }
+
+  viewState(view: string): ReturnType<Hanging["state"]> {
+    return this.hanging.state(view);
   }
 
   get preparing(): boolean {
