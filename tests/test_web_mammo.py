@@ -3,8 +3,9 @@ French programme logs in, claims the first case of the worklist and finds the fo
 (right breast on the left of the screen, left breast mirrored so that the chest walls face each other, the
 woman's prior beside them); marks a finding on the left CC view, sees the server refuse a positive breast
 without a finding with its reason, submits, and the read is recorded with the finding and its image
-coordinates; the next case, preloaded while the first was read, opens in under a second. The dashboard
-shows the programme's figures, trends and the CSV export.
+coordinates; the reading tools act on the views; the next case, preloaded while the first was read, opens in
+under a second. A blind second reader of the European protocol sees the server's refusal of the first read.
+The dashboard shows the programme's figures, trends, the reader against the programme and the CSV export.
 
 Each synthetic view is a flat grey "breast" of its own level (R-CC 300, L-CC 500, R-MLO 700, L-MLO 900 on a
 0-1200 window) on a dim background, with a bright chest-wall band along the stored right edge (the images say so
@@ -66,6 +67,7 @@ def paint(images: list[Any]) -> None:
 class Programme:
     srv: ArchipelServer
     episodes: list[int]
+    blind_task: int
     studies: list[list[Any]]
     browser: Browser
 
@@ -101,6 +103,7 @@ def programme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Programme]:
     srv.add_user("admin-depistage", "admin")
     srv.add_user("radio-centre", "radiologist", CENTRE)
     srv.add_user("lecteur-deux", "screening-reader", COORDINATION)
+    srv.add_user("lecteur-trois", "screening-reader", COORDINATION)
     srv.start()
     executable = shutil.which("chromium")
     assert executable, "Debian's chromium is needed (make system)"
@@ -139,13 +142,43 @@ def programme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Programme]:
             assert r.status_code == 201, r.text
             assert [t["role"] for t in r.json()["tasks"]] == ["l2"], r.json()
             episodes.append(int(r.json()["id"]))
+        # A blinded programme's case: the other reader has made the first read, the second waits.
+        r = httpx.post(
+            srv.url + "/api/mammo/programmes", json={"code": "eu", "protocol": "eu-blinded"}, **admin
+        )
+        assert r.status_code == 201, r.text
+        for reader in ("lecteur-deux", "lecteur-trois"):
+            body = {"reader": reader, "qualification": "reader"}
+            r = httpx.post(srv.url + "/api/mammo/programmes/eu/readers", json=body, **admin)
+            assert r.status_code == 201, r.text
+        woman = SyntheticPatient("MGW003", "TESTWEB^N3", "19600101", "F", issuer=CENTRE)
+        ensure_master(db, CENTRE, woman.patient_id, "WEBMAMMO3", "19600101")
+        body = {
+            "programme": "eu", "issuer": CENTRE, "patient_id": woman.patient_id, "site": CENTRE,
+            "round": "first", "screen_date": "2026-11-26",
+        }  # fmt: skip
+        r = httpx.post(srv.url + "/api/mammo/episodes", json=body, headers=srv.headers("radio-centre"))
+        assert r.status_code == 201, r.text
+        blind_episode = int(r.json()["id"])
+        images = mammo_study(woman, study_date="20261126", accession="EXAM3", key="web-exam-3")
+        paint(images)
+        _stow(srv, images)
+        tasks = httpx.get(
+            f"{srv.url}/api/mammo/episodes/{blind_episode}", headers=srv.headers("radio-centre")
+        )
+        role_of = {t["role"]: t["id"] for t in tasks.json()["tasks"]}
+        other = {"headers": srv.headers("lecteur-trois"), "timeout": 30}
+        assert httpx.post(f"{srv.url}/api/mammo/tasks/{role_of['first']}/claim", **other).status_code == 200
+        normal = {"right": {"assessment": 1}, "left": {"assessment": 1}, "density": "b"}
+        r = httpx.post(f"{srv.url}/api/mammo/tasks/{role_of['first']}/reading", json=normal, **other)
+        assert r.status_code == 201, r.text
         db.dispose()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=executable,
                 args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
             )
-            yield Programme(srv, episodes, studies, browser)
+            yield Programme(srv, episodes, role_of["second"], studies, browser)
             browser.close()
     finally:
         srv.stop()
@@ -367,4 +400,16 @@ def test_the_dashboard_shows_the_programmes_figures_trends_and_csv(
     assert href and "format=csv" in href
     csv_text = page.evaluate("href => fetch(href).then(r => r.text())", href)
     assert f"programme,,screened,{figures['screened']}" in csv_text
+    page.close()
+
+
+def test_the_blind_second_reader_sees_the_servers_refusal_of_the_first_read(
+    programme: Programme, reader: BrowserContext
+) -> None:
+    p = programme
+    page = open_page(reader, f"{p.srv.url}/app/mammo-reading.html?task={p.blind_task}")
+    page.wait_for_selector("#other-reads .other-read.refused", timeout=20_000)
+    refusal = page.locator("#other-reads .other-read.refused").inner_text()
+    assert refusal.startswith("FIRST read:") and "hidden until both reads" in refusal, refusal
+    assert not page.is_visible("#consensus-line")  # an L2 consensus is the French programme's
     page.close()

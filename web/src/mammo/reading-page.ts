@@ -1,4 +1,4 @@
-// The screening reading screen: /app/mammo-reading.html
+// The screening reading screen: /app/mammo-reading.html[?task=ID]
 // The reader's worklist (claim the next case), the case hung on Cornerstone3D viewports (4 views, the prior's
 // beside them), the reading tools, findings marked on the images and structured in the form, and the submit.
 // Blinding and refusals are the server's: its reason is shown as it is. While a case is read the next one is
@@ -333,8 +333,13 @@ async function main(): Promise<void> {
   await startCornerstone();
   const screen = new ReadingScreen(me);
   (window as unknown as { archipelMammo: ReadingScreen }).archipelMammo = screen;
-  await screen.refresh();
+  const items = await screen.refresh();
   document.body.dataset.ready = "true";
+  // ?task=ID opens that case of the worklist at once (a link from a list of cases).
+  const wanted = Number(new URLSearchParams(location.search).get("task"));
+  const item = items.find((w) => w.task_id === wanted);
+  if (wanted && item) await screen.openCase(item);
+  else if (wanted) byId("worklist-error").textContent = `Case ${wanted} is not on your worklist.`;
 }
 
 void main();
