@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 DATA ?= var
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks drive (Debian packages).
-APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium
-# Only the benchmarks need these (bench/tiles.py: load generator, static-file ceiling, Orthanc's WSI plugin).
-BENCH_APT_PACKAGES := wrk nginx orthanc-wsi
+APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium nginx
+# Only the benchmarks need these (bench/tiles.py: the load generator; nginx and Orthanc's WSI plugin are above).
+BENCH_APT_PACKAGES := wrk
 
 .PHONY: install system venv web demo serve test test-fast bench lint clean
 
@@ -44,7 +44,7 @@ serve: venv
 test: system venv web
 	$(BIN)/ruff check archipel tests bench
 	$(BIN)/mypy archipel
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 test-fast: venv
 	$(BIN)/pytest -q -x -m "not e2e"

@@ -308,7 +308,7 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
             return Math.abs(box.left + Number(ring.getAttribute('cx')) - x) < 3
                 && Math.abs(box.top + Number(ring.getAttribute('cy')) - y) < 3;
         }""".replace("WHERE", where),
-        timeout=5_000,
+        timeout=30_000,
     )
     assert page.evaluate(where) != before_zoom  # the view did zoom
     # The tools act on the views, and Reset gives the hanging back.

@@ -104,12 +104,12 @@ def _tracks(follower: Page, leader: Page) -> None:
             return b !== null && b.every((v, i) => Math.abs(v - lead[i]) <= 0.01 * lead[2]);
         }""",
         arg=[_settled_bounds(leader)],
-        timeout=10_000,
+        timeout=30_000,
     )
 
 
 def _settled_bounds(page: Page) -> list[float]:
-    page.wait_for_function("archipel.isSettled()", timeout=10_000)
+    page.wait_for_function("archipel.isSettled()", timeout=30_000)
     return _bounds(page)
 
 
@@ -137,7 +137,7 @@ def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_han
     presenter.wait_for_selector("body[data-ready=true]", timeout=20_000)
     f_ctx, follower = _logged_in(browser, srv, "follower", presenter.url)
     try:
-        presenter.wait_for_function("archipel.state().participants.length === 2", timeout=10_000)
+        presenter.wait_for_function("archipel.state().participants.length === 2", timeout=30_000)
         assert presenter.locator("#control-status").inner_text() == "You have control"
         assert follower.locator("#control-status").inner_text() == "Following presenter"
         before = _bounds(follower)
@@ -151,7 +151,7 @@ def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_han
             presenter.wait_for_function(
                 "z => archipel.imageViewport().zoom > z * 1.1 && archipel.isSettled()",
                 arg=zoom,
-                timeout=10_000,
+                timeout=30_000,
             )
         _drag(presenter, -180, 120)
         _tracks(follower, presenter)
@@ -160,7 +160,7 @@ def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_han
 
         # The presenter's pointer appears on the follower's screen, where it points on the slide.
         presenter.mouse.move(box["x"] + 400, box["y"] + 300)
-        follower.wait_for_selector("#pointer:not([hidden])", timeout=5_000)
+        follower.wait_for_selector("#pointer:not([hidden])", timeout=30_000)
         assert follower.locator("#pointer .who").inner_text() == "presenter"
         # Same region, same window size: the ring sits where the presenter's mouse is (to within 2 px).
         follower.wait_for_function(
@@ -169,7 +169,7 @@ def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_han
                 const near = (value, want) => Math.abs(parseFloat(value) - want) <= 2;
                 return near(ring.style.left, 400) && near(ring.style.top, 300);
             }""",
-            timeout=5_000,
+            timeout=30_000,
         )
 
         # A follower cannot drive: their mouse does nothing to either view.
@@ -180,13 +180,13 @@ def test_the_follower_tracks_the_presenters_pan_and_zoom_and_control_changes_han
         presenter.select_option("#handover-to", "follower")
         presenter.click("#handover")
         follower.wait_for_function(
-            "document.querySelector('#control-status').textContent === 'You have control'", timeout=5_000
+            "document.querySelector('#control-status').textContent === 'You have control'", timeout=30_000
         )
         assert presenter.locator("#control-status").inner_text() == "Following follower"
         _drag(follower, 250, -100)
         _tracks(presenter, follower)
         presenter.click("#take-control")
-        presenter.wait_for_function("archipel.inControl()", timeout=5_000)
+        presenter.wait_for_function("archipel.inControl()", timeout=30_000)
     finally:
         p_ctx.close()
         f_ctx.close()
