@@ -22,6 +22,9 @@ const TITLE = "Frozen sections — Archipel";
 const me = (await requireUser()).subject;
 let requests: FrozenRequest[] = [];
 let loads = 0;
+/** What the pathologist has entered in each request's verdict form: the list is redrawn on every event of the
+ * live stream (a slide converted, a first view), and a redraw must not wipe a verdict being written. */
+const drafts = new Map<number, Record<string, string>>();
 
 function claimLive(r: FrozenRequest): boolean {
   return r.claim !== null && new Date(r.claim.expires_at).getTime() > Date.now();
@@ -51,7 +54,12 @@ function render(): void {
   badge.textContent = `${count} waiting`;
   document.title = count > 0 ? `(${count}) ${TITLE}` : TITLE;
   $("#worklist-empty").hidden = requests.length > 0;
+  // Keep the field being typed in focused across the redraw (its value comes back from the drafts).
+  const active = document.activeElement as HTMLSelectElement | HTMLTextAreaElement | null;
+  const owner = active?.closest<HTMLElement>("li[data-request]")?.dataset.request;
+  const focused = owner !== undefined && active?.name ? `li[data-request='${owner}'] [name='${active.name}']` : "";
   $("#worklist").replaceChildren(...requests.map(item));
+  if (focused) document.querySelector<HTMLElement>(focused)?.focus();
 }
 
 function item(r: FrozenRequest): HTMLElement {
@@ -135,6 +143,14 @@ function verdictForm(r: FrozenRequest): HTMLElement {
     text,
     sign,
   );
+  const draft = drafts.get(r.request_id) ?? {};
+  for (const field of form.querySelectorAll<HTMLSelectElement | HTMLTextAreaElement>("select, textarea")) {
+    if (draft[field.name] !== undefined) field.value = draft[field.name];
+  }
+  form.addEventListener("input", (event) => {
+    const field = event.target as HTMLSelectElement | HTMLTextAreaElement;
+    drafts.set(r.request_id, { ...(drafts.get(r.request_id) ?? {}), [field.name]: field.value });
+  });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -146,6 +162,7 @@ function verdictForm(r: FrozenRequest): HTMLElement {
 async function signVerdict(r: FrozenRequest, body: Record<string, unknown>): Promise<void> {
   try {
     await sendJson(`/api/frozen-sections/${r.request_id}/verdict`, body);
+    drafts.delete(r.request_id);
   } catch (error) {
     if (error instanceof ApiError && error.status === 401 && (await reauthenticate())) {
       return signVerdict(r, body);
