@@ -14,13 +14,13 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, status
 
 from archipel.platform import access, audit, jobs
-from archipel.platform.http import PrincipalDep, RuntimeDep, guard
+from archipel.platform.http import PrincipalDep, RuntimeDep
 from archipel.platform.runtime import Runtime
 from archipel.wsi import upload
 from archipel.wsi.form import FormError, read_slide_form
 from archipel.wsi.intake import UnsupportedSlide, sniff_container
 from archipel.wsi.models import FAILED, RECEIVED, Slide
-from archipel.wsi.slide_access import guard_new_slide, precheck_producer, slide_resource, validated_metadata
+from archipel.wsi.slide_access import guard_new_slide, guard_slide, precheck_producer, validated_metadata
 from archipel.wsi.slides import SourceTooLarge, enqueue, register_slide
 
 log = logging.getLogger("archipel.wsi")
@@ -104,14 +104,7 @@ def get_slide(slide_id: str, request: Request, rt: RuntimeDep, principal: Princi
     """A slide's state (received, converting, indexing, ready, failed with its reason), its study and series,
     and its job's progress."""
     slide = _load(rt, slide_id)
-    guard(
-        rt,
-        principal,
-        access.READ,
-        slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}"),
-        event_type=audit.PATIENT_RECORD,
-        request=request,
-    )
+    guard_slide(rt, principal, access.READ, slide, request)
     body = slide.as_dict()
     job = jobs.get_job(rt.db, slide.job_id) if slide.job_id else None
     body["job"] = job.as_dict() if job is not None else None
@@ -122,14 +115,7 @@ def get_slide(slide_id: str, request: Request, rt: RuntimeDep, principal: Princi
 def retry_slide(slide_id: str, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     """Convert a failed slide again (after the cause was fixed), from its stored source, with a new job."""
     slide = _load(rt, slide_id)
-    guard(
-        rt,
-        principal,
-        access.CREATE,
-        slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}"),
-        event_type=audit.IMPORT,
-        request=request,
-    )
+    guard_slide(rt, principal, access.CREATE, slide, request, event_type=audit.IMPORT)
     if slide.status != FAILED:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"slide {slide_id} is {slide.status}; only a failed slide is retried"

@@ -42,7 +42,7 @@ from archipel.wsi.multihead import (
     hub_of,
 )
 from archipel.wsi.multihead_redis import RedisHub
-from archipel.wsi.slide_access import slide_resource
+from archipel.wsi.slide_access import resource_of
 
 log = logging.getLogger("archipel.wsi")
 
@@ -102,7 +102,7 @@ def _slides(rt: Runtime, slide_ids: list[str]) -> list[Slide]:
 
 
 def _resource(slide: Slide) -> access.Resource:
-    return slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}")
+    return resource_of(slide)
 
 
 def _known_users(rt: Runtime, usernames: list[str]) -> set[str]:

@@ -12,11 +12,30 @@ from archipel.platform.http import guard
 from archipel.platform.runtime import Runtime
 from archipel.wsi import frozen
 from archipel.wsi.intake import SlideMetadata, SlideMetadataError, check_issuer, parse_metadata
+from archipel.wsi.models import Slide
 
 
 def slide_resource(issuer: str, patient_id: str, ident: str = "") -> access.Resource:
     """The access-policy resource of a slide of ``issuer/patient_id``."""
     return access.Resource(kind="slide", site=issuer, patient=f"{issuer}/{patient_id}", ident=ident)
+
+
+def resource_of(slide: Slide, part: str = "") -> access.Resource:
+    """The access-policy resource of ``slide`` (``part``: one of its associated images, e.g. ``label``)."""
+    return slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}" + (f"/{part}" if part else ""))
+
+
+def guard_slide(
+    rt: Runtime,
+    principal: Principal,
+    action: str,
+    slide: Slide,
+    request: Request,
+    event_type: str = audit.PATIENT_RECORD,
+    part: str = "",
+) -> None:
+    """Refuse (audited, HTTP 403) ``action`` on ``slide`` unless the policy allows it; audit it when it does."""
+    guard(rt, principal, action, resource_of(slide, part), event_type=event_type, request=request)
 
 
 def precheck_producer(rt: Runtime, principal: Principal, request: Request) -> None:

@@ -23,7 +23,7 @@ from archipel.radiology.models import Instance, Series
 from archipel.tiles.pyramid import Pyramid
 from archipel.tiles.views import SlideRef, SlideUnavailable, register_resolver
 from archipel.wsi.models import READY, Slide
-from archipel.wsi.slide_access import slide_resource
+from archipel.wsi.slide_access import resource_of
 from archipel.wsi.slides import source_store
 from archipel.wsi.sources import SlideError, open_slide
 
@@ -61,7 +61,7 @@ class SlideTileSource:
             slide = s.get(Slide, slide_id)
         if slide is None:
             return None
-        resource = slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}")
+        resource = resource_of(slide)
         if slide.status == READY and slide.series_uid:
             version = "d" + hashlib.sha256(slide.series_uid.encode()).hexdigest()[:12]
             return SlideRef(slide.id, resource, version, True, (DICOM, slide.series_uid))

@@ -18,7 +18,7 @@ from archipel.platform.http import PrincipalDep, RuntimeDep, guard
 from archipel.platform.runtime import Runtime
 from archipel.wsi import validation_study as vs
 from archipel.wsi.models import Slide
-from archipel.wsi.slide_access import slide_resource
+from archipel.wsi.slide_access import resource_of
 
 router = APIRouter(prefix="/api/validation-studies", tags=["validation studies"])
 
@@ -57,9 +57,7 @@ def _guard_slide(rt: Runtime, principal: Principal, slide_id: str, action: str, 
         slide = s.get(Slide, slide_id)
     if slide is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no slide {slide_id}")
-    res, facts = access_facts.load(
-        rt.db, principal, slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}"), rt.clock()
-    )
+    res, facts = access_facts.load(rt.db, principal, resource_of(slide), rt.clock())
     guard(rt, principal, action, res, event_type=audit.PATIENT_RECORD, request=request, facts=facts)
 
 

@@ -17,14 +17,14 @@ from PIL import Image
 from sqlalchemy import select
 
 from archipel.platform import access, audit
-from archipel.platform.http import PrincipalDep, RuntimeDep, guard
+from archipel.platform.http import PrincipalDep, RuntimeDep
 from archipel.platform.runtime import Runtime
 from archipel.tiles import api as tiles_api
 from archipel.tiles.pyramid import Codec, Pyramid
 from archipel.tiles.views import SlideUnavailable
 from archipel.wsi.annotation_dicom import level0_image
 from archipel.wsi.models import READY, Slide
-from archipel.wsi.slide_access import slide_resource
+from archipel.wsi.slide_access import guard_slide
 from archipel.wsi.sources import AssociatedKind
 
 log = logging.getLogger("archipel.wsi")
@@ -93,14 +93,7 @@ def viewer_info(slide_id: str, request: Request, rt: RuntimeDep, principal: Prin
     """The slide for the viewer: level-0 size, tile size, microns per pixel (x, y; null when unknown), scanning
     objective, stain, the associated images it has, and the slides of its case in order (for the strip)."""
     slide = load_slide(rt, slide_id)
-    guard(
-        rt,
-        principal,
-        access.READ,
-        slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}"),
-        event_type=audit.PATIENT_RECORD,
-        request=request,
-    )
+    guard_slide(rt, principal, access.READ, slide, request)
     pyramid = open_pyramid(rt, slide_id)
     level0 = pyramid.levels[0]
     stored = getattr(pyramid, "associated", {})
@@ -159,14 +152,7 @@ def associated_image(
             status.HTTP_404_NOT_FOUND, f"no associated image {kind!r}; use {', '.join(KINDS)}"
         )
     slide = load_slide(rt, slide_id)
-    guard(
-        rt,
-        principal,
-        access.READ,
-        slide_resource(slide.issuer, slide.patient_id, f"slide:{slide.id}/{kind}"),
-        event_type=audit.INSTANCES_ACCESSED,
-        request=request,
-    )
+    guard_slide(rt, principal, access.READ, slide, request, event_type=audit.INSTANCES_ACCESSED, part=kind)
     pyramid = open_pyramid(rt, slide_id)
     image = getattr(pyramid, "associated", {}).get(KINDS[kind])
     headers = {"Cache-Control": "private, max-age=300"}
