@@ -7,7 +7,6 @@ turnaround page shows the report's figures, its plot and the viewer timings."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,12 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
 
 from archipel.app import WEB_DIST
 from archipel.platform.db import Database
 from archipel.wsi.synthetic import write_svs
 from tests.access_support import ensure_master
+from tests.browser import chromium
 from tests.support import ArchipelServer
 
 pytestmark = pytest.mark.e2e
@@ -98,16 +98,9 @@ def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital]:
     on = httpx.post(srv.url + "/api/duty", json=shift, headers=srv.headers("patho-garde"))
     assert on.status_code == 201, on.text
     slide = write_svs(root / "frozen.svs", 600, 400, tile=240, downsamples=(1,), seed=11)
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed (make system)"
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=executable,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+        with chromium() as browser:
             yield Hospital(srv, slide, browser)
-            browser.close()
     finally:
         srv.stop()
 

@@ -16,7 +16,6 @@ level (within 15 of 255), and the band on the side facing the middle of the scre
 from __future__ import annotations
 
 import io
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +25,13 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from archipel.app import WEB_DIST
 from archipel.platform.db import Database
 from archipel.radiology.samples import SyntheticPatient, mammo_study, to_bytes
 from tests.access_support import ensure_master
+from tests.browser import chromium
 from tests.dicomweb_messages import stow_body
 from tests.support import ArchipelServer
 
@@ -105,8 +105,6 @@ def programme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Programme]:
     srv.add_user("lecteur-deux", "screening-reader", COORDINATION)
     srv.add_user("lecteur-trois", "screening-reader", COORDINATION)
     srv.start()
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed (make system)"
     try:
         admin = {"headers": srv.headers("admin-depistage"), "timeout": 30}
         r = httpx.post(
@@ -173,13 +171,8 @@ def programme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Programme]:
         r = httpx.post(f"{srv.url}/api/mammo/tasks/{role_of['first']}/reading", json=normal, **other)
         assert r.status_code == 201, r.text
         db.dispose()
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=executable,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+        with chromium() as browser:
             yield Programme(srv, episodes, role_of["second"], studies, browser)
-            browser.close()
     finally:
         srv.stop()
 

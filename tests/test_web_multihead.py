@@ -10,17 +10,17 @@ the visible width (the follower applies each received viewport at once; the last
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
 
 from archipel.app import WEB_DIST
 from archipel.platform.db import Database
 from archipel.wsi.synthetic import write_svs
 from tests.access_support import ensure_master
+from tests.browser import chromium
 from tests.support import ArchipelServer
 
 pytestmark = pytest.mark.e2e
@@ -62,15 +62,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelSer
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed (make system)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _logged_in(

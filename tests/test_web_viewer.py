@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +20,12 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from archipel.app import WEB_DIST
 from archipel.wsi.synthetic import write_svs
 from archipel.wsi.synthetic_content import TissueField, paint
+from tests.browser import chromium
 from tests.support import ArchipelServer, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -76,15 +76,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelSer
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed (make system)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
