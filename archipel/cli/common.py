@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -43,6 +45,36 @@ def setup(data: Path | None, **overrides: Any) -> Runtime:
     os.environ["ARCHIPEL_DATA"] = str(rt.settings.data_dir.resolve())
     ensure_current(rt.settings.effective_database_url)
     return rt
+
+
+@contextmanager
+def counted_progress(label: str, total: int) -> Iterator[tuple[Callable[..., None], Callable[[int], None]]]:
+    """A progress bar over ``total`` items with count, percentage, rate per second and time left.
+
+    Yields ``tick`` (counts one more item; takes and ignores any arguments, so it can be a loader's per-line
+    callback) and ``finish`` (sets the count reached, e.g. when lines were skipped)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rate]:.0f}/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(label, total=total, rate=0.0)
+
+        def tick(*_args: Any) -> None:
+            bar.advance(task)
+            t = bar.tasks[task]
+            bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
+
+        def finish(completed: int) -> None:
+            bar.update(task, completed=completed)
+
+        yield tick, finish
 
 
 def configure_logging(level: int = logging.INFO) -> None:

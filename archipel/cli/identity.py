@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from archipel.cli.common import DataOpt, app, console, out, setup
+from archipel.cli.common import DataOpt, app, console, counted_progress, out, setup
 
 identity_app = typer.Typer(
     help="Master patient index: issuers, identity imports, links and review.", no_args_is_help=True
@@ -85,25 +84,10 @@ def identity_import_csv(
     if not file.is_file():
         raise _identity_error(FileNotFoundError(f"no file {file}"))
     rt = setup(data)
-    columns = (
-        TextColumn("[bold]identities"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[rate]:.0f}/s"),
-        TimeRemainingColumn(),
-    )
     try:
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("identities", total=count_lines(file), rate=0.0)
-
-            def tick(_line: int, _outcome: Any, _error: str) -> None:
-                bar.advance(task)
-                t = bar.tasks[task]
-                bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
-
+        with counted_progress("identities", count_lines(file)) as (tick, finish):
             summary = import_csv(rt.db, file, source, on_line=tick)
-            bar.update(task, completed=summary.total)
+            finish(summary.total)
     except (IdentityError, UnicodeDecodeError) as exc:
         raise _identity_error(exc) from exc
     c = summary.counts

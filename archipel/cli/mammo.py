@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from archipel.cli.common import DataOpt, app, console, out, setup
+from archipel.cli.common import DataOpt, app, console, counted_progress, out, setup
 
 mammo_app = typer.Typer(
     help="Screening mammography: import history, programme metrics.", no_args_is_help=True
@@ -51,23 +50,8 @@ def import_cmd(
     if not file.is_file():
         raise _fail(f"no file {file}")
     rt = setup(data)
-    columns = (
-        TextColumn("[bold]episodes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[rate]:.0f}/s"),
-        TimeRemainingColumn(),
-    )
     try:
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("episodes", total=count_rows(file), rate=0.0)
-
-            def tick(_line: int) -> None:
-                bar.advance(task)
-                t = bar.tasks[task]
-                bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
-
+        with counted_progress("episodes", count_rows(file)) as (tick, _finish):
             summary = import_history(rt.db, file, programme or protocol, protocol, on_line=tick)
     except (HistoryError, UnicodeDecodeError) as exc:
         raise _fail(str(exc)) from exc
