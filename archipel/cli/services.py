@@ -35,6 +35,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _load_tasks() -> None:
+    import archipel.platform.notify_tasks
     import archipel.radiology.tasks
     import archipel.wsi.tasks  # noqa: F401
     from archipel.mammo import intake
@@ -52,9 +53,14 @@ def worker(
         bool,
         typer.Option("--drop-folder/--no-drop-folder", help="Watch the wsi_drop_folder setting's folder."),
     ] = True,
+    beat: Annotated[
+        bool,
+        typer.Option("--beat/--no-beat", help="Also run the periodic tasks (one worker of a deployment does)."),
+    ] = False,
     data: DataOpt = None,
 ) -> None:
     """Run a Celery worker for the job queues (and watch the slide drop folder, when one is set)."""
+    from archipel.platform import schedule
     from archipel.platform.jobs import celery_app, reset_celery
     from archipel.wsi.dropfolder import start_drop_folder
 
@@ -67,18 +73,20 @@ def worker(
     reset_celery()
     _load_tasks()
     celery = celery_app()
-    celery.worker_main(
-        [
-            "worker",
-            f"--queues={queues}",
-            f"--concurrency={concurrency}",
-            "--pool=threads",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-    )
+    argv = [
+        "worker",
+        f"--queues={queues}",
+        f"--concurrency={concurrency}",
+        "--pool=threads",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if beat:
+        celery.conf.beat_schedule = schedule.beat_schedule()
+        argv += ["--beat", f"--schedule={rt.settings.data_dir / 'beat-schedule'}"]
+    celery.worker_main(argv)
 
 
 @app.command("dicom")
@@ -164,7 +172,7 @@ def serve(
         "ARCHIPEL_PARENT_PID": str(os.getpid()),
     }
     worker_proc = subprocess.Popen(
-        [sys.executable, "-m", "archipel.cli", "worker", "--concurrency", "2"], env=env
+        [sys.executable, "-m", "archipel.cli", "worker", "--concurrency", "2", "--beat"], env=env
     )
     # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
     urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]

@@ -28,6 +28,8 @@ from archipel.platform.db import Base, Database, UTCDateTime, utcnow
 log = logging.getLogger("archipel.notify")
 
 CHANNELS = ("email", "sms")
+#: Deliveries tried before a message is left for an operator to look at (its error stays in the outbox).
+MAX_ATTEMPTS = 10
 
 
 class OutboxMessage(Base):
@@ -130,7 +132,7 @@ def deliver_pending(db: Database, sender: Sender, limit: int = 100) -> int:
         pending = list(
             s.execute(
                 select(OutboxMessage)
-                .where(OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < 10)
+                .where(OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < MAX_ATTEMPTS)
                 .order_by(OutboxMessage.id)
                 .limit(limit)
             ).scalars()

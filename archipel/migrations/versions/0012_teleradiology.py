@@ -1,0 +1,23 @@
+"""teleradiology: reading requests, claims, reports, critical results, second opinions
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-02 00:50:00.000000
+
+Reserved in the revision chain when the work of issue 7 was split; the module that owns these tables fills it in.
+"""
+
+from __future__ import annotations
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
