@@ -84,7 +84,7 @@ def worker(
         "--without-heartbeat",
     ]
     if beat:
-        celery.conf.beat_schedule = schedule.beat_schedule()
+        celery.conf.beat_schedule = schedule.beat_schedule(rt.settings)
         argv += ["--beat", f"--schedule={rt.settings.data_dir / 'beat-schedule'}"]
     celery.worker_main(argv)
 

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -30,6 +30,8 @@ log = logging.getLogger("archipel.notify")
 CHANNELS = ("email", "sms")
 #: Deliveries tried before a message is left for an operator to look at (its error stays in the outbox).
 MAX_ATTEMPTS = 10
+#: How long a sweep holds a message while sending it (an SMTP exchange takes seconds, not minutes).
+LEASE = timedelta(minutes=5)
 
 
 class OutboxMessage(Base):
@@ -47,6 +49,8 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(String(255), default="")
+    #: Until when a sweep holds the message while it sends it; another sweep leaves it alone meanwhile.
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -126,19 +130,41 @@ def enqueue(s: Session, channel: str, recipient: str, subject: str, body: str, p
     return message
 
 
+def _lease(db: Database, message_id: int, now: datetime) -> OutboxMessage | None:
+    """Take the message for one delivery attempt, unless it was sent or another sweep holds it."""
+    with db.write() as s:
+        row = s.get(OutboxMessage, message_id)
+        if (
+            row is None
+            or row.sent_at is not None
+            or (row.leased_until is not None and row.leased_until > now)
+        ):
+            return None
+        row.leased_until = now + LEASE
+        s.flush()
+        s.expunge(row)
+        return row
+
+
 def deliver_pending(db: Database, sender: Sender, limit: int = 100) -> int:
-    """Send unsent messages, oldest first; return how many went out. Failures stay queued with their error."""
-    with db.sessions() as s:
+    """Send unsent messages, oldest first; return how many went out. Failures stay queued with their error.
+
+    Several sweeps may run at once (periodic runs, an immediate delivery, two workers): each message is leased
+    before it is sent, so it goes out once."""
+    with db.session() as s:
         pending = list(
             s.execute(
-                select(OutboxMessage)
+                select(OutboxMessage.id)
                 .where(OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < MAX_ATTEMPTS)
                 .order_by(OutboxMessage.id)
                 .limit(limit)
             ).scalars()
         )
     sent = 0
-    for row in pending:
+    for message_id in pending:
+        row = _lease(db, message_id, utcnow())
+        if row is None:
+            continue
         message = Message(row.id, row.channel, row.recipient, row.subject, row.body)
         error = ""
         try:
@@ -152,6 +178,7 @@ def deliver_pending(db: Database, sender: Sender, limit: int = 100) -> int:
                 continue
             fresh.attempts += 1
             fresh.error = error
+            fresh.leased_until = None
             if not error:
                 fresh.sent_at = utcnow()
                 fresh.body = ""

@@ -17,7 +17,7 @@ from archipel.platform.runtime import get_runtime
 log = logging.getLogger("archipel.notify")
 
 DELIVER_TASK = "platform.notify.deliver"
-#: Seconds between two runs of the outbox sweep.
+#: Seconds between two runs of the outbox sweep (setting ``notify_sweep_seconds``).
 SWEEP_SECONDS = 30.0
 
 
@@ -36,4 +36,4 @@ def deliver_soon() -> None:
     deliver.apply_async(queue="notify")
 
 
-schedule.every(SWEEP_SECONDS, DELIVER_TASK, queue="notify")
+schedule.every(SWEEP_SECONDS, DELIVER_TASK, queue="notify", setting="notify_sweep_seconds")

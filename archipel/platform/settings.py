@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     oidc_scopes: str = "openid"
     #: Where ``notify`` delivers messages: empty means files in DATA/outbox.
     notify_url: str = ""
+    #: Seconds between two sweeps of the outbox by the ``notify`` job (0: its default, 30 s).
+    notify_sweep_seconds: float = 0.0
     #: Days a patient access code stays valid, and minutes a one-time code does.
     patient_code_days: int = 90
     patient_otp_minutes: int = 10
