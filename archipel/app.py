@@ -13,7 +13,7 @@ from archipel import __version__
 from archipel.mammo import api as mammo_api
 from archipel.mammo import intake as mammo_intake
 from archipel.mammo import worklist_api as mammo_worklist_api
-from archipel.platform import audit_api, breakglass_api, care_api, consent_api, inbox_api
+from archipel.platform import audit_api, breakglass_api, care_api, consent_api
 from archipel.platform import http as platform_http
 from archipel.platform.access import AccessDenied
 from archipel.platform.identity import officer_api as identity_officer_api
@@ -59,7 +59,6 @@ def create_app() -> FastAPI:
     app.include_router(consent_api.router)
     app.include_router(care_api.router)
     app.include_router(breakglass_api.router)
-    app.include_router(inbox_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(patients_api.router)

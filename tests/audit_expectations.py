@@ -647,14 +647,6 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "WebSocket, not callable over plain HTTP; each join asks the policy per slide and is audited "
         "(INSTANCES_ACCESSED, denials too), tested in test_multihead"
     ),
-    # --- in-app notifications (owner: professional portal): the caller's own; unknown ids answer 404 ---
-    ("GET", "/api/inbox"): Audited("GET", "/api/inbox", ((audit.QUERY, "search:inbox", OK, ""),)),
-    ("POST", "/api/inbox/{notification_id}/read"): Audited(
-        "POST", "/api/inbox/999999/read", ((audit.PATIENT_RECORD, "update:inbox", OK, ""),), status=404
-    ),
-    ("POST", "/api/inbox/{notification_id}/acknowledge"): Audited(
-        "POST", "/api/inbox/999999/acknowledge", ((audit.PATIENT_RECORD, "update:inbox", OK, ""),), status=404
-    ),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
 }

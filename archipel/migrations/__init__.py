@@ -58,13 +58,13 @@ def load_models() -> None:
     import archipel.platform.care
     import archipel.platform.consent
     import archipel.platform.identity.models
-    import archipel.platform.inbox
     import archipel.platform.jobs
     import archipel.platform.notify
     import archipel.platform.patient_access
     import archipel.platform.sessions
     import archipel.platform.throttle
     import archipel.radiology.models
+    import archipel.radiology.telerad_models
     import archipel.wsi.annotations
     import archipel.wsi.duty
     import archipel.wsi.frozen

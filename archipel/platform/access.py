@@ -62,14 +62,18 @@ FROZEN_UPDATERS = frozenset({"pathologist", "surgeon"})
 #: module checks the reader's qualification and the protocol's rules; the policy checks role and record.
 SCREENING, READING_TASK = "screening-episode", "reading-task"
 SCREENING_ROLES = frozenset({"screening-reader", "radiologist"})
-#: A professional's in-app notifications: each reads and acknowledges their own (the module keeps to the
-#: recipient in its SQL, as a search keeps to the read scope).
-INBOX = "inbox"
 
 #: Audit purposes (the same strings as ``audit``'s).
 PURPOSE_CARE = "care"
 PURPOSE_BREAK_GLASS = "break-glass"
 PURPOSE_IDENTITY = "identity-management"
+
+#: A teleradiology reading request and a second-opinion request: made by a professional (or a RIS node) of a
+#: site holding the patient's record; radiologists of the reading pool see and work the worklist (claiming
+#: gives them a reading assignment on the patient); the module checks requester and claim holder.
+READING_REQUEST, SECOND_OPINION = "reading-request", "second-opinion"
+TELERAD_READERS = frozenset({"radiologist"})
+SECOND_OPINION_ROLES = frozenset({"radiologist", "pathologist"})
 
 
 @dataclass(frozen=True)
@@ -358,11 +362,33 @@ def _screening(principal: Principal, action: str, resource: Resource, facts: Fac
     return _read(principal, resource, facts)
 
 
+def _reading_request(principal: Principal, action: str, resource: Resource, facts: Facts) -> Decision:
+    """Asking for a reading (or a second opinion), and working on one: the module orders the steps."""
+    own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
+    if action == CREATE:
+        if principal.kind == "node" and principal.site in ("*", resource.site):
+            return Decision(True, "RIS node of the patient's site")
+        clinical = principal.kind == "user" and principal.role in CLINICAL_ROLES | {"admin"}
+        if clinical and (own_site or _at_patient_site(principal, facts)):
+            return Decision(True, f"role {principal.role} of a site holding the patient's record")
+        return Decision(
+            False, "only a professional of a site holding the patient's record may ask for a reading"
+        )
+    readers = TELERAD_READERS if resource.kind == READING_REQUEST else SECOND_OPINION_ROLES
+    if principal.kind == "user" and principal.role in readers:
+        return Decision(True, f"role {principal.role}: reading pool")
+    if principal.kind == "user" and principal.role in CLINICAL_ROLES:
+        return _read(principal, resource, facts)
+    return Decision(False, f"role {principal.role or principal.kind} takes no part in teleradiology")
+
+
 def allow(principal: Principal, action: str, resource: Resource, facts: Facts = NO_FACTS) -> Decision:
     """Decide whether ``principal`` may do ``action`` on ``resource``, given ``facts``. Pure: no I/O."""
     kind = resource.kind
     if kind == "job":
         return Decision(True, "job status")
+    if kind in (READING_REQUEST, SECOND_OPINION):
+        return _reading_request(principal, action, resource, facts)
     if kind in ADMIN_KINDS:
         if principal.kind == "user" and principal.role == "admin":
             return Decision(True, "administrator")
@@ -379,10 +405,6 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         return Decision(False, "the audit trail is for auditors and administrators")
     if kind in (CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS):
         return _access_records(principal, action, resource, facts)
-    if kind == INBOX:
-        if principal.kind == "user" and action in (READ, SEARCH, UPDATE):
-            return Decision(True, "own notifications")
-        return Decision(False, "notifications are for professionals, each their own")
     if kind == FROZEN_SECTION and action in (CREATE, UPDATE):
         return _frozen_section(principal, action, resource, facts)
     if kind in (SCREENING, READING_TASK) and action in (CREATE, UPDATE):
