@@ -454,3 +454,40 @@ def test_an_l2_consensus_is_held_with_another_l2_reader(prog: Programme) -> None
     assert p.post("l2b", f"/api/mammo/tasks/{consensus}/reading", POSITIVE_LEFT).status_code == 201
     decided = p.post("l2b", f"/api/mammo/episodes/{eid}/decision").json()["decision"]
     assert decided["decision"] == "recall" and decided["reasons"][0].startswith("L2 consensus positive")
+
+
+def test_open_cases_are_dealt_evenly_between_the_readers_at_work(prog: Programme) -> None:
+    p = prog
+    p.setup("fr", "fr-depistage")
+    tasks = []
+    for n in range(20, 26):
+        mg = woman(n)
+        stow(p, mg, f"deal-{n}")
+        r = p.post("centre", "/api/mammo/l1-forms", l1_form(mg, NORMAL_READ))
+        assert r.status_code == 201, r.text
+        tasks.append(r.json()["tasks"][0]["id"])
+
+    # Only l2a is at work: every case is theirs.
+    alone = p.get("l2a", "/api/mammo/worklist").json()
+    assert [w["task_id"] for w in alone] == tasks and {w["share"] for w in alone} == {"yours"}
+
+    # l2b signs in too: the six cases are dealt three and three, and each sees the other's after their own.
+    p.h("l2b")
+    shares = {}
+    for who in ("l2a", "l2b"):
+        listed = p.get(who, "/api/mammo/worklist").json()
+        assert sorted(w["task_id"] for w in listed) == sorted(tasks)
+        shares[who] = [w["task_id"] for w in listed if w["share"] == "yours"]
+        assert [w["share"] for w in listed] == ["yours"] * 3 + ["shared"] * 3
+    assert len(shares["l2a"]) == 3 and not set(shares["l2a"]) & set(shares["l2b"])
+
+    # l2a claims two of their cases: the cases left are dealt to l2b, who has less work in hand.
+    for task in shares["l2a"][:2]:
+        assert p.post("l2a", f"/api/mammo/tasks/{task}/claim").status_code == 200
+    b = p.get("l2b", "/api/mammo/worklist").json()
+    assert [w["share"] for w in b] == ["yours"] * 3 + ["shared"]
+    a = p.get("l2a", "/api/mammo/worklist").json()
+    assert [(w["claimed"], w["share"]) for w in a[:2]] == [(True, "yours"), (True, "yours")]
+    assert [w["task_id"] for w in a if w["share"] == "yours" and not w["claimed"]] == [
+        w["task_id"] for w in b if w["share"] == "shared"
+    ]

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archipel.mammo import episodes, protocol
+from archipel.mammo import balance, episodes, protocol
 from archipel.mammo.episodes import ScreeningError
 from archipel.mammo.models import L1, Episode, Programme, ReaderQualification, Reading, ReadingTask
 from archipel.mammo.schemas import L1FormBody, ReadBody
@@ -78,10 +78,33 @@ def _held(ep: Episode) -> str:
     return ""
 
 
+def _eligibility(s: Session) -> balance.Eligible:
+    """``eligible(task, episode, programme, reader)`` with the queries it needs cached for one worklist."""
+    quals: dict[tuple[int, str], set[str]] = {}
+    reads: dict[int, list[protocol.Read]] = {}
+    claims: dict[int, list[tuple[str, str]]] = {}
+
+    def eligible(task: ReadingTask, ep: Episode, prog: Programme, reader: str) -> bool:
+        if reader in _passed(task):
+            return False
+        if (prog.id, reader) not in quals:
+            quals[prog.id, reader] = qualifications(s, prog.id, reader)
+        if protocol.QUALIFICATION_FOR[task.role] not in quals[prog.id, reader]:
+            return False
+        if ep.id not in reads:
+            reads[ep.id], claims[ep.id] = episodes.rule_reads(s, ep.id), episodes.claims_of(s, ep.id)
+        others = [c for c in claims[ep.id] if c != (task.role, reader)]
+        return not protocol.eligibility_refusal(prog.protocol, task.role, reader, reads[ep.id], others)
+
+    return eligible
+
+
 def worklist(
     s: Session, reader: str, now: datetime, role: str = "", programme: str = ""
 ) -> list[dict[str, Any]]:
-    """The cases ``reader`` may read now, their own claims first, then by priority, batch, date and age.
+    """The cases ``reader`` may read now: their own claims first, then the cases dealt to them (``share``
+    ``"yours"``, see :mod:`~archipel.mammo.balance`), then the others' (``"shared"``), each by priority, batch,
+    date and age.
 
     Cases held back (priors awaited, flagged at intake), claimed by another reader, skipped by this reader, or
     that the protocol forbids them (L1 and L2 of one exam, both blind reads) are left out.
@@ -97,22 +120,23 @@ def worklist(
         stmt = stmt.where(ReadingTask.role == role)
     if programme:
         stmt = stmt.where(Programme.code == programme)
-    quals: dict[int, set[str]] = {}
+    eligible = _eligibility(s)
+
+    def order(row: tuple[ReadingTask, Episode, Programme]) -> tuple[Any, ...]:
+        task, ep, _prog = row
+        return (-ep.priority, ep.batch, ep.screen_date, task.id)
+
+    rows = sorted(s.execute(stmt).tuples(), key=order)
+    # Open to anyone: not claimed in force, not deferred any more.
+    free = [(t, e, p) for t, e, p in rows if _available(t, "", now)]
+    dealt = balance.deal(s, free, reader, eligible, CLAIM_TTL, now)
     out: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    for task, ep, prog in s.execute(stmt):
-        if not _available(task, reader, now) or reader in _passed(task):
-            continue
-        if prog.id not in quals:
-            quals[prog.id] = qualifications(s, prog.id, reader)
-        if protocol.QUALIFICATION_FOR[task.role] not in quals[prog.id]:
-            continue
-        others = [c for c in episodes.claims_of(s, ep.id) if c != (task.role, reader)]
-        if protocol.eligibility_refusal(
-            prog.protocol, task.role, reader, episodes.rule_reads(s, ep.id), others
-        ):
+    for task, ep, prog in rows:
+        if not _available(task, reader, now) or not eligible(task, ep, prog, reader):
             continue
         mine = task.status == "claimed" and task.claimed_by == reader
-        key = (not mine, -ep.priority, ep.batch, ep.screen_date, task.id)
+        yours = mine or dealt.get(task.id) == reader
+        key = (not mine, not yours, *order((task, ep, prog)))
         out.append(
             (
                 key,
@@ -120,6 +144,7 @@ def worklist(
                     "task_id": task.id,
                     "role": task.role,
                     "claimed": mine,
+                    "share": "yours" if yours else "shared",
                     "episode_id": ep.id,
                     "programme": prog.code,
                     "site": ep.site,
