@@ -63,6 +63,7 @@ def load_models() -> None:
     import archipel.platform.patient_access
     import archipel.platform.sessions
     import archipel.platform.throttle
+    import archipel.radiology.documents_models
     import archipel.radiology.models
     import archipel.radiology.telerad_models
     import archipel.wsi.annotations

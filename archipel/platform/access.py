@@ -58,6 +58,9 @@ CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS = "consent", "care", "confidentialit
 FROZEN_SECTION = "frozen-section"
 FROZEN_REQUESTERS = frozenset({"surgeon", "technician"})
 FROZEN_UPDATERS = frozenset({"pathologist", "surgeon"})
+#: A report, letter or form of the document registry: created like other patient data; changed (revised,
+#: signed, amended, entered in error) by a producing professional who may read it, or by a node of its site.
+DOCUMENT = "document"
 #: A screening episode (registered, its L1 form, reads, decision, outcome), and a reading task of one: the
 #: module checks the reader's qualification and the protocol's rules; the policy checks role and record.
 SCREENING, READING_TASK = "screening-episode", "reading-task"
@@ -345,6 +348,17 @@ def _frozen_section(principal: Principal, action: str, resource: Resource, facts
     return _read(principal, resource, facts)
 
 
+def _document_update(principal: Principal, resource: Resource, facts: Facts) -> Decision:
+    """Revising, signing, amending or withdrawing a document: the registry orders the statuses."""
+    if principal.kind == "node":
+        if principal.site == resource.site:
+            return Decision(True, "node of the document's site")
+        return Decision(False, f"node {principal.subject} may not change documents of site {resource.site}")
+    if principal.kind != "user" or principal.role not in PRODUCER_ROLES:
+        return Decision(False, f"role {principal.role or principal.kind} may not change a document")
+    return _read(principal, resource, facts)
+
+
 def _screening(principal: Principal, action: str, resource: Resource, facts: Facts) -> Decision:
     """Registering a screening episode (at a site holding the woman's record), claiming a reading task (any
     screening reader: claiming gives the reading assignment), and the steps of a read case (with the record)."""
@@ -409,6 +423,8 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         return _frozen_section(principal, action, resource, facts)
     if kind in (SCREENING, READING_TASK) and action in (CREATE, UPDATE):
         return _screening(principal, action, resource, facts)
+    if kind == DOCUMENT and action == UPDATE:
+        return _document_update(principal, resource, facts)
     # Patient data: studies, series, instances, slides, documents, reading tasks...
     if action in (READ, SEARCH):
         return _read(principal, resource, facts)

@@ -26,6 +26,7 @@ from archipel.platform.db import Database, utcnow
 from archipel.platform.settings import DuplicatePolicy
 from archipel.platform.storage import BlobStore
 from archipel.radiology.dicomfile import InvalidInstance, ParsedInstance, parse_part10
+from archipel.radiology.documents_models import Document
 from archipel.radiology.models import Instance, InstanceVersion, Patient, Series, Study
 from archipel.radiology.patient_links import link_object, link_unlinked_patients
 from archipel.radiology.stored import StoredObject, announce
@@ -444,6 +445,8 @@ class Archive:
         with self.db.sessions() as s:
             known = set(s.execute(select(Instance.blob_key)).scalars())
             known.update(s.execute(select(InstanceVersion.blob_key)).scalars())
+            # Document contents share the blob store (radiology/documents.py).
+            known.update(s.execute(select(Document.blob_key)).scalars())
         for key in self.blobs.keys(older_than=cutoff):
             if key not in known:
                 self.blobs.delete(key)
