@@ -64,6 +64,7 @@ def load_models() -> None:
     import archipel.platform.sessions
     import archipel.platform.throttle
     import archipel.radiology.documents_models
+    import archipel.radiology.hl7.models
     import archipel.radiology.models
     import archipel.radiology.telerad_models
     import archipel.wsi.annotations

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     http_port: int = 8000
     dicom_host: str = "0.0.0.0"
     dicom_port: int = 11112
+    #: The MLLP listener for HL7 v2 from the sites' RIS (``archipel serve``, ``archipel hl7 listen``).
+    hl7_host: str = "0.0.0.0"
+    hl7_port: int = 2575
     ae_title: str = "ARCHIPEL"
     #: What to do when a SOP Instance UID arrives again with different bytes.
     duplicate_policy: DuplicatePolicy = "keep-first"

@@ -1,0 +1,256 @@
+"""HL7 v2 over MLLP from a site's RIS: real framed messages over TCP against the listener.
+
+ADT feeds the MPI, A08 updates, A40 asks for a merge (review, never blind), a duplicate is acknowledged without
+being applied twice; malformed messages and unknown senders are refused, kept as dead letters, and replayed.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import hl7
+import pytest
+from sqlalchemy import select
+
+from archipel.platform.identity import feed, review, store
+from archipel.platform.identity.ins import ins_key
+from archipel.platform.identity.models import LocalIdentity
+from archipel.platform.runtime import Runtime
+from archipel.radiology.hl7 import deadletter
+from archipel.radiology.hl7.listener import Hl7Listener, frame, start_hl7_listener
+from archipel.radiology.hl7.models import Hl7Message
+from archipel.radiology.hl7.sources import add_source
+
+FACILITY, SITE = "CH-ARMOR", "SITE-ARMOR"
+INS_BODY = "2850322123456"
+INS = INS_BODY + ins_key(INS_BODY)
+INS_AUTHORITY = "ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO"
+
+
+def msh(kind: str, control: str, facility: str = FACILITY, charset: str = "8859/1") -> str:
+    """An HL7 v2.5 header from the RIS of ``facility``."""
+    structure = {"A01": "ADT_A01", "A04": "ADT_A01", "A08": "ADT_A01", "A40": "ADT_A39"}.get(kind[4:], "")
+    return (
+        f"MSH|^~\\&|XPLORE-RIS|{facility}|ARCHIPEL|REGION|20261202083000||{kind}^{structure}|{control}|P|2.5"
+        f"|||AL|NE|FRA|{charset}|||2.1^IHE_FR^1.3.6.1.4.1.21367.2010.1.1^ISO"
+    )
+
+
+def pid(
+    local: str,
+    family: str = "Lefèvre",
+    given: str = "Éloïse^Marie",
+    *,
+    ins: str = INS,
+    status: str = "VALI",
+    city: str = "Saint-Brieuc",
+) -> str:
+    """A PID as French RIS send it: site ID and INS in PID-3, birth name (L) and used name (D), PID-32 status."""
+    ids = f"{local}^^^{FACILITY}&1.2.250.1.71.4.2.2.1234&ISO^PI"
+    if ins:
+        ids += f"~{ins}^^^{INS_AUTHORITY}^INS"
+    fields = [
+        "PID",
+        "1",
+        "",
+        ids,
+        "",
+        f"{xpn(family, given, 'L')}~{xpn('Le Guen', given, 'D')}",
+        "",
+        "19850322",
+        "F",
+        "",
+        "",
+        f"12 rue des Goélands^^{city}^^22000^FRA^H",
+        "",
+        "^PRN^PH^^^^^^^^^0296000000",
+    ]
+    fields += [""] * (32 - len(fields)) + [status]
+    return "|".join(fields)
+
+
+def xpn(family: str, given: str, kind: str) -> str:
+    """An XPN name: family^given^second given^^^^type (component 7, ``L`` birth name, ``D`` used name)."""
+    parts = [family, *given.split("^")]
+    return "^".join(parts + [""] * (6 - len(parts)) + [kind])
+
+
+def message(*segments: str, charset: str = "latin-1") -> bytes:
+    return "\r".join(segments).encode(charset) + b"\r"
+
+
+def send(port: int, payload: bytes, *, raw: bool = False) -> hl7.Message:
+    """Send one framed message (``raw``: ``payload`` is sent as it is) and parse the acknowledgement."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(payload if raw else frame(payload))
+        answer = b""
+        while not answer.endswith(b"\x1c\r"):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed before the acknowledgement: {answer!r}"
+            answer += chunk
+    assert answer.startswith(b"\x0b")
+    return hl7.parse(answer[1:-2].decode("latin-1"))
+
+
+def msa(ack: hl7.Message) -> tuple[str, str, str]:
+    seg = ack.segment("MSA")
+    return str(seg(1)), str(seg(2)), ack.unescape(str(seg(3))) if len(seg) > 3 else ""
+
+
+def identity(rt: Runtime, local: str, issuer: str = SITE) -> LocalIdentity | None:
+    with rt.db.sessions() as s:
+        return s.execute(
+            select(LocalIdentity).where(LocalIdentity.issuer == issuer, LocalIdentity.local_id == local)
+        ).scalar_one_or_none()
+
+
+@pytest.fixture
+def listener(runtime: Runtime) -> Iterator[Hl7Listener]:
+    store.forget_indexes()
+    feed.forget_feeds()
+    add_source(runtime.db, FACILITY, SITE)
+    running = start_hl7_listener(runtime, "127.0.0.1", 0)
+    try:
+        yield running
+    finally:
+        running.stop()
+        store.forget_indexes()
+        feed.forget_feeds()
+
+
+def test_adt_a01_creates_the_identity_in_the_mpi_with_ins_and_accented_names(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    ack = send(listener.port, message(msh("ADT^A01", "A01-0001"), "EVN|A01|20261202083000", pid("IPP7001")))
+    assert msa(ack)[:2] == ("AA", "A01-0001")
+    row = identity(runtime, "IPP7001")
+    assert row is not None
+    assert (row.birth_name, row.used_name, row.given_names) == ("Lefèvre", "Le Guen", "Éloïse Marie")
+    assert (row.birth_date, row.sex, row.ins, row.ins_status) == ("19850322", "F", INS, "VALI")
+    assert (row.city, row.postcode, row.phone) == ("Saint-Brieuc", "22000", "0296000000")
+
+
+def test_utf8_message_is_read_by_its_msh18(runtime: Runtime, listener: Hl7Listener) -> None:
+    body = message(
+        msh("ADT^A04", "A04-0001", charset="UNICODE UTF-8"), pid("IPP7002", "Kerbrat-Hervé"), charset="utf-8"
+    )
+    assert msa(send(listener.port, body))[0] == "AA"
+    row = identity(runtime, "IPP7002")
+    assert row is not None and row.birth_name == "Kerbrat-Hervé"
+
+
+def test_a08_updates_the_identity_and_a_resent_control_id_is_not_applied_twice(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    send(listener.port, message(msh("ADT^A01", "C-1"), pid("IPP7003")))
+    ack = send(listener.port, message(msh("ADT^A08", "C-2"), pid("IPP7003", city="Lannion")))
+    assert msa(ack)[0] == "AA"
+    row = identity(runtime, "IPP7003")
+    assert row is not None and row.city == "Lannion"
+    again = send(listener.port, message(msh("ADT^A08", "C-2"), pid("IPP7003", city="Paimpol")))
+    assert msa(again)[0] == "AA" and "duplicate" in msa(again)[2]
+    row = identity(runtime, "IPP7003")
+    assert row is not None and row.city == "Lannion"
+    with runtime.db.sessions() as s:
+        kinds = [m.message_type for m in s.execute(select(Hl7Message).order_by(Hl7Message.id)).scalars()]
+    assert kinds == ["ADT^A01", "ADT^A08"]
+
+
+def test_a40_merge_goes_to_the_review_queue_and_merges_nothing(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    send(
+        listener.port,
+        message(msh("ADT^A01", "M-1"), pid("IPP7010", "Tanguy", "Maëlys", ins="", status="PROV")),
+    )
+    send(
+        listener.port,
+        message(msh("ADT^A01", "M-2"), pid("IPP7011", "Tanguy", "Maelys", ins="", status="PROV")),
+    )
+    before = identity(runtime, "IPP7010"), identity(runtime, "IPP7011")
+    assert before[0] is not None and before[1] is not None
+    merge = message(
+        msh("ADT^A40", "M-3"),
+        "EVN|A40|20261202090000",
+        pid("IPP7011", "Tanguy", "Maelys", ins="", status="PROV"),
+        f"MRG|IPP7010^^^{FACILITY}^PI",
+    )
+    ack = send(listener.port, merge)
+    assert msa(ack)[0] == "AA" and "review" in msa(ack)[2]
+    prior, survivor = identity(runtime, "IPP7010"), identity(runtime, "IPP7011")
+    assert prior is not None and survivor is not None
+    assert prior.master_id == before[0].master_id != survivor.master_id
+    queue = [e for e in review.review_queue(runtime.db) if e.local_id == "IPP7010"]
+    assert len(queue) == 1
+    assert queue[0].candidate_master_id == survivor.master_id and "A40" in queue[0].reason
+
+
+def test_a40_with_different_qualified_ins_is_refused(runtime: Runtime, listener: Hl7Listener) -> None:
+    other = "1790622987654"
+    send(listener.port, message(msh("ADT^A01", "Q-1"), pid("IPP7020", status="QUAL")))
+    send(
+        listener.port,
+        message(
+            msh("ADT^A01", "Q-2"), pid("IPP7021", "Morvan", "Yann", ins=other + ins_key(other), status="QUAL")
+        ),
+    )
+    merge = message(
+        msh("ADT^A40", "Q-3"),
+        pid("IPP7021", "Morvan", "Yann", ins=other + ins_key(other), status="QUAL"),
+        "MRG|IPP7020^^^^PI",
+    )
+    ack = send(listener.port, merge)
+    assert msa(ack)[0] == "AE" and "qualified INS" in ack.unescape(str(ack.segment("ERR")(8)))
+    [letter] = deadletter.list_dead_letters(runtime.db)
+    assert letter.control_id == "Q-3" and "qualified INS" in letter.reason
+
+
+def test_malformed_message_gets_an_ar_and_lands_in_the_dead_letters_with_its_bytes(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    broken = b"MSH|^~\\&|XPLORE-RIS|" + FACILITY.encode() + b"|ARCHIPEL|REGION|20261202||ADT^A01|\rPID|1\r"
+    ack = send(listener.port, broken)
+    code, _control, reason = msa(ack)
+    assert code == "AR" and "MSH-10" in reason
+    assert "101" in str(ack.segment("ERR")(3))
+    letters = deadletter.list_dead_letters(runtime.db)
+    assert len(letters) == 1 and letters[0].ack_code == "AR" and letters[0].facility == FACILITY
+    _letter, raw = deadletter.get_dead_letter(runtime.db, letters[0].id)
+    assert raw == broken
+
+
+def test_frame_without_start_block_and_text_without_msh_are_refused(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    assert msa(send(listener.port, b"not hl7 at all\x1c\r", raw=True))[0] == "AR"
+    assert msa(send(listener.port, b"PID|1||X\r"))[0] == "AR"
+    assert len(deadletter.list_dead_letters(runtime.db)) == 2
+
+
+def test_unknown_sender_is_refused_then_replayed_after_it_is_registered(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    body = message(msh("ADT^A01", "S-1", facility="CLINIQUE-RANCE"), pid("IPP9001"))
+    code, control, reason = msa(send(listener.port, body))
+    assert (code, control) == ("AE", "S-1") and "unknown sender" in reason
+    assert identity(runtime, "IPP9001", "SITE-RANCE") is None
+    [letter] = deadletter.list_dead_letters(runtime.db)
+    again = deadletter.replay(runtime.db, letter.id, "admin")
+    assert again.code == "AE" and deadletter.list_dead_letters(runtime.db)[0].replays == 1
+    add_source(runtime.db, "CLINIQUE-RANCE", "SITE-RANCE")
+    assert deadletter.replay(runtime.db, letter.id, "admin").code == "AA"
+    assert identity(runtime, "IPP9001", "SITE-RANCE") is not None
+    assert deadletter.list_dead_letters(runtime.db) == []
+    [done] = deadletter.list_dead_letters(runtime.db, state="resolved")
+    assert done.resolved_by == "admin"
+    with pytest.raises(deadletter.AlreadyResolved):
+        deadletter.replay(runtime.db, letter.id, "admin")
+
+
+def test_unsupported_type_and_missing_patient_id_get_an_ae(runtime: Runtime, listener: Hl7Listener) -> None:
+    code, _c, reason = msa(send(listener.port, message(msh("SIU^S12", "U-1"), pid("IPP1"))))
+    assert code == "AE" and "SIU^S12" in reason
+    no_id = message(msh("ADT^A01", "U-2"), "PID|1||||Nom^Prenom")
+    code, _c, reason = msa(send(listener.port, no_id))
+    assert code == "AE" and "PID-3" in reason
