@@ -15,16 +15,19 @@ from archipel.mammo import intake as mammo_intake
 from archipel.mammo import worklist_api as mammo_worklist_api
 from archipel.platform import audit_api, breakglass_api, care_api, consent_api
 from archipel.platform import http as platform_http
+from archipel.platform import patient_portal_api, patient_session_api
 from archipel.platform.access import AccessDenied
 from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
 from archipel.radiology import confidentiality_api, dicomweb, patients_api
+from archipel.radiology import patient_download
 from archipel.tiles import api as tiles_api
 from archipel.tiles.fastpath import TileFastPath
 from archipel.wsi import (
     annotations_api,
     duty_api,
     frozen_api,
+    frozen_portal,
     frozen_report,
     multihead_api,
     tile_source,
@@ -62,6 +65,10 @@ def create_app() -> FastAPI:
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(patients_api.router)
+    app.include_router(patient_portal_api.router)
+    app.include_router(patient_session_api.public)
+    app.include_router(patient_session_api.ways_in)
+    app.include_router(patient_download.router)
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)
@@ -74,6 +81,7 @@ def create_app() -> FastAPI:
     app.include_router(frozen_report.timings_router)
     app.include_router(validation_study_api.router)
     frozen_api.install()
+    frozen_portal.install()
     tile_source.install()
 
     # Mounted even before the front end is built (then every page is a 404), so the app's routes do not
@@ -82,7 +90,8 @@ def create_app() -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def _home() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        # The sign-in page (professional or patient); the API's documentation stays at /docs.
+        return RedirectResponse("/app/login.html")
 
     @app.exception_handler(AccessDenied)
     async def _denied(_request: Request, exc: AccessDenied) -> JSONResponse:

@@ -189,6 +189,19 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/api/me/access-log"): Audited(
         "GET", "/api/me/access-log", ((audit.AUDIT_LOG_USED, "read:access-log", OK, P),), user="patient"
     ),
+    # --- patient portal (owner: patient portal): the signed-in patient's own record and images ---
+    ("POST", "/api/patient/session"): NotPatientData("patient log-in step (browser); tested in test_patient_portal"),
+    ("GET", "/api/sign-in/options"): NotPatientData("which ways in the sign-in page offers; no data"),
+    ("GET", "/api/patient/me"): NotPatientData("the signed-in patient's own reference, from their session"),
+    ("GET", "/api/patient/record"): Audited(
+        "GET", "/api/patient/record", ((audit.PATIENT_RECORD, "read:patient", OK, P),), user="patient"
+    ),
+    ("GET", "/api/patient/studies"): Audited(
+        "GET", "/api/patient/studies", ((audit.PATIENT_RECORD, "read:patient", OK, P),), user="patient"
+    ),
+    ("GET", "/api/patient/studies/{study_uid}/dicom.zip"): Audited(
+        "GET", "/api/patient/studies/{study}/dicom.zip", ((audit.EXPORT, "read:study", OK, P),), user="patient"
+    ),
     # --- DICOMweb: QIDO-RS ---
     ("GET", "/dicom-web/studies"): Audited(
         "GET", "/dicom-web/studies?PatientID={patient_id}", ((audit.QUERY, "search:study", OK, ""),)
