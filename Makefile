@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= var
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks drive (Debian packages).
-APT_PACKAGES := dcmtk orthanc orthanc-wsi dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium nginx
+APT_PACKAGES := dcmtk orthanc orthanc-wsi orthanc-dicomweb dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium nginx
 # Only the benchmarks need these (bench/tiles.py: the load generator; nginx and Orthanc's WSI plugin are above).
 BENCH_APT_PACKAGES := wrk
 
