@@ -12,15 +12,24 @@ from fastapi.staticfiles import StaticFiles
 from archipel import __version__
 from archipel.mammo import api as mammo_api
 from archipel.mammo import intake as mammo_intake
+from archipel.mammo import timeline as mammo_timeline
 from archipel.mammo import worklist_api as mammo_worklist_api
-from archipel.platform import audit_api, breakglass_api, care_api, consent_api
+from archipel.platform import (
+    audit_api,
+    breakglass_api,
+    care_api,
+    consent_api,
+    inbox_api,
+    patient_portal_api,
+    patient_session_api,
+    timeline_api,
+)
 from archipel.platform import http as platform_http
-from archipel.platform import patient_portal_api, patient_session_api
 from archipel.platform.access import AccessDenied
 from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
-from archipel.radiology import confidentiality_api, dicomweb, patients_api
-from archipel.radiology import patient_download
+from archipel.radiology import confidentiality_api, dicomweb, patient_download, patients_api
+from archipel.radiology import timeline as radiology_timeline
 from archipel.tiles import api as tiles_api
 from archipel.tiles.fastpath import TileFastPath
 from archipel.wsi import (
@@ -35,6 +44,7 @@ from archipel.wsi import (
     viewer_api,
 )
 from archipel.wsi import api as wsi_api
+from archipel.wsi import timeline as wsi_timeline
 
 log = logging.getLogger("archipel.http")
 
@@ -62,9 +72,11 @@ def create_app() -> FastAPI:
     app.include_router(consent_api.router)
     app.include_router(care_api.router)
     app.include_router(breakglass_api.router)
+    app.include_router(inbox_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(patients_api.router)
+    app.include_router(timeline_api.router)
     app.include_router(patient_portal_api.router)
     app.include_router(patient_session_api.public)
     app.include_router(patient_session_api.ways_in)
@@ -83,6 +95,9 @@ def create_app() -> FastAPI:
     frozen_api.install()
     frozen_portal.install()
     tile_source.install()
+    radiology_timeline.install()
+    wsi_timeline.install()
+    mammo_timeline.install()
 
     # Mounted even before the front end is built (then every page is a 404), so the app's routes do not
     # depend on the build.

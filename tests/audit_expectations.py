@@ -660,6 +660,21 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "WebSocket, not callable over plain HTTP; each join asks the policy per slide and is audited "
         "(INSTANCES_ACCESSED, denials too), tested in test_multihead"
     ),
+    # --- in-app notifications (owner: professional portal): the caller's own; unknown ids answer 404 ---
+    ("GET", "/api/inbox"): Audited("GET", "/api/inbox", ((audit.QUERY, "search:inbox", OK, ""),)),
+    ("POST", "/api/inbox/{notification_id}/read"): Audited(
+        "POST", "/api/inbox/999999/read", ((audit.PATIENT_RECORD, "update:inbox", OK, ""),), status=404
+    ),
+    ("POST", "/api/inbox/{notification_id}/acknowledge"): Audited(
+        "POST", "/api/inbox/999999/acknowledge", ((audit.PATIENT_RECORD, "update:inbox", OK, ""),), status=404
+    ),
+    ("GET", "/api/patients/{master_id}/timeline"): Audited(
+        "GET",
+        "/api/patients/1/timeline",
+        ((audit.PATIENT_RECORD, "read:patient", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
 }

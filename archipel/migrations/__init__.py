@@ -58,6 +58,7 @@ def load_models() -> None:
     import archipel.platform.care
     import archipel.platform.consent
     import archipel.platform.identity.models
+    import archipel.platform.inbox
     import archipel.platform.jobs
     import archipel.platform.notify
     import archipel.platform.patient_access

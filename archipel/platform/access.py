@@ -65,6 +65,9 @@ DOCUMENT = "document"
 #: module checks the reader's qualification and the protocol's rules; the policy checks role and record.
 SCREENING, READING_TASK = "screening-episode", "reading-task"
 SCREENING_ROLES = frozenset({"screening-reader", "radiologist"})
+#: A professional's in-app notifications: each reads and acknowledges their own (the module keeps to the
+#: recipient in its SQL, as a search keeps to the read scope).
+INBOX = "inbox"
 
 #: Audit purposes (the same strings as ``audit``'s).
 PURPOSE_CARE = "care"
@@ -419,6 +422,10 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         return Decision(False, "the audit trail is for auditors and administrators")
     if kind in (CONSENT, CARE, CONFIDENTIALITY, BREAK_GLASS):
         return _access_records(principal, action, resource, facts)
+    if kind == INBOX:
+        if principal.kind == "user" and action in (READ, SEARCH, UPDATE):
+            return Decision(True, "own notifications")
+        return Decision(False, "notifications are for professionals, each their own")
     if kind == FROZEN_SECTION and action in (CREATE, UPDATE):
         return _frozen_section(principal, action, resource, facts)
     if kind in (SCREENING, READING_TASK) and action in (CREATE, UPDATE):
