@@ -74,6 +74,7 @@ _MG_READ = {"right": {"assessment": 1}, "left": {"assessment": 1}, "density": "b
 _MG_DENIED_SEARCH = ((audit.QUERY, "search:screening-episode", DENIED, ""),)
 _SCREENING: dict[tuple[str, str], Entry] = {
     ("GET", _MG + "/programmes"): NotPatientData("programme settings: codes, protocols, thresholds"),
+    ("GET", _MG + "/readers/me"): NotPatientData("the caller's own read counts against the yearly minimum"),
     ("POST", _MG + "/programmes"): Audited(
         "POST", _MG + "/programmes", ((audit.SECURITY_ALERT, "administer:platform", DENIED, ""),),
         user="auditor", send="json", body={"code": "audit", "protocol": "eu-blinded"}, status=403,

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from archipel.mammo import volumes
 from archipel.mammo.models import Episode, Reading, ReadingTask, ScreeningDecision
 from archipel.platform.audit import AuditEvent
 from archipel.platform.notify import OutboxMessage
@@ -491,3 +492,31 @@ def test_open_cases_are_dealt_evenly_between_the_readers_at_work(prog: Programme
     assert [w["task_id"] for w in a if w["share"] == "yours" and not w["claimed"]] == [
         w["task_id"] for w in b if w["share"] == "shared"
     ]
+
+
+def test_a_reader_below_the_yearly_minimum_sees_a_warning_and_is_notified_once(prog: Programme) -> None:
+    p = prog
+    p.setup("fr", "fr-depistage", min_yearly_reads=1500)
+    mg = woman(30)
+    stow(p, mg, "volume-1")
+    task = p.post("centre", "/api/mammo/l1-forms", l1_form(mg, NORMAL_READ)).json()["tasks"][0]["id"]
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/claim").status_code == 200
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/reading", NORMAL_READ).status_code == 201
+
+    # Qualified just now: nothing is due yet, so no warning.
+    [fresh] = p.get("l2a", "/api/mammo/readers/me").json()
+    assert fresh["reads"] == 1 and fresh["due"] == 0 and not fresh["below_minimum"]
+    assert volumes.warn_readers_below_minimum(p.rt.db, p.rt.clock()) == 0
+
+    # Half a year on (183 days), one read against the 752 due.
+    p.later(days=183)
+    [late] = p.get("l2a", "/api/mammo/readers/me").json()
+    assert late["below_minimum"] and late["due"] == 752 and "below the 752 due" in late["warning"]
+    # Only L2 reads count towards the French minimum: the centre's L1 read does not.
+    assert p.get("centre", "/api/mammo/readers/me").json()[0]["reads"] == 0
+    warned = volumes.warn_readers_below_minimum(p.rt.db, p.rt.clock())
+    assert warned == 3  # l2a, l2b and the centre (also qualified L2), all below
+    assert volumes.warn_readers_below_minimum(p.rt.db, p.rt.clock()) == 0
+    inbox = p.get("l2a", "/api/inbox").json()
+    items = inbox["notifications"] if isinstance(inbox, dict) else inbox
+    assert [n["kind"] for n in items] == [volumes.WARNING_KIND]

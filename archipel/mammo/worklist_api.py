@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
 
-from archipel.mammo import episodes, metrics, reading
+from archipel.mammo import episodes, metrics, reading, volumes
 from archipel.mammo.api import check, deny, episode_resource, reading_view, refused
 from archipel.mammo.episodes import ScreeningError
 from archipel.mammo.models import Episode
@@ -35,6 +35,13 @@ def get_worklist(
     check(rt, principal, access.SEARCH, resource, request, audit.QUERY)
     with rt.db.sessions() as s:
         return reading.worklist(s, principal.subject, rt.clock(), role, programme)
+
+
+@router.get("/readers/me")
+def get_my_volumes(rt: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """The caller's reads over the last year in each programme, against its minimum, with a warning below it."""
+    with rt.db.sessions() as s:
+        return [v.as_dict() for v in volumes.volumes_of(s, principal.subject, rt.clock())]
 
 
 @router.get("/metrics", response_model=None)

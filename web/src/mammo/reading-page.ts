@@ -14,6 +14,8 @@ interface WorkItem {
   task_id: number;
   role: string;
   claimed: boolean;
+  /** "yours": dealt to this reader; "shared": dealt to a colleague, still claimable. */
+  share: "yours" | "shared";
   episode_id: number;
   programme: string;
   site: string;
@@ -122,7 +124,8 @@ class ReadingScreen {
             `${w.role} · ${w.programme} · ${w.screen_date} · ${w.round}` +
             (w.batch ? ` · batch ${w.batch}` : "") +
             (w.priority ? ` · priority ${w.priority}` : "") +
-            (w.claimed ? " · claimed by you" : "");
+            (w.claimed ? " · claimed by you" : w.share === "shared" ? " · a colleague's share" : "");
+          if (w.share === "shared") li.classList.add("shared");
           return li;
         }),
       );
@@ -328,8 +331,18 @@ class ReadingScreen {
   }
 }
 
+/** Warn a reader whose counted reads fall below a programme's yearly minimum. */
+async function showVolumeWarnings(): Promise<void> {
+  const volumes = await getJson<{ programme: string; warning: string }[]>("/api/mammo/readers/me");
+  const warnings = volumes.filter((v) => v.warning).map((v) => v.warning);
+  const box = byId("volume-warning");
+  box.textContent = warnings.join(" · ");
+  box.hidden = warnings.length === 0;
+}
+
 async function main(): Promise<void> {
   const me = await requireUser();
+  void showVolumeWarnings().catch(() => undefined);
   await startCornerstone();
   const screen = new ReadingScreen(me);
   (window as unknown as { archipelMammo: ReadingScreen }).archipelMammo = screen;
