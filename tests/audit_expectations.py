@@ -676,6 +676,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
         user="auditor",
         status=403,
     ),
+    ("GET", "/api/search"): Audited("GET", "/api/search?q=AUD0001", ((audit.QUERY, "search:patient", OK, ""),)),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
 }

@@ -119,15 +119,15 @@ def find_patients(
                 masters.order_by(LocalIdentity.master_id).limit(min(max(limit, 1), MAX_LIMIT))
             )
         ]
-        rows = (
-            s.execute(
-                select(LocalIdentity)
-                .where(LocalIdentity.master_id.in_(page), visible)
-                .order_by(LocalIdentity.master_id, LocalIdentity.issuer, LocalIdentity.local_id)
-            ).scalars()
-            if page
-            else []
-        )
+        rows: list[LocalIdentity] = []
+        if page:
+            rows = list(
+                s.execute(
+                    select(LocalIdentity)
+                    .where(LocalIdentity.master_id.in_(page), visible)
+                    .order_by(LocalIdentity.master_id, LocalIdentity.issuer, LocalIdentity.local_id)
+                ).scalars()
+            )
         found: dict[int, list[dict[str, str]]] = {m: [] for m in page}
         for li in rows:
             found[li.master_id].append(
