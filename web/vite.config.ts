@@ -16,6 +16,7 @@ const pages: Record<string, string> = {
   "frozen-turnaround": "frozen-turnaround.html",
   "mammo-reading": "mammo-reading.html",
   "mammo-dashboard": "mammo-dashboard.html",
+  patient: "patient.html",
 };
 
 export default defineConfig({
