@@ -112,6 +112,7 @@ class ArchipelServer:
     def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.env = {**os.environ, **(env or {}), "ARCHIPEL_DATA": str(data)}
+        self.env.setdefault("ARCHIPEL_HL7_PORT", str(free_port()))  # the HL7 MLLP listener of ``serve``
         self.http_port = free_port()
         self.dicom_port = free_port()
         self.aet = "ARCHIPEL"

@@ -30,7 +30,15 @@ INS_AUTHORITY = "ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO"
 
 def msh(kind: str, control: str, facility: str = FACILITY, charset: str = "8859/1") -> str:
     """An HL7 v2.5 header from the RIS of ``facility``."""
-    structure = {"A01": "ADT_A01", "A04": "ADT_A01", "A08": "ADT_A01", "A40": "ADT_A39"}.get(kind[4:], "")
+    structure = {
+        "A01": "ADT_A01",
+        "A04": "ADT_A01",
+        "A08": "ADT_A01",
+        "A40": "ADT_A39",
+        "O01": "ORM_O01",
+        "O23": "OMI_O23",
+        "R01": "ORU_R01",
+    }.get(kind[4:], "")
     return (
         f"MSH|^~\\&|XPLORE-RIS|{facility}|ARCHIPEL|REGION|20261202083000||{kind}^{structure}|{control}|P|2.5"
         f"|||AL|NE|FRA|{charset}|||2.1^IHE_FR^1.3.6.1.4.1.21367.2010.1.1^ISO"
@@ -236,16 +244,16 @@ def test_unknown_sender_is_refused_then_replayed_after_it_is_registered(
     assert (code, control) == ("AE", "S-1") and "unknown sender" in reason
     assert identity(runtime, "IPP9001", "SITE-RANCE") is None
     [letter] = deadletter.list_dead_letters(runtime.db)
-    again = deadletter.replay(runtime.db, letter.id, "admin")
+    again = deadletter.replay(runtime, letter.id, "admin")
     assert again.code == "AE" and deadletter.list_dead_letters(runtime.db)[0].replays == 1
     add_source(runtime.db, "CLINIQUE-RANCE", "SITE-RANCE")
-    assert deadletter.replay(runtime.db, letter.id, "admin").code == "AA"
+    assert deadletter.replay(runtime, letter.id, "admin").code == "AA"
     assert identity(runtime, "IPP9001", "SITE-RANCE") is not None
     assert deadletter.list_dead_letters(runtime.db) == []
     [done] = deadletter.list_dead_letters(runtime.db, state="resolved")
     assert done.resolved_by == "admin"
     with pytest.raises(deadletter.AlreadyResolved):
-        deadletter.replay(runtime.db, letter.id, "admin")
+        deadletter.replay(runtime, letter.id, "admin")
 
 
 def test_unsupported_type_and_missing_patient_id_get_an_ae(runtime: Runtime, listener: Hl7Listener) -> None:

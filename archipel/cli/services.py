@@ -136,6 +136,7 @@ def api_cmd(
 def serve(
     http_port: Annotated[int | None, typer.Option("--http-port", help="HTTP port (8000).")] = None,
     dicom_port: Annotated[int | None, typer.Option("--dicom-port", help="DICOM port (11112).")] = None,
+    hl7_port: Annotated[int | None, typer.Option("--hl7-port", help="HL7 MLLP port (2575).")] = None,
     aet: Annotated[str | None, typer.Option("--aet", help="Our AE title (ARCHIPEL).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="HTTP bind address.")] = None,
     http_workers: Annotated[
@@ -157,7 +158,9 @@ def serve(
     from archipel.radiology.archive import Archive
     from archipel.radiology.dimse.listener import start_listener
 
-    rt = setup(data, http_port=http_port, dicom_port=dicom_port, ae_title=aet, http_host=host)
+    rt = setup(
+        data, http_port=http_port, dicom_port=dicom_port, hl7_port=hl7_port, ae_title=aet, http_host=host
+    )
     configure_logging()
     swept = Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=False))
     log = logging.getLogger("archipel.serve")
@@ -179,6 +182,15 @@ def serve(
     urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
     urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
+    from archipel.radiology.hl7.listener import start_hl7_listener
+
+    # HL7 v2 from the sites' RIS (docs/hl7.md), beside the DICOM listener. A taken port stops only HL7: the
+    # archive, viewers and portals go on, and the error says what to fix.
+    hl7_listener = None
+    try:
+        hl7_listener = start_hl7_listener(rt, rt.settings.hl7_host, rt.settings.hl7_port)
+    except OSError as exc:
+        log.error("event=hl7_listener_failed port=%d error=%r", rt.settings.hl7_port, str(exc))
     # Signs the audit chain's head regularly and purges expired events (docs/audit.md).
     checkpoints = CheckpointScheduler(rt.db, rt.settings).start()
     try:
@@ -204,6 +216,8 @@ def serve(
             )
     finally:
         checkpoints.stop()
+        if hl7_listener is not None:
+            hl7_listener.stop()
         listener.stop()
         for proc in (worker_proc, urgent_proc):
             proc.terminate()

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from archipel.platform.db import Database
+from archipel.platform.runtime import Runtime
 from archipel.radiology.hl7.messages import CHARSETS, Rejected, charset_of
 from archipel.radiology.hl7.models import OPEN, RESOLVED, Hl7DeadLetter
 from archipel.radiology.hl7.receiver import Result, receive
@@ -104,9 +105,9 @@ def readable(raw: bytes) -> str:
     )
 
 
-def replay(db: Database, dead_id: int, by: str) -> Result:
+def replay(rt: Runtime, dead_id: int, by: str) -> Result:
     """Run a dead letter through the intake again; :class:`AlreadyResolved` if it was applied already."""
-    letter, raw = get_dead_letter(db, dead_id)
+    letter, raw = get_dead_letter(rt.db, dead_id)
     if letter.state == RESOLVED:
         raise AlreadyResolved(f"dead letter {dead_id} was resolved already ({letter.resolved_by})")
-    return receive(db, raw, letter.peer, replay_of=dead_id, by=by)
+    return receive(rt, raw, letter.peer, replay_of=dead_id, by=by)

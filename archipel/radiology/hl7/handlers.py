@@ -17,12 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archipel.platform.authn import Principal
-from archipel.platform.db import Database, utcnow
+from archipel.platform.db import utcnow
 from archipel.platform.identity import review, store
 from archipel.platform.identity.feed import update_identities
 from archipel.platform.identity.intake import IdentityError
 from archipel.platform.identity.models import LocalIdentity, NoLink, ReviewItem
 from archipel.platform.identity.service import master_of
+from archipel.platform.runtime import Runtime
 from archipel.radiology.hl7.messages import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
@@ -55,11 +56,12 @@ class Outcome:
     master: int | None = None
 
 
-Handler = Callable[[Database, Parsed, Sender], Outcome]
+Handler = Callable[[Runtime, Parsed, Sender], Outcome]
 
 
-def feed_patient(db: Database, parsed: Parsed, sender: Sender) -> Outcome:
+def feed_patient(rt: Runtime, parsed: Parsed, sender: Sender) -> Outcome:
     """ADT^A01/A04/A08 (and any message's PID): create or update the patient's identity at the sender's site."""
+    db = rt.db
     inp = identity_of(parsed.message, first(parsed.message, "PID"), sender.site)
     try:
         outcomes = update_identities(db, [inp])
@@ -77,7 +79,7 @@ def feed_patient(db: Database, parsed: Parsed, sender: Sender) -> Outcome:
 MERGE_ACTOR = "hl7-merge"
 
 
-def merge_patients(db: Database, parsed: Parsed, sender: Sender) -> Outcome:
+def merge_patients(rt: Runtime, parsed: Parsed, sender: Sender) -> Outcome:
     """ADT^A40: the site says the prior patient (MRG-1) is the surviving one (PID-3).
 
     Never a blind merge: the surviving identity is fed to the MPI, then the prior one is put in the identity
@@ -90,7 +92,8 @@ def merge_patients(db: Database, parsed: Parsed, sender: Sender) -> Outcome:
     prior, _ins = identifiers(msg, mrg, 1)
     if not prior:
         raise Refused("MRG-1 names no prior patient identifier", REQUIRED_FIELD_MISSING)
-    survivor = feed_patient(db, parsed, sender)
+    db = rt.db
+    survivor = feed_patient(rt, parsed, sender)
     surviving_id = survivor.patient.split("/", 1)[1]
     if prior == surviving_id:
         raise Refused(f"MRG-1 and PID-3 name the same patient {prior}", DATA_TYPE_ERROR)

@@ -18,7 +18,6 @@ from typing import Any
 from hl7.mllp import start_hl7_server
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
-from archipel.platform.db import Database
 from archipel.platform.runtime import Runtime
 from archipel.radiology.hl7.messages import SEGMENT_SEQUENCE, Rejected
 from archipel.radiology.hl7.receiver import _refused, receive
@@ -60,17 +59,17 @@ def frame(message: bytes) -> bytes:
     return START_BLOCK + message + END_BLOCK + CARRIAGE_RETURN
 
 
-def _answer(db: Database, block: bytes, peer: str) -> bytes:
+def _answer(rt: Runtime, block: bytes, peer: str) -> bytes:
     """The acknowledgement of one frame's bytes (``<FS><CR>`` included)."""
     body = block[: -len(END_BLOCK + CARRIAGE_RETURN)]
     stripped = body.lstrip(b"\r\n\t ")
     if not stripped.startswith(START_BLOCK):
         error = Rejected("the frame does not begin with the MLLP start block <VT>", SEGMENT_SEQUENCE)
-        return _refused(db, body, peer, None, error, None).ack
-    return receive(db, stripped[1:], peer).ack
+        return _refused(rt.db, body, peer, None, error, None).ack
+    return receive(rt, stripped[1:], peer).ack
 
 
-async def _connection(db: Database, executor: ThreadPoolExecutor, reader: Any, writer: Any) -> None:
+async def _connection(rt: Runtime, executor: ThreadPoolExecutor, reader: Any, writer: Any) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -87,7 +86,7 @@ async def _connection(db: Database, executor: ThreadPoolExecutor, reader: Any, w
             except asyncio.LimitOverrunError:
                 log.warning("event=hl7_too_large peer=%s limit=%d", peer, MAX_MESSAGE_BYTES)
                 break
-            answer = await loop.run_in_executor(executor, _answer, db, block, peer)
+            answer = await loop.run_in_executor(executor, _answer, rt, block, peer)
             writer.write(frame(answer))
             await writer.drain()
     finally:
@@ -109,7 +108,7 @@ def start_hl7_listener(rt: Runtime, host: str, port: int) -> Hl7Listener:
 
         async def begin() -> Any:
             async def on_client(reader: Any, writer: Any) -> None:
-                await _connection(rt.db, executor, reader, writer)
+                await _connection(rt, executor, reader, writer)
 
             return await start_hl7_server(on_client, host, port, limit=MAX_MESSAGE_BYTES)
 

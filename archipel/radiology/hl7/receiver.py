@@ -17,6 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from archipel.platform import audit
 from archipel.platform.authn import Principal
 from archipel.platform.db import Database, utcnow
+from archipel.platform.runtime import Runtime
+from archipel.radiology.hl7 import orders, results  # noqa: F401  (they register their message types)
 from archipel.radiology.hl7.handlers import Outcome, Sender, handler_for
 from archipel.radiology.hl7.messages import (
     APPLICATION_ERROR,
@@ -51,14 +53,13 @@ def sender_principal(facility: str, site: str) -> Principal:
     return Principal(subject=f"hl7:{facility}"[:128], role="node", site=site, kind="node")
 
 
-def receive(
-    db: Database, raw: bytes, peer: str = "", *, replay_of: int | None = None, by: str = ""
-) -> Result:
+def receive(rt: Runtime, raw: bytes, peer: str = "", *, replay_of: int | None = None, by: str = "") -> Result:
     """Apply one raw message (MLLP framing removed) and return its acknowledgement.
 
     ``replay_of`` names the dead letter being replayed (by administrator ``by``): it is resolved on success,
     and on a new refusal its reason is updated instead of a new dead letter being added.
     """
+    db = rt.db
     parsed: Parsed | None = None
     try:
         parsed = parse(raw)
@@ -74,7 +75,7 @@ def receive(
             _resolve(db, replay_of, by)
             return Result(ack(header, "AA", "duplicate: already applied"), "AA", duplicate=True)
         sender = Sender(site, sender_principal(header.sending_facility, site), peer)
-        outcome = handler_for(header.kind)(db, parsed, sender)
+        outcome = handler_for(header.kind)(rt, parsed, sender)
         _accepted(db, parsed, sender, outcome)
     except MessageError as exc:
         return _refused(db, raw, peer, parsed.header if parsed else None, exc, replay_of)
