@@ -136,24 +136,6 @@ _SCREENING: dict[tuple[str, str], Entry] = {
 }  # fmt: skip
 
 
-_TB = "/api/tumor-boards"
-# --- tumor boards (owner: rcp): as the auditor, whom the policy refuses, or unknown ids (404) ---
-_TUMOR_BOARDS: dict[tuple[str, str], Entry] = {
-    ("GET", _TB): Audited("GET", _TB, ((audit.QUERY, "search:tumor-board", DENIED, ""),), user="auditor",
-                          status=403),
-    ("POST", _TB): Audited(
-        "POST", _TB, ((audit.PATIENT_RECORD, "create:tumor-board", DENIED, ""),), user="auditor", send="json",
-        body={"title": "RCP", "scheduled_at": "2026-12-10T14:00:00+01:00"}, status=403,
-    ),
-    ("GET", _TB + "/{session_id}"): Audited("GET", _TB + "/999999", (), status=404),
-    ("POST", _TB + "/{session_id}/patients"): Audited(
-        "POST", _TB + "/999999/patients", (), send="json", body={"master_id": 1}, status=404
-    ),
-    ("POST", _TB + "/{session_id}/patients/{patient_id}/prefetch"): Audited(
-        "POST", _TB + "/999999/patients/1/prefetch", (), status=404
-    ),
-}  # fmt: skip
-
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the API documentation"),
@@ -436,6 +418,61 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/iiif/{slide_id}/{region}/{size}/{rotation}/{quality_format}"): NotPatientData(
         "image pixels; the open (.dzi / info.json) is audited; tested in test_tiles_service"
     ),
+    # --- teleradiology (owner: radiology/telerad); the auditor is refused (audited), unknown requests are 404
+    ("POST", "/api/telerad/requests"): Audited(
+        "POST",
+        "/api/telerad/requests",
+        ((audit.PATIENT_RECORD, "create:reading-request", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={
+            "issuer": "SITE-A",
+            "patient_id": "AUD0001",
+            "accession_number": "AUDTR1",
+            "clinical_info": "audit walk",
+            "justification": "audit walk",
+            "priority": "stat",
+        },
+        status=403,
+    ),
+    ("GET", "/api/telerad/requests"): Audited(
+        "GET",
+        "/api/telerad/requests",
+        ((audit.QUERY, "search:reading-request", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("GET", "/api/telerad/requests/{request_id}"): Audited(
+        "GET", "/api/telerad/requests/999999", (), user="auditor", status=404
+    ),
+    ("POST", "/api/telerad/requests/{request_id}/claim"): Audited(
+        "POST", "/api/telerad/requests/999999/claim", (), user="auditor", status=404
+    ),
+    ("POST", "/api/telerad/requests/{request_id}/release"): Audited(
+        "POST", "/api/telerad/requests/999999/release", (), user="auditor", status=404
+    ),
+    ("POST", "/api/telerad/requests/{request_id}/cancel"): Audited(
+        "POST", "/api/telerad/requests/999999/cancel", (), user="auditor", send="json", body={}, status=404
+    ),
+    ("GET", "/api/telerad/requests/{request_id}/priors"): Audited(
+        "GET", "/api/telerad/requests/999999/priors", (), user="auditor", status=404
+    ),
+    ("POST", "/api/telerad/requests/{request_id}/report"): Audited(
+        "POST", "/api/telerad/requests/999999/report", (), user="auditor", send="json", body={"text": "x"},
+        status=404,
+    ),  # fmt: skip
+    ("POST", "/api/telerad/requests/{request_id}/sign"): Audited(
+        "POST", "/api/telerad/requests/999999/sign", (), user="auditor", send="json", body={"text": "x"},
+        status=404,
+    ),  # fmt: skip
+    ("POST", "/api/telerad/requests/{request_id}/addenda"): Audited(
+        "POST", "/api/telerad/requests/999999/addenda", (), user="auditor", send="json",
+        body={"text": "x", "reason": "y"}, status=404,
+    ),  # fmt: skip
+    ("POST", "/api/telerad/critical-results/{critical_id}/acknowledge"): Audited(
+        "POST", "/api/telerad/critical-results/999999/acknowledge", (), user="auditor", send="json", body={},
+        status=404,
+    ),  # fmt: skip
     # --- frozen sections (owner: wsi); the auditor is refused (audited), unknown requests are 404 before the policy
     ("POST", "/api/frozen-sections"): Audited(
         "POST",
@@ -697,7 +734,6 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/api/search"): Audited("GET", "/api/search?q=AUD0001", ((audit.QUERY, "search:patient", OK, ""),)),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
-    **_TUMOR_BOARDS,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

@@ -11,7 +11,6 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     mammo,
     services,
     tiles,
-    tumorboard,
     wsi,
     wsi_convert,
 )

@@ -162,6 +162,9 @@ class CriticalResult(Base):
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     acknowledged_by: Mapped[str] = mapped_column(String(128), default="")
+    #: The requester's in-app notification (``platform.inbox``), when they have an account: acknowledging it
+    #: there closes the loop too.
+    notification_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class PriorStudy(Base):

@@ -166,6 +166,7 @@ def upgrade() -> None:
         sa.Column("escalated_at", archipel.platform.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("acknowledged_at", archipel.platform.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("acknowledged_by", sa.String(length=128), nullable=False),
+        sa.Column("notification_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["report_id"],
             ["telerad_reports.id"],
