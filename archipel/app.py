@@ -30,6 +30,7 @@ from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
 from archipel.radiology import telerad_api
 from archipel.radiology import confidentiality_api, dicomweb, patient_download, patients_api, search_api
+from archipel.radiology import documents_api, documents_fhir, documents_portal
 from archipel.radiology import timeline as radiology_timeline
 from archipel.tiles import api as tiles_api
 from archipel.tiles.fastpath import TileFastPath
@@ -77,6 +78,8 @@ def create_app() -> FastAPI:
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(patients_api.router)
+    app.include_router(documents_api.router)
+    app.include_router(documents_fhir.router)
     app.include_router(telerad_api.router)
     app.include_router(search_api.router)
     app.include_router(timeline_api.router)
@@ -96,6 +99,7 @@ def create_app() -> FastAPI:
     app.include_router(frozen_report.timings_router)
     app.include_router(validation_study_api.router)
     frozen_api.install()
+    documents_portal.install()
     telerad_api.install()
     frozen_portal.install()
     tile_source.install()

@@ -136,6 +136,36 @@ _SCREENING: dict[tuple[str, str], Entry] = {
 }  # fmt: skip
 
 
+_DOC = "/api/documents"
+_DOC_NEW = {"issuer": "SITE-A", "patient_id": "AUD0001", "site": "SITE-A", "type_code": "18748-4",
+            "title": "Compte rendu", "content_type": "text/plain", "content": "UmFzLg=="}  # fmt: skip
+_DOC_DENIED_SEARCH = ((audit.QUERY, "search:document", DENIED, ""),)
+# --- document registry (owner: documents): as the auditor, whom the policy refuses, or unknown ids (404) ---
+_DOCUMENTS: dict[tuple[str, str], Entry] = {
+    ("POST", _DOC): Audited(
+        "POST", _DOC, ((audit.PATIENT_RECORD, "create:document", DENIED, P),), user="auditor", send="json",
+        body=_DOC_NEW, status=403,
+    ),
+    ("GET", _DOC): Audited("GET", _DOC, _DOC_DENIED_SEARCH, user="auditor", status=403),
+    ("GET", _DOC + "/search"): Audited("GET", _DOC + "/search?q=poumon", _DOC_DENIED_SEARCH, user="auditor",
+                                       status=403),
+    ("GET", _DOC + "/{doc_id}"): Audited("GET", _DOC + "/999999", (), status=404),
+    ("GET", _DOC + "/{doc_id}/content"): Audited("GET", _DOC + "/999999/content", (), status=404),
+    ("PUT", _DOC + "/{doc_id}/content"): Audited("PUT", _DOC + "/999999/content", (), status=404),
+    ("POST", _DOC + "/{doc_id}/sign"): Audited("POST", _DOC + "/999999/sign", (), status=404),
+    ("POST", _DOC + "/{doc_id}/addenda"): Audited(
+        "POST", _DOC + "/999999/addenda", (), send="json",
+        body={"content_type": "text/plain", "content": "UmFzLg==", "reason": "relu"}, status=404,
+    ),
+    ("POST", _DOC + "/{doc_id}/entered-in-error"): Audited(
+        "POST", _DOC + "/999999/entered-in-error", (), send="json", body={"reason": "wrong patient"}, status=404
+    ),
+    ("GET", "/fhir/DocumentReference"): Audited(
+        "GET", "/fhir/DocumentReference", _DOC_DENIED_SEARCH, user="auditor", status=403
+    ),
+    ("GET", "/fhir/DocumentReference/{doc_id}"): Audited("GET", "/fhir/DocumentReference/999999", (), status=404),
+}  # fmt: skip
+
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the API documentation"),
@@ -734,6 +764,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/api/search"): Audited("GET", "/api/search?q=AUD0001", ((audit.QUERY, "search:patient", OK, ""),)),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
+    **_DOCUMENTS,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

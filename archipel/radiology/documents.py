@@ -30,10 +30,10 @@ from sqlalchemy.orm import Session
 from archipel.platform import access, audit
 from archipel.platform.access_facts import master_of_ref
 from archipel.platform.authn import Principal
-from archipel.platform.confidentiality import INVISIBLE_PATIENT, MASQUE_PS, decode, encode
+from archipel.platform.confidentiality import MASQUE_PS, encode
 from archipel.platform.confidentiality import validate as validate_codes
 from archipel.platform.db import Database, utcnow
-from archipel.platform.storage import BlobNotFound, BlobStore
+from archipel.platform.storage import BlobStore
 from archipel.radiology import documents_search
 from archipel.radiology.documents_content import (
     CONTENT_TYPES,
@@ -48,10 +48,20 @@ from archipel.radiology.documents_models import (
     ENTERED_IN_ERROR,
     FINAL,
     PRELIMINARY,
-    RELEASED,
     STATUSES,
     Document,
     DocumentStudy,
+)
+from archipel.radiology.documents_read import (
+    DOCUMENT,
+    DocumentCorrupt,
+    DocumentNotFound,
+    check_read,
+    get,
+    policy_codes,
+    read_content,
+    resource_of,
+    studies_of,
 )
 
 __all__ = [
@@ -67,6 +77,7 @@ __all__ = [
     "DocumentStudy",
     "UnsupportedContentType",
     "add_addendum",
+    "check_read",
     "enter_in_error",
     "get",
     "policy_codes",
@@ -80,8 +91,6 @@ __all__ = [
 
 log = logging.getLogger("archipel.documents")
 
-#: The access policy's resource kind.
-DOCUMENT = access.DOCUMENT
 #: HL7 v3 Confidentiality codes (FHIR securityLabel): unrestricted, low, moderate, normal, restricted, very.
 CONFIDENTIALITY_CODES = {
     "U": "unrestricted",
@@ -93,55 +102,8 @@ CONFIDENTIALITY_CODES = {
 }
 
 
-class DocumentNotFound(LookupError):
-    """No document with this id (HTTP 404)."""
-
-
 class DocumentLocked(ValueError):
     """The document's status forbids the change: a signed document is immutable (HTTP 409)."""
-
-
-class DocumentCorrupt(RuntimeError):
-    """The stored content no longer matches its hash, or is gone (HTTP 500, logged)."""
-
-
-def policy_codes(doc: Document) -> frozenset[str]:
-    """The confidentiality codes the access policy weighs for ``doc``: its own, plus ``INVISIBLE_PATIENT``
-    while it is not released to the patient (preliminary, entered-in-error)."""
-    codes = decode(doc.codes)
-    return codes if doc.status in RELEASED else codes | {INVISIBLE_PATIENT}
-
-
-def resource_of(doc: Document) -> access.Resource:
-    """The access policy's view of ``doc``."""
-    return access.Resource(
-        kind=DOCUMENT,
-        site=doc.site,
-        patient=doc.patient_ref,
-        ident=str(doc.id),
-        confidentiality=policy_codes(doc),
-    )
-
-
-def get(db: Database, doc_id: int) -> Document:
-    """The document's row, unchecked (callers run the policy); raises :class:`DocumentNotFound`."""
-    with db.sessions() as s:
-        doc = s.get(Document, doc_id)
-    if doc is None:
-        raise DocumentNotFound(f"no document {doc_id}")
-    return doc
-
-
-def studies_of(db: Database, doc_id: int) -> list[str]:
-    """The Study Instance UIDs ``doc_id`` concerns."""
-    with db.sessions() as s:
-        return list(
-            s.execute(
-                select(DocumentStudy.study_uid)
-                .where(DocumentStudy.document_id == doc_id)
-                .order_by(DocumentStudy.study_uid)
-            ).scalars()
-        )
 
 
 def _store(blobs: BlobStore, content: bytes) -> tuple[str, str, int]:
@@ -277,6 +239,7 @@ def revise(
 ) -> Document:
     """Replace the content (and optionally the title) of a preliminary document; a signed one is
     :class:`DocumentLocked`."""
+    get(db, doc_id)  # an unknown document is 404 before its content is looked at
     bare = check_content(content, content_type)
     _authorised(db, principal, doc_id, client)
     key, digest, size = _store(blobs, content)
@@ -327,9 +290,10 @@ def add_addendum(
     """Add a signed addendum to a final (or already amended) document and return the addendum; the parent
     becomes ``amended`` and keeps its content. A preliminary document is revised instead
     (:class:`DocumentLocked`), as is one entered in error."""
+    get(db, doc_id)
     _required(reason=reason)
     bare = check_content(content, content_type)
-    parent = _authorised(db, principal, doc_id, client)
+    _authorised(db, principal, doc_id, client)
     key, digest, size = _store(blobs, content)
     now = utcnow()
     with db.write() as s:
@@ -385,6 +349,7 @@ def enter_in_error(
 ) -> Document:
     """Withdraw a document with ``reason``: it becomes ``entered-in-error``, its content is kept and it no
     longer shows to patients. Withdrawing it twice is :class:`DocumentLocked`."""
+    get(db, doc_id)
     _required(reason=reason)
     _authorised(db, principal, doc_id, client)
     with db.write() as s:
@@ -395,38 +360,3 @@ def enter_in_error(
         doc.error_at, doc.error_by = utcnow(), principal.subject
     log.info("event=document_entered_in_error document=%d", doc_id)
     return doc
-
-
-def check_read(
-    db: Database, principal: Principal, doc_id: int, *, client: str = "", facts: access.Facts | None = None
-) -> Document:
-    """The document after the policy allowed ``principal`` to read it (audited); raises
-    :class:`DocumentNotFound` or ``access.AccessDenied``."""
-    doc = get(db, doc_id)
-    access.check(
-        db,
-        principal,
-        access.READ,
-        resource_of(doc),
-        event_type=audit.PATIENT_RECORD,
-        source=client,
-        facts=facts,
-    )
-    return doc
-
-
-def read_content(
-    db: Database, blobs: BlobStore, principal: Principal, doc_id: int, *, client: str = ""
-) -> tuple[Document, bytes]:
-    """The document and its content, after the policy's READ (audited) and a check of the content against
-    its SHA-256 (:class:`DocumentCorrupt` when it does not match or is gone)."""
-    doc = check_read(db, principal, doc_id, client=client)
-    try:
-        data = blobs.get(doc.blob_key)
-    except (BlobNotFound, FileNotFoundError) as exc:
-        log.error("event=document_content_missing document=%d", doc.id)
-        raise DocumentCorrupt(f"the content of document {doc.id} is missing from the blob store") from exc
-    if hashlib.sha256(data).hexdigest() != doc.sha256:
-        log.error("event=document_content_corrupt document=%d", doc.id)
-        raise DocumentCorrupt(f"the content of document {doc.id} does not match its SHA-256")
-    return doc, data

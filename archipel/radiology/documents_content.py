@@ -1,13 +1,14 @@
 """What a document's content may be, and the words of it that full-text search indexes.
 
 Contents are PDF, plain text (UTF-8) or HTML. A PDF must start with ``%PDF-``; text and HTML must be UTF-8.
-Text is indexed as it is, HTML without its tags (and without scripts and styles); a PDF is indexed by its title
+Text is indexed without accents, HTML without its tags (and without scripts and styles); a PDF is indexed by its title
 only, since no PDF text library is installed.
 """
 
 from __future__ import annotations
 
 import html
+import unicodedata
 from html.parser import HTMLParser
 
 PDF, TEXT, HTML = "application/pdf", "text/plain", "text/html"
@@ -86,8 +87,15 @@ def html_text(markup: str) -> str:
     return html.unescape(" ".join(" ".join(parser.parts).split()))
 
 
+def without_accents(words: str) -> str:
+    """``words`` with diacritics removed ("inférieur" -> "inferieur"): both the index and the queries are
+    folded so, on SQLite and PostgreSQL alike (PostgreSQL's ``french`` configuration keeps accents)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", words) if not unicodedata.combining(c))
+
+
 def searchable_text(title: str, content: bytes, content_type: str) -> str:
-    """The words full-text search finds the document by: its title, then its text (none for a PDF)."""
+    """The words full-text search finds the document by: its title, then its text (none for a PDF), without
+    accents."""
     bare = media_type(content_type)
     if bare == PDF:
         body = ""
@@ -95,4 +103,4 @@ def searchable_text(title: str, content: bytes, content_type: str) -> str:
         body = html_text(content.decode("utf-8"))
     else:
         body = " ".join(content.decode("utf-8").split())
-    return f"{title}\n{body}".strip()
+    return without_accents(f"{title}\n{body}".strip())

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from archipel.platform.access import ReadScope
 from archipel.platform.db import Database
 from archipel.radiology import documents_visibility
+from archipel.radiology.documents_content import without_accents
 from archipel.radiology.documents_models import STATUSES, Document
 
 #: The SQLite full-text table (its rowid is the document id).
@@ -71,7 +72,7 @@ def index(s: Session, doc: Document) -> None:
 
 
 def _terms(words: str) -> list[str]:
-    terms = _WORD.findall(words)
+    terms = _WORD.findall(without_accents(words))
     if not terms:
         raise SearchInvalid("the full-text query q has no word to look for")
     if len(terms) > 32:
