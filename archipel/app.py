@@ -32,6 +32,7 @@ from archipel.radiology import telerad_api
 from archipel.radiology import confidentiality_api, dicomweb, patient_download, patients_api, search_api
 from archipel.radiology import documents_api, documents_fhir, documents_portal
 from archipel.radiology import timeline as radiology_timeline
+from archipel.radiology.hl7 import api as hl7_api
 from archipel.tiles import api as tiles_api
 from archipel.tiles.fastpath import TileFastPath
 from archipel.wsi import (
@@ -87,6 +88,7 @@ def create_app() -> FastAPI:
     app.include_router(patient_session_api.public)
     app.include_router(patient_session_api.ways_in)
     app.include_router(patient_download.router)
+    app.include_router(hl7_api.router)
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)

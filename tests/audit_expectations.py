@@ -166,6 +166,28 @@ _DOCUMENTS: dict[tuple[str, str], Entry] = {
     ("GET", "/fhir/DocumentReference/{doc_id}"): Audited("GET", "/fhir/DocumentReference/999999", (), status=404),
 }  # fmt: skip
 
+_HL7 = "/api/hl7"
+_HL7_DENIED = "administer:platform"
+# --- HL7 senders and dead letters (owner: hl7): administrators only; as the auditor, whom the policy refuses ---
+_HL7_ROUTES: dict[tuple[str, str], Entry] = {
+    ("GET", _HL7 + "/sources"): Audited("GET", _HL7 + "/sources", ((audit.QUERY, _HL7_DENIED, DENIED, ""),),
+                                        user="auditor", status=403),
+    ("POST", _HL7 + "/sources"): Audited(
+        "POST", _HL7 + "/sources", ((audit.SECURITY_ALERT, _HL7_DENIED, DENIED, ""),), user="auditor",
+        send="json", body={"facility": "CH-AUDIT", "site": "SITE-A"}, status=403,
+    ),
+    ("GET", _HL7 + "/dead-letters"): Audited("GET", _HL7 + "/dead-letters",
+                                             ((audit.QUERY, _HL7_DENIED, DENIED, ""),), user="auditor", status=403),
+    ("GET", _HL7 + "/dead-letters/{dead_id}"): Audited(
+        "GET", _HL7 + "/dead-letters/999999", ((audit.PATIENT_RECORD, _HL7_DENIED, DENIED, ""),), user="auditor",
+        status=403,
+    ),
+    ("POST", _HL7 + "/dead-letters/{dead_id}/replay"): Audited(
+        "POST", _HL7 + "/dead-letters/999999/replay", ((audit.PATIENT_RECORD, _HL7_DENIED, DENIED, ""),),
+        user="auditor", status=403,
+    ),
+}  # fmt: skip
+
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the API documentation"),
@@ -764,6 +786,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/api/search"): Audited("GET", "/api/search?q=AUD0001", ((audit.QUERY, "search:patient", OK, ""),)),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
+    **_HL7_ROUTES,
     **_DOCUMENTS,
 }
 
