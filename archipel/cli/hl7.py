@@ -88,20 +88,12 @@ def hl7_dead_list(
     from archipel.radiology.hl7.deadletter import list_dead_letters
 
     rt = setup(data)
-    table = Table("id", "received", "facility", "control id", "type", "ack", "state", "replays", "reason")
+    # One tab-separated line per letter (the reasons are long; a table would cut them), under a header line.
+    typer.echo("id\treceived\tfacility\tcontrol_id\ttype\tack\tstate\treplays\treason")
     for d in list_dead_letters(rt.db, None if every else "open"):
-        table.add_row(
-            str(d.id),
-            d.received_at.strftime("%Y-%m-%d %H:%M:%S"),
-            d.facility,
-            d.control_id,
-            d.message_type,
-            d.ack_code,
-            d.state,
-            str(d.replays),
-            d.reason,
-        )
-    out.print(table)
+        fields = (d.id, f"{d.received_at:%Y-%m-%dT%H:%M:%S}", d.facility, d.control_id, d.message_type)
+        fields += (d.ack_code, d.state, d.replays, d.reason)
+        typer.echo("\t".join(str(f) for f in fields))
 
 
 @dead_app.command("show")
