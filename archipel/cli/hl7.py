@@ -91,8 +91,18 @@ def hl7_dead_list(
     # One tab-separated line per letter (the reasons are long; a table would cut them), under a header line.
     typer.echo("id\treceived\tfacility\tcontrol_id\ttype\tack\tstate\treplays\treason")
     for d in list_dead_letters(rt.db, None if every else "open"):
-        fields = (d.id, f"{d.received_at:%Y-%m-%dT%H:%M:%S}", d.facility, d.control_id, d.message_type)
-        fields += (d.ack_code, d.state, d.replays, d.reason)
+        when = f"{d.received_at:%Y-%m-%dT%H:%M:%S}"
+        fields = [
+            d.id,
+            when,
+            d.facility,
+            d.control_id,
+            d.message_type,
+            d.ack_code,
+            d.state,
+            d.replays,
+            d.reason,
+        ]
         typer.echo("\t".join(str(f) for f in fields))
 
 
