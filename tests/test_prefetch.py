@@ -6,21 +6,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from sqlalchemy import select
 
 from archipel.platform import audit, jobs
 from archipel.platform.authn import Principal
 from archipel.platform.runtime import Runtime
-from archipel.radiology import prefetch
+from archipel.radiology import prefetch, tumorboard
 from archipel.radiology.dimse.listener import Listener, start_listener
 from archipel.radiology.models import DicomNode
 from archipel.radiology.prefetch_node import held_instances
 from archipel.radiology.remote_nodes import configure_remote
 from archipel.radiology.samples import SyntheticPatient, ct_series, uid
+from tests.access_support import relate
+from tests.dimse_peers import storescp
 from tests.prefetch_peers import DICOMWEB_PLUGIN, OrthancPacs, SilentNode, closed_port, person
+from tests.support import wait_until
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -193,3 +199,30 @@ def test_a_node_that_never_answers_fails_within_its_timeouts(runtime: Runtime, t
     node = status["nodes"][0]  # type: ignore[index]
     assert node["state"] == "failed" and node["attempts"] == 2 and "after 2 attempts" in node["reason"]
     assert elapsed < 30
+
+
+@pytest.mark.e2e
+def test_ready_studies_are_forwarded_to_the_sessions_destination_node(
+    runtime: Runtime, orthanc: OrthancPacs, tmp_path: Path
+) -> None:
+    add_node(runtime, orthanc.aet, orthanc.dicom_port, "SITE-B", "get")
+    study = remote_study(orthanc, "B-FWD-1", "fwd1", slices=2)
+    master = person(runtime.db, [("SITE-A", "A-FWD-1"), ("SITE-B", "B-FWD-1")], "TESTFWD")
+    relate(runtime.db, RADIOLOGIST.subject, master)  # the board's physician takes part in the patient's care
+    with storescp(tmp_path / "board-pacs", aet="BOARDPACS") as scp:
+        with runtime.db.write() as s:
+            s.add(DicomNode(ae_title="BOARDPACS", host="127.0.0.1", port=scp.port, site="SITE-A"))
+        when = datetime.now(UTC) + timedelta(days=2)
+        session = tumorboard.create_session(
+            runtime.db, RADIOLOGIST, tumorboard.NewSession("RCP", when, "Salle 1", "BOARDPACS")
+        )
+        entry = tumorboard.register_patient(
+            runtime.db, RADIOLOGIST, session, master, reason="RCP", send=False
+        )
+        prefetch.prefetch_job(entry["job_id"])
+
+        assert tumorboard.patient_entry(runtime.db, entry["id"])["status"] == "ready"
+        wait_until(lambda: len(scp.received()) == 2, 30, "the two instances at the board's PACS")
+    assert all(str(dcmread(BytesIO(b)).StudyInstanceUID) == study for b in scp.received().values())
+    transferred = [a for a in audit_actions(runtime) if a[1] == "prefetch-forward"]
+    assert transferred == [("110104", "prefetch-forward", "success", "")]

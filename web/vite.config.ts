@@ -17,6 +17,7 @@ const pages: Record<string, string> = {
   "mammo-reading": "mammo-reading.html",
   "mammo-dashboard": "mammo-dashboard.html",
   patient: "patient.html",
+  "tumor-board": "tumor-board.html",
 };
 
 export default defineConfig({
