@@ -190,7 +190,7 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
 
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
-    ("GET", "/"): NotPatientData("redirect to the API documentation"),
+    ("GET", "/"): NotPatientData("redirect to the sign-in page"),
     ("GET", "/openapi.json"): NotPatientData("API description"),
     ("GET", "/docs"): NotPatientData("API documentation"),
     ("GET", "/docs/oauth2-redirect"): NotPatientData("API documentation"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,14 +19,17 @@ from playwright.sync_api import Page, ViewportSize
 
 from archipel.app import WEB_DIST
 from archipel.platform.db import Database
+from archipel.radiology.samples import SyntheticPatient, ct_series
 from archipel.wsi.frozen_models import FrozenSectionRequest
 from tests.access_support import ensure_master
 from tests.browser import chromium
+from tests.dicomweb_messages import stow
 from tests.support import ArchipelServer, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SITE, PATIENT_ID = "CH-NORD", "WPAT0001"
+PERSON = SyntheticPatient(PATIENT_ID, "WEBPATIENT^Test", "19810303", "F", issuer=SITE)
 TABLET: ViewportSize = {"width": 820, "height": 1180}
 ARTIFACTS = Path(os.environ.get("ARCHIPEL_TEST_ARTIFACTS", "var/test-artifacts")) / "web-patient"
 
@@ -65,11 +69,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelS
         pytest.fail("the web front end is not built: run `make web`")
     srv = ArchipelServer(tmp_path_factory.mktemp("web-patient") / "data")
     srv.data.mkdir(parents=True)
+    srv.add_user("radiologue", "radiologist", SITE)
     srv.start()
+    stored = stow(srv, list(ct_series(PERSON, 2, key="web-patient/ct", rows=32, cols=32)), user="radiologue")
+    assert stored.status_code == 200, stored.text
     db = Database(f"sqlite:///{(srv.data / 'index.sqlite').resolve()}")
     master = ensure_master(db, SITE, PATIENT_ID, "WEBPATIENT", "19810303")
     _signed_verdict(db, master)
     db.dispose()
+    # a professional reads the record: the patient will see it in "who accessed my record"
+    read = httpx.get(
+        f"{srv.url}/api/patients/{master}/studies", headers=srv.headers("radiologue"), timeout=60
+    )
+    assert read.status_code == 200 and len(read.json()["studies"]) == 1, read.text
     made = srv.cli("patients", "access-code", SITE, PATIENT_ID, "--email", "patient.web@example.org")
     code = made.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"([0-9A-Z]{4}-){4}[0-9A-Z]{4}", code)
@@ -142,12 +154,28 @@ def test_a_patient_signs_in_with_code_and_one_time_code_reads_a_report_and_withd
             report = page.locator("#result-list li[data-kind=frozen-section]")
             assert report.count() == 1
             assert "Fibroadenoma, no malignancy seen." in report.inner_text()
-            assert "Benign" in report.inner_text()
+            assert "Bénin" in report.inner_text() and "Marges saines" in report.inner_text()
+            assert report.locator("h3").inner_text() == "Examen extemporané : lumpectomy"
             _shot(page, "3-portal-report")
+
+            log = page.locator("#log-table tbody tr", has_text="radiologue")
+            assert log.count() >= 1 and SITE in log.first.inner_text()
+            study = page.locator("#study-list li[data-study]")
+            assert study.count() == 1
+            with page.expect_download() as downloading:
+                study.locator("a.download").click()
+            saved = ARTIFACTS / "study.zip"
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            downloading.value.save_as(saved)
+            with zipfile.ZipFile(saved) as zf:
+                names = zf.namelist()
+            assert names[0] == "DICOMDIR" and len(names) == 3
 
             page.click(".language-switch button[data-lang=en]")
             assert page.locator("h1").inner_text() == "My results"
             assert page.locator("html").get_attribute("lang") == "en"
+            assert "Benign" in report.inner_text()  # the cards are drawn again in English
+            assert "read (record)" in page.locator("#log-table tbody").inner_text()
             button = page.locator("#consent-toggle")
             assert button.inner_text() == "Withdraw my consent to sharing"
             button.focus()

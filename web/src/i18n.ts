@@ -49,6 +49,11 @@ export function registerTexts(texts: Partial<Record<Language, Texts>>): void {
   for (const lang of LANGUAGES) Object.assign(dictionaries[lang], texts[lang] ?? {});
 }
 
+/** Whether `key` has a text in `lang` (the current language by default), without falling back. */
+export function hasText(key: string, lang: Language = current): boolean {
+  return key in dictionaries[lang];
+}
+
 /**
  * The text for `key` in the current language, with `{name}` placeholders replaced by `vars`.
  * Falls back to French, then English, then the key itself (so a missing text is visible, never blank).

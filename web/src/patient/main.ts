@@ -1,7 +1,7 @@
 // The patient portal (/app/patient.html): released results, images (view, DICOM ZIP download), sharing consent
 // and the access log, for a patient signed in with their access code (cookie session).
 import { ApiError, getJson, logout, sendJson } from "../api";
-import { applyTexts, language, languageSwitch, onLanguageChange, registerTexts, t } from "../i18n";
+import { applyTexts, hasText, language, languageSwitch, onLanguageChange, registerTexts, t } from "../i18n";
 import { PORTAL_TEXTS } from "./texts";
 
 registerTexts(PORTAL_TEXTS);
@@ -74,10 +74,9 @@ function formatDate(value: string | null | undefined, withTime = false): string 
   return new Intl.DateTimeFormat(language() === "fr" ? "fr-FR" : "en-GB", options).format(date);
 }
 
-/** A translated label, or the fallback when no text is registered for `key`. */
+/** The label for `key` in the current language, or `fallback` (the server's own word) when it has none. */
 function label(key: string, fallback: string): string {
-  const text = t(key);
-  return text === key ? fallback : text;
+  return hasText(key) ? t(key) : fallback;
 }
 
 function linkLabel(name: string): string {
@@ -96,13 +95,19 @@ function drawResults(): void {
     card.dataset.kind = item.kind;
     card.dataset.id = item.id;
     card.append(el("span", label(`kind.${item.kind}`, item.kind), "kind"));
-    card.append(el("h3", item.title));
+    // A frozen section's title is made here, in the page's language; other modules' titles are shown as given.
+    const specimen = typeof item.detail.specimen === "string" ? item.detail.specimen : "";
+    const title = item.kind === "frozen-section" && specimen ? t("title.frozen-section", { specimen }) : item.title;
+    card.append(el("h3", title));
     const status = item.status ? ` · ${label(`status.${item.status}`, item.status)}` : "";
     card.append(el("p", `${formatDate(item.date)} · ${item.site}${status}`, "meta"));
     const shown = DETAIL_SHOWN.filter((key) => typeof item.detail[key] === "string" && item.detail[key]);
     if (shown.length) {
       const dl = el("dl", "", "detail");
-      for (const key of shown) dl.append(el("dt", label(`detail.${key}`, key)), el("dd", String(item.detail[key])));
+      for (const key of shown) {
+        const value = String(item.detail[key]);
+        dl.append(el("dt", label(`detail.${key}`, key)), el("dd", label(`value.${value}`, value)));
+      }
       card.append(dl);
     }
     if (typeof item.detail.text === "string" && item.detail.text) {
@@ -175,8 +180,11 @@ function drawLog(): void {
     const row = el("tr");
     if (entry.outcome === "denied") row.className = "denied";
     const who = entry.kind === "dicom-node" ? `${entry.who} (${t("who.dicom-node")})` : entry.who;
-    const action = entry.outcome === "denied" ? `${entry.action} (${t("portal.log.outcome.denied")})` : entry.action;
-    for (const value of [formatDate(entry.at, true), who, entry.role, entry.organisation, action]) {
+    const [verb, object] = entry.action.split(":", 2);
+    let action = object ? `${label(`verb.${verb}`, verb)} (${label(`object.${object}`, object)})` : entry.action;
+    if (entry.outcome === "denied") action += ` — ${t("portal.log.outcome.denied")}`;
+    const role = label(`role.${entry.role}`, entry.role);
+    for (const value of [formatDate(entry.at, true), who, role, entry.organisation, action]) {
       row.append(el("td", value));
     }
     row.append(el("td", label(`purpose.${entry.purpose}`, entry.purpose)));
