@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
@@ -177,3 +179,26 @@ def test_the_start_up_sweep_keeps_document_contents(runtime: Runtime, master: in
     doc = _report(runtime)
     Archive(runtime.db, runtime.blobs).sweep_orphans()
     assert runtime.blobs.exists(doc.blob_key)
+
+
+def test_two_signatures_at_once_give_one_final_report_and_one_conflict(runtime: Runtime, master: int) -> None:
+    doc = _report(runtime)
+    second = Principal("dr-sapin", "radiologist", site="SITE-A")
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def sign(who: Principal) -> None:
+        start.wait()
+        try:
+            documents.sign(runtime.db, who, doc.id)
+            outcomes.append("signed")
+        except DocumentLocked:
+            outcomes.append("locked")
+
+    threads = [threading.Thread(target=sign, args=(p,)) for p in (RADIOLOGIST, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["locked", "signed"]
+    assert documents.get(runtime.db, doc.id).status == "final"

@@ -109,6 +109,7 @@ def test_a_report_is_written_signed_once_and_then_only_amended_by_addenda(world:
         content = c.get(url + "/content")
         assert content.headers["content-type"].startswith("text/html")
         assert content.text == "<p>Poumons <b>clairs</b></p>"
+        assert content.headers["content-security-policy"].startswith("sandbox; default-src 'none'")
         assert content.headers["etag"] == f'"{revised.json()["sha256"]}"' != f'"{doc["sha256"]}"'
         no_reason = c.post(url + "/entered-in-error", json={"reason": ""})
         assert no_reason.status_code == 422

@@ -33,6 +33,8 @@ from archipel.radiology.documents_content import DocumentInvalid, UnsupportedCon
 from archipel.radiology.documents_search import DocumentQuery, SearchInvalid, find
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
+#: Served with every content: a unique origin without scripts, plugins or outside resources.
+CONTENT_POLICY = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 class _Content(BaseModel):
@@ -300,15 +302,16 @@ def get_content(doc_id: int, request: Request, rt: RuntimeDep, principal: Princi
     """The document's content as stored, after checking it against its SHA-256."""
     with http_errors():
         doc, data = documents.read_content(rt.db, rt.blobs, principal, doc_id, client=client_address(request))
-    return Response(
-        data,
-        media_type=doc.content_type,
-        headers={
-            "ETag": f'"{doc.sha256}"',
-            "Cache-Control": "private, no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    extension = {"application/pdf": "pdf", "text/html": "html"}.get(doc.content_type, "txt")
+    headers = {
+        "ETag": f'"{doc.sha256}"',
+        "Cache-Control": "private, no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="document-{doc.id}.{extension}"',
+        # A stored HTML report is shown in a sandbox of its own: no script of it runs with the reader's session.
+        "Content-Security-Policy": CONTENT_POLICY,
+    }
+    return Response(data, media_type=doc.content_type, headers=headers)
 
 
 @router.put("/{doc_id}/content")
