@@ -262,3 +262,16 @@ def test_unsupported_type_and_missing_patient_id_get_an_ae(runtime: Runtime, lis
     no_id = message(msh("ADT^A01", "U-2"), "PID|1||||Nom^Prenom")
     code, _c, reason = msa(send(listener.port, no_id))
     assert code == "AE" and "PID-3" in reason
+
+
+def test_a40_with_the_same_qualified_ins_is_linked_by_the_mpi_hard_rule(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    send(listener.port, message(msh("ADT^A01", "I-1"), pid("IPP7030", status="QUAL")))
+    send(listener.port, message(msh("ADT^A01", "I-2"), pid("IPP7031", status="QUAL")))
+    merge = message(msh("ADT^A40", "I-3"), pid("IPP7031", status="QUAL"), f"MRG|IPP7030^^^{FACILITY}^PI")
+    code, _control, text = msa(send(listener.port, merge))
+    assert code == "AA", text
+    prior, survivor = identity(runtime, "IPP7030"), identity(runtime, "IPP7031")
+    assert prior is not None and survivor is not None and prior.master_id == survivor.master_id
+    assert [e for e in review.review_queue(runtime.db) if e.local_id in ("IPP7030", "IPP7031")] == []

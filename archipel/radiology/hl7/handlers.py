@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from archipel.platform.authn import Principal
@@ -140,10 +140,21 @@ def merge_patients(rt: Runtime, parsed: Parsed, sender: Sender) -> Outcome:
             _queue_review(s, old.id, new.master_id, reason)
             log.info("event=hl7_merge_review issuer=%s", sender.site)
             return Outcome("merge: queued for identity review", survivor.patient, new.master_id)
-        old_pk, target = old.id, new.master_id
+        old_pk, new_pk, old_master, target = old.id, new.id, old.master_id, new.master_id
     review.link(
         db, Principal(MERGE_ACTOR, "identity-officer", kind="system"), sender.site, prior, target, reason
     )
+    with store.process_lock, db.write() as s:
+        # The survivor's own doubt about the prior's master is settled by the same link.
+        s.execute(
+            update(ReviewItem)
+            .where(
+                ReviewItem.local_pk == new_pk,
+                ReviewItem.candidate_master_id == old_master,
+                ReviewItem.state == "open",
+            )
+            .values(state="resolved", resolution="linked", resolved_by=MERGE_ACTOR, resolved_at=utcnow())
+        )
     log.info("event=hl7_merge_linked issuer=%s pk=%d", sender.site, old_pk)
     return Outcome("merge: linked (same qualified INS)", survivor.patient, target)
 
