@@ -233,3 +233,27 @@ def test_a_patient_sees_only_their_released_documents_and_the_portal_marks_them(
     items = portal.record(world.runtime.db, RADIOLOGIST, world.master, facts, kinds=["document"])
     assert {(i.ident, i.released) for i in items} == {(str(draft.id), False), (str(final.id), True)}
     assert items[0].links["content"].endswith("/content")
+
+
+def test_documents_follow_a_merge_and_an_unmerge_of_their_masters(world: World) -> None:
+    from archipel.platform.identity import review
+
+    other = ensure_master(world.runtime.db, "SITE-B", "DOC0900", birth_name="TREMBLE", birth_date="19800202")
+    relate(world.runtime.db, RADIOLOGIST.subject, world.master)
+    relate(world.runtime.db, RADIOLOGIST.subject, other)
+    mine = world.report("Site A.")
+    theirs = world.report("Site B.", site="SITE-B", pid="DOC0900")
+    officer = Principal("m-orme", "identity-officer", "SITE-A")
+
+    def listed(master: int) -> set[int]:
+        with world.client(RADIOLOGIST) as c:
+            answer = c.get("/api/documents", params={"master": master})
+            assert answer.status_code == 200, answer.text
+            return {d["id"] for d in answer.json()["documents"]}
+
+    assert listed(world.master) == {mine.id} and listed(other) == {theirs.id}
+    merge_id = review.merge(world.runtime.db, officer, other, world.master, "same person, checked")
+    assert listed(world.master) == {mine.id, theirs.id}
+    assert listed(other) == {mine.id, theirs.id}  # a merged master answers for the one it was merged into
+    review.unmerge(world.runtime.db, officer, merge_id, "two people after all")
+    assert listed(world.master) == {mine.id} and listed(other) == {theirs.id}
