@@ -18,7 +18,7 @@ from archipel.platform.runtime import Runtime
 from archipel.radiology.hl7.receiver import receive
 from archipel.radiology.hl7.sources import add_source
 from tests.auth_helpers import Clock, bearer, login, make_account
-from tests.support import archipel_cmd, free_port, port_answers, wait_until
+from tests.support import ArchipelServer, archipel_cmd, free_port, port_answers, wait_until
 from tests.test_hl7_mllp import message, msa, msh, pid, send
 
 UNKNOWN = "CLINIQUE-KER"
@@ -106,3 +106,19 @@ def test_api_dead_letters_for_administrators_only(
         "SITE-KER",
         "SITE-ARMOR",
     }
+
+
+def test_archipel_serve_listens_for_hl7_beside_dicom(tmp_path: Path) -> None:
+    hl7_port = free_port()
+    srv = ArchipelServer(tmp_path / "data", env={"ARCHIPEL_HL7_PORT": str(hl7_port)})
+    srv.data.mkdir(parents=True)
+    srv.cli("hl7", "sources", "add", "CH-ARMOR", "--site", "SITE-ARMOR")
+    srv.start()
+    try:
+        wait_until(
+            lambda: port_answers("127.0.0.1", hl7_port), timeout=120, what="the MLLP listener of serve"
+        )
+        assert msa(send(hl7_port, message(msh("ADT^A01", "SRV-1"), pid("IPP6100"))))[0] == "AA"
+        assert port_answers("127.0.0.1", srv.dicom_port)
+    finally:
+        srv.stop()

@@ -20,7 +20,7 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
 from archipel.platform.runtime import Runtime
 from archipel.radiology.hl7.messages import SEGMENT_SEQUENCE, Rejected
-from archipel.radiology.hl7.receiver import _refused, receive
+from archipel.radiology.hl7.receiver import keep_refused, receive
 
 log = logging.getLogger("archipel.hl7")
 
@@ -65,7 +65,7 @@ def _answer(rt: Runtime, block: bytes, peer: str) -> bytes:
     stripped = body.lstrip(b"\r\n\t ")
     if not stripped.startswith(START_BLOCK):
         error = Rejected("the frame does not begin with the MLLP start block <VT>", SEGMENT_SEQUENCE)
-        return _refused(rt.db, body, peer, None, error, None).ack
+        return keep_refused(rt.db, body, peer, None, error, None).ack
     return receive(rt, stripped[1:], peer).ack
 
 

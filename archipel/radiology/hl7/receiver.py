@@ -78,13 +78,13 @@ def receive(rt: Runtime, raw: bytes, peer: str = "", *, replay_of: int | None = 
         outcome = handler_for(header.kind)(rt, parsed, sender)
         _accepted(db, parsed, sender, outcome)
     except MessageError as exc:
-        return _refused(db, raw, peer, parsed.header if parsed else None, exc, replay_of)
+        return keep_refused(db, raw, peer, parsed.header if parsed else None, exc, replay_of)
     except Exception as exc:  # a fault of ours: the message must still be kept and answered
         log.exception("event=hl7_error peer=%s", peer)
         error = Refused(
             f"internal error while applying the message ({type(exc).__name__})", APPLICATION_ERROR
         )
-        return _refused(db, raw, peer, parsed.header if parsed else None, error, replay_of)
+        return keep_refused(db, raw, peer, parsed.header if parsed else None, error, replay_of)
     _resolve(db, replay_of, by)
     log.info(
         "event=hl7_accepted control_id=%s type=%s facility=%s outcome=%r",
@@ -152,9 +152,10 @@ def _accepted(db: Database, parsed: Parsed, sender: Sender, outcome: Outcome) ->
         log.info("event=hl7_duplicate_race control_id=%s", h.control_id)
 
 
-def _refused(
+def keep_refused(
     db: Database, raw: bytes, peer: str, header: Header | None, exc: MessageError, replay_of: int | None
 ) -> Result:
+    """Keep a refused message as a dead letter (or update the one being replayed) and return its NAK."""
     fields = header_fields(raw)
     with db.write() as s:
         row = s.get(Hl7DeadLetter, replay_of) if replay_of is not None else None
