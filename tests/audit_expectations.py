@@ -521,6 +521,35 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "POST", "/api/telerad/requests/999999/addenda", (), user="auditor", send="json",
         body={"text": "x", "reason": "y"}, status=404,
     ),  # fmt: skip
+    ("POST", "/api/telerad/requests/{request_id}/priors/prefetch"): Audited(
+        "POST", "/api/telerad/requests/999999/priors/prefetch", (), user="auditor", status=404
+    ),
+    ("POST", "/api/telerad/second-opinions"): Audited(
+        "POST",
+        "/api/telerad/second-opinions",
+        ((audit.PATIENT_RECORD, "create:second-opinion", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={"issuer": "SITE-A", "patient_id": "AUD0001", "question": "audit walk", "to_site": "SITE-A"},
+        status=403,
+    ),
+    ("GET", "/api/telerad/second-opinions"): Audited(
+        "GET",
+        "/api/telerad/second-opinions",
+        ((audit.QUERY, "search:second-opinion", DENIED, ""),),
+        user="auditor",
+        status=403,
+    ),
+    ("GET", "/api/telerad/second-opinions/{opinion_id}"): Audited(
+        "GET", "/api/telerad/second-opinions/999999", (), user="auditor", status=404
+    ),
+    ("POST", "/api/telerad/second-opinions/{opinion_id}/take"): Audited(
+        "POST", "/api/telerad/second-opinions/999999/take", (), user="auditor", status=404
+    ),
+    ("POST", "/api/telerad/second-opinions/{opinion_id}/answer"): Audited(
+        "POST", "/api/telerad/second-opinions/999999/answer", (), user="auditor", send="json",
+        body={"text": "x"}, status=404,
+    ),  # fmt: skip
     ("POST", "/api/telerad/critical-results/{critical_id}/acknowledge"): Audited(
         "POST", "/api/telerad/critical-results/999999/acknowledge", (), user="auditor", send="json", body={},
         status=404,

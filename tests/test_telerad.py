@@ -7,6 +7,7 @@ a request about to miss its due time once; every impossible step is refused with
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -99,8 +100,9 @@ class Desk:
         return study
 
 
-@pytest.fixture
-def desk(runtime: Runtime, archive: Archive) -> Iterator[Desk]:
+@contextmanager
+def open_desk(runtime: Runtime, archive: Archive) -> Iterator[Desk]:
+    """The desk over a test runtime (shared with the other teleradiology test modules)."""
     # Two hours behind real time: the document registry weighs care relationships at the real time, and a
     # token issued at a clock ahead of it would not be valid yet; the tests move the clock by under an hour.
     clock = Clock(utcnow() - timedelta(hours=2))
@@ -109,6 +111,12 @@ def desk(runtime: Runtime, archive: Archive) -> Iterator[Desk]:
     ensure_master(runtime.db, HOSPITAL, PATIENT.patient_id, "TELERADTEST", PATIENT.birth_date)
     with client() as http:
         yield Desk(runtime, http, clock, archive, {}, {})
+
+
+@pytest.fixture
+def desk(runtime: Runtime, archive: Archive) -> Iterator[Desk]:
+    with open_desk(runtime, archive) as d:
+        yield d
 
 
 def _outbox(rt: Runtime) -> list[OutboxMessage]:

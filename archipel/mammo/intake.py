@@ -126,9 +126,7 @@ def install() -> None:
 def reconciliation(s: Session) -> dict[str, list[dict[str, object]]]:
     """Studies with no episode, and episodes (forms) with no study, oldest first."""
     studies = s.execute(
-        select(ScreeningStudy)
-        .where(ScreeningStudy.episode_id.is_(None), ScreeningStudy.prior_of.is_(None))
-        .order_by(ScreeningStudy.id)
+        select(ScreeningStudy).where(ScreeningStudy.episode_id.is_(None)).order_by(ScreeningStudy.id)
     ).scalars()
     with_study = select(ScreeningStudy.episode_id).where(ScreeningStudy.episode_id.is_not(None))
     forms = s.execute(

@@ -388,6 +388,9 @@ def _reading_request(principal: Principal, action: str, resource: Resource, fact
         clinical = principal.kind == "user" and principal.role in CLINICAL_ROLES | {"admin"}
         if clinical and (own_site or _at_patient_site(principal, facts)):
             return Decision(True, f"role {principal.role} of a site holding the patient's record")
+        reader = principal.kind == "user" and principal.role in SECOND_OPINION_ROLES
+        if resource.kind == SECOND_OPINION and reader and resource.master in facts.care:
+            return Decision(True, f"role {principal.role} with a care relationship asks a second opinion")
         return Decision(
             False, "only a professional of a site holding the patient's record may ask for a reading"
         )

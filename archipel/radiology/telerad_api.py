@@ -20,9 +20,11 @@ from archipel.platform.authn import Principal
 from archipel.platform.http import PrincipalDep, RuntimeDep, client_address, guard
 from archipel.platform.runtime import Runtime
 from archipel.radiology import (
+    prefetch,
     stored,
     telerad,
     telerad_critical,
+    telerad_opinions_api,
     telerad_priors,
     telerad_reports,
     telerad_view,
@@ -32,6 +34,7 @@ from archipel.radiology.telerad_models import Physician, TeleradError
 log = logging.getLogger("archipel.telerad")
 
 router = APIRouter(prefix="/api/telerad", tags=["teleradiology"])
+router.include_router(telerad_opinions_api.router)
 
 
 class PhysicianBody(BaseModel):
@@ -263,6 +266,30 @@ def priors(request_id: int, request: Request, rt: RuntimeDep, principal: Princip
     with rt.db.write() as s:
         found = telerad_priors.record_priors(s, telerad.get(s, request_id), scope, rt.clock())
     return {"request_id": request_id, "priors": found}
+
+
+@router.post("/requests/{request_id}/priors/prefetch", status_code=status.HTTP_202_ACCEPTED)
+def prefetch_priors(
+    request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Fetch the patient's studies held by the region's other PACS (``radiology.prefetch``) for the claim
+    holder; returns the prefetch job, whose progress is in the job API."""
+    req = _load(rt, request_id)
+    _guard(rt, principal, access.UPDATE, req, request)
+    try:
+        telerad.check_holder(req, principal.subject, rt.clock())
+        job_id = prefetch.request_patient_prefetch(
+            rt.db, principal, req.master_id, reason=f"teleradiology request {request_id}"
+        )
+    except TeleradError as exc:
+        raise http_error(exc) from exc
+    except prefetch.PrefetchError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except access.AccessDenied as exc:
+        raise HTTPException(403, exc.reason) from exc
+    with rt.db.write() as s:
+        telerad_priors.mark_prefetch(s, request_id, job_id)
+    return {"request_id": request_id, "job_id": job_id, "job_url": f"/api/jobs/{job_id}"}
 
 
 def _report_step(rt: Runtime, principal: Principal, request_id: int, request: Request) -> None:

@@ -20,7 +20,7 @@ from archipel.radiology import visibility
 from archipel.radiology.models import Patient, Study
 from archipel.radiology.telerad_models import PriorStudy, ReadingRequest
 
-LISTED = "listed"
+LISTED, PREFETCH_REQUESTED = "listed", "prefetch-requested"
 
 
 def find_priors(s: Session, req: ReadingRequest, scope: ReadScope) -> list[tuple[Study, str, str]]:
@@ -76,3 +76,10 @@ def record_priors(s: Session, req: ReadingRequest, scope: ReadScope, now: dateti
         )
     s.flush()
     return out
+
+
+def mark_prefetch(s: Session, request_id: int, job_id: str) -> None:
+    """Record that the patient's remote studies were asked for (job ``job_id``) on the priors listed so far."""
+    for row in s.execute(select(PriorStudy).where(PriorStudy.request_id == request_id)).scalars():
+        row.status = PREFETCH_REQUESTED
+    s.flush()
