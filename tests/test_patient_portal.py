@@ -205,3 +205,48 @@ def test_a_browser_session_opens_with_the_one_time_code_and_a_wrong_one_is_refus
     clock.advance(days=1)
     expired = http.post("/api/patient/access", json={"code": code})
     assert (expired.status_code, expired.json()["detail"]) == (401, "access code expired")
+
+
+def test_a_patient_may_open_their_own_slides_and_studies_in_the_viewers_and_no_one_elses(
+    runtime: Runtime,
+) -> None:
+    from archipel.wsi.slide_access import slide_resource
+
+    ensure_master(runtime.db, ALICE.issuer, ALICE.patient_id, "PORTAIL", ALICE.birth_date)
+    ensure_master(runtime.db, BRUNO.issuer, BRUNO.patient_id, "AUTRE", BRUNO.birth_date)
+    alice = Principal(subject="SITE-A/PP0001", role="patient", kind="patient")
+    own = slide_resource("SITE-A", ALICE.patient_id, "slide:1")
+    assert access.check(runtime.db, alice, access.READ, own, event_type=audit.PATIENT_RECORD).allowed
+    study = access.Resource(kind="study", site="SITE-A", patient="SITE-A/PP0001", ident="1.2.3")
+    assert access.check(runtime.db, alice, access.READ, study, event_type=audit.PATIENT_RECORD).allowed
+    other = slide_resource("SITE-A", BRUNO.patient_id, "slide:2")
+    try:
+        access.check(runtime.db, alice, access.READ, other, event_type=audit.PATIENT_RECORD)
+    except access.AccessDenied as exc:
+        assert exc.reason == "a patient may read only their own record"
+    else:
+        raise AssertionError("a patient read another patient's slide")
+
+
+def test_guessing_the_one_time_code_through_the_browser_sign_in_locks_the_access_code(
+    runtime: Runtime, clock: Clock, http: TestClient
+) -> None:
+    runtime.settings.lockout_threshold = 3
+    ensure_master(runtime.db, ALICE.issuer, ALICE.patient_id, "PORTAIL", ALICE.birth_date)
+    with runtime.db.write() as s:
+        code = issue_access_code(
+            s, "SITE-A/PP0001", "email", "a.test@example.org", now=clock.now, valid_for=timedelta(days=1)
+        )
+    assert http.post("/api/patient/access", json={"code": code}).status_code == 200
+    last = sorted((runtime.settings.data_dir / "outbox").iterdir())[-1]
+    found = re.search(r"one-time code is (\d{6})", last.read_text())
+    assert found is not None
+    otp = found.group(1)
+    wrong = f"{(int(otp) + 1) % 1_000_000:06d}"
+    for _ in range(3):
+        assert http.post("/api/patient/session", json={"code": code, "otp": wrong}).status_code == 401
+    locked = http.post("/api/patient/session", json={"code": code, "otp": otp})
+    assert locked.status_code == 423 and "retry-after" in locked.headers
+    assert "archipel-session" not in " ".join(locked.headers.get_list("set-cookie"))
+    assert http.get("/api/patient/me").status_code == 401
+    assert [e.outcome for e in _events(runtime, "patient-login")][-4:] == [audit.DENIED] * 4
