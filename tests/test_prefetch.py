@@ -226,3 +226,64 @@ def test_ready_studies_are_forwarded_to_the_sessions_destination_node(
     assert all(str(dcmread(BytesIO(b)).StudyInstanceUID) == study for b in scp.received().values())
     transferred = [a for a in audit_actions(runtime) if a[1] == "prefetch-forward"]
     assert transferred == [("110104", "prefetch-forward", "success", "")]
+
+
+def test_a_dicomweb_node_that_never_answers_fails_within_its_timeouts(runtime: Runtime) -> None:
+    silent = SilentNode()
+    try:
+        url = f"http://127.0.0.1:{silent.port}/dicom-web"
+        add_node(runtime, "SLOWWEB", silent.port, "SITE-W", "dicomweb", url, timeout_seconds=1, attempts=2)
+        master = person(runtime.db, [("SITE-A", "A-SLOWWEB-1"), ("SITE-W", "W-SLOWWEB-1")], "TESTSLOWWEB")
+        started = time.monotonic()
+        job, status = run(runtime, master)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert job.state == jobs.FAILED
+    node = status["nodes"][0]  # type: ignore[index]
+    assert node["state"] == "failed" and "QIDO-RS" in node["reason"] and "no answer in 1 s" in node["reason"]
+    assert elapsed < 20
+
+
+def test_a_patient_id_with_a_wildcard_is_never_sent_to_a_pacs(runtime: Runtime) -> None:
+    silent = SilentNode()  # would hang the test if it were queried
+    try:
+        add_node(runtime, "WILDPACS", silent.port, "SITE-X", "move", timeout_seconds=30, attempts=3)
+        master = person(runtime.db, [("SITE-A", "A-WILD-1"), ("SITE-X", "X-WILD*")], "TESTWILD")
+        job, status = run(runtime, master)
+    finally:
+        silent.close()
+    assert job.state == jobs.FAILED
+    node = status["nodes"][0]  # type: ignore[index]
+    assert node["state"] == "failed" and "wildcard" in node["reason"] and node["attempts"] == 0
+    assert silent.accepted == []
+
+
+@pytest.mark.e2e
+def test_named_studies_only_are_fetched_for_priors(runtime: Runtime, orthanc: OrthancPacs) -> None:
+    add_node(runtime, orthanc.aet, orthanc.dicom_port, "SITE-B", "get")
+    wanted = remote_study(orthanc, "B-PRIOR-1", "prior-wanted", slices=1)
+    other = remote_study(orthanc, "B-PRIOR-1", "prior-other", slices=1)
+    master = person(runtime.db, [("SITE-A", "A-PRIOR-1"), ("SITE-B", "B-PRIOR-1")], "TESTPRIOR")
+
+    job, _status = run(runtime, master, studies=[wanted])
+
+    assert job.state == jobs.SUCCEEDED, job.error
+    assert held(runtime, wanted) == 1 and held(runtime, other) == 0
+
+
+@pytest.mark.e2e
+def test_a_pacs_that_does_not_know_our_ae_title_fails_the_move_with_its_status(
+    runtime: Runtime, orthanc: OrthancPacs
+) -> None:
+    add_node(runtime, "ORTHANCB", orthanc.dicom_port, "SITE-B", "move", attempts=1)
+    runtime.settings.ae_title = "UNKNOWNAE"  # Orthanc has no destination of that name
+    remote_study(orthanc, "B-NOAE-1", "noae1", slices=1)
+    master = person(runtime.db, [("SITE-A", "A-NOAE-1"), ("SITE-B", "B-NOAE-1")], "TESTNOAE")
+
+    job, status = run(runtime, master)
+
+    assert job.state == jobs.FAILED
+    node = status["nodes"][0]  # type: ignore[index]
+    assert node["state"] == "failed" and "C-MOVE" in node["reason"] and "status 0x" in node["reason"]
+    assert node["studies_found"] == 1

@@ -25,6 +25,7 @@ from archipel.radiology.remote import (
     RemoteStudy,
     RemoteTarget,
     find_studies,
+    queryable,
     relevant,
     retrieve_study,
 )
@@ -172,7 +173,14 @@ class NodeRun:
             reason = f"no identity of this patient at site {target.site}"
             set_status(db, rid, target.node_pk, state=m.NONE, reason=reason, studies_found=0, studies_ready=0)
             return {"node": target.ae_title, "state": m.NONE, "reason": reason}
-        patient_id = patient_ids[0]
+        exact = [p for p in patient_ids if queryable(p)]
+        if not exact:
+            reason = (
+                f"PatientID {patient_ids[0]!r} at site {target.site} cannot be queried exactly (wildcard)"
+            )
+            set_status(db, rid, target.node_pk, state=m.FAILED, reason=reason, patient_id=patient_ids[0])
+            return {"node": target.ae_title, "state": m.FAILED, "reason": reason}
+        patient_id = exact[0]
         attempts = {"n": 0}
 
         def counted(n: int) -> None:

@@ -107,6 +107,17 @@ class RemoteStudy:
     modalities: tuple[str, ...]
     description: str
     instances: int | None
+    #: The PatientID the node answered with ("" when it did not return it).
+    patient_id: str = ""
+
+
+#: Characters that C-FIND and QIDO-RS read as wildcards: a PatientID holding one would match other patients.
+WILDCARDS = frozenset("*?")
+
+
+def queryable(patient_id: str) -> bool:
+    """Whether ``patient_id`` can be matched exactly by C-FIND and QIDO-RS (no wildcard, no backslash)."""
+    return bool(patient_id) and not (WILDCARDS & set(patient_id)) and "\\" not in patient_id
 
 
 def _ae(calling_ae: str, timeout: float) -> AE:
@@ -172,8 +183,21 @@ def find_studies(
 
     Raises :class:`RemoteError` when the node cannot be reached, does not answer in time, or refuses.
     """
+    if not queryable(patient_id):
+        raise RemoteError(
+            f"PatientID {patient_id!r} cannot be queried exactly (empty, wildcard or backslash)"
+        )
     if target.retrieve == "dicomweb":
-        return _qido_studies(target, patient_id, date_from, date_to)
+        found = _qido_studies(target, patient_id, date_from, date_to)
+    else:
+        found = _cfind_studies(target, calling_ae, patient_id, date_from, date_to)
+    # A PACS may match loosely (case, spaces, its own fuzzy search): keep only the patient asked for.
+    return [s for s in found if s.study_uid and s.patient_id in ("", patient_id)]
+
+
+def _cfind_studies(
+    target: RemoteTarget, calling_ae: str, patient_id: str, date_from: str, date_to: str
+) -> list[RemoteStudy]:
     ae = _ae(calling_ae, target.timeout)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = _associate(ae, target)
@@ -195,6 +219,7 @@ def find_studies(
                         modalities=_modalities(identifier.get("ModalitiesInStudy")),
                         description=_text(identifier, "StudyDescription"),
                         instances=int(count) if count.isdigit() else None,
+                        patient_id=_text(identifier, "PatientID"),
                     )
                 )
             elif code not in PENDING:
@@ -308,7 +333,7 @@ def _tag(item: dict[str, Any], tag: str) -> list[Any]:
 
 
 def _qido_studies(target: RemoteTarget, patient_id: str, date_from: str, date_to: str) -> list[RemoteStudy]:
-    params = {"PatientID": patient_id, "includefield": "00080061,00201208,00081030,00080020"}
+    params = {"PatientID": patient_id, "includefield": "00080061,00201208,00081030,00080020,00100020"}
     if date_from or date_to:
         params["StudyDate"] = f"{date_from}-{date_to}"
     try:
@@ -333,6 +358,7 @@ def _qido_studies(target: RemoteTarget, patient_id: str, date_from: str, date_to
                 modalities=tuple(str(m) for m in _tag(item, "00080061")),
                 description=str((_tag(item, "00081030") or [""])[0]),
                 instances=int(count) if count is not None else None,
+                patient_id=str((_tag(item, "00100020") or [""])[0]),
             )
         )
     return [s for s in found if s.study_uid]
