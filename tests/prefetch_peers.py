@@ -148,3 +148,31 @@ def person(db: Database, identities: list[tuple[str, str]], birth_name: str = "T
         master = outcome.master_id
     assert master is not None
     return master
+
+
+class HungPacs:
+    """A DICOM peer that accepts associations and every query, then never answers a C-FIND (a PACS stuck on
+    its database): only our DIMSE timeout ends the wait."""
+
+    def __init__(self, aet: str = "HUNGPACS") -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+        self.released = threading.Event()
+        self.queries = 0
+        ae = AE(ae_title=aet)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        self.port = free_port()
+
+        def on_find(event: object) -> object:
+            self.queries += 1
+            self.released.wait(120)
+            yield 0x0000, None
+
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
+        )
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()

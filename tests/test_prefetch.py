@@ -25,7 +25,7 @@ from archipel.radiology.remote_nodes import configure_remote
 from archipel.radiology.samples import SyntheticPatient, ct_series, uid
 from tests.access_support import relate
 from tests.dimse_peers import storescp
-from tests.prefetch_peers import DICOMWEB_PLUGIN, OrthancPacs, SilentNode, closed_port, person
+from tests.prefetch_peers import DICOMWEB_PLUGIN, HungPacs, OrthancPacs, SilentNode, closed_port, person
 from tests.support import wait_until
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -287,3 +287,20 @@ def test_a_pacs_that_does_not_know_our_ae_title_fails_the_move_with_its_status(
     node = status["nodes"][0]  # type: ignore[index]
     assert node["state"] == "failed" and "C-MOVE" in node["reason"] and "status 0x" in node["reason"]
     assert node["studies_found"] == 1
+
+
+def test_a_pacs_that_accepts_but_never_answers_the_query_fails_on_the_dimse_timeout(runtime: Runtime) -> None:
+    hung = HungPacs()
+    try:
+        add_node(runtime, "HUNGPACS", hung.port, "SITE-H", "move", timeout_seconds=1.5, attempts=2)
+        master = person(runtime.db, [("SITE-A", "A-HUNG-1"), ("SITE-H", "H-HUNG-1")], "TESTHUNG")
+        started = time.monotonic()
+        job, status = run(runtime, master)
+        elapsed = time.monotonic() - started
+    finally:
+        hung.close()
+    assert job.state == jobs.FAILED
+    node = status["nodes"][0]  # type: ignore[index]
+    assert node["state"] == "failed" and "no answer in 1.5 s" in node["reason"] and node["attempts"] == 2
+    assert hung.queries == 2
+    assert elapsed < 20
