@@ -6,6 +6,7 @@ withdraws their consent to sharing. Screenshots are kept in ``var/test-artifacts
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import zipfile
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.e2e
 SITE, PATIENT_ID = "CH-NORD", "WPAT0001"
 PERSON = SyntheticPatient(PATIENT_ID, "WEBPATIENT^Test", "19810303", "F", issuer=SITE)
 TABLET: ViewportSize = {"width": 820, "height": 1180}
+REPORT = "No nodule. No pleural effusion. Conclusion: normal CT of the thorax."
 ARTIFACTS = Path(os.environ.get("ARCHIPEL_TEST_ARTIFACTS", "var/test-artifacts")) / "web-patient"
 
 
@@ -63,6 +65,30 @@ def _signed_verdict(db: Database, master: int) -> int:
         return req.id
 
 
+def _signed_report(srv: ArchipelServer) -> None:
+    """The radiologist registers a CT report and signs it: final, so released to the patient."""
+    body = {
+        "issuer": SITE,
+        "patient_id": PATIENT_ID,
+        "site": SITE,
+        "type_code": "18748-4",
+        "type_display": "Diagnostic imaging study",
+        "title": "CT thorax report",
+        "author": "radiologue",
+        "content_type": "text/plain",
+        "content": base64.b64encode(REPORT.encode()).decode(),
+    }
+    made = httpx.post(srv.url + "/api/documents", json=body, headers=srv.headers("radiologue"), timeout=60)
+    assert made.status_code == 201, made.text
+    doc = made.json()["id"]
+    signed = httpx.post(f"{srv.url}/api/documents/{doc}/sign", headers=srv.headers("radiologue"), timeout=60)
+    assert signed.status_code == 200, signed.text
+    draft = {**body, "title": "CT thorax report (draft)"}
+    assert httpx.post(
+        srv.url + "/api/documents", json=draft, headers=srv.headers("radiologue"), timeout=60
+    ).is_success
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelServer, str]]:
     if not (WEB_DIST / "patient.html").exists():
@@ -77,6 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelS
     master = ensure_master(db, SITE, PATIENT_ID, "WEBPATIENT", "19810303")
     _signed_verdict(db, master)
     db.dispose()
+    _signed_report(srv)
     # a professional reads the record: the patient will see it in "who accessed my record"
     read = httpx.get(
         f"{srv.url}/api/patients/{master}/studies", headers=srv.headers("radiologue"), timeout=60
@@ -156,6 +183,15 @@ def test_a_patient_signs_in_with_code_and_one_time_code_reads_a_report_and_withd
             assert "Fibroadenoma, no malignancy seen." in report.inner_text()
             assert "Bénin" in report.inner_text() and "Marges saines" in report.inner_text()
             assert report.locator("h3").inner_text() == "Examen extemporané : lumpectomy"
+            document = page.locator("#result-list li[data-kind=document]")
+            assert document.count() == 1  # the signed report; the draft is not released
+            assert "CT thorax report" in document.inner_text()
+            with ctx.expect_page() as opened:
+                document.get_by_role("link", name="Lire le compte rendu").click()
+            content = opened.value
+            content.wait_for_load_state()
+            assert REPORT in content.inner_text("body")
+            content.close()
             _shot(page, "3-portal-report")
 
             log = page.locator("#log-table tbody tr", has_text="radiologue")

@@ -54,7 +54,7 @@ const state: {
 
 /** Links a patient can follow (API-only links, e.g. a professional's JSON view, are left out). */
 const FOLLOWED = new Set(["viewer", "content", "document", "report", "letter", "download", "pdf"]);
-const DETAIL_SHOWN = ["diagnosis", "margins", "result", "decision", "signed_by"];
+const DETAIL_SHOWN = ["diagnosis", "margins", "result", "decision", "signed_by", "author", "organisation"];
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, text = "", className = ""): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
