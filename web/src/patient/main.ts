@@ -83,6 +83,15 @@ function linkLabel(name: string): string {
   return label(`link.${name.replace(/-\d+$/, "")}`, name);
 }
 
+/** Frozen-section and screening titles are made here, in the page's language; others are shown as given. */
+function titleOf(item: RecordItem): string {
+  const specimen = item.detail.specimen;
+  if (item.kind === "frozen-section" && typeof specimen === "string") return t("title.frozen-section", { specimen });
+  const programme = item.detail.programme;
+  if (item.kind === "screening-episode" && typeof programme === "string") return t("title.screening", { programme });
+  return item.title;
+}
+
 function drawResults(): void {
   const list = document.querySelector<HTMLUListElement>("#result-list")!;
   list.replaceChildren();
@@ -95,10 +104,7 @@ function drawResults(): void {
     card.dataset.kind = item.kind;
     card.dataset.id = item.id;
     card.append(el("span", label(`kind.${item.kind}`, item.kind), "kind"));
-    // A frozen section's title is made here, in the page's language; other modules' titles are shown as given.
-    const specimen = typeof item.detail.specimen === "string" ? item.detail.specimen : "";
-    const title = item.kind === "frozen-section" && specimen ? t("title.frozen-section", { specimen }) : item.title;
-    card.append(el("h3", title));
+    card.append(el("h3", titleOf(item)));
     const status = item.status ? ` · ${label(`status.${item.status}`, item.status)}` : "";
     card.append(el("p", `${formatDate(item.date)} · ${item.site}${status}`, "meta"));
     const shown = DETAIL_SHOWN.filter((key) => typeof item.detail[key] === "string" && item.detail[key]);
