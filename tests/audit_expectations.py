@@ -164,6 +164,7 @@ _DOCUMENTS: dict[tuple[str, str], Entry] = {
         "GET", "/fhir/DocumentReference", _DOC_DENIED_SEARCH, user="auditor", status=403
     ),
     ("GET", "/fhir/DocumentReference/{doc_id}"): Audited("GET", "/fhir/DocumentReference/999999", (), status=404),
+    ("GET", "/fhir/metadata"): NotPatientData("the FHIR CapabilityStatement: interactions and search parameters"),
 }  # fmt: skip
 
 _HL7 = "/api/hl7"

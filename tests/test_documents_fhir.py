@@ -166,3 +166,15 @@ def test_read_one_and_errors_are_operation_outcomes(world: World) -> None:
         assert "may not read patient data" in str(
             OperationOutcome.model_validate_json(refused.content).issue[0].diagnostics
         )
+
+
+def test_the_capability_statement_lists_document_reference_search(world: World) -> None:
+    from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+    with TestClient(create_app()) as c:  # no sign-in: FHIR clients read it first
+        answer = c.get("/fhir/metadata")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith(FHIR_JSON)
+    statement = CapabilityStatement.model_validate_json(answer.content)
+    resource = statement.rest[0].resource[0]  # type: ignore[index]
+    assert resource.type == "DocumentReference"
+    assert {p.name for p in resource.searchParam or []} >= {"patient", "type", "date", "status"}

@@ -37,7 +37,7 @@ from archipel.platform.confidentiality import decode
 from archipel.platform.db import Database
 from archipel.platform.http import PrincipalDep, RuntimeDep, client_address
 from archipel.platform.identity.models import LocalIdentity
-from archipel.radiology import documents
+from archipel.radiology import documents, fhir_capability
 from archipel.radiology.documents_api import content_url, http_errors, search_scope
 from archipel.radiology.documents_models import AMENDED, ENTERED_IN_ERROR, FINAL, PRELIMINARY, Document
 from archipel.radiology.documents_search import DocumentQuery, find
@@ -68,6 +68,7 @@ SEARCH_PARAMS = frozenset({"patient", "subject", "type", "date", "status", "_cou
 MAX_COUNT = 200
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
+router.include_router(fhir_capability.router)
 
 
 class FhirError(HTTPException):
