@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import hl7
 import pytest
@@ -275,3 +276,15 @@ def test_a40_with_the_same_qualified_ins_is_linked_by_the_mpi_hard_rule(
     prior, survivor = identity(runtime, "IPP7030"), identity(runtime, "IPP7031")
     assert prior is not None and survivor is not None and prior.master_id == survivor.master_id
     assert [e for e in review.review_queue(runtime.db) if e.local_id in ("IPP7030", "IPP7031")] == []
+
+
+def test_the_same_message_resent_on_two_connections_at_once_is_applied_once(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    body = message(msh("ADT^A01", "D-1"), pid("IPP7040"))
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: msa(send(listener.port, body)), range(2)))
+    assert [a[0] for a in answers] == ["AA", "AA"]
+    assert sum("duplicate" in a[2] for a in answers) == 1
+    with runtime.db.sessions() as s:
+        assert len(list(s.execute(select(Hl7Message.id)).scalars())) == 1

@@ -54,7 +54,7 @@ def post_source(
     try:
         return add_source(rt.db, body.facility, body.site, body.application).__dict__
     except (SourceError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 @router.get("/dead-letters")
@@ -64,7 +64,7 @@ def get_dead_letters(
     """Dead letters, newest first: ``state`` open (default), resolved or all."""
     if state not in ("open", "resolved", "all"):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"state {state!r} is not open, resolved or all"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"state {state!r} is not open, resolved or all"
         )
     _admin(rt, principal, request, "hl7 dead letters", audit.QUERY)
     letters = deadletter.list_dead_letters(rt.db, None if state == "all" else state, limit)

@@ -9,6 +9,9 @@ something that was not applied. A message that is refused is acknowledged ``AE``
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -65,18 +68,19 @@ def receive(rt: Runtime, raw: bytes, peer: str = "", *, replay_of: int | None = 
         parsed = parse(raw)
         header = parsed.header
         site = _site(db, header)
-        if _seen(db, header):
-            log.info(
-                "event=hl7_duplicate control_id=%s type=%s facility=%s",
-                header.control_id,
-                header.kind,
-                header.sending_facility,
-            )
-            _resolve(db, replay_of, by)
-            return Result(ack(header, "AA", "duplicate: already applied"), "AA", duplicate=True)
-        sender = Sender(site, sender_principal(header.sending_facility, site), peer)
-        outcome = handler_for(header.kind)(rt, parsed, sender)
-        _accepted(db, parsed, sender, outcome)
+        with _applying(header):
+            if _seen(db, header):
+                log.info(
+                    "event=hl7_duplicate control_id=%s type=%s facility=%s",
+                    header.control_id,
+                    header.kind,
+                    header.sending_facility,
+                )
+                _resolve(db, replay_of, by)
+                return Result(ack(header, "AA", "duplicate: already applied"), "AA", duplicate=True)
+            sender = Sender(site, sender_principal(header.sending_facility, site), peer)
+            outcome = handler_for(header.kind)(rt, parsed, sender)
+            _accepted(db, parsed, sender, outcome)
     except MessageError as exc:
         return keep_refused(db, raw, peer, parsed.header if parsed else None, exc, replay_of)
     except Exception as exc:  # a fault of ours: the message must still be kept and answered
@@ -94,6 +98,31 @@ def receive(rt: Runtime, raw: bytes, peer: str = "", *, replay_of: int | None = 
         outcome.text,
     )
     return Result(ack(header, "AA", outcome.text), "AA", outcome.text)
+
+
+_busy: dict[tuple[str, str, str], tuple[threading.Lock, int]] = {}
+_busy_lock = threading.Lock()
+
+
+@contextmanager
+def _applying(header: Header) -> Iterator[None]:
+    """Hold the message's (sender, control id) while it is applied: a RIS that timed out and resent it on
+    another connection waits, then sees it applied, instead of applying it a second time (in this process;
+    the unique index on the accepted messages catches the rest)."""
+    key = (header.sending_facility, header.sending_application, header.control_id)
+    with _busy_lock:
+        lock, users = _busy.get(key, (threading.Lock(), 0))
+        _busy[key] = (lock, users + 1)
+    try:
+        with lock:
+            yield
+    finally:
+        with _busy_lock:
+            lock, users = _busy[key]
+            if users == 1:
+                del _busy[key]
+            else:
+                _busy[key] = (lock, users - 1)
 
 
 def _site(db: Database, header: Header) -> str:
