@@ -101,6 +101,7 @@ def test_c_move_retrieves_the_patients_study_under_the_pacs_own_patient_id(
 
     assert job.state == jobs.SUCCEEDED, job.error
     assert job.percent == 100.0
+    assert (job.done, job.total) == (2, 2)  # one node queried, one study retrieved
     assert status["state"] == "ready"
     node = status["nodes"][0]  # type: ignore[index]
     assert node["state"] == "ready" and node["patient_id"] == "B-MOVE-1" and node["studies_found"] == 1

@@ -176,7 +176,7 @@ def prefetch_job(job_id: str) -> None:
         return
     targets = remote_targets(rt.db)
     sites = identities_by_site(rt.db, request.master_id)
-    run = NodeRun(rt, job, actor, request)
+    run = NodeRun(rt, job, actor, request, progress)
     progress.start(len(targets), f"querying {len(targets)} nodes")
     for target in targets:
         set_status(rt.db, request.id, target.node_pk, state=m.QUEUED, reason="")

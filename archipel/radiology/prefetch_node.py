@@ -136,8 +136,17 @@ def set_status(db: Database, request_id: int, node_pk: int, **values: Any) -> No
 class NodeRun:
     """One run of one prefetch request, for one principal, node by node."""
 
-    def __init__(self, rt: Runtime, job: jobs.Job, actor: Principal, request: m.PrefetchRequest) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        job: jobs.Job,
+        actor: Principal,
+        request: m.PrefetchRequest,
+        progress: jobs.Progress | None = None,
+    ) -> None:
         self.rt, self.job, self.actor, self.request = rt, job, actor, request
+        #: The job's progress counts one unit per node queried and one per study retrieved.
+        self.progress = progress
         self.archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
         self.source = f"job:{job.id}"
         self.modalities = tuple(x for x in request.modalities.split("\\") if x)
@@ -205,8 +214,12 @@ class NodeRun:
             retrieved = 0
             if missing:
                 set_status(db, rid, target.node_pk, state=m.RETRIEVING)
+                if self.progress is not None:
+                    self.progress.total += len(missing)
             for i, study in enumerate(missing, start=1):
                 retrieved += self._retrieve(target, patient_id, study, counted)
+                if self.progress is not None:
+                    self.progress.advance(1, f"{target.ae_title}: study {i} of {len(missing)} retrieved")
                 set_status(
                     db,
                     rid,
