@@ -202,3 +202,12 @@ def test_two_signatures_at_once_give_one_final_report_and_one_conflict(runtime: 
         t.join(timeout=60)
     assert sorted(outcomes) == ["locked", "signed"]
     assert documents.get(runtime.db, doc.id).status == "final"
+
+
+def test_a_node_changes_only_its_own_sites_documents(runtime: Runtime, master: int) -> None:
+    ris_a = Principal("ris-a", "node", site="SITE-A", kind="node")
+    ris_b = Principal("ris-b", "node", site="SITE-B", kind="node")
+    doc = _report(runtime, who=ris_a, source="hl7:ORU^R01")
+    with pytest.raises(access.AccessDenied, match="may not change documents of site SITE-A"):
+        documents.sign(runtime.db, ris_b, doc.id)
+    assert documents.sign(runtime.db, ris_a, doc.id).signed_by == "ris-a"
