@@ -6,6 +6,9 @@ without a finding with its reason, submits, and the read is recorded with the fi
 coordinates; the reading tools act on the views; the next case, preloaded while the first was read, opens in
 under a second. A blind second reader of the European protocol sees the server's refusal of the first read.
 The dashboard shows the programme's figures, trends, the reader against the programme and the CSV export.
+A woman with two earlier mammograms and, beyond her four views, an exaggerated CC and a tomosynthesis stack: the
+reader chooses the older prior from the list (keyboard), opens the stack from the strip of extra views in its own
+viewport and scrolls its frames with the wheel and the arrow keys (each frame has its own grey level).
 
 Each synthetic view is a flat grey "breast" of its own level (R-CC 300, L-CC 500, R-MLO 700, L-MLO 900 on a
 0-1200 window) on a dim background, with a bright chest-wall band along the stored right edge (the images say so
@@ -16,6 +19,7 @@ level (within 15 of 255), and the band on the side facing the middle of the scre
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from archipel.radiology.samples import SyntheticPatient, mammo_study, to_bytes
 from tests.access_support import ensure_master
 from tests.browser import chromium
 from tests.dicomweb_messages import stow_body
+from tests.mammo_images import extra_view, tomosynthesis
 from tests.support import ArchipelServer
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +46,10 @@ CENTRE, COORDINATION = "CENTRE-A", "CRCDC"
 ROWS, COLS, BAND = 320, 256, 32
 BACKGROUND, CHEST_WALL = 120, 1150
 LEVEL = {"R-CC": 300, "L-CC": 500, "R-MLO": 700, "L-MLO": 900}
-EXAM, PRIOR = "20261125", "20241120"
+EXAM, PRIOR, OLDER_PRIOR = "20261125", "20241120", "20221118"
+#: The tomosynthesis stack's frames: frame n (0-based) is a flat grey of FRAME_LEVELS[n].
+FRAME_LEVELS = [300 + 100 * n for n in range(8)]
+XCCL_LEVEL = 1100
 TOLERANCE = 15.0
 
 
@@ -70,6 +78,13 @@ class Programme:
     blind_task: int
     studies: list[list[Any]]
     browser: Browser
+    #: The case with two priors and extra views: its task, episode, the priors' R-CC SOP UIDs (latest first),
+    #: and its extra views (the exaggerated CC, the tomosynthesis stack).
+    extras_task: int = 0
+    extras_episode: int = 0
+    prior_sops: tuple[str, str] = ("", "")
+    prior_uids: tuple[str, str] = ("", "")
+    extras: tuple[Any, Any] | None = None
 
     def api(self, user: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(
@@ -170,9 +185,51 @@ def programme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Programme]:
         normal = {"right": {"assessment": 1}, "left": {"assessment": 1}, "density": "b"}
         r = httpx.post(f"{srv.url}/api/mammo/tasks/{role_of['first']}/reading", json=normal, **other)
         assert r.status_code == 201, r.text
+        # A woman with two earlier mammograms, an exaggerated CC and a tomosynthesis stack beside her four views.
+        woman = SyntheticPatient("MGW004", "TESTWEB^N4", "19600101", "F", issuer=CENTRE)
+        ensure_master(db, CENTRE, woman.patient_id, "WEBMAMMO4", "19600101")
+        priors = []
+        for date, key in ((PRIOR, "web-prior-4"), (OLDER_PRIOR, "web-older-prior-4")):
+            prior = mammo_study(woman, study_date=date, accession=f"P{date}", key=key)
+            _stow(srv, prior)
+            priors.append(prior)
+        images = mammo_study(woman, study_date=EXAM, accession="EXAM4", key="web-exam-4")
+        paint(images)
+        r_cc = next(ds for ds in images if ds.ImageLaterality == "R" and ds.ViewPosition == "CC")
+        xccl = extra_view(r_cc, "XCCL", level=XCCL_LEVEL)
+        stack = tomosynthesis(images[1], "L", "CC", frames=len(FRAME_LEVELS), size=256, levels=FRAME_LEVELS)
+        _stow(srv, [*images, xccl, stack])
+        form = {
+            "programme": "fr", "issuer": CENTRE, "patient_id": woman.patient_id, "site": CENTRE,
+            "round": "subsequent", "screen_date": f"{EXAM[:4]}-{EXAM[4:6]}-{EXAM[6:]}",
+            "study_uid": str(images[0].StudyInstanceUID),
+            "read": {"right": {"assessment": 1}, "left": {"assessment": 2}, "density": "c"},
+        }  # fmt: skip
+        r = httpx.post(srv.url + "/api/mammo/l1-forms", json=form, headers=srv.headers("radio-centre"))
+        assert r.status_code == 201, r.text
+        assert r.json()["flag"] == "" and [t["role"] for t in r.json()["tasks"]] == ["l2"], r.json()
+        extras_task, extras_episode = int(r.json()["tasks"][0]["id"]), int(r.json()["id"])
         db.dispose()
         with chromium() as browser:
-            yield Programme(srv, episodes, role_of["second"], studies, browser)
+            yield Programme(
+                srv,
+                episodes,
+                role_of["second"],
+                studies,
+                browser,
+                extras_task,
+                extras_episode,
+                tuple(
+                    str(
+                        next(
+                            ds for ds in pr if ds.ViewPosition == "CC" and ds.ImageLaterality == "R"
+                        ).SOPInstanceUID
+                    )
+                    for pr in priors
+                ),  # type: ignore[arg-type]
+                tuple(str(pr[0].StudyInstanceUID) for pr in priors),  # type: ignore[arg-type]
+                (xccl, stack),
+            )
     finally:
         srv.stop()
 
@@ -405,4 +462,82 @@ def test_the_blind_second_reader_sees_the_servers_refusal_of_the_first_read(
     refusal = page.locator("#other-reads .other-read.refused").inner_text()
     assert refusal.startswith("FIRST read:") and "hidden until both reads" in refusal, refusal
     assert not page.is_visible("#consensus-line")  # an L2 consensus is the French programme's
+    page.close()
+
+
+def test_the_reader_chooses_an_older_prior_and_scrolls_a_tomosynthesis_stack(
+    programme: Programme, reader: BrowserContext
+) -> None:
+    p = programme
+    assert p.extras is not None
+    xccl, stack = p.extras
+    errors: list[str] = []
+    page = open_page(reader, f"{p.srv.url}/app/mammo-reading.html?task={p.extras_task}", errors)
+    page.wait_for_selector(f"body[data-case='{p.extras_episode}']", timeout=30_000)
+    # The four views hang the plain 2D images; the latest prior hangs beside them by default.
+    hung = page.evaluate("archipelMammo.hung()")
+    assert str(xccl.SOPInstanceUID) not in {h["sop"] for h in hung.values()}
+    assert str(stack.SOPInstanceUID) not in {h["sop"] for h in hung.values()}
+    assert hung["prior:R-CC"]["sop"] == p.prior_sops[0]
+    assert page.locator("#prior-title").inner_text().startswith("Prior 2024")
+    options = page.locator("#prior-select option").evaluate_all("os => os.map(o => [o.value, o.textContent])")
+    assert [v for v, _ in options] == list(p.prior_uids) and options[1][1].startswith("2022-11-18"), options
+    assert page.input_value("#prior-select") == p.prior_uids[0]
+
+    # The older prior, chosen with the keyboard.
+    page.focus("#prior-select")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_selector(f"body[data-prior='{p.prior_uids[1]}']", timeout=30_000)
+    assert page.evaluate("archipelMammo.hung()")["prior:R-CC"]["sop"] == p.prior_sops[1]
+    assert page.locator("#prior-title").inner_text().startswith("Prior 2022")
+
+    # The strip of extra views: the exaggerated CC and the stack, each opening in the extra viewport.
+    buttons = page.locator("#extra-views button")
+    assert buttons.all_inner_texts() == ["R XCCL", f"L CC tomosynthesis ({len(FRAME_LEVELS)} frames)"]
+    page.click(f"#extra-views button[data-sop='{stack.SOPInstanceUID}']")
+    page.wait_for_selector(f"body[data-extra='{stack.SOPInstanceUID}']", timeout=30_000)
+    state = lambda: page.evaluate("archipelMammo.extraState()")  # noqa: E731
+    assert state() == {"sop": str(stack.SOPInstanceUID), "frame": 0, "frames": 8, "tomo": True}
+
+    def centre_grey() -> float:
+        shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("L")).astype(np.float32)
+        grey = cell(shot, page, "extra")
+        h, w = grey.shape
+        return float(np.median(grey[h // 2 - 10 : h // 2 + 10, w // 2 - 10 : w // 2 + 10]))
+
+    def shows(frame: int, level: int) -> None:
+        """The extra viewport is at ``frame`` and, once redrawn, shows ``level`` in its middle."""
+        page.wait_for_function(
+            f"() => {{ const s = archipelMammo.extraState(); return s !== null && s.frame === {frame}; }}",
+            timeout=30_000,
+        )
+        deadline = time.monotonic() + 20
+        grey = centre_grey()
+        while abs(grey - displayed(level)) >= TOLERANCE and time.monotonic() < deadline:
+            grey = centre_grey()  # the canvas is redrawn on a coming animation frame
+        assert abs(grey - displayed(level)) < TOLERANCE, (frame, level, grey)
+
+    shows(0, FRAME_LEVELS[0])
+    # The mouse wheel over the stack moves one frame on; the arrow keys move on, and back.
+    box = page.locator('.view-cell[data-view="extra"] .view-element').bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 120)
+    shows(1, FRAME_LEVELS[1])
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    shows(3, FRAME_LEVELS[3])
+    page.keyboard.press("ArrowUp")
+    shows(2, FRAME_LEVELS[2])
+    assert "frame 3/8" in page.locator("#extra-label").inner_text()
+
+    # The exaggerated CC opens in the same viewport; Escape closes it.
+    page.click(f"#extra-views button[data-sop='{xccl.SOPInstanceUID}']")
+    page.wait_for_selector(f"body[data-extra='{xccl.SOPInstanceUID}']", timeout=30_000)
+    assert state() == {"sop": str(xccl.SOPInstanceUID), "frame": 0, "frames": 1, "tomo": False}
+    shows(0, XCCL_LEVEL)
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => archipelMammo.extraState() === null")
+    assert not page.is_visible("#extra-view")
+    assert errors == []
     page.close()

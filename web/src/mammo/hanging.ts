@@ -1,6 +1,8 @@
 // The hanging protocol on Cornerstone3D: one stack viewport per view (the current study's four, and the prior's
 // four beside them), the chest walls facing each other, the reading tools (zoom, pan, window/level, magnifier)
-// on one tool group, and the finding marks drawn over the images in image coordinates.
+// on one tool group, and the finding marks drawn over the images in image coordinates. One more stack viewport
+// shows an extra view (XCCL, spot compression, a retake) or a tomosynthesis stack, scrolled frame by frame with
+// the mouse wheel (StackScrollTool) or the arrow keys.
 
 import {
   Enums,
@@ -14,6 +16,7 @@ import {
   Enums as ToolEnums,
   MagnifyTool,
   PanTool,
+  StackScrollTool,
   ToolGroupManager,
   WindowLevelTool,
   ZoomTool,
@@ -61,7 +64,7 @@ export function startCornerstone(): Promise<void> {
     coreInit();
     loaderInit({ maxWebWorkers: 1 });
     toolsInit();
-    for (const tool of [ZoomTool, PanTool, WindowLevelTool, MagnifyTool]) addTool(tool);
+    for (const tool of [ZoomTool, PanTool, WindowLevelTool, MagnifyTool, StackScrollTool]) addTool(tool);
   })();
   return started;
 }
@@ -84,10 +87,12 @@ export class Hanging {
   private renderWaiters: (() => void)[] = [];
   private readonly pending = new Set<string>();
   private pressedToMark = false;
+  private readonly extra: Slot;
 
   constructor(
     current: HTMLElement,
     prior: HTMLElement,
+    extra: HTMLElement,
     private readonly onClick: (click: ViewClick) => void,
   ) {
     this.engine = new RenderingEngine(ENGINE);
@@ -127,18 +132,127 @@ export class Hanging {
         }
       }
     }
+    this.extra = this.extraSlot(extra);
+    inputs.push({
+      viewportId: this.extra.id,
+      type: Enums.ViewportType.STACK,
+      element: this.extra.element,
+      defaultOptions: {},
+    });
     this.engine.setViewports(inputs);
     const group = ToolGroupManager.createToolGroup(GROUP);
     if (!group) throw new Error("the tool group could not be created");
-    for (const name of Object.values(TOOL_OF)) group.addTool(name);
-    for (const slot of this.slots.values()) group.addViewport(slot.id, ENGINE);
+    for (const name of [...Object.values(TOOL_OF), StackScrollTool.toolName]) group.addTool(name);
+    for (const slot of [...this.slots.values(), this.extra]) group.addViewport(slot.id, ENGINE);
+    // The wheel scrolls a stack's frames (a single image has only one: nothing moves).
+    group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Wheel }] });
     this.setTool("zoom");
     // Each cell, not the screen: showing or hiding the prior's block resizes the cells, not the screen.
     const resized = new ResizeObserver(() => {
       this.engine.resize(true, true);
       for (const key of this.slots.keys()) this.drawMarks(key);
     });
-    for (const slot of this.slots.values()) resized.observe(slot.element);
+    for (const slot of [...this.slots.values(), this.extra]) resized.observe(slot.element);
+  }
+
+  private extraSlot(grid: HTMLElement): Slot {
+    const cell = document.createElement("div");
+    cell.className = "view-cell";
+    cell.dataset.view = "extra";
+    const element = document.createElement("div");
+    element.className = "view-element";
+    element.oncontextmenu = (e) => e.preventDefault();
+    const overlay = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    overlay.classList.add("marks");
+    const label = document.createElement("span");
+    label.className = "view-label";
+    label.id = "extra-label";
+    cell.append(element, overlay, label);
+    grid.append(cell);
+    element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+      this.rendered.add("extra");
+      this.notifyRendered();
+      this.labelExtra();
+    });
+    element.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => this.labelExtra());
+    return { id: "vp-extra", view: "extra", element, overlay, image: null };
+  }
+
+  private labelExtra(): void {
+    const image = this.extra.image;
+    const label = this.extra.element.parentElement?.querySelector(".view-label");
+    if (!image || !label) return;
+    const frame = this.extraState()?.frame ?? 0;
+    const name = `${image.view.replace("-", " ")}${image.modifier ? ` ${image.modifier}` : ""}`;
+    label.textContent = image.tomo ? `${name} tomosynthesis · frame ${frame + 1}/${image.imageIds.length}` : name;
+  }
+
+  /** Open an extra view (every frame of a tomosynthesis stack, the first shown) in the extra viewport. */
+  async openExtra(image: MammoImage): Promise<void> {
+    this.extra.image = image;
+    this.rendered.delete("extra");
+    const viewport = this.engine.getViewport(this.extra.id) as Types.IStackViewport;
+    await viewport.setStack(image.imageIds, 0);
+    viewport.resetCamera();
+    viewport.setCamera({ flipHorizontal: mirrored(image) });
+    if (image.window) {
+      const { center, width } = image.window;
+      viewport.setProperties({ voiRange: { lower: center - width / 2, upper: center + width / 2 } });
+    }
+    viewport.render();
+    await this.renderedOnce("extra");
+    this.labelExtra();
+  }
+
+  /** Move the extra stack by `delta` frames (clamped); resolves once the new frame is shown. */
+  async scrollExtra(delta: number): Promise<void> {
+    const state = this.extraState();
+    if (!state) return;
+    const target = Math.min(Math.max(state.frame + delta, 0), state.frames - 1);
+    if (target === state.frame) return;
+    const viewport = this.engine.getViewport(this.extra.id) as Types.IStackViewport;
+    await viewport.setImageIdIndex(target);
+  }
+
+  /** The extra viewport's image, the frame shown (0-based) and the stack's length; null when none is open. */
+  extraState(): { sop: string; frame: number; frames: number; tomo: boolean } | null {
+    const image = this.extra.image;
+    if (!image) return null;
+    const viewport = this.engine.getViewport(this.extra.id) as Types.IStackViewport;
+    return { sop: image.sop, frame: viewport.getCurrentImageIdIndex(), frames: image.imageIds.length, tomo: image.tomo };
+  }
+
+  /** Close the extra viewport. */
+  closeExtra(): void {
+    this.extra.image = null;
+  }
+
+  /** Hang another prior (or none) beside the current views; resolves once its views have rendered. */
+  async showPrior(prior: Map<string, MammoImage> | null): Promise<void> {
+    const waits: Promise<unknown>[] = [];
+    const keys: string[] = [];
+    for (const [key, slot] of this.slots) {
+      if (!key.startsWith("prior:")) continue;
+      const image = prior?.get(slot.view) ?? null;
+      slot.image = image;
+      slot.element.parentElement?.classList.toggle("empty", image === null);
+      this.rendered.delete(key);
+      if (image === null) continue;
+      keys.push(key);
+      waits.push(this.hang(slot, image));
+    }
+    await Promise.all(waits);
+    await Promise.all(keys.map((k) => this.renderedOnce(k)));
+  }
+
+  private renderedOnce(key: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const check = () => {
+        if (this.rendered.has(key)) resolve();
+        else this.renderWaiters.push(check);
+      };
+      check();
+    });
   }
 
   /** Bind `name` to the primary mouse button; whatever it is, the middle button pans and the right one zooms. */

@@ -13,11 +13,28 @@ export const DICOMWEB = "/dicom-web";
 export const SCREENING_VIEWS = ["R-CC", "L-CC", "R-MLO", "L-MLO"] as const;
 export type ScreeningView = (typeof SCREENING_VIEWS)[number];
 
-/** One mammogram, ready for a viewport. */
+/** Breast Tomosynthesis Image Storage: one instance, one frame per slice. */
+export const TOMOSYNTHESIS = "1.2.840.10008.5.1.4.1.1.13.1.3";
+
+/** One image's view as the server normalised it at intake. */
+export interface ServerView {
+  sop: string;
+  laterality: string;
+  view: string;
+  modifier?: string;
+  frames?: number;
+  tomo?: boolean;
+}
+
+/** One mammogram, ready for a viewport (a tomosynthesis stack: one image id per frame). */
 export interface MammoImage {
-  imageId: string;
+  imageId: string; // the first frame
+  imageIds: string[]; // every frame, in order
   sop: string;
   view: string; // "R-CC", "L-MLO", ...
+  /** View modifier (spot, magnification...), "" for a plain view. */
+  modifier: string;
+  tomo: boolean;
   rows: number;
   columns: number;
   /** The patient direction of increasing column (first letter of PatientOrientation), "" when absent. */
@@ -42,11 +59,28 @@ function num(ds: DicomJson, tag: string): number | null {
   return Number.isFinite(n) ? n : null;
 }
 
+/** View codes (CID 4014, SNOMED CT) of the views a reader meets most, for studies intake has not seen. */
+const VIEW_CODES: Record<string, string> = {
+  "399162004": "CC",
+  "399368009": "MLO",
+  "399260004": "ML",
+  "399352003": "LM",
+  "399192008": "XCCL",
+  "399101009": "XCCM",
+};
+
+function item(ds: DicomJson, tag: string): DicomJson | null {
+  const v = first(ds, tag);
+  return v && typeof v === "object" ? (v as DicomJson) : null;
+}
+
 /** The view of an instance as the server normalises it when it lacks the episode's list: ImageLaterality (else
- * Laterality) and ViewPosition. */
+ * Laterality, else the functional groups' Frame Laterality) and the View Code Sequence, else ViewPosition. */
 function viewOf(ds: DicomJson): string {
-  const laterality = text(ds, "00200062") || text(ds, "00200060");
-  const position = text(ds, "00185101");
+  const anatomy = item(item(ds, "52009229") ?? {}, "00209071");
+  const laterality = text(ds, "00200062") || text(ds, "00200060") || (anatomy ? text(anatomy, "00209072") : "");
+  const code = item(ds, "00540220");
+  const position = (code && VIEW_CODES[text(code, "00080100")]) || text(ds, "00185101");
   return laterality && position ? `${laterality}-${position}` : "";
 }
 
@@ -54,7 +88,7 @@ function viewOf(ds: DicomJson): string {
  * The study's mammograms by SOP Instance UID. `views` (from the episode, the server's normalised views) wins
  * over the image's own attributes; every image id is registered with the WADO-RS loader.
  */
-export async function studyImages(studyUid: string, views: Map<string, string> = new Map()): Promise<MammoImage[]> {
+export async function studyImages(studyUid: string, views: Map<string, ServerView> = new Map()): Promise<MammoImage[]> {
   const response = await apiFetch(`${DICOMWEB}/studies/${encodeURIComponent(studyUid)}/metadata`, {
     headers: { Accept: "application/dicom+json" },
   });
@@ -64,17 +98,23 @@ export async function studyImages(studyUid: string, views: Map<string, string> =
     const series = String(first(ds, "0020000E") ?? "");
     const sop = String(first(ds, "00080018") ?? "");
     if (!series || !sop) continue;
-    const imageId =
-      `wadors:${location.origin}${DICOMWEB}/studies/${studyUid}/series/${series}` + `/instances/${sop}/frames/1`;
-    // The loader reads the image's attributes (rows, photometric, rescale...) from this metadata.
+    const base = `wadors:${location.origin}${DICOMWEB}/studies/${studyUid}/series/${series}/instances/${sop}/frames/`;
+    const imageId = `${base}1`;
+    // The loader reads the image's attributes (rows, photometric, rescale...) from this metadata; it derives
+    // every other frame's from the first's (and the functional groups).
     wadors.metaDataManager.add(imageId, ds as never);
+    const known = views.get(sop);
+    const frames = Math.max(1, Math.round(num(ds, "00280008") ?? 1));
     const orientation = ds["00200020"]?.Value ?? [];
     const center = num(ds, "00281050");
     const width = num(ds, "00281051");
     out.push({
       imageId,
+      imageIds: Array.from({ length: frames }, (_, n) => `${base}${n + 1}`),
       sop,
-      view: views.get(sop) ?? viewOf(ds),
+      view: known?.laterality && known.view ? `${known.laterality}-${known.view}` : viewOf(ds),
+      modifier: known?.modifier ?? "",
+      tomo: known?.tomo ?? String(first(ds, "00080016") ?? "") === TOMOSYNTHESIS,
       rows: num(ds, "00280010") ?? 0,
       columns: num(ds, "00280011") ?? 0,
       rowDirection: typeof orientation[0] === "string" ? orientation[0].trim().toUpperCase().charAt(0) : "",
@@ -84,11 +124,32 @@ export async function studyImages(studyUid: string, views: Map<string, string> =
   return out;
 }
 
+/** Whether an image may hang as one of the four screening views: a plain 2D CC or MLO. */
+function screening(image: MammoImage): boolean {
+  return !image.tomo && !image.modifier && (SCREENING_VIEWS as readonly string[]).includes(image.view);
+}
+
 /** The image of each screening view (the last one stored wins when a view was retaken in the study). */
 export function byView(images: MammoImage[]): Map<string, MammoImage> {
   const out = new Map<string, MammoImage>();
-  for (const image of images) if (image.view) out.set(image.view, image);
+  for (const image of images) if (screening(image)) out.set(image.view, image);
   return out;
+}
+
+/** What the four views leave out: extra views (XCCL, ML, spot compression...), retakes that did not hang,
+ * tomosynthesis stacks; right breast first, then by view. */
+export function extras(images: MammoImage[], hung: Map<string, MammoImage>): MammoImage[] {
+  const shown = new Set([...hung.values()].map((i) => i.sop));
+  return images
+    .filter((i) => !shown.has(i.sop))
+    .sort((a, b) => b.view.localeCompare(a.view) || Number(a.tomo) - Number(b.tomo));
+}
+
+/** How an extra view is named in the strip: "R XCCL", "R CC spot", "L CC tomosynthesis (8 frames)". */
+export function extraLabel(image: MammoImage): string {
+  const name = (image.view || "view?").replace("-", " ");
+  if (image.tomo) return `${name} tomosynthesis (${image.imageIds.length} frames)`;
+  return image.modifier ? `${name} ${image.modifier}` : name;
 }
 
 /** Fetch and decode the images into Cornerstone's cache (what opening the case then finds ready). */

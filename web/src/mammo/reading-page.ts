@@ -1,12 +1,22 @@
 // The screening reading screen: /app/mammo-reading.html[?task=ID]
 // The reader's worklist (claim the next case), the case hung on Cornerstone3D viewports (4 views, the prior's
-// beside them), the reading tools, findings marked on the images and structured in the form, and the submit.
+// beside them, any earlier one chosen from a list), the extra views and tomosynthesis stacks in a strip, each
+// opening in its own viewport, the reading tools, findings marked on the images and structured in the form, and
+// the submit.
 // Blinding and refusals are the server's: its reason is shown as it is. While a case is read the next one is
 // claimed and its images fetched into the cache, so that it opens at once.
 
 import { type CurrentUser, getJson, requireUser, sendJson } from "../api";
 import { Hanging, type ToolName, startCornerstone } from "./hanging";
-import { type MammoImage, byView, preload, studyImages } from "./images";
+import {
+  type MammoImage,
+  type ServerView,
+  byView,
+  extraLabel,
+  extras,
+  preload,
+  studyImages,
+} from "./images";
 import { ReadForm } from "./read-form";
 import { reasonOf } from "./reasons";
 
@@ -33,7 +43,7 @@ interface EpisodeView {
   site: string;
   round: string;
   screen_date: string;
-  studies: { study_uid: string; views: { sop: string; laterality: string; view: string }[]; flag: string }[];
+  studies: { study_uid: string; views: ServerView[]; flag: string }[];
   readings: { id: number; role: string; reader: string; submitted_at: string }[];
 }
 
@@ -48,13 +58,30 @@ interface ReadingView {
   form: Record<string, unknown>;
 }
 
+/** An earlier study of the woman, as the patient record lists it. */
+interface PriorStudy {
+  study_uid: string;
+  study_date: string;
+  description: string;
+  modalities: string[];
+}
+
 /** A case claimed and fetched, ready to hang. */
 interface Prepared {
   item: WorkItem;
   episode: EpisodeView;
   current: Map<string, MammoImage>;
+  /** Images of the study beyond the four views: extra views, retakes, tomosynthesis stacks. */
+  extras: MammoImage[];
+  /** Every earlier MG study of the woman the reader may see, newest first; the first hangs by default. */
+  priors: PriorStudy[];
   prior: Map<string, MammoImage> | null;
   priorLabel: string;
+}
+
+function priorLabel(p: PriorStudy): string {
+  const d = p.study_date;
+  return `Prior ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)} (${p.description || "mammography"})`;
 }
 
 function byId<T extends HTMLElement>(id: string): T {
@@ -73,7 +100,12 @@ class ReadingScreen {
 
   constructor(private readonly me: CurrentUser) {
     this.form = new ReadForm((marks) => this.hanging.setMarks(marks));
-    this.hanging = new Hanging(byId("current-views"), byId("prior-views"), (click) => this.form.place(click));
+    this.hanging = new Hanging(byId("current-views"), byId("prior-views"), byId("extra-view"), (click) =>
+      this.form.place(click),
+    );
+    byId<HTMLSelectElement>("prior-select").onchange = (e) =>
+      void this.choosePrior((e.target as HTMLSelectElement).value);
+    byId("extra-close").onclick = () => this.closeExtra();
     for (const button of document.querySelectorAll<HTMLButtonElement>("[data-tool]")) {
       button.onclick = () => this.tool(button.dataset.tool as ToolName);
     }
@@ -98,6 +130,17 @@ class ReadingScreen {
 
   private key(e: KeyboardEvent): void {
     if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
+    // The arrow keys scroll an open tomosynthesis stack (or any extra view) frame by frame.
+    const step: Record<string, number> = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 };
+    if (e.key in step && this.hanging.extraState()) {
+      e.preventDefault();
+      void this.hanging.scrollExtra(step[e.key] ?? 0);
+      return;
+    }
+    if (e.key === "Escape" && this.hanging.extraState()) {
+      this.closeExtra();
+      return;
+    }
     const keys: Record<string, ToolName> = { z: "zoom", p: "pan", w: "window", g: "magnify", m: "mark" };
     const name = keys[e.key.toLowerCase()];
     if (name) this.tool(name);
@@ -142,39 +185,114 @@ class ReadingScreen {
     const episode = await getJson<EpisodeView>(`/api/mammo/episodes/${item.episode_id}`);
     const study = episode.studies[episode.studies.length - 1];
     if (!study) throw new Error(`episode ${episode.id} has no study`);
-    const views = new Map(study.views.map((v) => [v.sop, `${v.laterality}-${v.view}`]));
-    const current = byView(await studyImages(study.study_uid, views));
-    let prior: Map<string, MammoImage> | null = null;
-    let priorLabel = "";
-    const found = await this.priorStudy(episode, new Set(episode.studies.map((s) => s.study_uid)));
-    if (found) {
-      prior = byView(await studyImages(found.study_uid));
-      const d = found.study_date;
-      priorLabel = `Prior ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)} (${found.description || "mammography"})`;
-    }
-    await preload([...current.values(), ...(prior?.values() ?? [])]);
-    return { item: { ...item, claimed: true }, episode, current, prior, priorLabel };
+    const views = new Map(study.views.map((v) => [v.sop, v]));
+    const images = await studyImages(study.study_uid, views);
+    const current = byView(images);
+    const more = extras(images, current);
+    const priors = await this.priorStudies(episode, new Set(episode.studies.map((s) => s.study_uid)));
+    const latest = priors[0];
+    const prior = latest ? byView(await studyImages(latest.study_uid)) : null;
+    // The extra views' first frames too: opening one is then immediate; a stack's other frames load on scroll.
+    await preload([...current.values(), ...(prior?.values() ?? []), ...more]);
+    return {
+      item: { ...item, claimed: true },
+      episode,
+      current,
+      extras: more,
+      priors,
+      prior,
+      priorLabel: latest ? priorLabel(latest) : "",
+    };
   }
 
-  /** The woman's most recent earlier mammogram, among the studies the reader may see (none when none). */
-  private async priorStudy(
-    episode: EpisodeView,
-    own: Set<string>,
-  ): Promise<{ study_uid: string; study_date: string; description: string } | null> {
-    if (episode.master_id === null) return null;
+  /** The woman's earlier mammograms among the studies the reader may see, newest first (none when none). */
+  private async priorStudies(episode: EpisodeView, own: Set<string>): Promise<PriorStudy[]> {
+    if (episode.master_id === null) return [];
     try {
-      const { studies } = await getJson<{
-        studies: { study_uid: string; study_date: string; description: string; modalities: string[] }[];
-      }>(`/api/patients/${episode.master_id}/studies`);
+      const { studies } = await getJson<{ studies: PriorStudy[] }>(`/api/patients/${episode.master_id}/studies`);
       const day = episode.screen_date.replaceAll("-", "");
-      return (
-        studies.find((s) => !own.has(s.study_uid) && s.modalities.includes("MG") && s.study_date < day) ?? null
-      );
+      return studies
+        .filter((s) => !own.has(s.study_uid) && s.modalities.includes("MG") && s.study_date < day)
+        .sort((a, b) => b.study_date.localeCompare(a.study_date));
     } catch (error) {
       // Priors the reader may not open are shown as such, not hidden.
       byId("prior-title").textContent = `Priors: ${reasonOf(error)}`;
-      return null;
+      return [];
     }
+  }
+
+  /** The list of priors (latest chosen) and the strip of extra views of the case just opened. */
+  private showChoices(p: Prepared): void {
+    const select = byId<HTMLSelectElement>("prior-select");
+    select.replaceChildren(
+      ...p.priors.map((prior) => {
+        const option = document.createElement("option");
+        option.value = prior.study_uid;
+        option.textContent = priorLabel(prior).replace(/^Prior /, "");
+        return option;
+      }),
+    );
+    byId("prior-choice").hidden = p.priors.length < 2;
+    const strip = byId("extra-views");
+    strip.replaceChildren(
+      ...p.extras.map((image) => {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = image.tomo ? "extra tomo" : "extra";
+        button.dataset.sop = image.sop;
+        button.textContent = extraLabel(image);
+        button.onclick = () => void this.openExtra(image.sop);
+        return button;
+      }),
+    );
+    byId("extra-strip").hidden = p.extras.length === 0;
+    this.closeExtra();
+  }
+
+  /** Hang the earlier study `studyUid` beside the current views instead of the one shown. */
+  async choosePrior(studyUid: string): Promise<void> {
+    const open = this.open;
+    const chosen = open?.priors.find((p) => p.study_uid === studyUid);
+    if (!open || !chosen) return;
+    try {
+      const prior = byView(await studyImages(chosen.study_uid));
+      await preload([...prior.values()]);
+      if (this.open !== open) return;
+      open.prior = prior;
+      open.priorLabel = priorLabel(chosen);
+      await this.hanging.showPrior(prior);
+      byId("prior-title").textContent = open.priorLabel;
+      document.body.dataset.prior = chosen.study_uid;
+    } catch (error) {
+      byId("prior-title").textContent = `Priors: ${reasonOf(error)}`;
+    }
+  }
+
+  /** Open one of the case's extra views (or tomosynthesis stacks) in the extra viewport. */
+  async openExtra(sop: string): Promise<void> {
+    const image = this.open?.extras.find((i) => i.sop === sop);
+    if (!image) return;
+    byId("extra-view").hidden = false;
+    byId("hanging").classList.add("with-extra");
+    for (const b of document.querySelectorAll<HTMLButtonElement>("#extra-views button")) {
+      b.classList.toggle("active", b.dataset.sop === sop);
+      b.setAttribute("aria-pressed", String(b.dataset.sop === sop));
+    }
+    await this.hanging.openExtra(image);
+    byId("extra-close").hidden = false;
+    document.body.dataset.extra = sop;
+  }
+
+  closeExtra(): void {
+    this.hanging.closeExtra();
+    byId("extra-view").hidden = true;
+    byId("extra-close").hidden = true;
+    byId("hanging").classList.remove("with-extra");
+    for (const b of document.querySelectorAll<HTMLButtonElement>("#extra-views button")) {
+      b.classList.remove("active");
+      b.setAttribute("aria-pressed", "false");
+    }
+    delete document.body.dataset.extra;
   }
 
   async claimNext(): Promise<void> {
@@ -211,6 +329,8 @@ class ReadingScreen {
     this.lastOpen = { episode: prepared.episode.id, ms, preloaded };
     byId("open-time").textContent = `opened in ${ms} ms`;
     byId("prior-title").textContent = prepared.priorLabel;
+    this.showChoices(prepared);
+    if (prepared.priors[0]) document.body.dataset.prior = prepared.priors[0].study_uid;
     byId("screen-state").textContent = missing.length ? `Missing views: ${missing.join(", ")}` : "";
     this.showCase(prepared);
     document.body.dataset.case = String(prepared.episode.id);
@@ -320,6 +440,11 @@ class ReadingScreen {
 
   viewState(view: string): ReturnType<Hanging["state"]> {
     return this.hanging.state(view);
+  }
+
+  /** The extra viewport: which image, which frame of how many (null when closed). */
+  extraState(): ReturnType<Hanging["extraState"]> {
+    return this.hanging.extraState();
   }
 
   get preparing(): boolean {
