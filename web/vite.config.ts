@@ -12,6 +12,7 @@ const pages: Record<string, string> = {
   viewer: "viewer.html",
   multihead: "multihead.html",
   "frozen-worklist": "frozen-worklist.html",
+  "telerad-worklist": "telerad-worklist.html",
   "frozen-request": "frozen-request.html",
   "frozen-turnaround": "frozen-turnaround.html",
   "mammo-reading": "mammo-reading.html",
