@@ -257,3 +257,15 @@ def test_documents_follow_a_merge_and_an_unmerge_of_their_masters(world: World) 
     assert listed(other) == {mine.id, theirs.id}  # a merged master answers for the one it was merged into
     review.unmerge(world.runtime.db, officer, merge_id, "two people after all")
     assert listed(world.master) == {mine.id} and listed(other) == {theirs.id}
+
+
+def test_the_best_match_comes_first(world: World) -> None:
+    # The weak match is the newer one: rank, not date, puts the strong one first.
+    strong = world.report("Genou: genou droit, menisque du genou.", title="IRM du genou")
+    weak = world.report(
+        "Un mot sur le genou, puis beaucoup d'autres choses sans rapport avec la question posee."
+    )
+    world.report("Rien a voir.")
+    with world.client(RADIOLOGIST) as c:
+        found = c.get("/api/documents/search", params={"q": "genou"}).json()
+    assert [d["id"] for d in found["documents"]] == [strong.id, weak.id] and found["total"] == 2

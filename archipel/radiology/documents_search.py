@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal_column, select, text
+from sqlalchemy import ColumnElement, Select, TextClause, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from archipel.platform.access import ReadScope
@@ -80,17 +81,23 @@ def _terms(words: str) -> list[str]:
     return terms
 
 
-def _matches(dialect: str, words: str) -> tuple[ColumnElement[bool], ColumnElement[float] | None]:
-    """The full-text condition for ``words`` (every word must be found, stemmed) and its rank, if any."""
+def _matches(dialect: str, words: str) -> tuple[ColumnElement[bool], ColumnElement[Any] | TextClause]:
+    """The full-text condition for ``words`` (every word must be found, stemmed) and the ordering that puts
+    the best match first."""
     terms = _terms(words)
     if dialect == "sqlite":
         # Each word quoted: a query is never FTS5 syntax, so no input can make it fail or widen it.
         fts = " ".join('"' + t.replace('"', "") + '"' for t in terms)
         rowids = text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts").bindparams(fts=fts)
-        return Document.id.in_(rowids.columns(literal_column("rowid"))), None
+        # bm25() is smaller for a better match, and is only defined inside a MATCH query of the table.
+        best = text(
+            f"(SELECT bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts "
+            f"AND {FTS_TABLE}.rowid = documents.id) ASC"
+        ).bindparams(fts=fts)
+        return Document.id.in_(rowids.columns(literal_column("rowid"))), best
     vector = func.to_tsvector(literal_column("'french'"), Document.search_text)
     query = func.plainto_tsquery(literal_column("'french'"), " ".join(terms))
-    return vector.op("@@")(query), func.ts_rank(vector, query)
+    return vector.op("@@")(query), func.ts_rank(vector, query).desc()
 
 
 def statement(dialect: str, scope: ReadScope, q: DocumentQuery) -> Select[Document]:
@@ -120,11 +127,11 @@ def statement(dialect: str, scope: ReadScope, q: DocumentQuery) -> Select[Docume
             Document.id.in_(select(DocumentStudy.document_id).where(DocumentStudy.study_uid == q.study_uid))
         )
     stmt = select(Document).where(*conditions)
-    rank = None
+    order: list[ColumnElement[Any] | TextClause] = []
     if q.words:
-        matched, rank = _matches(dialect, q.words)
+        matched, best = _matches(dialect, q.words)
         stmt = stmt.where(matched)
-    order = [rank.desc()] if rank is not None else []
+        order.append(best)
     return stmt.order_by(*order, Document.created_at.desc(), Document.id.desc())
 
 
