@@ -23,7 +23,6 @@ from archipel.radiology.models import DicomNode
 from archipel.radiology.prefetch_node import held_instances
 from archipel.radiology.remote_nodes import configure_remote
 from archipel.radiology.samples import SyntheticPatient, ct_series, uid
-from tests.access_support import relate
 from tests.dimse_peers import storescp
 from tests.prefetch_peers import DICOMWEB_PLUGIN, HungPacs, OrthancPacs, SilentNode, closed_port, person
 from tests.support import wait_until
@@ -209,7 +208,6 @@ def test_ready_studies_are_forwarded_to_the_sessions_destination_node(
     add_node(runtime, orthanc.aet, orthanc.dicom_port, "SITE-B", "get")
     study = remote_study(orthanc, "B-FWD-1", "fwd1", slices=2)
     master = person(runtime.db, [("SITE-A", "A-FWD-1"), ("SITE-B", "B-FWD-1")], "TESTFWD")
-    relate(runtime.db, RADIOLOGIST.subject, master)  # the board's physician takes part in the patient's care
     with storescp(tmp_path / "board-pacs", aet="BOARDPACS") as scp:
         with runtime.db.write() as s:
             s.add(DicomNode(ae_title="BOARDPACS", host="127.0.0.1", port=scp.port, site="SITE-A"))
@@ -225,6 +223,7 @@ def test_ready_studies_are_forwarded_to_the_sessions_destination_node(
         assert tumorboard.patient_entry(runtime.db, entry["id"])["status"] == "ready"
         wait_until(lambda: len(scp.received()) == 2, 30, "the two instances at the board's PACS")
     assert all(str(dcmread(BytesIO(b)).StudyInstanceUID) == study for b in scp.received().values())
+    # Registering made the board's physician part of the patient's care: they may forward SITE-B's study.
     transferred = [a for a in audit_actions(runtime) if a[1] == "prefetch-forward"]
     assert transferred == [("110104", "prefetch-forward", "success", "")]
 
