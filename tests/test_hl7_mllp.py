@@ -288,3 +288,33 @@ def test_the_same_message_resent_on_two_connections_at_once_is_applied_once(
     assert sum("duplicate" in a[2] for a in answers) == 1
     with runtime.db.sessions() as s:
         assert len(list(s.execute(select(Hl7Message.id)).scalars())) == 1
+
+
+def test_an_ins_with_a_wrong_key_is_left_out_and_the_rest_of_the_identity_kept(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    wrong = INS[:-2] + f"{(int(INS[-2:]) + 1) % 97:02d}"
+    assert msa(send(listener.port, message(msh("ADT^A01", "K-1"), pid("IPP7050", ins=wrong))))[0] == "AA"
+    row = identity(runtime, "IPP7050")
+    assert row is not None and (row.birth_name, row.ins) == ("Lefèvre", "")
+
+
+def test_a_message_over_the_size_limit_gets_an_ar(runtime: Runtime) -> None:
+    add_source(runtime.db, FACILITY, SITE)
+    small = start_hl7_listener(runtime, "127.0.0.1", 0, max_bytes=4096)
+    try:
+        assert msa(send(small.port, message(msh("ADT^A01", "L-1"), pid("IPP7060"))))[0] == "AA"
+        big = message(msh("ADT^A01", "L-2"), pid("IPP7061"), "NTE|1||" + "x" * 10_000)
+        code, _control, reason = msa(send(small.port, big))
+        assert code == "AR" and "larger than 4096" in reason
+        with socket.create_connection(("127.0.0.1", small.port), timeout=60) as sock:
+            sock.sendall(frame(big) + frame(message(msh("ADT^A01", "L-3"), pid("IPP7062"))))
+            answers = b""
+            while answers.count(b"\x1c\r") < 2:
+                chunk = sock.recv(65536)
+                assert chunk, answers
+                answers += chunk
+        assert [a[1:4] for a in answers.split(b"\x1c\r")[:2]] == [b"MSH", b"MSH"]
+        assert b"MSA|AR" in answers.split(b"\x1c\r")[0] and b"MSA|AA|L-3" in answers.split(b"\x1c\r")[1]
+    finally:
+        small.stop()

@@ -19,7 +19,7 @@ from hl7.mllp import start_hl7_server
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
 from archipel.platform.runtime import Runtime
-from archipel.radiology.hl7.messages import SEGMENT_SEQUENCE, Rejected
+from archipel.radiology.hl7.messages import SEGMENT_SEQUENCE, Rejected, ack
 from archipel.radiology.hl7.receiver import keep_refused, receive
 
 log = logging.getLogger("archipel.hl7")
@@ -69,7 +69,24 @@ def _answer(rt: Runtime, block: bytes, peer: str) -> bytes:
     return receive(rt, stripped[1:], peer).ack
 
 
-async def _connection(rt: Runtime, executor: ThreadPoolExecutor, reader: Any, writer: Any) -> None:
+async def _skip_frame(reader: Any, overrun: asyncio.LimitOverrunError) -> bool:
+    """Drop the rest of a frame that overran the limit, up to its ``<FS><CR>``, and keep what follows it;
+    ``False`` if the connection ended first."""
+    sep = END_BLOCK + CARRIAGE_RETURN
+    while True:
+        try:
+            await reader.readexactly(max(overrun.consumed, 1))
+            await reader.readuntil(sep)
+            return True
+        except asyncio.LimitOverrunError as again:
+            overrun = again
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return False
+
+
+async def _connection(
+    rt: Runtime, executor: ThreadPoolExecutor, reader: Any, writer: Any, max_bytes: int
+) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -83,9 +100,15 @@ async def _connection(rt: Runtime, executor: ThreadPoolExecutor, reader: Any, wr
                 block = await asyncio.wait_for(reader.readuntil(END_BLOCK + CARRIAGE_RETURN), IDLE_SECONDS)
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 break
-            except asyncio.LimitOverrunError:
-                log.warning("event=hl7_too_large peer=%s limit=%d", peer, MAX_MESSAGE_BYTES)
-                break
+            except asyncio.LimitOverrunError as overrun:
+                # Nothing of it is kept: its end is skipped (the RIS waits for this answer before sending more).
+                log.warning("event=hl7_too_large peer=%s limit=%d", peer, max_bytes)
+                if not await _skip_frame(reader, overrun):
+                    break
+                reason = f"the message is larger than {max_bytes} bytes"
+                writer.write(frame(ack(None, "AR", reason, SEGMENT_SEQUENCE)))
+                await writer.drain()
+                continue
             answer = await loop.run_in_executor(executor, _answer, rt, block, peer)
             writer.write(frame(answer))
             await writer.drain()
@@ -94,9 +117,11 @@ async def _connection(rt: Runtime, executor: ThreadPoolExecutor, reader: Any, wr
         log.info("event=hl7_connection_closed peer=%s", peer)
 
 
-def start_hl7_listener(rt: Runtime, host: str, port: int) -> Hl7Listener:
+def start_hl7_listener(
+    rt: Runtime, host: str, port: int, *, max_bytes: int = MAX_MESSAGE_BYTES
+) -> Hl7Listener:
     """Listen for MLLP on ``host:port`` (``port`` 0: any free port) in a background thread; return once it
-    accepts connections."""
+    accepts connections. A message over ``max_bytes`` is answered ``AR`` and its connection closed."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     failure: list[BaseException] = []
@@ -108,9 +133,9 @@ def start_hl7_listener(rt: Runtime, host: str, port: int) -> Hl7Listener:
 
         async def begin() -> Any:
             async def on_client(reader: Any, writer: Any) -> None:
-                await _connection(rt, executor, reader, writer)
+                await _connection(rt, executor, reader, writer, max_bytes)
 
-            return await start_hl7_server(on_client, host, port, limit=MAX_MESSAGE_BYTES)
+            return await start_hl7_server(on_client, host, port, limit=max_bytes)
 
         try:
             holder["server"] = loop.run_until_complete(begin())
