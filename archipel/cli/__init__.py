@@ -6,6 +6,7 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     accounts,
     archive,
     audit,
+    documents,
     hl7,
     identity,
     mammo,
