@@ -35,6 +35,7 @@ def msh(kind: str, control: str, facility: str = FACILITY, charset: str = "8859/
         "A01": "ADT_A01",
         "A04": "ADT_A01",
         "A08": "ADT_A01",
+        "A31": "ADT_A05",
         "A40": "ADT_A39",
         "O01": "ORM_O01",
         "O23": "OMI_O23",
@@ -318,3 +319,10 @@ def test_a_message_over_the_size_limit_gets_an_ar(runtime: Runtime) -> None:
         assert b"MSA|AR" in answers.split(b"\x1c\r")[0] and b"MSA|AA|L-3" in answers.split(b"\x1c\r")[1]
     finally:
         small.stop()
+
+
+def test_a31_person_update_feeds_the_mpi_like_a08(runtime: Runtime, listener: Hl7Listener) -> None:
+    send(listener.port, message(msh("ADT^A28", "P-28"), pid("IPP7070")))
+    assert msa(send(listener.port, message(msh("ADT^A31", "P-31"), pid("IPP7070", city="Dinan"))))[0] == "AA"
+    row = identity(runtime, "IPP7070")
+    assert row is not None and row.city == "Dinan"

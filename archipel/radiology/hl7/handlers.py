@@ -185,6 +185,10 @@ _HANDLERS: dict[str, Handler] = {
     "ADT^A01": feed_patient,
     "ADT^A04": feed_patient,
     "ADT^A08": feed_patient,
+    # Pre-admission, and the "person" variants some RIS send for outpatients: the same feed.
+    "ADT^A05": feed_patient,
+    "ADT^A28": feed_patient,
+    "ADT^A31": feed_patient,
     "ADT^A40": merge_patients,
 }
 
