@@ -155,3 +155,15 @@ def test_oru_without_text_or_of_unknown_status_is_refused(runtime: Runtime, ris:
     assert msa(send(ris.port, oru("R-6", "X", "OBX|1|TX|||texte")))[0] == "AE"
     assert msa(send(ris.port, oru("R-7", "C", "OBX|1|TX|||texte", order="CR-9")))[0] == "AE"
     assert docs(runtime) == []
+
+
+def test_the_expected_study_is_linked_when_its_images_arrive(runtime: Runtime, ris: Hl7Listener) -> None:
+    from archipel.radiology import telerad
+
+    telerad.install()  # what every storing process does (app and listeners)
+    assert msa(send(ris.port, orm("O-7", "CMD2026-007", "IPP8200", accession="ACC8200")))[0] == "AA"
+    [req] = requests(runtime)
+    assert req.study_uid == ""
+    study = stored_study(runtime, "IPP8200", "ACC8200")
+    [req] = requests(runtime)
+    assert req.study_uid == study
