@@ -130,6 +130,11 @@ def test_the_searchset_parses_back_and_maps_status_type_subject_studies_and_adde
 def test_search_by_type_date_and_status(world: World) -> None:
     with world.client() as c:
         assert _ids(_bundle(c, f"?type={LETTER}")) == {str(world.letter.id)}
+        by_local = _bundle(c, "?patient.identifier=urn:archipel:site:SITE-A|FHIR001")
+        assert (
+            by_local.total == 4
+            and _bundle(c, "?patient.identifier=urn:archipel:site:SITE-B|FHIR001").total == 0
+        )
         assert _ids(_bundle(c, f"?type=http://loinc.org|{LETTER}")) == {str(world.letter.id)}
         last_month = (utcnow() - timedelta(days=30)).date().isoformat()
         assert str(world.letter.id) not in _ids(_bundle(c, f"?date=ge{last_month}"))
@@ -156,6 +161,7 @@ def test_read_one_and_errors_are_operation_outcomes(world: World) -> None:
             ("/fhir/DocumentReference?type=http://snomed.info/sct|123", 400),
             ("/fhir/DocumentReference?status=final", 400),
             ("/fhir/DocumentReference?author=someone", 400),
+            ("/fhir/DocumentReference?patient.identifier=FHIR001", 400),
         ]:
             answer = c.get(url)
             assert answer.status_code == status, url

@@ -64,7 +64,9 @@ BY_FHIR_STATUS = {
     "superseded": (),
     "entered-in-error": (ENTERED_IN_ERROR,),
 }
-SEARCH_PARAMS = frozenset({"patient", "subject", "type", "date", "status", "_count", "_offset", "_format"})
+SEARCH_PARAMS = frozenset(
+    {"patient", "subject", "patient.identifier", "type", "date", "status", "_count", "_offset", "_format"}
+)
 MAX_COUNT = 200
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
@@ -245,6 +247,17 @@ def _patient(value: str) -> int:
     return int(ref)
 
 
+def _local_identifier(values: list[str]) -> tuple[str, str]:
+    """``(issuer, PatientID)`` of a ``patient.identifier`` search (``urn:archipel:site:ISSUER|PatientID``)."""
+    if not values:
+        return "", ""
+    system, sep, value = values[0].partition("|")
+    issuer = system.removeprefix(f"{SITES}:")
+    if len(values) > 1 or not sep or issuer == system or not issuer or not value:
+        raise FhirError(400, f"patient.identifier is one {SITES}:ISSUER|PatientID")
+    return issuer, value
+
+
 def _types(values: list[str]) -> tuple[str, ...]:
     codes = []
     for value in values:
@@ -290,6 +303,7 @@ def search_document_references(request: Request, rt: RuntimeDep, principal: Prin
         if len(patients) > 1:
             raise FhirError(400, "give one patient")
         master = _patient(patients[0]) if patients else None
+        issuer, patient_id = _local_identifier(params.getlist("patient.identifier"))
         low, high = date_range(params.getlist("date"))
         statuses = _statuses(params.getlist("status"))
         # A status that maps to none of ours (superseded) matches nothing.
@@ -301,6 +315,8 @@ def search_document_references(request: Request, rt: RuntimeDep, principal: Prin
             scope, current = search_scope(rt, principal, request, master)
             query = DocumentQuery(
                 master_id=current,
+                issuer=issuer,
+                patient_id=patient_id,
                 type_codes=types,
                 statuses=statuses,
                 created_from=low,

@@ -19,6 +19,7 @@ router = APIRouter()
 _SEARCH = [
     ("patient", "reference", "the master patient: 123 or Patient/123"),
     ("subject", "reference", "same as patient"),
+    ("patient.identifier", "token", "the local identifier: urn:archipel:site:ISSUER|PatientID"),
     ("type", "token", "LOINC code, or http://loinc.org|code; comma-separated for several"),
     ("date", "date", "registration date with eq, ge, gt, le, lt prefixes; repeat for a range"),
     ("status", "token", "current, superseded, entered-in-error"),
