@@ -121,10 +121,13 @@ def test_a_second_opinion_needs_one_addressee_and_a_record(reading: tuple[Desk, 
 
 
 @sqlite_only
-def test_the_claim_holder_asks_the_region_for_the_patients_remote_priors(
+def test_claiming_asks_the_region_for_the_patients_remote_priors_and_the_holder_may_ask_again(
     reading: tuple[Desk, int, str],
 ) -> None:
     desk, rid, _study = reading
+    # Claiming asked for them already, once.
+    jobs = desk.http.get("/api/jobs", headers=desk.h("radio1")).json()
+    assert [j["kind"] for j in jobs] == ["prefetch"]
     assert desk.post("radio2", f"/requests/{rid}/priors/prefetch").status_code == 403
     r = desk.post("radio1", f"/requests/{rid}/priors/prefetch")
     assert r.status_code == 202, r.text

@@ -99,12 +99,14 @@ def dicom_cmd(
 ) -> None:
     """Run a DICOM listener only."""
     from archipel.mammo import intake
+    from archipel.radiology import telerad
     from archipel.radiology.archive import Archive
     from archipel.radiology.dimse.listener import start_listener
 
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
     configure_logging()
     intake.install()  # screening studies received here are matched to their episodes, as under ``serve``
+    telerad.install()  # a study that arrives here is linked to the reading requests waiting for its accession
     Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=True))
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from archipel.platform import access, access_facts, audit, care
 from archipel.platform.authn import Principal
 from archipel.platform.db import Database, utcnow
+from archipel.radiology import stored
 from archipel.radiology.models import Patient, Study
 from archipel.radiology.stored import StoredObject
 from archipel.radiology.telerad_models import (  # noqa: F401  (the workflow's vocabulary, re-exported)
@@ -376,3 +377,8 @@ def on_study_stored(db: Database, stored: StoredObject) -> None:
         link_arrived_study(
             s, parsed.issuer, parsed.patient_id, parsed.accession_number, parsed.study_uid, utcnow()
         )
+
+
+def install() -> None:
+    """Link arriving studies to the requests that wait for their accession number (any process that stores)."""
+    stored.on_stored("telerad-expected-study", on_study_stored)

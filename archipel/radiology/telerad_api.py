@@ -21,7 +21,6 @@ from archipel.platform.http import PrincipalDep, RuntimeDep, client_address, gua
 from archipel.platform.runtime import Runtime
 from archipel.radiology import (
     prefetch,
-    stored,
     telerad,
     telerad_critical,
     telerad_opinions_api,
@@ -207,9 +206,12 @@ def get_request(request_id: int, request: Request, rt: RuntimeDep, principal: Pr
 
 
 @router.post("/requests/{request_id}/claim")
-def claim(request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+def claim(
+    request_id: int, request: Request, background: BackgroundTasks, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """Take the request for ``telerad.CLAIM_MINUTES`` (claim again to renew); 409 names who holds it and until
-    when. An expired claim is taken over."""
+    when. An expired claim is taken over. A new claim also asks the region's PACS for the patient's remote
+    priors (a prefetch job, after the answer)."""
     _guard(rt, principal, access.UPDATE, _load(rt, request_id), request)
     if principal.role not in access.TELERAD_READERS:
         raise HTTPException(
@@ -217,9 +219,11 @@ def claim(request_id: int, request: Request, rt: RuntimeDep, principal: Principa
         )
     with rt.db.write() as s:
         try:
-            telerad.claim(s, telerad.get(s, request_id), principal.subject, now=rt.clock())
+            new = telerad.claim(s, telerad.get(s, request_id), principal.subject, now=rt.clock())
         except TeleradError as exc:
             raise http_error(exc) from exc
+    if new:
+        background.add_task(telerad_priors.prefetch_after_claim, rt, principal, request_id)
     return _detail(rt, request_id)
 
 
@@ -278,17 +282,13 @@ def prefetch_priors(
     _guard(rt, principal, access.UPDATE, req, request)
     try:
         telerad.check_holder(req, principal.subject, rt.clock())
-        job_id = prefetch.request_patient_prefetch(
-            rt.db, principal, req.master_id, reason=f"teleradiology request {request_id}"
-        )
+        job_id = telerad_priors.request_remote_priors(rt, principal, req)
     except TeleradError as exc:
         raise http_error(exc) from exc
     except prefetch.PrefetchError as exc:
         raise HTTPException(422, str(exc)) from exc
     except access.AccessDenied as exc:
         raise HTTPException(403, exc.reason) from exc
-    with rt.db.write() as s:
-        telerad_priors.mark_prefetch(s, request_id, job_id)
     return {"request_id": request_id, "job_id": job_id, "job_url": f"/api/jobs/{job_id}"}
 
 
@@ -381,4 +381,4 @@ def acknowledge(
 
 def install() -> None:
     """Link arriving studies to the requests that wait for their accession number."""
-    stored.on_stored("telerad-expected-study", telerad.on_study_stored)
+    telerad.install()

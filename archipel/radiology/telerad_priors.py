@@ -8,6 +8,7 @@ reader which priors exist before they open the viewer.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -15,10 +16,14 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from archipel.platform.access import ReadScope
+from archipel.platform.authn import Principal
 from archipel.platform.identity.models import LocalIdentity
-from archipel.radiology import visibility
+from archipel.platform.runtime import Runtime
+from archipel.radiology import prefetch, visibility
 from archipel.radiology.models import Patient, Study
 from archipel.radiology.telerad_models import PriorStudy, ReadingRequest
+
+log = logging.getLogger("archipel.telerad")
 
 LISTED, PREFETCH_REQUESTED = "listed", "prefetch-requested"
 
@@ -83,3 +88,27 @@ def mark_prefetch(s: Session, request_id: int, job_id: str) -> None:
     for row in s.execute(select(PriorStudy).where(PriorStudy.request_id == request_id)).scalars():
         row.status = PREFETCH_REQUESTED
     s.flush()
+
+
+def request_remote_priors(rt: Runtime, principal: Principal, req: ReadingRequest) -> str:
+    """Ask the region's other PACS for the patient's studies (:func:`prefetch.request_patient_prefetch`, run as
+    ``principal``, audited) and mark the priors listed so far; returns the prefetch job's id. Raises
+    ``access.AccessDenied`` or ``prefetch.PrefetchError``."""
+    job_id = prefetch.request_patient_prefetch(
+        rt.db, principal, req.master_id, reason=f"teleradiology request {req.id}"
+    )
+    with rt.db.write() as s:
+        mark_prefetch(s, req.id, job_id)
+    log.info("event=telerad_prefetch_requested request=%d job=%s", req.id, job_id)
+    return job_id
+
+
+def prefetch_after_claim(rt: Runtime, principal: Principal, request_id: int) -> None:
+    """After a new claim: ask for the remote priors; a failure is logged (the reader can ask again)."""
+    try:
+        with rt.db.sessions() as s:
+            req = s.get(ReadingRequest, request_id)
+        if req is not None:
+            request_remote_priors(rt, principal, req)
+    except Exception:
+        log.exception("event=telerad_prefetch_failed request=%d", request_id)
