@@ -184,3 +184,10 @@ def test_the_capability_statement_lists_document_reference_search(world: World) 
     resource = statement.rest[0].resource[0]  # type: ignore[index]
     assert resource.type == "DocumentReference"
     assert {p.name for p in resource.searchParam or []} >= {"patient", "type", "date", "status"}
+
+
+def test_a_patient_gets_only_their_released_documents(world: World) -> None:
+    patient = Principal("SITE-A/FHIR001", "patient", kind="patient")
+    with world.client(patient) as c:
+        assert _ids(_bundle(c)) == {str(world.report.id), str(world.addendum.id)}
+        assert c.get(f"/fhir/DocumentReference/{world.letter.id}").status_code == 403
