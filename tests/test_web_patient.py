@@ -227,5 +227,12 @@ def test_a_patient_signs_in_with_code_and_one_time_code_reads_a_report_and_withd
             page.wait_for_selector("body[data-ready=true]")
             assert page.locator("#consent-state").get_attribute("data-state") == "refused"
             assert page.locator("h1").inner_text() == "My results"
+
+            # signing out ends the session: the portal sends the browser back to the sign-in page
+            page.click("#sign-out")
+            page.wait_for_url("**/app/login.html?way=patient")
+            assert page.locator("#panel-patient").is_visible()
+            page.goto(srv.url + "/app/patient.html")
+            page.wait_for_url("**/app/login.html?next=*")
         finally:
             ctx.close()

@@ -252,7 +252,10 @@ async function main(): Promise<void> {
   }
   const who = document.querySelector<HTMLElement>("#who")!;
   who.dataset.patient = me.patient;
-  who.textContent = me.role === "legal-representative" ? t("portal.representative") : "";
+  if (me.role === "legal-representative") {
+    who.dataset.i18n = "portal.representative"; // redrawn with the language
+    who.textContent = t("portal.representative");
+  }
   document.querySelector("#consent-toggle")!.addEventListener("click", () => void toggleConsent());
   document.querySelector("#sign-out")!.addEventListener("click", async () => {
     await logout().catch(() => undefined);
