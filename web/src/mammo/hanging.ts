@@ -1,8 +1,8 @@
 // The hanging protocol on Cornerstone3D: one stack viewport per view (the current study's four, and the prior's
 // four beside them), the chest walls facing each other, the reading tools (zoom, pan, window/level, magnifier)
 // on one tool group, and the finding marks drawn over the images in image coordinates. One more stack viewport
-// shows an extra view (XCCL, spot compression, a retake) or a tomosynthesis stack, scrolled frame by frame with
-// the mouse wheel (StackScrollTool) or the arrow keys.
+// (extra-view.ts) shows an extra view or a tomosynthesis stack, its frames scrolled with the mouse wheel
+// (StackScrollTool, bound here on the same tool group).
 
 import {
   Enums,
@@ -23,6 +23,7 @@ import {
   addTool,
   init as toolsInit,
 } from "@cornerstonejs/tools";
+import { EXTRA_VIEWPORT, ExtraView } from "./extra-view";
 import { type MammoImage, SCREENING_VIEWS, mirrored } from "./images";
 
 /** A reading tool of the primary mouse button; "mark" places a finding instead. */
@@ -87,7 +88,8 @@ export class Hanging {
   private renderWaiters: (() => void)[] = [];
   private readonly pending = new Set<string>();
   private pressedToMark = false;
-  private readonly extra: Slot;
+  /** The viewport of an extra view or a tomosynthesis stack, beside the hanging. */
+  readonly extra: ExtraView;
 
   constructor(
     current: HTMLElement,
@@ -132,18 +134,14 @@ export class Hanging {
         }
       }
     }
-    this.extra = this.extraSlot(extra);
-    inputs.push({
-      viewportId: this.extra.id,
-      type: Enums.ViewportType.STACK,
-      element: this.extra.element,
-      defaultOptions: {},
-    });
+    this.extra = new ExtraView(this.engine, extra);
+    inputs.push(this.extra.input);
     this.engine.setViewports(inputs);
     const group = ToolGroupManager.createToolGroup(GROUP);
     if (!group) throw new Error("the tool group could not be created");
     for (const name of [...Object.values(TOOL_OF), StackScrollTool.toolName]) group.addTool(name);
-    for (const slot of [...this.slots.values(), this.extra]) group.addViewport(slot.id, ENGINE);
+    for (const slot of this.slots.values()) group.addViewport(slot.id, ENGINE);
+    group.addViewport(EXTRA_VIEWPORT, ENGINE);
     // The wheel scrolls a stack's frames (a single image has only one: nothing moves).
     group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Wheel }] });
     this.setTool("zoom");
@@ -152,79 +150,8 @@ export class Hanging {
       this.engine.resize(true, true);
       for (const key of this.slots.keys()) this.drawMarks(key);
     });
-    for (const slot of [...this.slots.values(), this.extra]) resized.observe(slot.element);
-  }
-
-  private extraSlot(grid: HTMLElement): Slot {
-    const cell = document.createElement("div");
-    cell.className = "view-cell";
-    cell.dataset.view = "extra";
-    const element = document.createElement("div");
-    element.className = "view-element";
-    element.oncontextmenu = (e) => e.preventDefault();
-    const overlay = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-    overlay.classList.add("marks");
-    const label = document.createElement("span");
-    label.className = "view-label";
-    label.id = "extra-label";
-    cell.append(element, overlay, label);
-    grid.append(cell);
-    element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
-      this.rendered.add("extra");
-      this.notifyRendered();
-      this.labelExtra();
-    });
-    element.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => this.labelExtra());
-    return { id: "vp-extra", view: "extra", element, overlay, image: null };
-  }
-
-  private labelExtra(): void {
-    const image = this.extra.image;
-    const label = this.extra.element.parentElement?.querySelector(".view-label");
-    if (!image || !label) return;
-    const frame = this.extraState()?.frame ?? 0;
-    const name = `${image.view.replace("-", " ")}${image.modifier ? ` ${image.modifier}` : ""}`;
-    label.textContent = image.tomo ? `${name} tomosynthesis · frame ${frame + 1}/${image.imageIds.length}` : name;
-  }
-
-  /** Open an extra view (every frame of a tomosynthesis stack, the first shown) in the extra viewport. */
-  async openExtra(image: MammoImage): Promise<void> {
-    this.extra.image = image;
-    this.rendered.delete("extra");
-    const viewport = this.engine.getViewport(this.extra.id) as Types.IStackViewport;
-    await viewport.setStack(image.imageIds, 0);
-    viewport.resetCamera();
-    viewport.setCamera({ flipHorizontal: mirrored(image) });
-    if (image.window) {
-      const { center, width } = image.window;
-      viewport.setProperties({ voiRange: { lower: center - width / 2, upper: center + width / 2 } });
-    }
-    viewport.render();
-    await this.renderedOnce("extra");
-    this.labelExtra();
-  }
-
-  /** Move the extra stack by `delta` frames (clamped); resolves once the new frame is shown. */
-  async scrollExtra(delta: number): Promise<void> {
-    const state = this.extraState();
-    if (!state) return;
-    const target = Math.min(Math.max(state.frame + delta, 0), state.frames - 1);
-    if (target === state.frame) return;
-    const viewport = this.engine.getViewport(this.extra.id) as Types.IStackViewport;
-    await viewport.setImageIdIndex(target);
-  }
-
-  /** The extra viewport's image, the frame shown (0-based) and the stack's length; null when none is open. */
-  extraState(): { sop: string; frame: number; frames: number; tomo: boolean } | null {
-    const image = this.extra.image;
-    if (!image) return null;
-    const viewport = this.engine.getViewport(this.extra.id) as Types.IStackViewport;
-    return { sop: image.sop, frame: viewport.getCurrentImageIdIndex(), frames: image.imageIds.length, tomo: image.tomo };
-  }
-
-  /** Close the extra viewport. */
-  closeExtra(): void {
-    this.extra.image = null;
+    for (const slot of this.slots.values()) resized.observe(slot.element);
+    resized.observe(this.extra.element);
   }
 
   /** Hang another prior (or none) beside the current views; resolves once its views have rendered. */

@@ -8,15 +8,8 @@
 
 import { type CurrentUser, getJson, requireUser, sendJson } from "../api";
 import { Hanging, type ToolName, startCornerstone } from "./hanging";
-import {
-  type MammoImage,
-  type ServerView,
-  byView,
-  extraLabel,
-  extras,
-  preload,
-  studyImages,
-} from "./images";
+import { type CaseImages, CaseChoices, byId, priorLabel, priorStudies } from "./case-choices";
+import { type MammoImage, type ServerView, byView, extras, preload, studyImages } from "./images";
 import { ReadForm } from "./read-form";
 import { reasonOf } from "./reasons";
 
@@ -58,41 +51,17 @@ interface ReadingView {
   form: Record<string, unknown>;
 }
 
-/** An earlier study of the woman, as the patient record lists it. */
-interface PriorStudy {
-  study_uid: string;
-  study_date: string;
-  description: string;
-  modalities: string[];
-}
-
 /** A case claimed and fetched, ready to hang. */
-interface Prepared {
+interface Prepared extends CaseImages {
   item: WorkItem;
   episode: EpisodeView;
   current: Map<string, MammoImage>;
-  /** Images of the study beyond the four views: extra views, retakes, tomosynthesis stacks. */
-  extras: MammoImage[];
-  /** Every earlier MG study of the woman the reader may see, newest first; the first hangs by default. */
-  priors: PriorStudy[];
-  prior: Map<string, MammoImage> | null;
-  priorLabel: string;
-}
-
-function priorLabel(p: PriorStudy): string {
-  const d = p.study_date;
-  return `Prior ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)} (${p.description || "mammography"})`;
-}
-
-function byId<T extends HTMLElement>(id: string): T {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`the page has no #${id}`);
-  return found as T;
 }
 
 class ReadingScreen {
   private readonly hanging: Hanging;
   private readonly form: ReadForm;
+  private readonly choices: CaseChoices;
   private open: Prepared | null = null;
   private next: Promise<Prepared | null> | null = null;
   private nextTask = 0;
@@ -103,9 +72,7 @@ class ReadingScreen {
     this.hanging = new Hanging(byId("current-views"), byId("prior-views"), byId("extra-view"), (click) =>
       this.form.place(click),
     );
-    byId<HTMLSelectElement>("prior-select").onchange = (e) =>
-      void this.choosePrior((e.target as HTMLSelectElement).value);
-    byId("extra-close").onclick = () => this.closeExtra();
+    this.choices = new CaseChoices(this.hanging, () => this.open);
     for (const button of document.querySelectorAll<HTMLButtonElement>("[data-tool]")) {
       button.onclick = () => this.tool(button.dataset.tool as ToolName);
     }
@@ -132,13 +99,13 @@ class ReadingScreen {
     if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
     // The arrow keys scroll an open tomosynthesis stack (or any extra view) frame by frame.
     const step: Record<string, number> = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 };
-    if (e.key in step && this.hanging.extraState()) {
+    if (e.key in step && this.hanging.extra.state()) {
       e.preventDefault();
-      void this.hanging.scrollExtra(step[e.key] ?? 0);
+      void this.hanging.extra.scroll(step[e.key] ?? 0);
       return;
     }
-    if (e.key === "Escape" && this.hanging.extraState()) {
-      this.closeExtra();
+    if (e.key === "Escape" && this.hanging.extra.state()) {
+      this.choices.closeExtra();
       return;
     }
     const keys: Record<string, ToolName> = { z: "zoom", p: "pan", w: "window", g: "magnify", m: "mark" };
@@ -189,7 +156,7 @@ class ReadingScreen {
     const images = await studyImages(study.study_uid, views);
     const current = byView(images);
     const more = extras(images, current);
-    const priors = await this.priorStudies(episode, new Set(episode.studies.map((s) => s.study_uid)));
+    const priors = await priorStudies(episode, new Set(episode.studies.map((s) => s.study_uid)));
     const latest = priors[0];
     const prior = latest ? byView(await studyImages(latest.study_uid)) : null;
     // The extra views' first frames too: opening one is then immediate; a stack's other frames load on scroll.
@@ -203,96 +170,6 @@ class ReadingScreen {
       prior,
       priorLabel: latest ? priorLabel(latest) : "",
     };
-  }
-
-  /** The woman's earlier mammograms among the studies the reader may see, newest first (none when none). */
-  private async priorStudies(episode: EpisodeView, own: Set<string>): Promise<PriorStudy[]> {
-    if (episode.master_id === null) return [];
-    try {
-      const { studies } = await getJson<{ studies: PriorStudy[] }>(`/api/patients/${episode.master_id}/studies`);
-      const day = episode.screen_date.replaceAll("-", "");
-      return studies
-        .filter((s) => !own.has(s.study_uid) && s.modalities.includes("MG") && s.study_date < day)
-        .sort((a, b) => b.study_date.localeCompare(a.study_date));
-    } catch (error) {
-      // Priors the reader may not open are shown as such, not hidden.
-      byId("prior-title").textContent = `Priors: ${reasonOf(error)}`;
-      return [];
-    }
-  }
-
-  /** The list of priors (latest chosen) and the strip of extra views of the case just opened. */
-  private showChoices(p: Prepared): void {
-    const select = byId<HTMLSelectElement>("prior-select");
-    select.replaceChildren(
-      ...p.priors.map((prior) => {
-        const option = document.createElement("option");
-        option.value = prior.study_uid;
-        option.textContent = priorLabel(prior).replace(/^Prior /, "");
-        return option;
-      }),
-    );
-    byId("prior-choice").hidden = p.priors.length < 2;
-    const strip = byId("extra-views");
-    strip.replaceChildren(
-      ...p.extras.map((image) => {
-        const button = document.createElement("button");
-        button.type = "button";
-        button.className = image.tomo ? "extra tomo" : "extra";
-        button.dataset.sop = image.sop;
-        button.textContent = extraLabel(image);
-        button.onclick = () => void this.openExtra(image.sop);
-        return button;
-      }),
-    );
-    byId("extra-strip").hidden = p.extras.length === 0;
-    this.closeExtra();
-  }
-
-  /** Hang the earlier study `studyUid` beside the current views instead of the one shown. */
-  async choosePrior(studyUid: string): Promise<void> {
-    const open = this.open;
-    const chosen = open?.priors.find((p) => p.study_uid === studyUid);
-    if (!open || !chosen) return;
-    try {
-      const prior = byView(await studyImages(chosen.study_uid));
-      await preload([...prior.values()]);
-      if (this.open !== open) return;
-      open.prior = prior;
-      open.priorLabel = priorLabel(chosen);
-      await this.hanging.showPrior(prior);
-      byId("prior-title").textContent = open.priorLabel;
-      document.body.dataset.prior = chosen.study_uid;
-    } catch (error) {
-      byId("prior-title").textContent = `Priors: ${reasonOf(error)}`;
-    }
-  }
-
-  /** Open one of the case's extra views (or tomosynthesis stacks) in the extra viewport. */
-  async openExtra(sop: string): Promise<void> {
-    const image = this.open?.extras.find((i) => i.sop === sop);
-    if (!image) return;
-    byId("extra-view").hidden = false;
-    byId("hanging").classList.add("with-extra");
-    for (const b of document.querySelectorAll<HTMLButtonElement>("#extra-views button")) {
-      b.classList.toggle("active", b.dataset.sop === sop);
-      b.setAttribute("aria-pressed", String(b.dataset.sop === sop));
-    }
-    await this.hanging.openExtra(image);
-    byId("extra-close").hidden = false;
-    document.body.dataset.extra = sop;
-  }
-
-  closeExtra(): void {
-    this.hanging.closeExtra();
-    byId("extra-view").hidden = true;
-    byId("extra-close").hidden = true;
-    byId("hanging").classList.remove("with-extra");
-    for (const b of document.querySelectorAll<HTMLButtonElement>("#extra-views button")) {
-      b.classList.remove("active");
-      b.setAttribute("aria-pressed", "false");
-    }
-    delete document.body.dataset.extra;
   }
 
   async claimNext(): Promise<void> {
@@ -329,8 +206,7 @@ class ReadingScreen {
     this.lastOpen = { episode: prepared.episode.id, ms, preloaded };
     byId("open-time").textContent = `opened in ${ms} ms`;
     byId("prior-title").textContent = prepared.priorLabel;
-    this.showChoices(prepared);
-    if (prepared.priors[0]) document.body.dataset.prior = prepared.priors[0].study_uid;
+    this.choices.show(prepared);
     byId("screen-state").textContent = missing.length ? `Missing views: ${missing.join(", ")}` : "";
     this.showCase(prepared);
     document.body.dataset.case = String(prepared.episode.id);
@@ -443,8 +319,8 @@ class ReadingScreen {
   }
 
   /** The extra viewport: which image, which frame of how many (null when closed). */
-  extraState(): ReturnType<Hanging["extraState"]> {
-    return this.hanging.extraState();
+  extraState(): ReturnType<Hanging["extra"]["state"]> {
+    return this.hanging.extra.state();
   }
 
   get preparing(): boolean {
