@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import subprocess
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -156,6 +157,11 @@ def test_the_study_zip_holds_a_dicomdir_pydicom_reads_and_the_stored_bytes_uncha
     fileset = FileSet(dcmread(tmp_path / "media" / "DICOMDIR"))
     found = {i.SOPInstanceUID: Path(i.path).read_bytes() for i in fileset}
     assert {i.load().StudyInstanceUID for i in fileset} == {ct[0].StudyInstanceUID}
+    # dicom3tools, a peer that knows the Basic Directory IOD, finds no error in the DICOMDIR
+    checked = subprocess.run(
+        ["dciodvfy", str(tmp_path / "media" / "DICOMDIR")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and "Error" not in checked.stdout + checked.stderr, checked.stderr
     assert len(fileset) == len(originals)
     assert {uid: hashlib.sha256(b).hexdigest() for uid, b in found.items()} == {
         uid: hashlib.sha256(b).hexdigest() for uid, b in originals.items()

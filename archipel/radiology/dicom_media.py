@@ -2,7 +2,7 @@
 
 The files go into the ZIP exactly as the archive stored them (their bytes unchanged); only the DICOMDIR is
 made here. pydicom's :class:`~pydicom.fileset.FileSet` writes it from each instance's header (read without
-the pixel data), so the directory records name the files by their File ID (``DICOM/PAAAAAAA/...``) and carry
+the pixel data), so the directory records name the files by their File ID (``PT000000/ST000000/...``) and carry
 the keys PS3.3 F.5 asks for. The ZIP is written as it is sent, one member after the other, so a large study
 is never held in memory: stored members (DICOM pixel data is most often compressed already) with data
 descriptors.
