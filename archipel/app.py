@@ -29,6 +29,7 @@ from archipel.platform.access import AccessDenied
 from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
 from archipel.radiology import telerad_api
+from archipel.radiology import tumorboard_api
 from archipel.radiology import confidentiality_api, dicomweb, patient_download, patients_api, search_api
 from archipel.radiology import documents_api, documents_fhir, documents_portal
 from archipel.radiology import timeline as radiology_timeline
@@ -79,6 +80,7 @@ def create_app() -> FastAPI:
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(patients_api.router)
+    app.include_router(tumorboard_api.router)
     app.include_router(documents_api.router)
     app.include_router(documents_fhir.router)
     app.include_router(telerad_api.router)

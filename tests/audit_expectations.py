@@ -189,6 +189,24 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
     ),
 }  # fmt: skip
 
+_TB = "/api/tumor-boards"
+# --- tumor boards (owner: rcp): as the auditor, whom the policy refuses, or unknown ids (404) ---
+_TUMOR_BOARDS: dict[tuple[str, str], Entry] = {
+    ("GET", _TB): Audited("GET", _TB, ((audit.QUERY, "search:tumor-board", DENIED, ""),), user="auditor",
+                          status=403),
+    ("POST", _TB): Audited(
+        "POST", _TB, ((audit.PATIENT_RECORD, "create:tumor-board", DENIED, ""),), user="auditor", send="json",
+        body={"title": "RCP", "scheduled_at": "2026-12-10T14:00:00+01:00"}, status=403,
+    ),
+    ("GET", _TB + "/{session_id}"): Audited("GET", _TB + "/999999", (), status=404),
+    ("POST", _TB + "/{session_id}/patients"): Audited(
+        "POST", _TB + "/999999/patients", (), send="json", body={"master_id": 1}, status=404
+    ),
+    ("POST", _TB + "/{session_id}/patients/{patient_id}/prefetch"): Audited(
+        "POST", _TB + "/999999/patients/1/prefetch", (), status=404
+    ),
+}  # fmt: skip
+
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the sign-in page"),
@@ -816,6 +834,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/api/search"): Audited("GET", "/api/search?q=AUD0001", ((audit.QUERY, "search:patient", OK, ""),)),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
+    **_TUMOR_BOARDS,
     **_HL7_ROUTES,
     **_DOCUMENTS,
 }

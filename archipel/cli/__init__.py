@@ -12,6 +12,7 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     mammo,
     services,
     tiles,
+    tumorboard,
     wsi,
     wsi_convert,
 )

@@ -37,8 +37,10 @@ def _exit_with_parent(parent: int) -> None:
 def _load_tasks() -> None:
     import archipel.mammo.volumes
     import archipel.platform.notify_tasks
+    import archipel.radiology.prefetch
     import archipel.radiology.tasks
     import archipel.radiology.telerad_sla
+    import archipel.radiology.tumorboard
     import archipel.wsi.tasks  # noqa: F401
     from archipel.mammo import intake
 

@@ -402,11 +402,29 @@ def _reading_request(principal: Principal, action: str, resource: Resource, fact
     return Decision(False, f"role {principal.role or principal.kind} takes no part in teleradiology")
 
 
+#: A tumor board (RCP) session: clinical professionals of the organising site create it, register patients
+#: (the prefetch of each then asks for a read of that patient's record) and follow it.
+TUMOR_BOARD = "tumor-board"
+
+
+def _tumor_board(principal: Principal, resource: Resource) -> Decision:
+    """Tumor board sessions are the organising site's clinical professionals' (and administrators')."""
+    if principal.kind == "user" and principal.role == "admin":
+        return Decision(True, "administrator")
+    if principal.kind != "user" or principal.role not in CLINICAL_ROLES:
+        return Decision(False, f"role {principal.role or principal.kind} takes no part in tumor boards")
+    if resource.site and resource.site != _site_of(principal):
+        return Decision(False, f"the tumor board is organised by site {resource.site}")
+    return Decision(True, f"role {principal.role} of the organising site")
+
+
 def allow(principal: Principal, action: str, resource: Resource, facts: Facts = NO_FACTS) -> Decision:
     """Decide whether ``principal`` may do ``action`` on ``resource``, given ``facts``. Pure: no I/O."""
     kind = resource.kind
     if kind == "job":
         return Decision(True, "job status")
+    if kind == TUMOR_BOARD:
+        return _tumor_board(principal, resource)
     if kind in (READING_REQUEST, SECOND_OPINION):
         return _reading_request(principal, action, resource, facts)
     if kind in ADMIN_KINDS:
