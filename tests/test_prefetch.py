@@ -304,3 +304,24 @@ def test_a_pacs_that_accepts_but_never_answers_the_query_fails_on_the_dimse_time
     assert node["state"] == "failed" and "no answer in 1.5 s" in node["reason"] and node["attempts"] == 2
     assert hung.queries == 2
     assert elapsed < 20
+
+
+@pytest.mark.e2e
+def test_a_destination_node_that_is_down_fails_the_forward_with_its_reason(
+    runtime: Runtime, orthanc: OrthancPacs
+) -> None:
+    add_node(runtime, orthanc.aet, orthanc.dicom_port, "SITE-B", "get")
+    study = remote_study(orthanc, "B-FWDDOWN-1", "fwddown1", slices=1)
+    master = person(runtime.db, [("SITE-A", "A-FWDDOWN-1"), ("SITE-B", "B-FWDDOWN-1")], "TESTFWDDOWN")
+    with runtime.db.write() as s:
+        s.add(DicomNode(ae_title="DOWNPACS", host="127.0.0.1", port=closed_port(), site="SITE-A"))
+    when = datetime.now(UTC) + timedelta(days=2)
+    session = tumorboard.create_session(
+        runtime.db, RADIOLOGIST, tumorboard.NewSession("RCP", when, "Salle 3", "DOWNPACS")
+    )
+    entry = tumorboard.register_patient(runtime.db, RADIOLOGIST, session, master, reason="RCP", send=False)
+    prefetch.prefetch_job(entry["job_id"])
+
+    after = tumorboard.patient_entry(runtime.db, entry["id"])
+    assert after["status"] == "failed" and "destination DOWNPACS" in after["status_reason"]
+    assert held(runtime, study) == 1  # what was fetched stays here
