@@ -69,7 +69,10 @@ def _retake(s: Session, study: ScreeningStudy, now: datetime) -> Episode | None:
         )
         .order_by(Episode.id.desc())
     ).scalars()
+    day = _day(study.study_date)
     for ep in recalled:
+        if day is not None and day < ep.screen_date:
+            continue  # an earlier study (a prior fetched from another PACS) is no retake
         if s.execute(select(Episode.id).where(Episode.retake_of == ep.id)).first() is None:
             prog = s.get(Programme, ep.programme_id)
             assert prog is not None
@@ -126,7 +129,9 @@ def install() -> None:
 def reconciliation(s: Session) -> dict[str, list[dict[str, object]]]:
     """Studies with no episode, and episodes (forms) with no study, oldest first."""
     studies = s.execute(
-        select(ScreeningStudy).where(ScreeningStudy.episode_id.is_(None)).order_by(ScreeningStudy.id)
+        select(ScreeningStudy)
+        .where(ScreeningStudy.episode_id.is_(None), ScreeningStudy.prior_of.is_(None))
+        .order_by(ScreeningStudy.id)
     ).scalars()
     with_study = select(ScreeningStudy.episode_id).where(ScreeningStudy.episode_id.is_not(None))
     forms = s.execute(
