@@ -35,6 +35,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _load_tasks() -> None:
+    import archipel.mammo.priors
     import archipel.mammo.volumes
     import archipel.platform.notify_tasks
     import archipel.radiology.prefetch

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from archipel.mammo import decision, episodes, protocol, reading
+from archipel.mammo import decision, episodes, priors, protocol, reading
 from archipel.mammo.episodes import ScreeningError
 from archipel.mammo.intake import reconciliation
 from archipel.mammo.models import Episode, Programme, Reading, ScreeningStudy
@@ -164,6 +164,7 @@ def episode_view(rt: Runtime, ep: Episode) -> dict[str, Any]:
             "status": ep.status,
             "flag": ep.flag,
             "priors": ep.priors,
+            "prior_fetch": priors.view(rt.db, ep.id),
             "retake_of": ep.retake_of,
             "studies": [
                 {"study_uid": st.study_uid, "views": json.loads(st.views), "flag": st.flag}
@@ -311,12 +312,19 @@ def _update(rt: Runtime, principal: Principal, request: Request, episode_id: int
 def set_priors(
     episode_id: int, body: PriorsBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    """Record that priors are requested (the case is held back from the worklists) or received."""
+    """``requested`` fetches the woman's earlier MG studies from the region's PACS and holds the case until
+    they are here (or the fetch failed: still held, with the reason); ``received`` / ``none`` release it."""
     ep = _update(rt, principal, request, episode_id, "priors")
-    with rt.db.write() as s:
-        fresh = episodes.episode(s, ep.id)
-        fresh.priors = body.status
-    return episode_view(rt, fresh)
+    try:
+        if body.status == "requested":
+            priors.request_priors(rt.db, principal, ep.id, rt.clock())
+        else:
+            priors.release(rt.db, principal, ep.id, body.status)
+    except ScreeningError as exc:
+        raise refused(exc) from exc
+    except access.AccessDenied as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, exc.reason) from exc
+    return episode_view(rt, load_episode(rt, ep.id))
 
 
 @router.post("/episodes/{episode_id}/decision", status_code=status.HTTP_201_CREATED)

@@ -132,6 +132,8 @@ class ScreeningStudy(Base):
     views: Mapped[str] = mapped_column(Text, default="[]")
     flag: Mapped[str] = mapped_column(String(255), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The episode this earlier study was fetched for as a prior (it is then not on the reconciliation list).
+    prior_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ReadingTask(Base):
@@ -212,3 +214,27 @@ class ScreeningOutcome(Base):
     diagnosed_on: Mapped[date | None] = mapped_column(Date, nullable=True)
     recorded_by: Mapped[str] = mapped_column(String(128))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+#: Where an episode's priors stand (``Episode.priors``): none needed, requested (a fetch is queued), retrieving,
+#: received, or failed (the fetch's reason is on its :class:`PriorFetch`). The last three but one hold the case.
+PRIORS_NONE, PRIORS_REQUESTED, PRIORS_RETRIEVING = "none", "requested", "retrieving"
+PRIORS_RECEIVED, PRIORS_FAILED = "received", "failed"
+PRIORS_HELD = frozenset({PRIORS_REQUESTED, PRIORS_RETRIEVING, PRIORS_FAILED})
+
+
+class PriorFetch(Base):
+    """One fetch of an episode's priors from the region's other PACS: the prefetch job that runs it, its state
+    (requested, retrieving, received, failed, or released by hand) and, when it failed, the nodes' reasons."""
+
+    __tablename__ = "screening_prior_fetches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    episode_id: Mapped[int] = mapped_column(ForeignKey("screening_episodes.id"), index=True)
+    job_id: Mapped[str] = mapped_column(String(32), default="")
+    prefetch_request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default=PRIORS_REQUESTED, index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(128), default="")
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

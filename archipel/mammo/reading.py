@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session
 
 from archipel.mammo import balance, episodes, protocol
 from archipel.mammo.episodes import ScreeningError
-from archipel.mammo.models import L1, Episode, Programme, ReaderQualification, Reading, ReadingTask
+from archipel.mammo.models import (
+    L1,
+    PRIORS_FAILED,
+    PRIORS_HELD,
+    Episode,
+    Programme,
+    ReaderQualification,
+    Reading,
+    ReadingTask,
+)
 from archipel.mammo.schemas import L1FormBody, ReadBody
 from archipel.platform import care
 from archipel.platform.identity.models import LocalIdentity
@@ -71,7 +80,9 @@ def _available(task: ReadingTask, reader: str, now: datetime) -> bool:
 
 
 def _held(ep: Episode) -> str:
-    if ep.priors == "requested":
+    if ep.priors == PRIORS_FAILED:
+        return "the case is held back: fetching its priors failed (ask again, or release it with priors none)"
+    if ep.priors in PRIORS_HELD:
         return "the case is held back while its priors are awaited"
     if ep.flag:
         return f"the case is flagged at intake: {ep.flag}"
@@ -113,7 +124,7 @@ def worklist(
         select(ReadingTask, Episode, Programme)
         .join(Episode, Episode.id == ReadingTask.episode_id)
         .join(Programme, Programme.id == Episode.programme_id)
-        .where(ReadingTask.status.in_(("open", "claimed", "deferred")), Episode.priors != "requested")
+        .where(ReadingTask.status.in_(("open", "claimed", "deferred")), Episode.priors.not_in(PRIORS_HELD))
         .where(Episode.flag == "")
     )
     if role:

@@ -237,7 +237,8 @@ class ReasonBody(Strict):
 
 
 class PriorsBody(Strict):
-    """The state of the episode's priors: requested (the case is held back), received, or none needed."""
+    """What to do with the episode's priors: ``requested`` fetches them from the region's PACS (the case is
+    held back meanwhile), ``received`` or ``none`` (needed) release the case by hand."""
 
     status: Literal["requested", "received", "none"]
 
