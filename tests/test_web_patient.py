@@ -192,6 +192,12 @@ def test_a_patient_signs_in_with_code_and_one_time_code_reads_a_report_and_withd
             content.wait_for_load_state()
             assert REPORT in content.inner_text("body")
             content.close()
+            with page.expect_download() as saving:
+                document.get_by_role("link", name="Télécharger le compte rendu").click()
+            report_file = ARTIFACTS / "report.txt"
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            saving.value.save_as(report_file)
+            assert report_file.read_text() == REPORT
             _shot(page, "3-portal-report")
 
             log = page.locator("#log-table tbody tr", has_text="radiologue")

@@ -126,6 +126,13 @@ function drawResults(): void {
       link.href = href;
       if (name !== "viewer" && !name.startsWith("viewer-")) link.target = "_blank";
       actions.append(link);
+      if (name === "content") {
+        // the report itself, to keep: the same route, saved instead of shown
+        const save = el("a", t("link.save-report"), "download");
+        save.href = href;
+        save.setAttribute("download", "");
+        actions.append(save);
+      }
     }
     if (actions.childElementCount) card.append(actions);
     list.append(card);
