@@ -10,6 +10,7 @@ const pages: Record<string, string> = {
   index: "index.html",
   login: "login.html",
   viewer: "viewer.html",
+  study: "study.html",
   multihead: "multihead.html",
   "frozen-worklist": "frozen-worklist.html",
   "telerad-worklist": "telerad-worklist.html",
