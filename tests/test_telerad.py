@@ -201,7 +201,6 @@ def test_an_order_sent_twice_by_the_ris_makes_one_request_and_can_be_cancelled_b
     assert desk.get("radio1", "/requests").json()["requests"] == []
 
 
-@sqlite_only
 def test_claim_is_exclusive_and_an_expired_lock_is_taken_over(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     rid = desk.ask().json()["request_id"]
@@ -346,7 +345,6 @@ def test_a_critical_result_to_a_requester_without_account_goes_by_sms_and_is_rea
     assert "read back by telephone to radio-garde" in r.json()["acknowledged_by"]
 
 
-@sqlite_only
 def test_the_sla_sweep_escalates_a_request_about_to_miss_its_due_time_once(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     stat = desk.ask().json()["request_id"]
@@ -365,3 +363,23 @@ def test_the_sla_sweep_escalates_a_request_about_to_miss_its_due_time_once(desk:
     assert desk.get("radio1", f"/requests/{emergency}").json()["escalated_at"] is None
     desk.later(minutes=10)
     assert desk.get("radio1", f"/requests/{stat}").json()["overdue"] is True
+
+
+@sqlite_only
+def test_a_reading_request_shows_in_the_professional_timeline_of_whoever_may_see_it(desk: Desk) -> None:
+    desk.store_study(PATIENT, "TR26-1")
+    rid = desk.ask().json()["request_id"]
+    master = ensure_master(desk.rt.db, HOSPITAL, PATIENT.patient_id)
+    desk.post("radio1", f"/requests/{rid}/claim")
+    r = desk.http.get(
+        f"/api/patients/{master}/timeline", params={"kind": "reading-request"}, headers=desk.h("radio1")
+    )
+    assert r.status_code == 200, r.text
+    [item] = r.json()["items"]
+    assert item["id"] == str(rid) and item["status"] == "claimed" and item["released"] is False
+    assert item["links"]["worklist"] == f"/app/telerad-worklist.html?request={rid}"
+    mine = desk.http.get(
+        f"/api/patients/{master}/timeline", params={"kind": "reading-request"}, headers=desk.h("requester")
+    )
+    assert [i["id"] for i in mine.json()["items"]] == [str(rid)]
+    assert desk.http.get(f"/api/patients/{master}/timeline", headers=desk.h("outsider")).status_code == 403

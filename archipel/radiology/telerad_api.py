@@ -24,6 +24,7 @@ from archipel.radiology import (
     telerad,
     telerad_critical,
     telerad_opinions_api,
+    telerad_portal,
     telerad_priors,
     telerad_reports,
     telerad_view,
@@ -380,5 +381,7 @@ def acknowledge(
 
 
 def install() -> None:
-    """Link arriving studies to the requests that wait for their accession number."""
+    """Link arriving studies to the requests that wait for their accession number; show reading requests in
+    the professional timeline."""
     telerad.install()
+    telerad_portal.install()
