@@ -44,9 +44,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text(), nullable=False),
         sa.Column("received_at", _WHEN, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_hl7_messages")),
-        sa.UniqueConstraint(
-            "facility", "application", "control_id", name=op.f("uq_hl7_messages_facility")
-        ),
+        sa.UniqueConstraint("facility", "application", "control_id", name=op.f("uq_hl7_messages_facility")),
     )
     op.create_index(op.f("ix_hl7_messages_received_at"), "hl7_messages", ["received_at"], unique=False)
     op.create_table(
