@@ -256,3 +256,34 @@ def test_guessing_the_one_time_code_through_the_browser_sign_in_locks_the_access
     assert "archipel-session" not in " ".join(locked.headers.get_list("set-cookie"))
     assert http.get("/api/patient/me").status_code == 401
     assert [e.outcome for e in _events(runtime, "patient-login")][-4:] == [audit.DENIED] * 4
+
+
+def test_an_amended_verdict_shows_its_latest_signed_answer(
+    runtime: Runtime, clock: Clock, http: TestClient
+) -> None:
+    from archipel.wsi.frozen_models import FrozenSectionAmendment
+
+    headers = _sign_in(runtime, clock, http, ALICE)
+    master = http.get("/api/patient/me", headers=headers).json()["master_id"]
+    signed = _frozen(runtime.db, master, "lumpectomy", True, clock)
+    with runtime.db.write() as s:
+        s.add(
+            FrozenSectionAmendment(
+                request_id=signed,
+                at=clock.now + timedelta(hours=2),
+                by="patho-test",
+                reason="permanent sections",
+                diagnosis="malignant",
+                margins="close",
+                text="Invasive carcinoma on permanent sections.",
+                sr_sop_uid="1.2.3.4.5",
+                signed_payload="{}",
+                signature="cd" * 32,
+                signing_key_id="k1",
+            )
+        )
+    items = http.get("/api/patient/record", headers=headers).json()["items"]
+    verdict = next(i for i in items if i["kind"] == "frozen-section")
+    assert verdict["status"] == "amended"
+    assert (verdict["detail"]["diagnosis"], verdict["detail"]["margins"]) == ("Malignant", "Margins close")
+    assert verdict["detail"]["text"] == "Invasive carcinoma on permanent sections."
