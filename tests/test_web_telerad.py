@@ -73,6 +73,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     srv.add_user("manip-littoral", "technician", HOSPITAL)
     srv.add_user("dr-littoral", "treating-doctor", HOSPITAL)
     srv.add_user("radio-tele", "radiologist", TELERAD)
+    srv.add_user("pr-expert", "radiologist", "CHU-EXPERT")
     srv.start()
     try:
         db = Database(f"sqlite:///{(srv.data / 'index.sqlite').resolve()}")
@@ -158,3 +159,39 @@ def test_a_teleradiologist_claims_a_stat_request_opens_the_study_in_mpr_and_sign
     assert signed["state"] == "final" and signed["reports"][-1]["signed_at"] is not None
     again = pool.api("radio-tele", "POST", f"/api/telerad/requests/{rid}/sign", json={"text": "again"})
     assert again.status_code == 409
+
+
+def test_a_specialist_answers_a_second_opinion_from_the_page(pool: Pool) -> None:
+    body = {
+        "issuer": HOSPITAL,
+        "patient_id": PATIENT.patient_id,
+        "accession_number": "WTR-26",
+        "clinical_info": "follow-up",
+        "justification": "second look",
+        "priority": "emergency",
+    }
+    rid = pool.api("dr-littoral", "POST", "/api/telerad/requests", json=body).json()["request_id"]
+    assert pool.api("radio-tele", "POST", f"/api/telerad/requests/{rid}/claim").status_code == 200
+    asked = pool.api(
+        "radio-tele",
+        "POST",
+        "/api/telerad/second-opinions",
+        json={"issuer": HOSPITAL, "patient_id": PATIENT.patient_id, "study_uid": pool.study,
+              "question": "Subtle hypodensity?", "to_user": "pr-expert", "reading_request_id": rid},
+    )  # fmt: skip
+    assert asked.status_code == 201, asked.text
+    oid = asked.json()["opinion_id"]
+
+    ctx, page = pool.sign_in("pr-expert", "/app/telerad-worklist.html")
+    try:
+        card = page.locator(f"li[data-opinion='{oid}']")
+        card.wait_for()
+        assert "Subtle hypodensity?" in card.inner_text()
+        card.locator("textarea[name=answer]").fill("No: partial volume of the sulci.")
+        card.locator("button.send-answer").click()
+        page.wait_for_selector("#opinions-section[hidden]", state="attached", timeout=60_000)
+        pool.keep(page, "second-opinion-answered")
+    finally:
+        ctx.close()
+    done = pool.api("radio-tele", "GET", f"/api/telerad/second-opinions/{oid}").json()
+    assert done["state"] == "answered" and done["answered_by"] == "pr-expert" and done["answer_document_id"]

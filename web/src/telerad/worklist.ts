@@ -50,6 +50,17 @@ interface ReadingRequest {
   critical_results?: Critical[];
 }
 
+interface Opinion {
+  opinion_id: number;
+  patient: string;
+  viewer_url: string;
+  question: string;
+  to_site: string;
+  to_user: string;
+  asked_by: string;
+  asked_at: string;
+}
+
 interface Prior {
   study_uid: string;
   study_date: string;
@@ -74,6 +85,8 @@ let skewMs = 0; // server clock minus browser clock
 const drafts = new Map<number, { text: string; critical: boolean; finding: string }>();
 const priors = new Map<number, Prior[]>();
 const notes = new Map<number, string>();
+let opinions: Opinion[] = [];
+const answers = new Map<number, string>();
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -131,12 +144,55 @@ async function load(): Promise<void> {
           : r,
       ),
     );
+    if (me.role === "radiologist" || me.role === "pathologist") {
+      opinions = (await getJson<{ second_opinions: Opinion[] }>("/api/telerad/second-opinions")).second_opinions;
+    }
     errorBox.textContent = "";
   } catch (error) {
     errorBox.textContent = errorText(error);
   }
   render();
   document.body.dataset.ready = "true";
+}
+
+async function opinionStep(o: Opinion, step: string, body: unknown = {}): Promise<void> {
+  try {
+    await sendJson(`/api/telerad/second-opinions/${o.opinion_id}/${step}`, body);
+    errorBox.textContent = "";
+  } catch (error) {
+    errorBox.textContent = errorText(error);
+  }
+  await load();
+}
+
+function opinionCard(o: Opinion): HTMLLIElement {
+  const item = el(
+    "li",
+    { class: "telerad-item", "data-opinion": String(o.opinion_id) },
+    el("p", {}, `#${o.opinion_id} · ${o.patient} · ${t("telerad.opinion.asked", { who: o.asked_by, time: when(o.asked_at) })}`),
+    el("p", {}, o.question),
+  );
+  const actions = el("div", { class: "telerad-actions" });
+  if (o.viewer_url) actions.append(el("a", { href: o.viewer_url, target: "_blank" }, t("telerad.open_study")));
+  item.append(actions);
+  if (!o.to_user) {
+    item.append(el("p", {}, t("telerad.opinion.to_site", { site: o.to_site })));
+    const take = el("button", { type: "button", class: "take-opinion" }, t("telerad.opinion.take"));
+    take.addEventListener("click", () => void opinionStep(o, "take"));
+    actions.append(take);
+    return item;
+  }
+  const id = `answer-${o.opinion_id}`;
+  const text = el("textarea", { id, name: "answer" });
+  text.value = answers.get(o.opinion_id) ?? "";
+  text.addEventListener("input", () => answers.set(o.opinion_id, text.value));
+  const send = el("button", { type: "button", class: "send-answer" }, t("telerad.opinion.send"));
+  send.addEventListener("click", async () => {
+    await opinionStep(o, "answer", { text: text.value });
+    answers.delete(o.opinion_id);
+  });
+  item.append(el("div", { class: "telerad-report" }, el("label", { for: id }, t("telerad.opinion.answer")), text, send));
+  return item;
 }
 
 async function act(request: ReadingRequest, path: string, body: unknown = {}): Promise<void> {
@@ -308,6 +364,8 @@ function render(): void {
   const owner = active?.closest<HTMLElement>("li[data-request]")?.dataset.request;
   const focusName = owner && active?.name ? active.name : "";
   list.replaceChildren(...requests.map(card));
+  $("#opinions").replaceChildren(...opinions.map(opinionCard));
+  $("#opinions-section").hidden = opinions.length === 0;
   $("#telerad-empty").hidden = requests.length > 0;
   const waiting = requests.filter((r) => r.state === "requested" && !r.claim.holder).length;
   const badge = $("#telerad-badge");
