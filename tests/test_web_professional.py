@@ -122,7 +122,8 @@ def test_a_treating_doctor_searches_opens_the_timeline_and_the_ct_in_mpr(region:
         page.wait_for_selector("body[data-timeline=done]")
         items = page.locator("#timeline-items li")
         ids = [items.nth(i).get_attribute("data-id") for i in range(items.count())]
-        assert ids == [region.ct, region.mr_b]  # newest first (10 and 5 January), both sites, not the hidden one
+        # Newest first (10 and 5 January), both sites, not the hidden one.
+        assert ids == [region.ct, region.mr_b]
         assert region.hidden_b not in page.content()
         assert "patient=" in page.url
         keep(page, "timeline")

@@ -105,7 +105,7 @@ function drawItems(timeline: Timeline): void {
     const modalities = Array.isArray(item.detail.modalities) ? (item.detail.modalities as string[]).join(" ") : "";
     meta.textContent = [item.site, modalities, item.status].filter(Boolean).join(" · ");
     li.append(when, kind, title, meta);
-    const link = item.links.viewer ?? Object.values(item.links).find((l) => l.startsWith("/app/"));
+    const link = item.links.viewer ?? item.links.content ?? Object.values(item.links).find((l) => l.startsWith("/app/"));
     if (link) {
       const a = document.createElement("a");
       a.href = link;
