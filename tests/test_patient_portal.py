@@ -287,3 +287,18 @@ def test_an_amended_verdict_shows_its_latest_signed_answer(
     assert verdict["status"] == "amended"
     assert (verdict["detail"]["diagnosis"], verdict["detail"]["margins"]) == ("Malignant", "Margins close")
     assert verdict["detail"]["text"] == "Invasive carcinoma on permanent sections."
+
+
+def test_a_study_whose_stored_file_is_missing_is_refused_before_any_byte_of_the_zip(
+    runtime: Runtime, clock: Clock, http: TestClient, archive: Archive
+) -> None:
+    from archipel.radiology.models import Instance
+
+    ds = ct_series(ALICE, 1, key="portal/alice-lost", rows=16, cols=16)[0]
+    assert archive.store(to_bytes(ds), source_ae="MODALITY", default_issuer="SITE-A").status == "stored"
+    with runtime.db.sessions() as s:
+        key = s.execute(select(Instance.blob_key).where(Instance.sop_uid == ds.SOPInstanceUID)).scalar_one()
+    runtime.blobs.delete(key)
+    headers = _sign_in(runtime, clock, http, ALICE)
+    r = http.get(f"/api/patient/studies/{ds.StudyInstanceUID}/dicom.zip", headers=headers)
+    assert r.status_code == 500 and "cannot be read; nothing was sent" in r.json()["detail"]

@@ -58,6 +58,11 @@ class _Pipe:
     def flush(self) -> None:
         """Nothing to flush: bytes are taken by :meth:`take`."""
 
+    @property
+    def pending(self) -> bool:
+        """Whether bytes were written since the last :meth:`take`."""
+        return bool(self._chunks)
+
     def take(self) -> bytes:
         data = b"".join(self._chunks)
         self._chunks.clear()
@@ -88,9 +93,12 @@ def dicomdir(
     return written, ids
 
 
-def stream_zip(blobs: BlobStore, files: list[MediaFile], label: str = "ARCHIPEL") -> Iterator[bytes]:
-    """The ZIP of ``files`` under their File IDs and the DICOMDIR at its root, as a sequence of chunks."""
-    directory, ids = dicomdir(blobs, files, label)
+def stream_zip(
+    blobs: BlobStore, files: list[MediaFile], directory: bytes, ids: dict[str, str]
+) -> Iterator[bytes]:
+    """The ZIP of ``files`` under their File IDs (``ids``, from :func:`dicomdir`) and ``directory`` (the
+    DICOMDIR) at its root, as a sequence of chunks. Make the DICOMDIR first: it reads every file's header, so a
+    missing file fails there, before an answer has started, rather than cutting the ZIP short."""
     pipe = _Pipe()
     with zipfile.ZipFile(cast(IO[bytes], pipe), "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         zf.writestr("DICOMDIR", directory)
@@ -104,7 +112,7 @@ def stream_zip(blobs: BlobStore, files: list[MediaFile], label: str = "ARCHIPEL"
             ):
                 while chunk := src.read(CHUNK):
                     member.write(chunk)
-                    if pipe._chunks:
+                    if pipe.pending:
                         yield pipe.take()
             yield pipe.take()
     yield pipe.take()

@@ -19,8 +19,9 @@ from archipel.platform import access, access_facts, audit
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
 from archipel.platform.http import guard
 from archipel.platform.patient_portal_api import checked_record, own_master
+from archipel.platform.storage import BlobNotFound
 from archipel.radiology import visibility
-from archipel.radiology.dicom_media import MediaFile, stream_zip
+from archipel.radiology.dicom_media import MediaFile, dicomdir, stream_zip
 from archipel.radiology.models import Instance, Series, Study
 
 log = logging.getLogger("archipel.patient")
@@ -96,8 +97,17 @@ def download_study(
     if not files:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_uid} holds no instance")
     log.info("event=patient-download study_files=%d bytes=%d", len(files), sum(f.size for f in files))
+    # The DICOMDIR is made before the answer starts: a stored file that cannot be read is an error, not a cut ZIP.
+    try:
+        directory, ids = dicomdir(rt.blobs, files)
+    except BlobNotFound as exc:
+        log.error("event=patient-download-missing-blob study_files=%d", len(files))
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            f"a stored file of study {study_uid} cannot be read; nothing was sent, the archive's operators are told",
+        ) from exc
     return StreamingResponse(
-        stream_zip(rt.blobs, files),
+        stream_zip(rt.blobs, files, directory, ids),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{_filename(study)}"'},
     )
