@@ -325,3 +325,22 @@ def test_a_destination_node_that_is_down_fails_the_forward_with_its_reason(
     after = tumorboard.patient_entry(runtime.db, entry["id"])
     assert after["status"] == "failed" and "destination DOWNPACS" in after["status_reason"]
     assert held(runtime, study) == 1  # what was fetched stays here
+
+
+def test_slow_nodes_are_waited_for_at_the_same_time_not_one_after_the_other(runtime: Runtime) -> None:
+    first, second = SilentNode(), SilentNode()
+    try:
+        add_node(runtime, "SLOWONE", first.port, "SITE-S1", "get", timeout_seconds=2, attempts=2)
+        add_node(runtime, "SLOWTWO", second.port, "SITE-S2", "get", timeout_seconds=2, attempts=2)
+        identities = [("SITE-A", "A-PAR-1"), ("SITE-S1", "S1-PAR-1"), ("SITE-S2", "S2-PAR-1")]
+        master = person(runtime.db, identities, "TESTPARALLEL")
+        started = time.monotonic()
+        job, status = run(runtime, master)
+        elapsed = time.monotonic() - started
+    finally:
+        first.close()
+        second.close()
+    assert job.state == jobs.FAILED and "SLOWONE" in job.error and "SLOWTWO" in job.error
+    assert [n["state"] for n in status["nodes"]] == ["failed", "failed"]  # type: ignore[union-attr]
+    # Each node: two tries of a 2 s association timeout and a 0.5 s pause; one after the other would be 9 s.
+    assert elapsed < 8

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -145,12 +146,23 @@ class NodeRun:
         progress: jobs.Progress | None = None,
     ) -> None:
         self.rt, self.job, self.actor, self.request = rt, job, actor, request
-        #: The job's progress counts one unit per node queried and one per study retrieved.
+        #: The job's progress counts one unit per node queried and one per study retrieved; nodes run in
+        #: threads of their own, so it is counted under a lock.
         self.progress = progress
+        self._counting = threading.Lock()
         self.archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
         self.source = f"job:{job.id}"
         self.modalities = tuple(x for x in request.modalities.split("\\") if x)
         self.only = set(json.loads(request.study_uids or "[]"))
+
+    def count(self, *, more: int = 0, done: int = 0, message: str | None = None) -> None:
+        """Add ``more`` units of work to the job's progress and count ``done`` of them as done."""
+        if self.progress is None:
+            return
+        with self._counting:
+            self.progress.total += more
+            if done:
+                self.progress.advance(done, message)
 
     def _audit(
         self,
@@ -214,12 +226,10 @@ class NodeRun:
             retrieved = 0
             if missing:
                 set_status(db, rid, target.node_pk, state=m.RETRIEVING)
-                if self.progress is not None:
-                    self.progress.total += len(missing)
+                self.count(more=len(missing))
             for i, study in enumerate(missing, start=1):
                 retrieved += self._retrieve(target, patient_id, study, counted)
-                if self.progress is not None:
-                    self.progress.advance(1, f"{target.ae_title}: study {i} of {len(missing)} retrieved")
+                self.count(done=1, message=f"{target.ae_title}: study {i} of {len(missing)} retrieved")
                 set_status(
                     db,
                     rid,
