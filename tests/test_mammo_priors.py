@@ -134,11 +134,17 @@ def test_a_dead_node_leaves_the_case_held_with_its_reason_until_released_by_hand
     assert r.status_code == 409 and "fetching its priors failed" in r.json()["detail"]
     # Running the failed fetch again changes nothing; the periodic check has nothing to settle.
     assert priors.run_fetch(p.rt.db, fetch["id"]) == "failed"
-    assert priors.check_open(p.rt.db) == 0
+    resent: list[int] = []
+    assert priors.check_open(p.rt.db, resend=resent.append) == 0 and resent == []
 
     # Asked again (a new fetch), then released by hand: the case is read without priors.
     again = p.post("centre", f"/api/mammo/episodes/{eid}/priors", {"status": "requested"}).json()
     assert again["prior_fetch"]["id"] != fetch["id"] and again["priors"] == "requested"
+    # A fetch whose task was lost (its job still queued ten minutes on) is queued again by the periodic check.
+    assert priors.check_open(p.rt.db, resend=resent.append) == 0 and resent == []
+    later = datetime.now(UTC) + priors.STALLED_AFTER
+    assert priors.check_open(p.rt.db, later, resend=resent.append) == 0
+    assert resent == [again["prior_fetch"]["id"]]
     r = p.post("centre", f"/api/mammo/episodes/{eid}/priors", {"status": "none"})
     assert r.status_code == 200 and r.json()["priors"] == "none"
     assert r.json()["prior_fetch"]["state"] == "released"

@@ -5,13 +5,15 @@ woman's earlier MG studies, recorded as a :class:`PriorFetch` on the episode; th
 worklists while the fetch is ``requested`` or ``retrieving``, and stays held when it ``failed`` (with the nodes'
 reasons) until someone asks again or releases it by hand (:func:`release`, status ``none`` or ``received``).
 The fetch's own task (:func:`fetch_task`, queue ``prefetch``) runs the prefetch job and then settles the
-episode at once; a periodic check (:func:`check_task`) settles any fetch whose job ended some other way. The
-earlier studies that arrive are marked as the episode's priors, so they are not left on the reconciliation list.
+episode at once; a periodic check (:func:`check_task`) settles any fetch whose job ended some other way, and
+queues again one whose job never started. The earlier studies that arrive are marked as the episode's priors, so
+they are not left on the reconciliation list.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,7 +35,7 @@ from archipel.mammo.models import (
 )
 from archipel.platform import jobs, schedule
 from archipel.platform.authn import Principal
-from archipel.platform.db import Database
+from archipel.platform.db import Database, utcnow
 from archipel.platform.identity.models import LocalIdentity
 from archipel.platform.runtime import get_runtime
 from archipel.radiology import prefetch
@@ -45,6 +47,8 @@ CHECK_TASK = "mammo.priors.check"
 #: A fetch row no longer followed: released by hand (or superseded by a new request).
 RELEASED = "released"
 OPEN_STATES = (PRIORS_REQUESTED, PRIORS_RETRIEVING)
+#: A fetch whose job is still queued this long after it was requested has lost its task: it is queued again.
+STALLED_AFTER = timedelta(minutes=10)
 
 
 def latest_fetch(s: Session, episode_id: int) -> PriorFetch | None:
@@ -104,7 +108,7 @@ def request_priors(
         fetch_id = fetch.id
     log.info("event=priors_requested episode=%d fetch=%d job=%s", episode_id, fetch_id, job_id)
     if send:
-        jobs.celery_app().send_task(FETCH_TASK, args=[fetch_id], queue="prefetch")
+        send_fetch(fetch_id)
     return fetch_id
 
 
@@ -234,12 +238,28 @@ def fetch_task(fetch_id: int) -> None:
     run_fetch(get_runtime().db, int(fetch_id))
 
 
-def check_open(db: Database) -> int:
-    """Settle every fetch still under way whose job has ended; return how many changed state."""
+def send_fetch(fetch_id: int) -> None:
+    """Queue the fetch task of ``fetch_id`` on the ``prefetch`` queue."""
+    jobs.celery_app().send_task(FETCH_TASK, args=[fetch_id], queue="prefetch")
+
+
+def check_open(db: Database, now: datetime | None = None, resend: Callable[[int], None] = send_fetch) -> int:
+    """Settle every fetch still under way whose job has ended; queue again the task of a fetch whose job has
+    not started within :data:`STALLED_AFTER` (its message was lost). Returns how many changed state."""
+    now = now or utcnow()
     with db.sessions() as s:
-        ids = list(s.execute(select(PriorFetch.id).where(PriorFetch.state.in_(OPEN_STATES))).scalars())
-        before = {i: s.get(PriorFetch, i).state for i in ids}  # type: ignore[union-attr]
-    return sum(1 for i in ids if settle(db, i) != before[i])
+        rows = s.execute(
+            select(PriorFetch.id, PriorFetch.state, jobs.Job.state, jobs.Job.created_at)
+            .join(jobs.Job, jobs.Job.id == PriorFetch.job_id, isouter=True)
+            .where(PriorFetch.state.in_(OPEN_STATES))
+        ).all()
+    changed = 0
+    for fetch_id, before, job_state, created in rows:
+        if job_state == jobs.QUEUED and created is not None and created + STALLED_AFTER <= now:
+            log.info("event=priors_resent fetch=%d", fetch_id)
+            resend(fetch_id)
+        changed += settle(db, fetch_id) != before
+    return changed
 
 
 @shared_task(name=CHECK_TASK, acks_late=True)
