@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from archipel.cli.archive import nodes_app
-from archipel.cli.common import DataOpt, console, out, setup
+from archipel.cli.common import DataOpt, app, console, out, setup
 
 
 @nodes_app.command("remote")
@@ -67,4 +67,56 @@ def nodes_remotes(data: DataOpt = None) -> None:
             f"{v.timeout_seconds:g}",
             str(v.attempts),
         )
+    out.print(table)
+
+
+boards_app = typer.Typer(
+    help="Tumor board (RCP) sessions and the prefetch of their patients.", no_args_is_help=True
+)
+app.add_typer(boards_app, name="tumor-boards")
+
+
+@boards_app.command("list")
+def boards_list(
+    site: Annotated[str, typer.Option("--site", help="Only the sessions of this organising site.")] = "",
+    data: DataOpt = None,
+) -> None:
+    """List the sessions, soonest first, with their number of patients."""
+    from archipel.radiology.tumorboard import list_sessions
+
+    rt = setup(data)
+    table = Table("id", "when", "title", "place", "site", "destination", "patients")
+    for s in list_sessions(rt.db, site):
+        table.add_row(
+            str(s["id"]),
+            s["scheduled_at"],
+            s["title"],
+            s["place"],
+            s["site"],
+            s["destination"],
+            str(s["patients"]),
+        )
+    out.print(table)
+
+
+@boards_app.command("status")
+def boards_status(
+    session_id: Annotated[int, typer.Argument(help="The session's id.")],
+    data: DataOpt = None,
+) -> None:
+    """Each registered patient's prefetch (by master patient id): overall, then per remote PACS with its reason."""
+    from archipel.radiology.tumorboard import TumorBoardError, session_detail
+
+    rt = setup(data)
+    try:
+        detail = session_detail(rt.db, session_id)
+    except TumorBoardError as exc:
+        console.print(f"[red]{exc.reason}[/red]")
+        raise typer.Exit(1) from exc
+    table = Table("master", "status", "job", "node", "node status", "studies", "reason")
+    for p in detail["patients"]:
+        table.add_row(str(p["master_id"]), p["status"], p["job_id"], "", "", "", p["status_reason"])
+        for n in p["nodes"]:
+            studies = f"{n['studies_ready']}/{n['studies_found']}"
+            table.add_row("", "", "", n["node"], n["state"], studies, n["reason"])
     out.print(table)
