@@ -3,9 +3,11 @@
 // release, the study opened in the radiology viewer, the priors, and for the claim holder the report form
 // (preliminary, critical flag, signed final). The requester acknowledges a critical result here.
 // The page polls the API (every 15 s) and keeps what is being typed across redraws.
-import { ApiError, getJson, requireUser, sendJson } from "../api";
+import { getJson, requireUser, sendJson } from "../api";
 import { applyTexts, languageSwitch, onLanguageChange, t } from "../i18n";
 import { mountBell } from "../inbox";
+import { el, errorText, when } from "./dom";
+import { type Opinion, opinionCard } from "./opinions";
 import "./texts";
 
 interface Critical {
@@ -50,17 +52,6 @@ interface ReadingRequest {
   critical_results?: Critical[];
 }
 
-interface Opinion {
-  opinion_id: number;
-  patient: string;
-  viewer_url: string;
-  question: string;
-  to_site: string;
-  to_user: string;
-  asked_by: string;
-  asked_at: string;
-}
-
 interface Prior {
   study_uid: string;
   study_date: string;
@@ -87,25 +78,6 @@ const priors = new Map<number, Prior[]>();
 const notes = new Map<number, string>();
 let opinions: Opinion[] = [];
 const answers = new Map<number, string>();
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  ...children: Array<Node | string>
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-  node.append(...children);
-  return node;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof ApiError ? error.detail : String(error);
-}
-
-function when(iso: string | null): string {
-  return iso ? new Date(iso).toLocaleString(document.documentElement.lang) : "";
-}
 
 function duration(seconds: number): string {
   const s = Math.abs(Math.trunc(seconds));
@@ -153,46 +125,6 @@ async function load(): Promise<void> {
   }
   render();
   document.body.dataset.ready = "true";
-}
-
-async function opinionStep(o: Opinion, step: string, body: unknown = {}): Promise<void> {
-  try {
-    await sendJson(`/api/telerad/second-opinions/${o.opinion_id}/${step}`, body);
-    errorBox.textContent = "";
-  } catch (error) {
-    errorBox.textContent = errorText(error);
-  }
-  await load();
-}
-
-function opinionCard(o: Opinion): HTMLLIElement {
-  const item = el(
-    "li",
-    { class: "telerad-item", "data-opinion": String(o.opinion_id) },
-    el("p", {}, `#${o.opinion_id} · ${o.patient} · ${t("telerad.opinion.asked", { who: o.asked_by, time: when(o.asked_at) })}`),
-    el("p", {}, o.question),
-  );
-  const actions = el("div", { class: "telerad-actions" });
-  if (o.viewer_url) actions.append(el("a", { href: o.viewer_url, target: "_blank" }, t("telerad.open_study")));
-  item.append(actions);
-  if (!o.to_user) {
-    item.append(el("p", {}, t("telerad.opinion.to_site", { site: o.to_site })));
-    const take = el("button", { type: "button", class: "take-opinion" }, t("telerad.opinion.take"));
-    take.addEventListener("click", () => void opinionStep(o, "take"));
-    actions.append(take);
-    return item;
-  }
-  const id = `answer-${o.opinion_id}`;
-  const text = el("textarea", { id, name: "answer" });
-  text.value = answers.get(o.opinion_id) ?? "";
-  text.addEventListener("input", () => answers.set(o.opinion_id, text.value));
-  const send = el("button", { type: "button", class: "send-answer" }, t("telerad.opinion.send"));
-  send.addEventListener("click", async () => {
-    await opinionStep(o, "answer", { text: text.value });
-    answers.delete(o.opinion_id);
-  });
-  item.append(el("div", { class: "telerad-report" }, el("label", { for: id }, t("telerad.opinion.answer")), text, send));
-  return item;
 }
 
 async function act(request: ReadingRequest, path: string, body: unknown = {}): Promise<void> {
@@ -364,7 +296,7 @@ function render(): void {
   const owner = active?.closest<HTMLElement>("li[data-request]")?.dataset.request;
   const focusName = owner && active?.name ? active.name : "";
   list.replaceChildren(...requests.map(card));
-  $("#opinions").replaceChildren(...opinions.map(opinionCard));
+  $("#opinions").replaceChildren(...opinions.map((o) => opinionCard(o, answers, errorBox, load)));
   $("#opinions-section").hidden = opinions.length === 0;
   $("#telerad-empty").hidden = requests.length > 0;
   const waiting = requests.filter((r) => r.state === "requested" && !r.claim.holder).length;
