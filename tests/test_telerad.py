@@ -383,3 +383,23 @@ def test_a_reading_request_shows_in_the_professional_timeline_of_whoever_may_see
     )
     assert [i["id"] for i in mine.json()["items"]] == [str(rid)]
     assert desk.http.get(f"/api/patients/{master}/timeline", headers=desk.h("outsider")).status_code == 403
+
+
+@sqlite_only
+def test_acknowledging_the_critical_result_in_the_inbox_closes_the_loop(desk: Desk) -> None:
+    desk.store_study(PATIENT, "TR26-1")
+    desk.h("requester")
+    rid = desk.ask().json()["request_id"]
+    desk.post("radio1", f"/requests/{rid}/claim")
+    report = {"text": "Aortic dissection.", "critical": True, "critical_finding": "type A dissection"}
+    r = desk.post("radio1", f"/requests/{rid}/report", report)
+    assert r.status_code == 200, r.text
+    with desk.rt.db.sessions() as s:
+        note = s.execute(
+            select(inbox.Notification).where(inbox.Notification.kind == "critical-result")
+        ).scalar_one()
+    acked = desk.http.post(f"/api/inbox/{note.id}/acknowledge", headers=desk.h("requester"))
+    assert acked.status_code == 200, acked.text
+    assert telerad_sla.sweep(desk.rt.db, desk.clock())["critical_closed"] == 1
+    [critical] = desk.get("radio1", f"/requests/{rid}").json()["critical_results"]
+    assert critical["state"] == "acknowledged" and critical["acknowledged_by"] == "dr-urgentiste"
