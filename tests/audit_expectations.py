@@ -271,6 +271,9 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/api/patient/studies"): Audited(
         "GET", "/api/patient/studies", ((audit.PATIENT_RECORD, "read:patient", OK, P),), user="patient"
     ),
+    ("GET", "/api/patient/dicom.zip"): Audited(
+        "GET", "/api/patient/dicom.zip", ((audit.EXPORT, "read:patient", OK, P),), user="patient"
+    ),
     ("GET", "/api/patient/studies/{study_uid}/dicom.zip"): Audited(
         "GET", "/api/patient/studies/{study}/dicom.zip", ((audit.EXPORT, "read:study", OK, P),), user="patient"
     ),

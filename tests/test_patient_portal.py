@@ -302,3 +302,27 @@ def test_a_study_whose_stored_file_is_missing_is_refused_before_any_byte_of_the_
     headers = _sign_in(runtime, clock, http, ALICE)
     r = http.get(f"/api/patient/studies/{ds.StudyInstanceUID}/dicom.zip", headers=headers)
     assert r.status_code == 500 and "cannot be read; nothing was sent" in r.json()["detail"]
+
+
+def test_all_my_images_come_in_one_zip_with_one_dicomdir_and_nobody_elses(
+    runtime: Runtime, clock: Clock, http: TestClient, archive: Archive, tmp_path: Path
+) -> None:
+    ct = ct_series(ALICE, 2, key="portal/all-ct", rows=16, cols=16)
+    mr = mr_series(ALICE, 1, key="portal/all-mr")
+    other = ct_series(BRUNO, 1, key="portal/all-bruno", rows=16, cols=16)
+    for ds in [*ct, *mr, *other]:
+        assert archive.store(to_bytes(ds), source_ae="MODALITY", default_issuer="SITE-A").status == "stored"
+    headers = _sign_in(runtime, clock, http, ALICE)
+    r = http.get("/api/patient/dicom.zip", headers=headers)
+    assert r.status_code == 200, r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        zf.extractall(tmp_path / "all")
+    fileset = FileSet(dcmread(tmp_path / "all" / "DICOMDIR"))
+    assert {i.SOPInstanceUID for i in fileset} == {ds.SOPInstanceUID for ds in [*ct, *mr]}
+    assert {i.load().StudyInstanceUID for i in fileset} == {ct[0].StudyInstanceUID, mr[0].StudyInstanceUID}
+    export = _events(runtime, "read:patient")[-1]
+    assert (export.event_type, export.outcome, export.patient) == (
+        audit.EXPORT,
+        audit.SUCCESS,
+        "SITE-A/PP0001",
+    )

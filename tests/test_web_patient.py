@@ -204,6 +204,7 @@ def test_a_patient_signs_in_with_code_and_one_time_code_reads_a_report_and_withd
             assert log.count() >= 1 and SITE in log.first.inner_text()
             study = page.locator("#study-list li[data-study]")
             assert study.count() == 1
+            assert not page.locator("#download-all").is_visible()  # one study: its own link is enough
             with page.expect_download() as downloading:
                 study.locator("a.download").click()
             saved = ARTIFACTS / "study.zip"

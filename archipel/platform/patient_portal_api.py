@@ -37,9 +37,11 @@ def own_master(rt: Runtime, principal: Principal) -> int:
     return master
 
 
-def checked_record(rt: Runtime, principal: Principal, request: Request) -> tuple[int, access.Facts]:
-    """The caller's own master and the policy's facts, after the policy allowed (and audited) reading their
-    record as a Patient Record event."""
+def checked_record(
+    rt: Runtime, principal: Principal, request: Request, event_type: str = audit.PATIENT_RECORD
+) -> tuple[int, access.Facts]:
+    """The caller's own master and the policy's facts, after the policy allowed (and audited, as
+    ``event_type``: a Patient Record event by default) reading their record."""
     master = own_master(rt, principal)
     resource, facts = access_facts.load(
         rt.db,
@@ -47,7 +49,7 @@ def checked_record(rt: Runtime, principal: Principal, request: Request) -> tuple
         access.Resource(kind="patient", patient=principal.subject, master=master, ident="own record"),
         rt.clock(),
     )
-    guard(rt, principal, access.READ, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts)
+    guard(rt, principal, access.READ, resource, event_type=event_type, request=request, facts=facts)
     return master, facts
 
 

@@ -19,6 +19,7 @@ from archipel.platform import access, access_facts, audit
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
 from archipel.platform.http import guard
 from archipel.platform.patient_portal_api import checked_record, own_master
+from archipel.platform.runtime import Runtime
 from archipel.platform.storage import BlobNotFound
 from archipel.radiology import visibility
 from archipel.radiology.dicom_media import MediaFile, dicomdir, stream_zip
@@ -63,6 +64,48 @@ def _filename(study: Study) -> str:
     return f"{study.study_date or 'undated'}-{safe}.zip"
 
 
+def _zip_response(rt: Runtime, files: list[MediaFile], what: str, filename: str) -> StreamingResponse:
+    if not files:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} holds no instance")
+    # The DICOMDIR is made before the answer starts: a stored file that cannot be read is an error, not a cut ZIP.
+    try:
+        directory, ids = dicomdir(rt.blobs, files)
+    except BlobNotFound as exc:
+        log.error("event=patient-download-missing-blob files=%d", len(files))
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            f"a stored file of {what} cannot be read; nothing was sent, the archive's operators are told",
+        ) from exc
+    log.info("event=patient-download files=%d bytes=%d", len(files), sum(f.size for f in files))
+    return StreamingResponse(
+        stream_zip(rt.blobs, files, directory, ids),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/dicom.zip")
+def download_all_images(request: Request, rt: RuntimeDep, principal: PrincipalDep) -> StreamingResponse:
+    """Every study the patient may see, at every site, in one ZIP with one DICOMDIR (files as stored). The
+    export of the record is audited once; which studies go in is decided inside the SQL by the read scope."""
+    _, facts = checked_record(rt, principal, request, event_type=audit.EXPORT)
+    scope = access.read_scope(principal, facts)
+    with rt.db.sessions() as s:
+        files = [
+            MediaFile(sop_uid, key, size)
+            for sop_uid, key, size in s.execute(
+                select(Instance.sop_uid, Instance.blob_key, Instance.size)
+                .join(Series, Instance.series_pk == Series.id)
+                .join(Study, Series.study_pk == Study.id)
+                .where(visibility.condition(scope))
+                .order_by(
+                    Study.study_date, Study.id, Series.series_number, Series.id, Instance.instance_number
+                )
+            )
+        ]
+    return _zip_response(rt, files, "your record", "my-images.zip")
+
+
 @router.get("/studies/{study_uid}/dicom.zip")
 def download_study(
     study_uid: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
@@ -94,20 +137,4 @@ def download_study(
                 .order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
             )
         ]
-    if not files:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_uid} holds no instance")
-    log.info("event=patient-download study_files=%d bytes=%d", len(files), sum(f.size for f in files))
-    # The DICOMDIR is made before the answer starts: a stored file that cannot be read is an error, not a cut ZIP.
-    try:
-        directory, ids = dicomdir(rt.blobs, files)
-    except BlobNotFound as exc:
-        log.error("event=patient-download-missing-blob study_files=%d", len(files))
-        raise HTTPException(
-            status.HTTP_500_INTERNAL_SERVER_ERROR,
-            f"a stored file of study {study_uid} cannot be read; nothing was sent, the archive's operators are told",
-        ) from exc
-    return StreamingResponse(
-        stream_zip(rt.blobs, files, directory, ids),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{_filename(study)}"'},
-    )
+    return _zip_response(rt, files, f"study {study_uid}", _filename(study))

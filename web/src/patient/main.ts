@@ -142,6 +142,7 @@ function drawResults(): void {
 function drawStudies(): void {
   const list = document.querySelector<HTMLUListElement>("#study-list")!;
   list.replaceChildren();
+  document.querySelector<HTMLElement>("#download-all")!.hidden = state.studies.length < 2;
   if (state.studies.length === 0) {
     list.append(el("li", t("portal.images.empty"), "empty"));
     return;

@@ -77,6 +77,7 @@ export const PORTAL_TEXTS: Record<Language, Texts> = {
     "portal.images.empty": "Aucune image n'est disponible.",
     "portal.images.view": "Voir les images",
     "portal.images.download": "Télécharger (DICOM, ZIP)",
+    "portal.images.download-all": "Télécharger toutes mes images (DICOM, ZIP)",
     "portal.images.download.hint":
       "Le fichier ZIP contient vos images DICOM d'origine et un DICOMDIR, lisibles par tout logiciel DICOM.",
     "portal.consent": "Partage de mon dossier",
@@ -183,6 +184,7 @@ export const PORTAL_TEXTS: Record<Language, Texts> = {
     "portal.images.empty": "No image is available.",
     "portal.images.view": "View the images",
     "portal.images.download": "Download (DICOM, ZIP)",
+    "portal.images.download-all": "Download all my images (DICOM, ZIP)",
     "portal.images.download.hint":
       "The ZIP file holds your original DICOM images and a DICOMDIR that any DICOM software reads.",
     "portal.consent": "Sharing my record",
