@@ -152,6 +152,19 @@ def test_a_ct_volume_opens_in_mpr_with_three_rendered_views_of_the_cube(site: Si
         page.locator(".viewport-cell[data-view=axial]").focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_function(f"archipel.window().width > {before['width']}")
+        # The keys scroll the focused view; dragging with the window/level tool changes the window.
+        slice_before = page.evaluate("archipel.slice('axial')")
+        page.keyboard.press("PageDown")
+        page.wait_for_function(f"archipel.slice('axial') !== {slice_before}")
+        width = page.evaluate("archipel.window().width")
+        box = page.locator(".viewport-cell[data-view=axial]").bounding_box()
+        assert box is not None
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(cx, cy)
+        page.mouse.down()
+        page.mouse.move(cx + 60, cy + 10, steps=6)
+        page.mouse.up()
+        page.wait_for_function(f"archipel.window().width !== {width}")
         page.keyboard.press("m")
         page.wait_for_selector("#viewports[data-viewports='stack']")
         keep(page, "ct-stack")

@@ -153,6 +153,7 @@ onLanguageChange(() => {
   layout: () => grid.dataset.layout ?? "",
   viewports: () => grid.dataset.viewports ?? "",
   window: () => viewports.window(),
+  slice: (name: string) => viewports.slice(name),
 };
 
 if (!studyUid) {

@@ -200,13 +200,18 @@ export class StudyViewports {
   scroll(name: string, delta: number): void {
     const vp = this.viewport(name);
     if (!vp) return;
-    if ("getCurrentImageIdIndex" in vp && "setImageIdIndex" in vp) {
+    if (vp.type === Enums.ViewportType.STACK) {
       const stack = vp as Types.IStackViewport;
       const next = Math.min(Math.max(stack.getCurrentImageIdIndex() + delta, 0), stack.getImageIds().length - 1);
       void stack.setImageIdIndex(next);
     } else {
       (vp as Types.IVolumeViewport).scroll(delta);
     }
+  }
+
+  /** The slice `name` shows (a stack's image index, a volume viewport's slice index). */
+  slice(name: string): number | null {
+    return this.viewport(name)?.getSliceIndex() ?? null;
   }
 
   /** Change window width and centre by the given amounts in every viewport (keyboard window/level). */
