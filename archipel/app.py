@@ -28,10 +28,18 @@ from archipel.platform import http as platform_http
 from archipel.platform.access import AccessDenied
 from archipel.platform.identity import officer_api as identity_officer_api
 from archipel.radiology import api as radiology_api
-from archipel.radiology import telerad_api
-from archipel.radiology import tumorboard_api
-from archipel.radiology import confidentiality_api, dicomweb, patient_download, patients_api, search_api
-from archipel.radiology import documents_api, documents_fhir, documents_portal
+from archipel.radiology import (
+    confidentiality_api,
+    dicomweb,
+    documents_api,
+    documents_fhir,
+    documents_portal,
+    patient_download,
+    patients_api,
+    search_api,
+    telerad_api,
+    tumorboard_api,
+)
 from archipel.radiology import timeline as radiology_timeline
 from archipel.radiology.hl7 import api as hl7_api
 from archipel.tiles import api as tiles_api
@@ -80,12 +88,12 @@ def create_app() -> FastAPI:
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(patients_api.router)
-    app.include_router(tumorboard_api.router)
     app.include_router(documents_api.router)
     app.include_router(documents_fhir.router)
     app.include_router(telerad_api.router)
-    app.include_router(search_api.router)
+    app.include_router(tumorboard_api.router)
     app.include_router(timeline_api.router)
+    app.include_router(search_api.router)
     app.include_router(patient_portal_api.router)
     app.include_router(patient_session_api.public)
     app.include_router(patient_session_api.ways_in)

@@ -135,7 +135,6 @@ _SCREENING: dict[tuple[str, str], Entry] = {
     ),
 }  # fmt: skip
 
-
 _DOC = "/api/documents"
 _DOC_NEW = {"issuer": "SITE-A", "patient_id": "AUD0001", "site": "SITE-A", "type_code": "18748-4",
             "title": "Compte rendu", "content_type": "text/plain", "content": "UmFzLg=="}  # fmt: skip
@@ -167,6 +166,24 @@ _DOCUMENTS: dict[tuple[str, str], Entry] = {
     ("GET", "/fhir/metadata"): NotPatientData("the FHIR CapabilityStatement: interactions and search parameters"),
 }  # fmt: skip
 
+_TB = "/api/tumor-boards"
+# --- tumor boards (owner: rcp): as the auditor, whom the policy refuses, or unknown ids (404) ---
+_TUMOR_BOARDS: dict[tuple[str, str], Entry] = {
+    ("GET", _TB): Audited("GET", _TB, ((audit.QUERY, "search:tumor-board", DENIED, ""),), user="auditor",
+                          status=403),
+    ("POST", _TB): Audited(
+        "POST", _TB, ((audit.PATIENT_RECORD, "create:tumor-board", DENIED, ""),), user="auditor", send="json",
+        body={"title": "RCP", "scheduled_at": "2026-12-10T14:00:00+01:00"}, status=403,
+    ),
+    ("GET", _TB + "/{session_id}"): Audited("GET", _TB + "/999999", (), status=404),
+    ("POST", _TB + "/{session_id}/patients"): Audited(
+        "POST", _TB + "/999999/patients", (), send="json", body={"master_id": 1}, status=404
+    ),
+    ("POST", _TB + "/{session_id}/patients/{patient_id}/prefetch"): Audited(
+        "POST", _TB + "/999999/patients/1/prefetch", (), status=404
+    ),
+}  # fmt: skip
+
 _HL7 = "/api/hl7"
 _HL7_DENIED = "administer:platform"
 # --- HL7 senders and dead letters (owner: hl7): administrators only; as the auditor, whom the policy refuses ---
@@ -186,24 +203,6 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", _HL7 + "/dead-letters/{dead_id}/replay"): Audited(
         "POST", _HL7 + "/dead-letters/999999/replay", ((audit.PATIENT_RECORD, _HL7_DENIED, DENIED, ""),),
         user="auditor", status=403,
-    ),
-}  # fmt: skip
-
-_TB = "/api/tumor-boards"
-# --- tumor boards (owner: rcp): as the auditor, whom the policy refuses, or unknown ids (404) ---
-_TUMOR_BOARDS: dict[tuple[str, str], Entry] = {
-    ("GET", _TB): Audited("GET", _TB, ((audit.QUERY, "search:tumor-board", DENIED, ""),), user="auditor",
-                          status=403),
-    ("POST", _TB): Audited(
-        "POST", _TB, ((audit.PATIENT_RECORD, "create:tumor-board", DENIED, ""),), user="auditor", send="json",
-        body={"title": "RCP", "scheduled_at": "2026-12-10T14:00:00+01:00"}, status=403,
-    ),
-    ("GET", _TB + "/{session_id}"): Audited("GET", _TB + "/999999", (), status=404),
-    ("POST", _TB + "/{session_id}/patients"): Audited(
-        "POST", _TB + "/999999/patients", (), send="json", body={"master_id": 1}, status=404
-    ),
-    ("POST", _TB + "/{session_id}/patients/{patient_id}/prefetch"): Audited(
-        "POST", _TB + "/999999/patients/1/prefetch", (), status=404
     ),
 }  # fmt: skip
 
@@ -262,7 +261,9 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "GET", "/api/me/access-log", ((audit.AUDIT_LOG_USED, "read:access-log", OK, P),), user="patient"
     ),
     # --- patient portal (owner: patient portal): the signed-in patient's own record and images ---
-    ("POST", "/api/patient/session"): NotPatientData("patient log-in step (browser); tested in test_patient_portal"),
+    ("POST", "/api/patient/session"): NotPatientData(
+        "patient log-in step (browser); tested in test_patient_portal"
+    ),
     ("GET", "/api/sign-in/options"): NotPatientData("which ways in the sign-in page offers; no data"),
     ("GET", "/api/patient/me"): NotPatientData("the signed-in patient's own reference, from their session"),
     ("GET", "/api/patient/record"): Audited(
@@ -275,7 +276,10 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "GET", "/api/patient/dicom.zip", ((audit.EXPORT, "read:patient", OK, P),), user="patient"
     ),
     ("GET", "/api/patient/studies/{study_uid}/dicom.zip"): Audited(
-        "GET", "/api/patient/studies/{study}/dicom.zip", ((audit.EXPORT, "read:study", OK, P),), user="patient"
+        "GET",
+        "/api/patient/studies/{study}/dicom.zip",
+        ((audit.EXPORT, "read:study", OK, P),),
+        user="patient",
     ),
     # --- DICOMweb: QIDO-RS ---
     ("GET", "/dicom-web/studies"): Audited(
@@ -532,17 +536,32 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "GET", "/api/telerad/requests/999999/priors", (), user="auditor", status=404
     ),
     ("POST", "/api/telerad/requests/{request_id}/report"): Audited(
-        "POST", "/api/telerad/requests/999999/report", (), user="auditor", send="json", body={"text": "x"},
+        "POST",
+        "/api/telerad/requests/999999/report",
+        (),
+        user="auditor",
+        send="json",
+        body={"text": "x"},
         status=404,
-    ),  # fmt: skip
+    ),
     ("POST", "/api/telerad/requests/{request_id}/sign"): Audited(
-        "POST", "/api/telerad/requests/999999/sign", (), user="auditor", send="json", body={"text": "x"},
+        "POST",
+        "/api/telerad/requests/999999/sign",
+        (),
+        user="auditor",
+        send="json",
+        body={"text": "x"},
         status=404,
-    ),  # fmt: skip
+    ),
     ("POST", "/api/telerad/requests/{request_id}/addenda"): Audited(
-        "POST", "/api/telerad/requests/999999/addenda", (), user="auditor", send="json",
-        body={"text": "x", "reason": "y"}, status=404,
-    ),  # fmt: skip
+        "POST",
+        "/api/telerad/requests/999999/addenda",
+        (),
+        user="auditor",
+        send="json",
+        body={"text": "x", "reason": "y"},
+        status=404,
+    ),
     ("POST", "/api/telerad/requests/{request_id}/priors/prefetch"): Audited(
         "POST", "/api/telerad/requests/999999/priors/prefetch", (), user="auditor", status=404
     ),
@@ -569,13 +588,23 @@ ROUTES: dict[tuple[str, str], Entry] = {
         "POST", "/api/telerad/second-opinions/999999/take", (), user="auditor", status=404
     ),
     ("POST", "/api/telerad/second-opinions/{opinion_id}/answer"): Audited(
-        "POST", "/api/telerad/second-opinions/999999/answer", (), user="auditor", send="json",
-        body={"text": "x"}, status=404,
-    ),  # fmt: skip
-    ("POST", "/api/telerad/critical-results/{critical_id}/acknowledge"): Audited(
-        "POST", "/api/telerad/critical-results/999999/acknowledge", (), user="auditor", send="json", body={},
+        "POST",
+        "/api/telerad/second-opinions/999999/answer",
+        (),
+        user="auditor",
+        send="json",
+        body={"text": "x"},
         status=404,
-    ),  # fmt: skip
+    ),
+    ("POST", "/api/telerad/critical-results/{critical_id}/acknowledge"): Audited(
+        "POST",
+        "/api/telerad/critical-results/999999/acknowledge",
+        (),
+        user="auditor",
+        send="json",
+        body={},
+        status=404,
+    ),
     # --- frozen sections (owner: wsi); the auditor is refused (audited), unknown requests are 404 before the policy
     ("POST", "/api/frozen-sections"): Audited(
         "POST",
@@ -834,12 +863,14 @@ ROUTES: dict[tuple[str, str], Entry] = {
         user="auditor",
         status=403,
     ),
-    ("GET", "/api/search"): Audited("GET", "/api/search?q=AUD0001", ((audit.QUERY, "search:patient", OK, ""),)),
+    ("GET", "/api/search"): Audited(
+        "GET", "/api/search?q=AUD0001", ((audit.QUERY, "search:patient", OK, ""),)
+    ),
     # --- screening (owner: mammo): as the auditor, whom the policy refuses, or unknown ids (404, no event) ---
     **_SCREENING,
-    **_TUMOR_BOARDS,
     **_HL7_ROUTES,
     **_DOCUMENTS,
+    **_TUMOR_BOARDS,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

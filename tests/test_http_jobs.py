@@ -55,6 +55,10 @@ PUBLIC_ROUTES = {
     "/api/auth/oidc/callback",
     "/api/patient/access",
     "/api/patient/verify",
+    "/api/patient/session",
+    # what the sign-in page offers (no data), and FHIR's capability statement, which clients read before signing in
+    "/api/sign-in/options",
+    "/fhir/metadata",
 }
 
 

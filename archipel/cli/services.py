@@ -60,7 +60,9 @@ def worker(
     ] = True,
     beat: Annotated[
         bool,
-        typer.Option("--beat/--no-beat", help="Also run the periodic tasks (one worker of a deployment does)."),
+        typer.Option(
+            "--beat/--no-beat", help="Also run the periodic tasks (one worker of a deployment does)."
+        ),
     ] = False,
     data: DataOpt = None,
 ) -> None:

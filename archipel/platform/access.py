@@ -345,7 +345,9 @@ def _frozen_section(principal: Principal, action: str, resource: Resource, facts
         own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
         if principal.role in FROZEN_REQUESTERS and (own_site or _at_patient_site(principal, facts)):
             return Decision(True, f"role {principal.role} of a site holding the patient's record")
-        return Decision(False, "only a surgeon or technician of a site holding the patient's record may do this")
+        return Decision(
+            False, "only a surgeon or technician of a site holding the patient's record may do this"
+        )
     if principal.role not in FROZEN_UPDATERS:
         return Decision(False, f"role {principal.role} takes no part in a frozen section's answer")
     return _read(principal, resource, facts)
@@ -375,7 +377,9 @@ def _screening(principal: Principal, action: str, resource: Resource, facts: Fac
         own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
         if own_site or _at_patient_site(principal, facts):
             return Decision(True, f"role {principal.role} of a site holding the woman's record")
-        return Decision(False, "only a reader of a site holding the woman's record may register her screening")
+        return Decision(
+            False, "only a reader of a site holding the woman's record may register her screening"
+        )
     return _read(principal, resource, facts)
 
 
