@@ -214,6 +214,14 @@ def test_a_patient_signs_in_with_code_and_one_time_code_reads_a_report_and_withd
                 names = zf.namelist()
             assert names[0] == "DICOMDIR" and len(names) == 3
 
+            # the images open in the radiology viewer, with the patient's own session
+            viewer = ctx.new_page()
+            viewer.goto(srv.url + study.get_by_role("link", name="Voir les images").get_attribute("href"))
+            viewer.wait_for_selector("#viewports[data-viewports]")
+            assert viewer.locator("#viewports").get_attribute("data-viewports") == "stack"
+            _shot(viewer, "3b-images-in-the-viewer")
+            viewer.close()
+
             page.click(".language-switch button[data-lang=en]")
             assert page.locator("h1").inner_text() == "My results"
             assert page.locator("html").get_attribute("lang") == "en"
