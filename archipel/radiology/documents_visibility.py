@@ -10,14 +10,14 @@ The condition is correlated on ``documents`` only, so it fits any statement with
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.orm import aliased
 
 from archipel.platform.access import Grant, ReadScope
 from archipel.platform.confidentiality import INVISIBLE_PATIENT, pattern
-from archipel.platform.consent import REFUSED, ConsentState
-from archipel.platform.identity.models import LocalIdentity, MasterPatient
+from archipel.platform.identity.models import LocalIdentity
 from archipel.radiology.documents_models import RELEASED, Document
+from archipel.radiology.visibility import ScopeSql
 
 
 def _identity() -> tuple[type[LocalIdentity], ColumnElement[bool]]:
@@ -28,26 +28,7 @@ def _identity() -> tuple[type[LocalIdentity], ColumnElement[bool]]:
 
 def of_master(master_id: int) -> ColumnElement[bool]:
     """The document's patient is linked to master ``master_id`` now."""
-    return master_in(frozenset({master_id}))
-
-
-def master_in(masters: frozenset[int]) -> ColumnElement[bool]:
-    """The document's patient is linked to one of ``masters``."""
-    li, linked = _identity()
-    return exists(select(li.id).where(linked, li.master_id.in_(sorted(masters))))
-
-
-def refuses_sharing() -> ColumnElement[bool]:
-    """The document's patient refuses sharing (on its master or a master merged into it)."""
-    li, linked = _identity()
-    merged = select(MasterPatient.id).where(MasterPatient.merged_into == li.master_id)
-    return exists(
-        select(ConsentState.master_id).where(
-            linked,
-            ConsentState.sharing == REFUSED,
-            or_(ConsentState.master_id == li.master_id, ConsentState.master_id.in_(merged.scalar_subquery())),
-        )
-    )
+    return DOCUMENTS.master_in(frozenset({master_id}))
 
 
 def _carries(code: str) -> ColumnElement[bool]:
@@ -62,27 +43,24 @@ def carries_any(codes: frozenset[str]) -> ColumnElement[bool]:
     return or_(*(_carries(c) for c in sorted(codes)))
 
 
+DOCUMENTS = ScopeSql(Document.site, _identity, carries_any)
+
+
+def master_in(masters: frozenset[int]) -> ColumnElement[bool]:
+    """The document's patient is linked to one of ``masters``."""
+    return DOCUMENTS.master_in(masters)
+
+
+def refuses_sharing() -> ColumnElement[bool]:
+    """The document's patient refuses sharing (on its master or a master merged into it)."""
+    return DOCUMENTS.refuses_sharing()
+
+
 def grant_condition(grant: Grant) -> ColumnElement[bool]:
     """The documents one grant covers."""
-    parts: list[ColumnElement[bool]] = []
-    if grant.sites is not None:
-        if not grant.sites:
-            return false()
-        parts.append(Document.site.in_(sorted(grant.sites)))
-    if grant.masters is not None:
-        if not grant.masters:
-            return false()
-        parts.append(master_in(grant.masters))
-    if grant.hidden:
-        parts.append(not_(carries_any(grant.hidden)))
-    if grant.shared_only:
-        parts.append(not_(refuses_sharing()))
-    return and_(*parts) if parts else true()
+    return DOCUMENTS.grant_condition(grant)
 
 
 def condition(scope: ReadScope) -> ColumnElement[bool]:
     """The documents a scope makes visible (none for an empty scope)."""
-    if scope.sees_nothing:
-        return false()
-    conditions = [grant_condition(g) for g in scope.grants]
-    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+    return DOCUMENTS.condition(scope)
