@@ -1,5 +1,6 @@
 """Demo data: three sites, their patients and CT / MR / MG studies, a patient seen at two sites (one master in
-the MPI), care relationships, a slide to convert, demo accounts and a demo DICOM node.
+the MPI), care relationships, a slide to convert, demo accounts and a demo DICOM node; then the workflows' data
+(reports, a teleradiology request, a patient access code: ``demo_workflows``).
 
 Passwords and TOTP secrets are generated on the first run, printed, and kept in ``DATA/demo-credentials.txt``
 (mode 0600).
@@ -15,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import select
 
+from archipel.demo_workflows import load_workflows
 from archipel.platform import care, mfa
 from archipel.platform.authn import User, create_user, find_user
 from archipel.platform.identity.service import master_of
@@ -92,6 +94,7 @@ def load_demo(rt: Runtime, out: Console) -> None:
     out.print(
         f"web viewer: http://{rt.settings.http_host}:{rt.settings.http_port}/app/viewer.html?slide={slide_id}"
     )
+    load_workflows(rt, out, reported=patients[0], urgent=patients[6])
     out.print(
         f"log in: POST http://{rt.settings.http_host}:{rt.settings.http_port}/api/auth/token "
         "with username, password and totp (a code from the otpauth URI); DICOM: AE DEMO_MODALITY from 127.0.0.1 "

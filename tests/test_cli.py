@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -115,8 +116,17 @@ def test_demo_loads_sites_patients_and_ct_mr_mg_studies(tmp_path: Path) -> None:
     assert {"CT", "MR", "MG"} <= modalities
     assert len(sites) >= 3
     assert (data / "demo-credentials.txt").stat().st_mode & 0o077 == 0
+    # the workflows have something to show: a signed report and a draft, a STAT request, a patient access code
+    assert "demo reports: 2 documents" in result.stdout and "teleradiology request (STAT)" in result.stdout
+    assert re.search(r"access code ([0-9A-Z]{4}-){4}[0-9A-Z]{4}", result.stdout)
     again = archipel_cmd("demo", data=data)
-    assert "0 new instances" in again.stdout
+    assert "0 new instances" in again.stdout and "demo reports" not in again.stdout
+    engine = create_engine(f"sqlite:///{data / 'index.sqlite'}")
+    with engine.connect() as c:
+        statuses = sorted(r[0] for r in c.execute(text("SELECT status FROM documents")))
+        priorities = [r[0] for r in c.execute(text("SELECT priority FROM telerad_requests"))]
+    engine.dispose()
+    assert statuses == ["final", "preliminary"] and priorities == ["stat"]
 
 
 def test_users_get_an_alert_address_and_patients_codes_can_be_for_a_legal_representative(
