@@ -850,6 +850,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ),
     # --- in-app notifications (owner: professional portal): the caller's own; unknown ids answer 404 ---
     ("GET", "/api/inbox"): Audited("GET", "/api/inbox", ((audit.QUERY, "search:inbox", OK, ""),)),
+    ("GET", "/api/inbox/counts"): NotPatientData("the caller's own unread counts: numbers, no title"),
     ("POST", "/api/inbox/{notification_id}/read"): Audited(
         "POST", "/api/inbox/999999/read", ((audit.PATIENT_RECORD, "update:inbox", OK, ""),), status=404
     ),

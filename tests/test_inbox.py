@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from archipel.app import create_app
 from archipel.platform import inbox
@@ -63,7 +63,12 @@ def test_another_user_cannot_see_read_or_acknowledge_my_notifications(runtime: R
     mine = _notify(runtime, "dr-owner", requires_ack=True)
     for other in (_user("dr-other"), _user("chief", "admin")):
         c = _client(other)
-        assert c.get("/api/inbox").json() == {"unread": 0, "awaiting_ack": 0, "notifications": []}
+        assert c.get("/api/inbox").json() == {
+            "unread": 0,
+            "awaiting_ack": 0,
+            "latest": 0,
+            "notifications": [],
+        }
         for step in ("read", "acknowledge"):
             r = c.post(f"/api/inbox/{mine}/{step}")
             assert r.status_code == 404 and r.json()["detail"] == f"no notification {mine}"
@@ -91,3 +96,17 @@ def test_a_notification_needs_a_recipient_and_a_short_title(runtime: Runtime) ->
             except ValueError:
                 continue
             raise AssertionError(f"accepted {bad}")
+
+
+def test_the_bell_polls_counts_that_name_no_patient_and_are_not_audited(runtime: Runtime) -> None:
+    c = _client(_user("dr-bell"))
+    assert c.get("/api/inbox/counts").json() == {"unread": 0, "awaiting_ack": 0, "latest": 0}
+    first = _notify(runtime, "dr-bell", requires_ack=True)
+    _notify(runtime, "someone-else")
+    with runtime.db.sessions() as s:
+        events_before = s.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
+    assert c.get("/api/inbox/counts").json() == {"unread": 1, "awaiting_ack": 1, "latest": first}
+    with runtime.db.sessions() as s:
+        assert s.execute(select(func.count()).select_from(AuditEvent)).scalar_one() == events_before
+    # The list the bell then fetches carries the same latest id, so the page knows it is up to date.
+    assert c.get("/api/inbox").json()["latest"] == first

@@ -81,10 +81,12 @@ class NoAcknowledgementNeeded(ValueError):
 
 @dataclass(frozen=True)
 class Counts:
-    """What the bell shows: unread notifications, and those waiting for an acknowledgement."""
+    """What the bell shows: unread notifications, those waiting for an acknowledgement, and the newest one's id
+    (0: none), which tells a page polling the counts when to fetch the list again."""
 
     unread: int
     awaiting_ack: int
+    latest: int = 0
 
 
 def notify_user(
@@ -149,7 +151,8 @@ def unread_count(db: Database, principal: Principal) -> Counts:
             )
             or 0
         )
-    return Counts(unread=unread, awaiting_ack=awaiting)
+        latest = s.scalar(select(func.max(Notification.id)).where(own)) or 0
+    return Counts(unread=unread, awaiting_ack=awaiting, latest=latest)
 
 
 def owned(db: Database, principal: Principal, notification_id: int) -> Notification:

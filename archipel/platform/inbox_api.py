@@ -1,7 +1,8 @@
 """HTTP routes of the in-app notifications (``inbox``): a professional lists, reads and acknowledges their own.
 
 Another user's notification answers 404, as one that does not exist: its title may name a patient. Every call
-goes through the policy (kind ``inbox``) and is audited, probes of unknown ids included.
+goes through the policy (kind ``inbox``) and is audited, probes of unknown ids included. The bell's counts
+(``/inbox/counts``: numbers only, no title) are what a page polls; it fetches the audited list when they change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from archipel.platform.credentials import PrincipalDep, RuntimeDep
 from archipel.platform.http import guard
 
 router = APIRouter(prefix="/api", tags=["inbox"])
+
+
+@router.get("/inbox/counts")
+def inbox_counts(rt: RuntimeDep, principal: PrincipalDep) -> dict[str, int]:
+    """The caller's bell: ``unread``, ``awaiting_ack`` and ``latest`` (the newest notification's id)."""
+    counts = inbox.unread_count(rt.db, principal)
+    return {"unread": counts.unread, "awaiting_ack": counts.awaiting_ack, "latest": counts.latest}
 
 
 @router.get("/inbox")
@@ -40,6 +48,7 @@ def list_inbox(
     return {
         "unread": counts.unread,
         "awaiting_ack": counts.awaiting_ack,
+        "latest": counts.latest,
         "notifications": [n.as_dict() for n in items],
     }
 

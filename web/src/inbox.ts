@@ -28,6 +28,7 @@ export interface Notification {
 export interface Inbox {
   unread: number;
   awaiting_ack: number;
+  latest: number;
   notifications: Notification[];
 }
 
@@ -109,7 +110,7 @@ export function mountBell(slot: HTMLElement): () => Promise<void> {
   panel.append(heading, close, list, status);
   slot.append(button, panel);
 
-  let state: Inbox = { unread: 0, awaiting_ack: 0, notifications: [] };
+  let state: Inbox = { unread: 0, awaiting_ack: 0, latest: 0, notifications: [] };
 
   const setOpen = (open: boolean): void => {
     panel.hidden = !open;
@@ -210,9 +211,11 @@ export function mountBell(slot: HTMLElement): () => Promise<void> {
     }
   };
 
+  let seen = "";
   const reload = async (): Promise<void> => {
     try {
       state = await getJson<Inbox>("/api/inbox?limit=50");
+      seen = `${state.unread}/${state.awaiting_ack}/${state.latest}`;
       status.textContent = "";
     } catch (e) {
       status.textContent = t("inbox.error", { reason: e instanceof Error ? e.message : String(e) });
@@ -221,12 +224,24 @@ export function mountBell(slot: HTMLElement): () => Promise<void> {
     slot.dataset.loaded = "true";
   };
 
+  // The counts are polled (numbers only, not audited); the list, whose titles may name a patient, is fetched
+  // (and audited) only when they change.
+  const poll = async (): Promise<void> => {
+    try {
+      const c = await getJson<{ unread: number; awaiting_ack: number; latest: number }>("/api/inbox/counts");
+      const now = `${c.unread}/${c.awaiting_ack}/${c.latest}`;
+      if (now !== seen) await reload();
+    } catch (e) {
+      status.textContent = t("inbox.error", { reason: e instanceof Error ? e.message : String(e) });
+    }
+  };
+
   onLanguageChange(draw);
   draw();
-  void reload();
-  window.setInterval(() => void reload(), POLL_MS);
+  void poll();
+  window.setInterval(() => void poll(), POLL_MS);
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") void reload();
+    if (document.visibilityState === "visible") void poll();
   });
   return reload;
 }
