@@ -6,6 +6,7 @@ and coronal views rendered) and signs the report from the page. Screenshots are 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -172,15 +173,26 @@ def test_a_specialist_answers_a_second_opinion_from_the_page(pool: Pool) -> None
     }
     rid = pool.api("dr-littoral", "POST", "/api/telerad/requests", json=body).json()["request_id"]
     assert pool.api("radio-tele", "POST", f"/api/telerad/requests/{rid}/claim").status_code == 200
-    asked = pool.api(
-        "radio-tele",
-        "POST",
-        "/api/telerad/second-opinions",
-        json={"issuer": HOSPITAL, "patient_id": PATIENT.patient_id, "study_uid": pool.study,
-              "question": "Subtle hypodensity?", "to_user": "pr-expert", "reading_request_id": rid},
-    )  # fmt: skip
-    assert asked.status_code == 201, asked.text
-    oid = asked.json()["opinion_id"]
+
+    # The reader holding the request asks the specialist from the page.
+    ctx, page = pool.sign_in("radio-tele", "/app/telerad-worklist.html")
+    try:
+        item = page.locator(f"li[data-request='{rid}']")
+        item.wait_for()
+        ask = item.locator("details.telerad-ask")
+        ask.locator("summary").click()
+        ask.locator("textarea[name=question]").fill("Subtle hypodensity?")
+        ask.locator("select[name=to]").select_option("user")
+        ask.locator("input[name=who]").fill("pr-expert")
+        ask.locator("button.ask-send").click()
+        note = item.locator("p[role=status]")
+        note.wait_for(timeout=60_000)
+        oid = int(re.search(r"(\d+)", note.inner_text()).group(1))  # type: ignore[union-attr]
+        pool.keep(page, "second-opinion-asked")
+    finally:
+        ctx.close()
+    asked = pool.api("radio-tele", "GET", f"/api/telerad/second-opinions/{oid}").json()
+    assert asked["to_user"] == "pr-expert" and asked["reading_request_id"] == rid, asked
 
     ctx, page = pool.sign_in("pr-expert", "/app/telerad-worklist.html")
     try:

@@ -67,3 +67,52 @@ export function opinionCard(
   return item;
 }
 
+
+/** The ask form on a request I hold: a question to a named specialist or to a reference centre. `done` gets the
+ * new opinion's id. */
+export function askForm(
+  request: { request_id: number; patient: string; study_uid: string },
+  errorBox: HTMLElement,
+  done: (opinionId: number) => void,
+): HTMLElement {
+  const id = `ask-${request.request_id}`;
+  const question = el("textarea", { id, name: "question", class: "ask-question" });
+  const target = el("select", { id: `${id}-to`, name: "to", class: "ask-to" });
+  target.append(
+    el("option", { value: "user" }, t("telerad.ask.to_user")),
+    el("option", { value: "site" }, t("telerad.ask.to_site")),
+  );
+  const who = el("input", { id: `${id}-who`, name: "who", class: "ask-who", required: "" });
+  const send = el("button", { type: "button", class: "ask-send" }, t("telerad.ask.send"));
+  send.addEventListener("click", async () => {
+    const slash = request.patient.indexOf("/");
+    const body = {
+      issuer: request.patient.slice(0, slash),
+      patient_id: request.patient.slice(slash + 1),
+      study_uid: request.study_uid,
+      question: question.value,
+      reading_request_id: request.request_id,
+      ...(target.value === "site" ? { to_site: who.value } : { to_user: who.value }),
+    };
+    try {
+      const made = await sendJson<{ opinion_id: number }>("/api/telerad/second-opinions", body);
+      errorBox.textContent = "";
+      question.value = "";
+      done(made.opinion_id);
+    } catch (error) {
+      errorBox.textContent = errorText(error);
+    }
+  });
+  return el(
+    "details",
+    { class: "telerad-ask" },
+    el("summary", {}, t("telerad.ask")),
+    el("label", { for: id }, t("telerad.ask.question")),
+    question,
+    el("label", { for: `${id}-to` }, t("telerad.ask.to")),
+    target,
+    el("label", { for: `${id}-who` }, t("telerad.ask.who")),
+    who,
+    send,
+  );
+}

@@ -7,7 +7,7 @@ import { getJson, requireUser, sendJson } from "../api";
 import { applyTexts, languageSwitch, onLanguageChange, t } from "../i18n";
 import { mountBell } from "../inbox";
 import { el, errorText, when } from "./dom";
-import { type Opinion, opinionCard } from "./opinions";
+import { type Opinion, askForm, opinionCard } from "./opinions";
 import "./texts";
 
 interface Critical {
@@ -287,6 +287,13 @@ function card(r: ReadingRequest): HTMLLIElement {
     item.append(el("p", { class: "telerad-signed" }, t("telerad.report.signed", { who: r.final_by, time: when(r.final_at) })));
   } else if (mineNow(r) && !r.awaiting_images) {
     item.append(reportForm(r));
+  }
+  if (mineNow(r)) {
+    const asked = (opinionId: number): void => {
+      notes.set(r.request_id, t("telerad.ask.sent", { id: opinionId }));
+      render();
+    };
+    item.append(askForm(r, errorBox, asked));
   }
   return item;
 }
