@@ -10,6 +10,7 @@ Every route asks the access policy (kind ``reading-request``) and is audited; im
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, status
@@ -293,8 +294,28 @@ def prefetch_priors(
     return {"request_id": request_id, "job_id": job_id, "job_url": f"/api/jobs/{job_id}"}
 
 
-def _report_step(rt: Runtime, principal: Principal, request_id: int, request: Request) -> None:
+def _guard_report(rt: Runtime, principal: Principal, request_id: int, request: Request) -> None:
     _guard(rt, principal, access.UPDATE, _load(rt, request_id), request)
+
+
+def _report_step(
+    rt: Runtime,
+    principal: Principal,
+    request_id: int,
+    body: ReportBody,
+    request: Request,
+    background: BackgroundTasks,
+    step: Callable[..., object],
+) -> dict[str, Any]:
+    """Run one report step (save the preliminary, sign the final) after the policy, then tell the requester."""
+    _guard_report(rt, principal, request_id, request)
+    report = telerad_reports.ReportInput(body.text, body.critical, body.critical_finding)
+    try:
+        step(rt, principal, request_id, report, client=client_address(request))
+    except TeleradError as exc:
+        raise http_error(exc) from exc
+    background.add_task(deliver, rt)
+    return _detail(rt, request_id)
 
 
 @router.post("/requests/{request_id}/report")
@@ -307,16 +328,9 @@ def preliminary(
     principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Issue (or revise) the preliminary report; ``critical`` with its finding tells the requester at once."""
-    _report_step(rt, principal, request_id, request)
-    try:
-        telerad_reports.save_preliminary(
-            rt, principal, request_id, telerad_reports.ReportInput(body.text, body.critical, body.critical_finding),
-            client=client_address(request),
-        )  # fmt: skip
-    except TeleradError as exc:
-        raise http_error(exc) from exc
-    background.add_task(deliver, rt)
-    return _detail(rt, request_id)
+    return _report_step(
+        rt, principal, request_id, body, request, background, telerad_reports.save_preliminary
+    )
 
 
 @router.post("/requests/{request_id}/sign")
@@ -329,16 +343,7 @@ def sign(
     principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Sign the final report (``text`` replaces the preliminary's when given); 409 when signed already."""
-    _report_step(rt, principal, request_id, request)
-    try:
-        telerad_reports.sign_final(
-            rt, principal, request_id, telerad_reports.ReportInput(body.text, body.critical, body.critical_finding),
-            client=client_address(request),
-        )  # fmt: skip
-    except TeleradError as exc:
-        raise http_error(exc) from exc
-    background.add_task(deliver, rt)
-    return _detail(rt, request_id)
+    return _report_step(rt, principal, request_id, body, request, background, telerad_reports.sign_final)
 
 
 @router.post("/requests/{request_id}/addenda", status_code=status.HTTP_201_CREATED)
@@ -346,7 +351,7 @@ def addendum(
     request_id: int, body: AddendumBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Add a signed addendum to the final report (by the radiologist who signed it)."""
-    _report_step(rt, principal, request_id, request)
+    _guard_report(rt, principal, request_id, request)
     try:
         telerad_reports.add_addendum(
             rt, principal, request_id, body.text, body.reason, client=client_address(request)
