@@ -158,6 +158,10 @@ class StoreSCP:
         """Received files by SOP Instance UID."""
         return files_by_sop_uid(self.folder)
 
+    def log_tail(self, size: int = 3000) -> str:
+        """The end of storescp's own output, for a failing assertion's message."""
+        return (self.folder.parent / f"{self.aet}.log").read_text(errors="replace")[-size:]
+
 
 def files_by_sop_uid(folder: Path) -> dict[str, bytes]:
     """The bytes of every DICOM file in ``folder``, by the SOP Instance UID in its file meta."""
@@ -176,7 +180,7 @@ def storescp(folder: Path, aet: str = "STORESCP", syntaxes: str = "+xa") -> Iter
     port = free_port()
     log = (folder.parent / f"{aet}.log").open("w")
     proc = subprocess.Popen(
-        ["storescp", "-aet", aet, "+B", syntaxes, "-od", str(folder), str(port)],
+        ["storescp", "-v", "-aet", aet, "+B", syntaxes, "-od", str(folder), str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=DCMTK_ENV,

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from archipel.platform import audit
 from archipel.radiology.samples import CT_IMAGE, SyntheticPatient, ct_series, to_bytes
 from tests.dimse_peers import (
+    StoreSCP,
     archive_look,
     dataset_part,
     dcmtk,
@@ -103,6 +104,11 @@ def test_stored_data_set_keeps_its_group_length(server: ArchipelServer, study: d
         assert dataset_part(look.blob(first))[:4] == b"\x08\x00\x00\x00"
 
 
+def _move_failure(stderr: str, dest: StoreSCP, server: ArchipelServer) -> str:
+    """What a failed C-MOVE left behind: movescu's output, the destination's log and the archive's."""
+    return f"movescu: {stderr}\nstorescp: {dest.log_tail()}\narchipel: {server.log.read_text()[-3000:]}"
+
+
 def test_movescu_to_storescp_delivers_the_study_byte_identical(
     server: ArchipelServer, study: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -122,7 +128,7 @@ def test_movescu_to_storescp_delivers_the_study_byte_identical(
             "127.0.0.1",
             str(server.dicom_port),
         )
-        assert run.returncode == 0, run.stderr
+        assert run.returncode == 0, _move_failure(run.stderr, dest, server)
         assert_identical(dest.received(), study, server)
 
 
@@ -145,7 +151,7 @@ def test_patient_root_movescu_by_patient_id_delivers_every_instance(
             "127.0.0.1",
             str(server.dicom_port),
         )
-        assert run.returncode == 0, run.stderr
+        assert run.returncode == 0, _move_failure(run.stderr, dest, server)
         assert_identical(dest.received(), study, server)
 
 
