@@ -7,6 +7,7 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     archive,
     audit,
     documents,
+    export,
     hl7,
     identity,
     mammo,

@@ -78,7 +78,10 @@ def nodes_list(data: DataOpt = None) -> None:
 
 @app.command("import")
 def import_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Files, folders, ZIP archives or DICOMDIRs.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Files, folders, ZIP archives, DICOMDIRs or BagIt bags (folder or ZIP)."),
+    ],
     issuer: Annotated[str, typer.Option("--issuer", help="Issuer (site) of patient IDs without one.")] = "",
     data: DataOpt = None,
 ) -> None:
@@ -110,11 +113,13 @@ def import_cmd(
             t = bar.tasks[task]
             bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
 
-        summary = import_paths(archive, paths, default_issuer=issuer, source="cli", on_item=tick)
-    user = os.environ.get("USER", "cli")
+        operator = Principal(subject=os.environ.get("USER", "cli"), role="operator")
+        summary = import_paths(
+            archive, paths, default_issuer=issuer, source="cli", on_item=tick, actor=operator
+        )
     audit.record(
         rt.db,
-        Principal(subject=user, role="operator"),
+        operator,
         audit.IMPORT,
         "import",
         detail=f"stored={summary.counts['stored']} refused={len(summary.refused)}",
@@ -123,6 +128,7 @@ def import_cmd(
     out.print(
         f"stored {counts['stored']}, already stored {counts['already-stored']}, "
         f"replaced {counts['replaced']}, skipped {counts['skipped']}, refused {len(summary.refused)}"
+        + (f", documents restored {counts['documents']}" if counts["documents"] else "")
     )
     for item, reason in summary.refused:
         out.print(f"  refused {item}: {reason}")

@@ -26,6 +26,7 @@ from archipel.platform.access_terms import (
     CONSENT,
     CREATE,
     DOCUMENT,
+    EXPORT,
     FROZEN_REQUESTERS,
     FROZEN_SECTION,
     FROZEN_UPDATERS,
@@ -38,6 +39,7 @@ from archipel.platform.access_terms import (
     PURPOSE_BREAK_GLASS,
     PURPOSE_CARE,
     PURPOSE_IDENTITY,
+    PURPOSE_OPERATIONS,
     READ,
     READING_REQUEST,
     READING_TASK,
@@ -78,6 +80,7 @@ __all__ = [
     "CONSENT",
     "CREATE",
     "DOCUMENT",
+    "EXPORT",
     "FROZEN_REQUESTERS",
     "FROZEN_SECTION",
     "FROZEN_UPDATERS",
@@ -90,6 +93,7 @@ __all__ = [
     "PURPOSE_BREAK_GLASS",
     "PURPOSE_CARE",
     "PURPOSE_IDENTITY",
+    "PURPOSE_OPERATIONS",
     "READ",
     "READING_REQUEST",
     "READING_TASK",
@@ -346,6 +350,16 @@ def _tumor_board(principal: Principal, resource: Resource) -> Decision:
     return Decision(True, f"role {principal.role} of the organising site")
 
 
+def _export(principal: Principal, resource: Resource, facts: Facts) -> Decision:
+    """Writing a study out as a package (DICOM media, a BagIt bag): an administrator's operation (a transfer to
+    another archive, the patient's or a court's request), or, for anyone else, exactly what they may read."""
+    if principal.kind == "user" and principal.role == "admin":
+        return Decision(True, "administrator: archive export", PURPOSE_OPERATIONS)
+    if principal.kind != "user" and not _is_patient(principal):
+        return Decision(False, "an archive export is made by a person")
+    return _read(principal, resource, facts)
+
+
 def allow(principal: Principal, action: str, resource: Resource, facts: Facts = NO_FACTS) -> Decision:
     """Decide whether ``principal`` may do ``action`` on ``resource``, given ``facts``. Pure: no I/O."""
     kind = resource.kind
@@ -382,6 +396,8 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
     if kind == DOCUMENT and action == UPDATE:
         return _document_update(principal, resource, facts)
     # Patient data: studies, series, instances, slides, documents, reading tasks...
+    if action == EXPORT:
+        return _export(principal, resource, facts)
     if action in (READ, SEARCH):
         return _read(principal, resource, facts)
     if action == CREATE:
@@ -410,8 +426,10 @@ def check(
     event_type: str,
     source: str = "",
     facts: Facts | None = None,
+    note: str = "",
 ) -> Decision:
     """Load the facts (unless given), decide, audit the decision, and raise :class:`AccessDenied` on a refusal.
+    ``note`` is added to the audited reason (e.g. an export's format).
 
     A resource naming a patient (``issuer/PatientID``) but no master gets its master from the MPI first.
     """
@@ -431,7 +449,7 @@ def check(
         obj=resource.ident,
         source=source,
         purpose=decision.purpose,
-        detail=decision.reason,
+        detail=f"{decision.reason}; {note}" if note else decision.reason,
     )
     if not decision.allowed:
         raise AccessDenied(decision.reason)

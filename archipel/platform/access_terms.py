@@ -32,6 +32,8 @@ SEARCH = "search"
 CREATE = "create"
 UPDATE = "update"
 ADMINISTER = "administer"
+#: Writing patient data out of the platform as a package (DICOM media, a BagIt bag): see ``access.allow``.
+EXPORT = "export"
 
 #: Resource kinds that are not patient data: platform administration, identity records, the audit trail, and
 #: the access-control records themselves.
@@ -60,6 +62,7 @@ INBOX = "inbox"
 PURPOSE_CARE = "care"
 PURPOSE_BREAK_GLASS = "break-glass"
 PURPOSE_IDENTITY = "identity-management"
+PURPOSE_OPERATIONS = "operations"
 
 #: A teleradiology reading request and a second-opinion request: made by a professional (or a RIS node) of a
 #: site holding the patient's record; radiologists of the reading pool see and work the worklist (claiming

@@ -1,4 +1,5 @@
-"""Importing files: single files, folders, ZIP archives and DICOMDIR media, with a summary of what was refused.
+"""Importing files: single files, folders, ZIP archives, DICOMDIR media and BagIt bags (``import_bag``), with a
+summary of what was refused.
 
 Each file goes through :meth:`Archive.store`, the same path as C-STORE and STOW, so the same validation and
 durability apply.
@@ -15,8 +16,11 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from archipel.platform.authn import Principal
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomfile import InvalidInstance
+from archipel.radiology.export_bagit import BagRefused, is_bag
+from archipel.radiology.import_bag import DocumentsRefused, import_bag
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
@@ -35,6 +39,7 @@ class ImportSummary:
             "already_stored": self.counts["already-stored"],
             "replaced": self.counts["replaced"],
             "skipped": self.counts["skipped"],
+            "documents": self.counts["documents"],
             "refused": [{"item": item, "reason": reason} for item, reason in self.refused],
         }
 
@@ -103,7 +108,9 @@ def count_items(paths: list[Path]) -> int:
     """How many files :func:`iter_items` will yield (for a progress bar's total)."""
     total = 0
     for path in paths:
-        if path.is_dir():
+        if is_bag(path):
+            total += _bag_count(path)
+        elif path.is_dir():
             total += sum(1 for p in path.rglob("*") if p.is_file() and p.name.upper() != "DICOMDIR")
         elif zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
             with zipfile.ZipFile(path) as zf:
@@ -113,6 +120,17 @@ def count_items(paths: list[Path]) -> int:
     return total
 
 
+def _bag_count(path: Path) -> int:
+    if path.is_dir():
+        return sum(1 for p in (path / "data").rglob("*") if p.is_file())
+    with zipfile.ZipFile(path) as zf:
+        return sum(1 for name in zf.namelist() if "/data/" in f"/{name}" and not name.endswith("/"))
+
+
+#: Who restores a bag's documents when the caller names no one (the audit trail's actor).
+IMPORTER = Principal(subject="import", role="system", kind="system")
+
+
 def import_paths(
     archive: Archive,
     paths: list[Path],
@@ -120,31 +138,50 @@ def import_paths(
     default_issuer: str = "",
     source: str = "import",
     on_item: Callable[[str, str], None] | None = None,
+    actor: Principal = IMPORTER,
 ) -> ImportSummary:
-    """Store every file under ``paths``; ``on_item(name, outcome)`` is called after each one."""
+    """Store every file under ``paths``; ``on_item(name, outcome)`` is called after each one. A BagIt bag is
+    checked whole first: a bag that fails its checksums is refused, naming the file, and nothing of it is
+    stored; its documents are restored too (as ``actor``)."""
     summary = ImportSummary()
     missing = [p for p in paths if not p.exists()]
     for p in missing:
         summary.refused.append((str(p), "no such file or folder"))
-    for item in iter_items([p for p in paths if p.exists()]):
-        try:
-            data = item.read()
-            if data[128:132] == b"DICM" and _is_directory_object(data):
-                summary.counts["skipped"] += 1
-                outcome = "skipped"
-            else:
-                result = archive.store(data, source_ae=source, default_issuer=default_issuer)
-                summary.counts[result.status] += 1
-                outcome = result.status
-        except InvalidInstance as exc:
-            summary.refused.append((item.name, exc.reason))
-            outcome = "refused"
-        except OSError as exc:
-            summary.refused.append((item.name, f"cannot read: {exc.strerror or exc}"))
-            outcome = "refused"
+
+    def store(name: str, read: Callable[[], bytes], issuer: str) -> None:
+        outcome = _store_one(archive, summary, ImportItem(name, read), issuer, source)
         if on_item is not None:
-            on_item(item.name, outcome)
+            on_item(name, outcome)
+
+    for path in (p for p in paths if p.exists()):
+        if is_bag(path):
+            try:
+                restored = import_bag(
+                    archive, path, store, actor=actor, source=source, default_issuer=default_issuer
+                )
+                summary.counts["documents"] += restored
+            except (BagRefused, DocumentsRefused) as exc:
+                summary.refused.append((str(path), exc.reason))
+            continue
+        for item in iter_items([path]):
+            store(item.name, item.read, default_issuer)
     return summary
+
+
+def _store_one(archive: Archive, summary: ImportSummary, item: ImportItem, issuer: str, source: str) -> str:
+    try:
+        data = item.read()
+        if data[128:132] == b"DICM" and _is_directory_object(data):
+            summary.counts["skipped"] += 1
+            return "skipped"
+        result = archive.store(data, source_ae=source, default_issuer=issuer)
+        summary.counts[result.status] += 1
+        return result.status
+    except InvalidInstance as exc:
+        summary.refused.append((item.name, exc.reason))
+    except OSError as exc:
+        summary.refused.append((item.name, f"cannot read: {exc.strerror or exc}"))
+    return "refused"
 
 
 def _is_directory_object(data: bytes) -> bool:
