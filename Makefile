@@ -10,7 +10,7 @@ APT_PACKAGES := dcmtk orthanc orthanc-wsi orthanc-dicomweb dicom3tools libvips-t
 # Only the benchmarks need these (bench/tiles.py: the load generator; nginx and Orthanc's WSI plugin are above).
 BENCH_APT_PACKAGES := wrk
 
-.PHONY: install system venv web demo serve test test-fast bench lint clean
+.PHONY: install system venv web demo serve test test-fast bench lint clean s3-server s3-server-stop
 
 install: system venv web
 
@@ -41,7 +41,11 @@ demo: install
 serve: venv
 	$(BIN)/archipel serve --data $(DATA)
 
-test: system venv web
+# The tests' S3-compatible server (decision 0038): moto's, in memory, on a free loopback port; its URL is passed
+# to pytest in ARCHIPEL_TEST_S3_ENDPOINT (tests/s3_support.py). `make s3-server-stop` ends it.
+S3_SERVER := var/s3-server
+test: export ARCHIPEL_TEST_S3_ENDPOINT = $(shell cat $(S3_SERVER).url 2>/dev/null)
+test: system venv web s3-server
 	$(BIN)/ruff check archipel tests bench
 	$(BIN)/mypy archipel
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
@@ -61,6 +65,21 @@ bench: system venv
 	[ -x .venv-peers/bin/wsidicomizer ] || ($(PYTHON) -m venv .venv-peers && .venv-peers/bin/pip install -q wsidicomizer)
 	$(BIN)/python bench/wsi.py
 	$(BIN)/python bench/tiles.py
+
+s3-server: venv
+	@mkdir -p var; \
+	if [ -f $(S3_SERVER).pid ] && kill -0 "$$(cat $(S3_SERVER).pid)" 2>/dev/null \
+	  && curl -s -o /dev/null "$$(cat $(S3_SERVER).url)"; then exit 0; fi; \
+	port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	MOTO_RECORDER_FILEPATH=$(CURDIR)/$(S3_SERVER).recording nohup $(BIN)/moto_server -H 127.0.0.1 -p $$port \
+	  >$(S3_SERVER).log 2>&1 & echo $$! >$(S3_SERVER).pid; \
+	echo "http://127.0.0.1:$$port" >$(S3_SERVER).url; \
+	for i in $$(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$$port" && exit 0; sleep 0.1; done; \
+	echo "moto_server did not answer on port $$port (see $(S3_SERVER).log)"; exit 1
+
+s3-server-stop:
+	@if [ -f $(S3_SERVER).pid ]; then kill "$$(cat $(S3_SERVER).pid)" 2>/dev/null || true; fi
+	@rm -f $(S3_SERVER).pid $(S3_SERVER).url
 
 lint: venv
 	$(BIN)/ruff check archipel tests bench

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     database_url: str = ""
     blob_url: str = ""
     broker_url: str = ""
+    #: Endpoint of the S3-compatible service of ``s3://`` blob stores (empty: AWS's own); the credentials are
+    #: botocore's (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, a profile or an instance role), never ours.
+    s3_endpoint_url: str = ""
+    #: Region of that service (empty: botocore's default).
+    s3_region: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     dicom_host: str = "0.0.0.0"

@@ -16,16 +16,30 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from archipel.platform.settings import Settings
 
 
 class BlobNotFound(KeyError):
     """No blob is stored under the key."""
 
 
+class BlobStoreError(OSError):
+    """The store could not carry out an operation (e.g. the object store is unreachable); the message names the
+    key and the reason."""
+
+
+def check_key(key: str) -> None:
+    """Refuse a key that could escape the store's namespace (empty, with a slash, or hidden)."""
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"invalid blob key {key!r}")
+
+
 class BlobStore(Protocol):
-    """Interface every blob backend implements (filesystem now, S3 later)."""
+    """Interface every blob backend implements (:class:`FileBlobStore`, ``storage_s3.S3BlobStore``)."""
 
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` durably; an existing blob with that key is left as it is."""
@@ -73,8 +87,7 @@ class FileBlobStore:
 
     def path(self, key: str) -> Path:
         """Filesystem path of ``key`` (whether or not it exists)."""
-        if not key or "/" in key or key.startswith("."):
-            raise ValueError(f"invalid blob key {key!r}")
+        check_key(key)
         return self.objects / key[:2] / key[2:4] / key
 
     def put(self, key: str, data: bytes) -> None:
@@ -232,9 +245,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def open_blob_store(url: str) -> BlobStore:
-    """The blob store named by ``url`` (``file:///abs/path``)."""
+def open_blob_store(url: str, settings: Settings | None = None) -> BlobStore:
+    """The blob store named by ``url``: ``file:///abs/path`` or ``s3://BUCKET/PREFIX``.
+
+    An S3 store takes its endpoint and region from ``settings`` (the process's settings when omitted).
+    """
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return FileBlobStore(Path(parsed.path))
-    raise ValueError(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file)")
+    if parsed.scheme == "s3":
+        from archipel.platform.settings import get_settings
+        from archipel.platform.storage_s3 import S3BlobStore
+
+        s = settings or get_settings()
+        return S3BlobStore(parsed.netloc, parsed.path, endpoint_url=s.s3_endpoint_url, region=s.s3_region)
+    raise ValueError(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file, s3)")

@@ -48,7 +48,7 @@ class SourceTooLarge(ValueError):
 def source_store(settings: Settings) -> BlobStore:
     """The blob store of slide sources (``wsi_source_url``, else ``file://DATA/slide-sources``)."""
     url = settings.wsi_source_url or f"file://{(settings.data_dir / 'slide-sources').resolve()}"
-    return open_blob_store(url)
+    return open_blob_store(url, settings)
 
 
 def uploads_dir(settings: Settings) -> Path:
