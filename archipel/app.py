@@ -34,6 +34,7 @@ from archipel.radiology import (
     documents_api,
     documents_fhir,
     documents_portal,
+    export_api,
     patient_download,
     patients_api,
     search_api,
@@ -87,6 +88,7 @@ def create_app() -> FastAPI:
     app.include_router(inbox_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
+    app.include_router(export_api.router)
     app.include_router(patients_api.router)
     app.include_router(documents_api.router)
     app.include_router(documents_fhir.router)

@@ -244,6 +244,18 @@ ROUTES: dict[tuple[str, str], Entry] = {
         send="upload",
         status=202,
     ),
+    # --- exports (owner: export): every study decided at once; as the auditor, whom the policy refuses ---
+    ("POST", "/api/exports"): Audited(
+        "POST",
+        "/api/exports",
+        ((audit.EXPORT, "export:study", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={"issuer": "SITE-A", "patient_id": "AUD0001", "format": "bagit"},
+        status=403,
+    ),
+    ("GET", "/api/exports/{job_id}"): NotPatientData("export job status; the export was audited per study"),
+    ("GET", "/api/exports/{job_id}/download"): Audited("GET", "/api/exports/none/download", (), status=404),
     ("POST", "/dicom-web/studies"): Audited(
         "POST", "/dicom-web/studies", ((audit.IMPORT, "create:study", OK, ""),), send="stow"
     ),
