@@ -37,6 +37,7 @@ from archipel.radiology import (
     export_api,
     patient_download,
     patients_api,
+    retention_api,
     search_api,
     telerad_api,
     tumorboard_api,
@@ -101,6 +102,7 @@ def create_app() -> FastAPI:
     app.include_router(patient_session_api.ways_in)
     app.include_router(patient_download.router)
     app.include_router(hl7_api.router)
+    app.include_router(retention_api.router)
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)

@@ -206,6 +206,23 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
     ),
 }  # fmt: skip
 
+_RET = "/api/retention"
+# --- retention (owner: retention): administrators only; as the auditor, whom the policy refuses ---
+_RETENTION: dict[tuple[str, str], Entry] = {
+    ("GET", _RET + "/holds"): Audited("GET", _RET + "/holds", ((audit.QUERY, _HL7_DENIED, DENIED, ""),),
+                                      user="auditor", status=403),
+    ("POST", _RET + "/holds"): Audited(
+        "POST", _RET + "/holds", ((audit.SECURITY_ALERT, _HL7_DENIED, DENIED, ""),), user="auditor",
+        send="json", body={"scope": "patient", "target": "SITE-A/AUD0001", "reason": "litigation"}, status=403,
+    ),
+    ("POST", _RET + "/holds/{hold_id}/lift"): Audited(
+        "POST", _RET + "/holds/999999/lift", ((audit.SECURITY_ALERT, _HL7_DENIED, DENIED, ""),), user="auditor",
+        send="json", body={"reason": "closed"}, status=403,
+    ),
+    ("GET", _RET + "/expired"): Audited("GET", _RET + "/expired", ((audit.QUERY, _HL7_DENIED, DENIED, ""),),
+                                        user="auditor", status=403),
+}  # fmt: skip
+
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the sign-in page"),
@@ -884,6 +901,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     **_HL7_ROUTES,
     **_DOCUMENTS,
     **_TUMOR_BOARDS,
+    **_RETENTION,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

@@ -39,6 +39,7 @@ def _load_tasks() -> None:
     import archipel.mammo.volumes
     import archipel.platform.notify_tasks
     import archipel.radiology.prefetch
+    import archipel.radiology.retention_tasks
     import archipel.radiology.tasks
     import archipel.radiology.telerad_sla
     import archipel.radiology.tumorboard

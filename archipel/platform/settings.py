@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
     orphan_grace_seconds: int = 0
+    #: Retention rules (docs/retention.md): a TOML file of rules by category; empty: the French rule for all.
+    retention_rules_file: str = ""
+    #: Days an instance rejected by an IOCM note (other than 113039, deleted at once) is kept before deletion.
+    retention_rejected_days: int = Field(default=30, ge=0)
+    #: Whether the weekly retention job deletes what has expired (off by default: ``archipel retention run``).
+    retention_scheduled: bool = False
+    retention_period_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
     #: Minutes a break-the-glass access lasts, and how recent (seconds) the login behind it must be.
     break_glass_minutes: int = Field(default=240, ge=1, le=24 * 60)
     break_glass_reauth_seconds: int = Field(default=300, ge=30)
