@@ -34,10 +34,8 @@ from archipel.radiology import (
     documents_api,
     documents_fhir,
     documents_portal,
-    export_api,
     patient_download,
     patients_api,
-    retention_api,
     search_api,
     telerad_api,
     tumorboard_api,
@@ -89,7 +87,6 @@ def create_app() -> FastAPI:
     app.include_router(inbox_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
-    app.include_router(export_api.router)
     app.include_router(patients_api.router)
     app.include_router(documents_api.router)
     app.include_router(documents_fhir.router)
@@ -102,7 +99,6 @@ def create_app() -> FastAPI:
     app.include_router(patient_session_api.ways_in)
     app.include_router(patient_download.router)
     app.include_router(hl7_api.router)
-    app.include_router(retention_api.router)
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)

@@ -11,7 +11,7 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     hl7,
     identity,
     mammo,
-    retention,
+    probes,
     services,
     tiles,
     tumorboard,

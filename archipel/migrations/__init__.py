@@ -67,7 +67,6 @@ def load_models() -> None:
     import archipel.radiology.documents_models
     import archipel.radiology.hl7.models
     import archipel.radiology.models
-    import archipel.radiology.retention_models
     import archipel.radiology.telerad_models
     import archipel.radiology.tumorboard_models
     import archipel.wsi.annotations

@@ -54,6 +54,19 @@ class Settings(BaseSettings):
     #: The MLLP listener for HL7 v2 from the sites' RIS (``archipel serve``, ``archipel hl7 listen``).
     hl7_host: str = "0.0.0.0"
     hl7_port: int = 2575
+    #: HTTPS for ``archipel api`` / ``serve``: PEM certificate (chain) and key files; both empty: plain HTTP.
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
+    #: DICOM TLS (PS3.15 B.1) on the listener: PEM certificate (chain) and key files; both empty: plain DICOM.
+    dicom_tls_cert: str = ""
+    dicom_tls_key: str = ""
+    #: CA bundle (PEM) the listener checks client certificates against; set, a peer without one is refused.
+    dicom_tls_ca: str = ""
+    #: A shared deployment: ``archipel api`` / ``dicom`` / ``worker`` refuse to start on keys kept in the data
+    #: dir (each process would make its own). Implied when the index is not the embedded SQLite.
+    production: bool = False
+    #: File a worker touches while its consumer runs (``archipel worker-probe`` checks it); empty: DATA/worker.alive.
+    worker_heartbeat_file: str = ""
     ae_title: str = "ARCHIPEL"
     #: What to do when a SOP Instance UID arrives again with different bytes.
     duplicate_policy: DuplicatePolicy = "keep-first"
@@ -107,13 +120,6 @@ class Settings(BaseSettings):
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
     orphan_grace_seconds: int = 0
-    #: Retention rules (docs/retention.md): a TOML file of rules by category; empty: the French rule for all.
-    retention_rules_file: str = ""
-    #: Days an instance rejected by an IOCM note (other than 113039, deleted at once) is kept before deletion.
-    retention_rejected_days: int = Field(default=30, ge=0)
-    #: Whether the weekly retention job deletes what has expired (off by default: ``archipel retention run``).
-    retention_scheduled: bool = False
-    retention_period_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
     #: Minutes a break-the-glass access lasts, and how recent (seconds) the login behind it must be.
     break_glass_minutes: int = Field(default=240, ge=1, le=24 * 60)
     break_glass_reauth_seconds: int = Field(default=300, ge=30)
@@ -201,6 +207,22 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         """Folder of the embedded broker's queue files."""
         return self.data_dir / "broker"
+
+    @property
+    def shared_deployment(self) -> bool:
+        """True when several processes (machines, pods) run the platform: the ``production`` setting is on, or
+        the index is not the embedded SQLite."""
+        return self.production or not self.effective_database_url.startswith("sqlite")
+
+    def missing_shared_secrets(self) -> list[str]:
+        """The environment variables a shared deployment must set because their embedded default is a file
+        created in this process's data dir (empty when none is missing)."""
+        missing = []
+        if not self.secret_key:
+            missing.append("ARCHIPEL_SECRET_KEY")
+        if not self.audit_signing_key:
+            missing.append("ARCHIPEL_AUDIT_SIGNING_KEY")
+        return missing
 
     def signing_key(self) -> str:
         """The token signing key, created once in the data dir (mode 0600) when not configured."""
