@@ -206,6 +206,14 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
     ),
 }  # fmt: skip
 
+# --- storage lifecycle (owner: life): administrators only; as the auditor, whom the policy refuses ---
+_STORAGE: dict[tuple[str, str], Entry] = {
+    ("GET", "/api/storage/fixity"): Audited(
+        "GET", "/api/storage/fixity", ((audit.QUERY, "administer:platform", DENIED, ""),), user="auditor",
+        status=403,
+    ),
+}  # fmt: skip
+
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the sign-in page"),
@@ -214,7 +222,6 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/docs/oauth2-redirect"): NotPatientData("API documentation"),
     ("GET", "/redoc"): NotPatientData("API documentation"),
     ("GET", "/healthz"): NotPatientData("liveness"),
-    ("GET", "/readyz"): NotPatientData("readiness: the index, the blob store and the broker answer"),
     ("GET", "/app"): NotPatientData("the web front end's static files; their data comes from the API"),
     ("POST", "/api/auth/token"): NotPatientData("log-in; tested in test_authn_login"),
     ("POST", "/api/auth/session"): NotPatientData("log-in; tested in test_authn_web"),
@@ -873,6 +880,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     **_HL7_ROUTES,
     **_DOCUMENTS,
     **_TUMOR_BOARDS,
+    **_STORAGE,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

@@ -54,19 +54,6 @@ class Settings(BaseSettings):
     #: The MLLP listener for HL7 v2 from the sites' RIS (``archipel serve``, ``archipel hl7 listen``).
     hl7_host: str = "0.0.0.0"
     hl7_port: int = 2575
-    #: HTTPS for ``archipel api`` / ``serve``: PEM certificate (chain) and key files; both empty: plain HTTP.
-    http_tls_cert: str = ""
-    http_tls_key: str = ""
-    #: DICOM TLS (PS3.15 B.1) on the listener: PEM certificate (chain) and key files; both empty: plain DICOM.
-    dicom_tls_cert: str = ""
-    dicom_tls_key: str = ""
-    #: CA bundle (PEM) the listener checks client certificates against; set, a peer without one is refused.
-    dicom_tls_ca: str = ""
-    #: A shared deployment: ``archipel api`` / ``dicom`` / ``worker`` refuse to start on keys kept in the data
-    #: dir (each process would make its own). Implied when the index is not the embedded SQLite.
-    production: bool = False
-    #: File a worker touches while its consumer runs (``archipel worker-probe`` checks it); empty: DATA/worker.alive.
-    worker_heartbeat_file: str = ""
     ae_title: str = "ARCHIPEL"
     #: What to do when a SOP Instance UID arrives again with different bytes.
     duplicate_policy: DuplicatePolicy = "keep-first"
@@ -120,6 +107,18 @@ class Settings(BaseSettings):
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
     orphan_grace_seconds: int = 0
+    #: Archive tier of the blob store (a second directory or bucket); empty: one tier, nothing is moved. Blobs of
+    #: studies received longer than ``storage_hot_days`` ago move there (docs/storage.md).
+    archive_blob_url: str = ""
+    storage_hot_days: int = Field(default=730, ge=1)
+    #: Local read cache of blobs fetched from the archive tier (MiB; 0: no cache) and its folder (empty:
+    #: DATA/archive-cache).
+    archive_cache_mb: int = Field(default=2048, ge=0)
+    archive_cache_dir: str = ""
+    #: Optional replica store that the daily storage job fills with a copy of every blob; fixity repairs from it.
+    replica_blob_url: str = ""
+    #: Days in which the fixity job re-reads every stored object once.
+    fixity_cycle_days: int = Field(default=90, ge=1)
     #: Minutes a break-the-glass access lasts, and how recent (seconds) the login behind it must be.
     break_glass_minutes: int = Field(default=240, ge=1, le=24 * 60)
     break_glass_reauth_seconds: int = Field(default=300, ge=30)
@@ -207,22 +206,6 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         """Folder of the embedded broker's queue files."""
         return self.data_dir / "broker"
-
-    @property
-    def shared_deployment(self) -> bool:
-        """True when several processes (machines, pods) run the platform: the ``production`` setting is on, or
-        the index is not the embedded SQLite."""
-        return self.production or not self.effective_database_url.startswith("sqlite")
-
-    def missing_shared_secrets(self) -> list[str]:
-        """The environment variables a shared deployment must set because their embedded default is a file
-        created in this process's data dir (empty when none is missing)."""
-        missing = []
-        if not self.secret_key:
-            missing.append("ARCHIPEL_SECRET_KEY")
-        if not self.audit_signing_key:
-            missing.append("ARCHIPEL_AUDIT_SIGNING_KEY")
-        return missing
 
     def signing_key(self) -> str:
         """The token signing key, created once in the data dir (mode 0600) when not configured."""
