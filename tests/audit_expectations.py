@@ -222,6 +222,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/docs/oauth2-redirect"): NotPatientData("API documentation"),
     ("GET", "/redoc"): NotPatientData("API documentation"),
     ("GET", "/healthz"): NotPatientData("liveness"),
+    ("GET", "/readyz"): NotPatientData("readiness: the index, the blob store and the broker answer"),
     ("GET", "/app"): NotPatientData("the web front end's static files; their data comes from the API"),
     ("POST", "/api/auth/token"): NotPatientData("log-in; tested in test_authn_login"),
     ("POST", "/api/auth/session"): NotPatientData("log-in; tested in test_authn_web"),

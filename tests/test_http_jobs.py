@@ -43,6 +43,7 @@ def _finished_job(srv: ArchipelServer, headers: dict[str, str], job_id: str) -> 
 
 PUBLIC_ROUTES = {
     "/healthz",
+    "/readyz",
     "/api/auth/token",
     "/openapi.json",
     "/docs",

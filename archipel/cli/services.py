@@ -7,14 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from archipel.cli.common import DataOpt, app, configure_logging, out, setup
+from archipel.cli.common import DataOpt, app, configure_logging, console, out, setup
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from archipel.platform.runtime import Runtime
+    from archipel.platform.settings import Settings
 
 #: Seconds a stop waits for open responses before closing them: event streams (frozen-section worklists) and
 #: WebSockets never end by themselves, and would hold the stop until the process is killed.
@@ -32,6 +35,51 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def refuse_embedded_secrets(command: str, data: Path | None) -> None:
+    """Exit with a clear error when a shared deployment would fall back on keys made in the data dir.
+
+    Each pod or machine has a data dir of its own: an API process would sign tokens no other one accepts, and
+    each would sign audit checkpoints and frozen-section verdicts with a key of its own (decision 0042).
+    """
+    from archipel.platform.settings import Settings
+
+    if os.environ.get("ARCHIPEL_PARENT_PID"):
+        return  # started by ``archipel serve``, whose data dir (and keys) it shares
+    settings = Settings(data_dir=data) if data is not None else Settings()
+    missing = settings.missing_shared_secrets() if settings.shared_deployment else []
+    if missing:
+        why = "ARCHIPEL_PRODUCTION is on" if settings.production else "the index is not the embedded SQLite"
+        console.print(
+            f"[red]archipel {command}: {why}, so every process must share its keys: set "
+            f"{' and '.join(missing)} (see docs/production.md). Refusing to start."
+        )
+        raise typer.Exit(2)
+
+
+def http_tls(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS arguments from the ``http_tls_*`` settings (empty: plain HTTP); exits on a bad setting."""
+    from archipel.platform.tls import TlsSettingError, tls_files
+
+    try:
+        files = tls_files(settings.http_tls_cert, settings.http_tls_key, prefix="http")
+    except TlsSettingError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+    return {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)} if files else {}
+
+
+def check_dicom_tls(settings: Settings) -> None:
+    """Exit with the setting to fix when the ``dicom_tls_*`` files are half set or missing."""
+    from archipel.platform.tls import TlsSettingError
+    from archipel.radiology.dimse.listener import dicom_tls
+
+    try:
+        dicom_tls(settings)
+    except TlsSettingError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
 
 
 def _load_tasks() -> None:
@@ -70,10 +118,11 @@ def worker(
     data: DataOpt = None,
 ) -> None:
     """Run a Celery worker for the job queues (and watch the slide drop folder, when one is set)."""
-    from archipel.platform import schedule
+    from archipel.platform import schedule, worker_heartbeat
     from archipel.platform.jobs import celery_app, reset_celery
     from archipel.wsi.dropfolder import start_drop_folder
 
+    refuse_embedded_secrets("worker", data)
     rt = setup(data)
     configure_logging()
     if drop_folder:
@@ -83,6 +132,8 @@ def worker(
     reset_celery()
     _load_tasks()
     celery = celery_app()
+    # What ``archipel worker-probe`` (a Kubernetes exec probe) checks.
+    worker_heartbeat.install(celery, worker_heartbeat.heartbeat_path(rt.settings))
     argv = [
         "worker",
         f"--queues={queues}",
@@ -111,7 +162,9 @@ def dicom_cmd(
     from archipel.radiology.archive import Archive
     from archipel.radiology.dimse.listener import start_listener
 
+    refuse_embedded_secrets("dicom", data)
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
+    check_dicom_tls(rt.settings)
     configure_logging()
     intake.install()  # screening studies received here are matched to their episodes, as under ``serve``
     telerad.install()  # a study that arrives here is linked to the reading requests waiting for its accession
@@ -130,6 +183,7 @@ def api_cmd(
     """Run the HTTP API only."""
     import uvicorn
 
+    refuse_embedded_secrets("api", data)
     rt = setup(data, http_port=http_port)
     configure_logging()
     uvicorn.run(
@@ -140,6 +194,7 @@ def api_cmd(
         workers=workers,
         log_level="info",
         timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+        **http_tls(rt.settings),
     )
 
 
@@ -173,6 +228,8 @@ def serve(
         data, http_port=http_port, dicom_port=dicom_port, hl7_port=hl7_port, ae_title=aet, http_host=host
     )
     configure_logging()
+    tls = http_tls(rt.settings)
+    check_dicom_tls(rt.settings)
     swept = Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=False))
     log = logging.getLogger("archipel.serve")
     log.info("event=recovery_sweep orphans_removed=%d", swept)
@@ -216,6 +273,7 @@ def serve(
                 workers=http_workers,
                 log_level="warning",
                 timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+                **tls,
             )
         else:
             uvicorn.run(
@@ -224,6 +282,7 @@ def serve(
                 port=rt.settings.http_port,
                 log_level="warning",
                 timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+                **tls,
             )
     finally:
         checkpoints.stop()

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 
-from archipel.platform import access, access_facts, audit, auth_api, jobs, oidc_flow, patient_api
+from archipel.platform import access, access_facts, audit, auth_api, jobs, oidc_flow, patient_api, readiness
 from archipel.platform.authn import Principal
 from archipel.platform.credentials import (
     PrincipalDep,
@@ -87,6 +88,16 @@ def healthz(rt: RuntimeDep) -> dict[str, Any]:
     with rt.db.sessions() as s:
         s.execute(text("SELECT 1"))
     return {"status": "ok"}
+
+
+@public.get("/readyz", tags=["platform"], responses={503: {"description": "a part does not answer"}})
+def readyz(rt: RuntimeDep) -> JSONResponse:
+    """Readiness: 200 when the index, the blob store and the broker all answer; else 503 naming each part that
+    failed and why (``{"status": "unready", "failed": {"broker": "..."}}``)."""
+    failed = readiness.check(rt)
+    if failed:
+        return JSONResponse({"status": "unready", "failed": failed}, status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse({"status": "ready", "parts": sorted(readiness.PARTS)})
 
 
 def _job_owner(principal: Principal) -> str | None:

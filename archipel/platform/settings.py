@@ -54,6 +54,19 @@ class Settings(BaseSettings):
     #: The MLLP listener for HL7 v2 from the sites' RIS (``archipel serve``, ``archipel hl7 listen``).
     hl7_host: str = "0.0.0.0"
     hl7_port: int = 2575
+    #: HTTPS for ``archipel api`` / ``serve``: PEM certificate (chain) and key files; both empty: plain HTTP.
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
+    #: DICOM TLS (PS3.15 B.1) on the listener: PEM certificate (chain) and key files; both empty: plain DICOM.
+    dicom_tls_cert: str = ""
+    dicom_tls_key: str = ""
+    #: CA bundle (PEM) the listener checks client certificates against; set, a peer without one is refused.
+    dicom_tls_ca: str = ""
+    #: A shared deployment: ``archipel api`` / ``dicom`` / ``worker`` refuse to start on keys kept in the data
+    #: dir (each process would make its own). Implied when the index is not the embedded SQLite.
+    production: bool = False
+    #: File a worker touches while its consumer runs (``archipel worker-probe`` checks it); empty: DATA/worker.alive.
+    worker_heartbeat_file: str = ""
     ae_title: str = "ARCHIPEL"
     #: What to do when a SOP Instance UID arrives again with different bytes.
     duplicate_policy: DuplicatePolicy = "keep-first"
@@ -206,6 +219,22 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         """Folder of the embedded broker's queue files."""
         return self.data_dir / "broker"
+
+    @property
+    def shared_deployment(self) -> bool:
+        """True when several processes (machines, pods) run the platform: the ``production`` setting is on, or
+        the index is not the embedded SQLite."""
+        return self.production or not self.effective_database_url.startswith("sqlite")
+
+    def missing_shared_secrets(self) -> list[str]:
+        """The environment variables a shared deployment must set because their embedded default is a file
+        created in this process's data dir (empty when none is missing)."""
+        missing = []
+        if not self.secret_key:
+            missing.append("ARCHIPEL_SECRET_KEY")
+        if not self.audit_signing_key:
+            missing.append("ARCHIPEL_AUDIT_SIGNING_KEY")
+        return missing
 
     def signing_key(self) -> str:
         """The token signing key, created once in the data dir (mode 0600) when not configured."""

@@ -10,6 +10,8 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts, QueryRetrievePresentationContexts
 
 from archipel.platform.runtime import Runtime
+from archipel.platform.settings import Settings
+from archipel.platform.tls import TlsFiles, server_context, tls_files
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomfile import SUPPORTED_TRANSFER_SYNTAXES
 from archipel.radiology.dimse.find import handle_find
@@ -86,6 +88,11 @@ def build_ae(rt: Runtime) -> AE:
     return ae
 
 
+def dicom_tls(settings: Settings) -> TlsFiles | None:
+    """The listener's TLS files from the ``dicom_tls_*`` settings, or ``None`` for plain DICOM."""
+    return tls_files(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca, prefix="dicom")
+
+
 def start_listener(rt: Runtime, host: str, port: int) -> Listener:
     """Start serving on ``host:port`` in background threads and return at once."""
     ae = build_ae(rt)
@@ -103,7 +110,15 @@ def start_listener(rt: Runtime, host: str, port: int) -> Listener:
         (evt.EVT_C_MOVE, handle_move, [rt, nodes]),
         (evt.EVT_C_GET, handle_get, [rt, nodes]),
     ]
-    server = serve(ae, (host, port), handlers)
+    tls = dicom_tls(rt.settings)
+    server = serve(ae, (host, port), handlers, ssl_context=server_context(tls) if tls else None)
     actual = server.server_address[1]
-    log.info("event=dicom_listening host=%s port=%d aet=%s", host, actual, rt.settings.ae_title)
+    log.info(
+        "event=dicom_listening host=%s port=%d aet=%s tls=%s client_certs=%s",
+        host,
+        actual,
+        rt.settings.ae_title,
+        "on" if tls else "off",
+        "required" if tls and tls.ca else "no",
+    )
     return Listener(server=server, port=actual)

@@ -24,6 +24,7 @@ import logging
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 from datetime import datetime
@@ -49,6 +50,7 @@ from archipel.radiology.dimse import wire
 T = TypeVar("T")
 
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom")
+_LOG = logging.getLogger("archipel.dimse")
 _LOGGING_HANDLERS = (
     (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
     (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
@@ -293,6 +295,10 @@ class EventDrivenRequestHandler(RequestHandler):
         return assoc
 
 
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or type(exc).__name__
+
+
 class ListenerServer(ThreadedAssociationServer):
     """The threaded association server of the DICOM listener."""
 
@@ -305,6 +311,30 @@ class ListenerServer(ThreadedAssociationServer):
             cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection; with TLS, wrap it without its handshake, which :meth:`finish_request` does.
+
+        pynetdicom handshakes here, in the accepting thread, so one peer that connects and sends nothing would
+        hold every other connection waiting; here it holds only its own thread, until the ACSE timeout.
+        """
+        client, address = cast(socket.socket, self.socket).accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Complete the TLS handshake (in this connection's thread), then serve the association."""
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(self.ae.acse_timeout)
+            try:
+                request.do_handshake()
+            except (OSError, ValueError) as exc:
+                # A plain DICOM peer, a wrong or missing client certificate, or a TCP probe: refused, logged.
+                _LOG.info("event=dicom_tls_refused peer=%s reason=%r", client_address[0], _reason(exc))
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
 
 class SharedPortListenerServer(ListenerServer):
     """A :class:`ListenerServer` that shares its port with the listeners of other processes."""
@@ -313,12 +343,18 @@ class SharedPortListenerServer(ListenerServer):
 
 
 def serve(
-    ae: AE, address: tuple[str, int], handlers: list[Any], *, reuse_port: bool = False
+    ae: AE,
+    address: tuple[str, int],
+    handlers: list[Any],
+    *,
+    reuse_port: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ListenerServer:
     """Start serving ``ae`` on ``address`` with event-driven associations, in a background thread.
 
     What ``AE.start_server(block=False)`` does, with :class:`ListenerServer` and
-    :class:`EventDrivenRequestHandler`. Stop it with ``server.shutdown()``.
+    :class:`EventDrivenRequestHandler`. Stop it with ``server.shutdown()``. With ``ssl_context`` every
+    connection is wrapped in TLS before its association starts; a peer that does not speak TLS is dropped.
     """
     server_class = SharedPortListenerServer if reuse_port else ListenerServer
     server = cast(
@@ -326,6 +362,7 @@ def serve(
         ae.make_server(
             address,
             evt_handlers=handlers,
+            ssl_context=ssl_context,
             server_class=server_class,
             request_handler=EventDrivenRequestHandler,
         ),
