@@ -21,6 +21,7 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -69,8 +70,6 @@ class S3BlobStore:
         base = f"{bucket}/{self.prefix}" if self.prefix else bucket
         self._objects = f"{base}/objects"
         self._base = base
-        self._fs: Any = None
-        self._fs_pid = 0
 
     @property
     def url(self) -> str:
@@ -79,23 +78,8 @@ class S3BlobStore:
 
     @property
     def fs(self) -> Any:
-        """The s3fs filesystem of this process (a forked worker gets its own: the parent's loop is not its)."""
-        if self._fs is None or self._fs_pid != os.getpid():
-            import s3fs  # only a process on S3 pays for importing aiobotocore
-
-            client_kwargs = {"region_name": self.region} if self.region else {}
-            self._fs = s3fs.S3FileSystem(
-                endpoint_url=self.endpoint_url or None,
-                client_kwargs=client_kwargs,
-                # Other processes write the bucket too: a cached listing would hide their objects.
-                use_listings_cache=False,
-                skip_instance_cache=True,
-                default_block_size=self.part_bytes,
-                config_kwargs={"retries": {"max_attempts": self.attempts, "mode": "standard"}},
-            )
-            self._fs.retries = self.attempts
-            self._fs_pid = os.getpid()
-        return self._fs
+        """The s3fs filesystem of this process for this service (shared by the stores on it: a client costs)."""
+        return _filesystem(self.endpoint_url, self.region, self.attempts, self.part_bytes)
 
     def storage_options(self) -> dict[str, Any]:
         """What fsspec needs to open :meth:`sibling_url` locations (zarr, for instance) on the same service."""
@@ -109,6 +93,11 @@ class S3BlobStore:
     def sibling_url(self, name: str) -> str:
         """URL of ``name`` beside the blobs, in the same bucket and prefix (``s3://BUCKET/PREFIX/name``)."""
         return f"s3://{self._base}/{name.strip('/')}"
+
+    def url_of(self, key: str) -> str:
+        """The fsspec URL of blob ``key`` (``s3://BUCKET/PREFIX/objects/KEY``), for readers that open URLs
+        themselves with :meth:`storage_options` (wsidicom, zarr): they read it by ranges, never whole."""
+        return f"s3://{self._path(key)}"
 
     def _path(self, key: str) -> str:
         check_key(key)
@@ -244,6 +233,33 @@ class S3BlobStore:
         if aborted:
             log.info("event=s3_uploads_aborted bucket=%s count=%d", self.bucket, aborted)
         return aborted
+
+
+_clients_lock = threading.Lock()
+_clients: dict[tuple[int, str, str, int, int], Any] = {}
+
+
+def _filesystem(endpoint_url: str, region: str, attempts: int, part_bytes: int) -> Any:
+    """One s3fs filesystem per process and configuration: a forked worker makes its own (the parent's event loop
+    and connections are not its)."""
+    key = (os.getpid(), endpoint_url, region, attempts, part_bytes)
+    with _clients_lock:
+        fs = _clients.get(key)
+        if fs is None:
+            import s3fs  # only a process on S3 pays for importing aiobotocore
+
+            fs = s3fs.S3FileSystem(
+                endpoint_url=endpoint_url or None,
+                client_kwargs={"region_name": region} if region else {},
+                # Other processes write the bucket too: a cached listing would hide their objects.
+                use_listings_cache=False,
+                skip_instance_cache=True,
+                default_block_size=part_bytes,
+                config_kwargs={"retries": {"max_attempts": attempts, "mode": "standard"}},
+            )
+            fs.retries = attempts
+            _clients[key] = fs
+        return fs
 
 
 def _epoch(when: datetime) -> float:

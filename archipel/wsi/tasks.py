@@ -30,6 +30,7 @@ from archipel.wsi.convert import ConversionError, ConvertOptions, OutputFormat, 
 from archipel.wsi.indexing import index_instances, slide_metadata, unindex_series
 from archipel.wsi.models import CONVERTING, FAILED, INDEXING, READY, Slide
 from archipel.wsi.slides import CONVERT_TASK, source_store
+from archipel.wsi.zarr_store import publish_zarr
 
 log = logging.getLogger("archipel.jobs")
 
@@ -37,11 +38,6 @@ log = logging.getLogger("archipel.jobs")
 def work_dir(rt: Runtime, slide_id: str) -> Path:
     """Where a slide's conversion output is built."""
     return rt.settings.data_dir / "wsi-work" / slide_id
-
-
-def zarr_home(rt: Runtime, slide_id: str) -> Path:
-    """Where a ready slide's OME-Zarr store lives."""
-    return rt.settings.data_dir / "zarr" / f"{slide_id}.zarr"
 
 
 def _source_path(rt: Runtime, slide: Slide, work: Path) -> Path:
@@ -177,14 +173,9 @@ def _run(rt: Runtime, slide: Slide, progress: jobs.Progress) -> dict[str, Any]:
     progress.advance(0, "indexing")
     archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
     sop_uids = index_instances(archive, report.dicom_files, slide.series_uid, slide.issuer)
-    zarr = zarr_home(rt, slide.id)
     try:
-        if report.zarr_path is not None:
-            zarr.parent.mkdir(parents=True, exist_ok=True)
-            if zarr.exists():
-                shutil.rmtree(zarr)
-            report.zarr_path.rename(zarr)
-        _set(rt, slide.id, status=READY, instances=len(sop_uids), zarr_path=str(zarr), error="")
+        zarr = publish_zarr(rt, slide.id, report.zarr_path) if report.zarr_path is not None else ""
+        _set(rt, slide.id, status=READY, instances=len(sop_uids), zarr_path=zarr, error="")
     except BaseException:
         unindex_series(rt.db, rt.blobs, slide.series_uid)
         raise
