@@ -22,7 +22,6 @@ from archipel.platform import (
     inbox_api,
     patient_portal_api,
     patient_session_api,
-    storage_api,
     timeline_api,
 )
 from archipel.platform import http as platform_http
@@ -35,8 +34,10 @@ from archipel.radiology import (
     documents_api,
     documents_fhir,
     documents_portal,
+    export_api,
     patient_download,
     patients_api,
+    retention_api,
     search_api,
     telerad_api,
     tumorboard_api,
@@ -86,9 +87,9 @@ def create_app() -> FastAPI:
     app.include_router(care_api.router)
     app.include_router(breakglass_api.router)
     app.include_router(inbox_api.router)
-    app.include_router(storage_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
+    app.include_router(export_api.router)
     app.include_router(patients_api.router)
     app.include_router(documents_api.router)
     app.include_router(documents_fhir.router)
@@ -101,6 +102,7 @@ def create_app() -> FastAPI:
     app.include_router(patient_session_api.ways_in)
     app.include_router(patient_download.router)
     app.include_router(hl7_api.router)
+    app.include_router(retention_api.router)
     app.include_router(identity_officer_api.router)
     app.include_router(dicomweb.router)
     app.include_router(wsi_api.router)

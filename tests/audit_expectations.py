@@ -206,12 +206,21 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
     ),
 }  # fmt: skip
 
-# --- storage lifecycle (owner: life): administrators only; as the auditor, whom the policy refuses ---
-_STORAGE: dict[tuple[str, str], Entry] = {
-    ("GET", "/api/storage/fixity"): Audited(
-        "GET", "/api/storage/fixity", ((audit.QUERY, "administer:platform", DENIED, ""),), user="auditor",
-        status=403,
+_RET = "/api/retention"
+# --- retention (owner: retention): administrators only; as the auditor, whom the policy refuses ---
+_RETENTION: dict[tuple[str, str], Entry] = {
+    ("GET", _RET + "/holds"): Audited("GET", _RET + "/holds", ((audit.QUERY, _HL7_DENIED, DENIED, ""),),
+                                      user="auditor", status=403),
+    ("POST", _RET + "/holds"): Audited(
+        "POST", _RET + "/holds", ((audit.SECURITY_ALERT, _HL7_DENIED, DENIED, ""),), user="auditor",
+        send="json", body={"scope": "patient", "target": "SITE-A/AUD0001", "reason": "litigation"}, status=403,
     ),
+    ("POST", _RET + "/holds/{hold_id}/lift"): Audited(
+        "POST", _RET + "/holds/999999/lift", ((audit.SECURITY_ALERT, _HL7_DENIED, DENIED, ""),), user="auditor",
+        send="json", body={"reason": "closed"}, status=403,
+    ),
+    ("GET", _RET + "/expired"): Audited("GET", _RET + "/expired", ((audit.QUERY, _HL7_DENIED, DENIED, ""),),
+                                        user="auditor", status=403),
 }  # fmt: skip
 
 ROUTES: dict[tuple[str, str], Entry] = {
@@ -253,6 +262,18 @@ ROUTES: dict[tuple[str, str], Entry] = {
         send="upload",
         status=202,
     ),
+    # --- exports (owner: export): every study decided at once; as the auditor, whom the policy refuses ---
+    ("POST", "/api/exports"): Audited(
+        "POST",
+        "/api/exports",
+        ((audit.EXPORT, "export:study", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={"issuer": "SITE-A", "patient_id": "AUD0001", "format": "bagit"},
+        status=403,
+    ),
+    ("GET", "/api/exports/{job_id}"): NotPatientData("export job status; the export was audited per study"),
+    ("GET", "/api/exports/{job_id}/download"): Audited("GET", "/api/exports/none/download", (), status=404),
     ("POST", "/dicom-web/studies"): Audited(
         "POST", "/dicom-web/studies", ((audit.IMPORT, "create:study", OK, ""),), send="stow"
     ),
@@ -881,7 +902,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     **_HL7_ROUTES,
     **_DOCUMENTS,
     **_TUMOR_BOARDS,
-    **_STORAGE,
+    **_RETENTION,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

@@ -5,21 +5,26 @@ the export is access-checked and audited once per study."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import bagit
 import pytest
+from fastapi.testclient import TestClient
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from archipel.app import create_app
 from archipel.cli.common import app
 from archipel.platform import audit
 from archipel.platform.audit import AuditEvent
 from archipel.platform.authn import Principal, create_user
+from archipel.platform.http import current_principal
 from archipel.platform.identity.service import master_of
 from archipel.platform.runtime import Runtime, get_runtime
 from archipel.radiology import documents
@@ -27,6 +32,7 @@ from archipel.radiology.archive import Archive
 from archipel.radiology.documents_models import Document
 from archipel.radiology.models import Instance, Series, Study
 from archipel.radiology.samples import SyntheticPatient, ct_series, mr_series, to_bytes
+from archipel.radiology.tasks import export_job
 from tests.access_support import ensure_master
 
 RADIOLOGIST = Principal("dr-amandier", "radiologist", site="SITE-A")
@@ -83,12 +89,22 @@ def _exports(runtime: Runtime) -> list[AuditEvent]:
         )
 
 
-def _empty_platform(tmp_path: Path) -> tuple[str, Path]:
-    return f"sqlite:///{tmp_path / 'target.sqlite'}", tmp_path / "target"
+@pytest.fixture
+def empty_platform(tmp_path: Path, _templates: Any) -> tuple[str, Path]:
+    """A second platform, empty, to import into: an index copied from the migrated template, a data dir."""
+    return _templates.sqlite_copy(tmp_path / "target.sqlite"), tmp_path / "target"
+
+
+#: Tests of the policy and of bag checks need no second database engine: SQLite only.
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def test_patient_bag_imported_into_an_empty_platform_restores_bytes_uids_structure_documents_and_master(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, patient: SyntheticPatient, tmp_path: Path
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    patient: SyntheticPatient,
+    tmp_path: Path,
+    empty_platform: tuple[str, Path],
 ) -> None:
     _, before = _archive(runtime, patient)
     master = master_of(runtime.db, patient.issuer, patient.patient_id)
@@ -111,7 +127,7 @@ def test_patient_bag_imported_into_an_empty_platform_restores_bytes_uids_structu
     assert bag.info["Archipel-Master-Patient"] == str(master) and bag.info["Archipel-Instances"] == "5"
     assert patient.name.split("^")[0] not in (unpacked / "bag-info.txt").read_text()
 
-    url, data = _empty_platform(tmp_path)
+    url, data = empty_platform
     code, output = _cli(monkeypatch, url, data, "import", str(bag_zip))
     assert code == 0, output
     assert "stored 5," in output and "documents restored 1" in output
@@ -126,8 +142,13 @@ def test_patient_bag_imported_into_an_empty_platform_restores_bytes_uids_structu
     assert target.blobs.get(doc.blob_key) == b"Pas d'anomalie."
 
 
+@sqlite_only
 def test_study_as_dicomdir_reads_in_dcmtk_and_pydicom_and_imports_into_an_empty_platform(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, patient: SyntheticPatient, tmp_path: Path
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    patient: SyntheticPatient,
+    tmp_path: Path,
+    empty_platform: tuple[str, Path],
 ) -> None:
     study_uid, before = _archive(runtime, patient)
     media = tmp_path / "media"
@@ -149,14 +170,19 @@ def test_study_as_dicomdir_reads_in_dcmtk_and_pydicom_and_imports_into_an_empty_
         assert Path(instance.path).read_bytes() == runtime.blobs.get(before[instance.SOPInstanceUID][0])
     assert all("format=dicomdir" in e.detail for e in _exports(runtime)) and len(_exports(runtime)) == 1
 
-    url, data = _empty_platform(tmp_path)
+    url, data = empty_platform
     code, output = _cli(monkeypatch, url, data, "import", str(media))
     assert code == 0 and "stored 3," in output, output
     assert _stored(get_runtime()) == {k: v for k, v in before.items() if v[2] == study_uid}
 
 
+@sqlite_only
 def test_a_tampered_bag_is_refused_naming_the_file_and_nothing_is_imported(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, patient: SyntheticPatient, tmp_path: Path
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    patient: SyntheticPatient,
+    tmp_path: Path,
+    empty_platform: tuple[str, Path],
 ) -> None:
     study_uid, _ = _archive(runtime, patient)
     bag = tmp_path / "bag"
@@ -166,7 +192,7 @@ def test_a_tampered_bag_is_refused_naming_the_file_and_nothing_is_imported(
     altered[-1] ^= 0xFF
     victim.write_bytes(bytes(altered))
 
-    url, data = _empty_platform(tmp_path)
+    url, data = empty_platform
     code, output = _cli(monkeypatch, url, data, "import", str(bag))
     assert code == 1
     assert victim.relative_to(bag).as_posix() in output and "does not match the manifest" in output
@@ -174,6 +200,7 @@ def test_a_tampered_bag_is_refused_naming_the_file_and_nothing_is_imported(
     assert _stored(get_runtime()) == {}
 
 
+@sqlite_only
 def test_export_refused_by_the_policy_writes_nothing_and_is_audited_as_denied(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch, patient: SyntheticPatient, tmp_path: Path
 ) -> None:
@@ -195,3 +222,53 @@ def test_export_refused_by_the_policy_writes_nothing_and_is_audited_as_denied(
     assert same_site[0] == 2 and "no active account" in same_site[1]
     again = _run(runtime, monkeypatch, "export", "--study", "1.2.3.4", "--out", str(out))
     assert again[0] == 1 and "holds no stored instance" in again[1]
+
+
+def _client(principal: Principal) -> TestClient:
+    app = create_app()
+    app.dependency_overrides[current_principal] = lambda: principal
+    return TestClient(app)
+
+
+@sqlite_only
+def test_http_export_is_a_job_with_progress_whose_zip_only_its_creator_downloads(
+    runtime: Runtime, patient: SyntheticPatient
+) -> None:
+    study_uid, before = _archive(runtime, patient)
+    other = Principal("dr-other", "radiologist", site="SITE-B")
+    with _client(RADIOLOGIST) as c, _client(other) as intruder:
+        refused = intruder.post("/api/exports", json={"study_uid": study_uid, "format": "dicomdir"})
+        assert refused.status_code == 403 and "no care relationship" in refused.json()["detail"]
+        assert c.post("/api/exports", json={"study_uid": study_uid, "master_id": 1}).status_code == 422
+        assert c.post("/api/exports", json={"study_uid": "1.2.3"}).status_code == 404
+
+        asked = c.post("/api/exports", json={"study_uid": study_uid, "format": "dicomdir"})
+        assert asked.status_code == 202, asked.text
+        job_id = asked.json()["job"]
+        assert c.get(f"/api/exports/{job_id}").json()["state"] == "queued"
+        assert c.get(f"/api/exports/{job_id}/download").status_code == 409
+        export_job(job_id)  # what the worker does with the queued task
+
+        shown = c.get(f"/api/exports/{job_id}").json()
+        assert shown["state"] == "succeeded" and shown["progress"] == 100 and shown["done"] == 3
+        assert shown["result"]["instances"] == 3 and shown["result"]["format"] == "dicomdir"
+        assert intruder.get(f"/api/exports/{job_id}").status_code == 404
+        assert intruder.get(f"/api/exports/{job_id}/download").status_code == 404
+        got = c.get(shown["download_url"])
+        assert got.status_code == 200 and got.headers["content-type"] == "application/zip"
+
+    with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
+        names = zf.namelist()
+        assert "DICOMDIR" in names and len(names) == 4
+        directory = dcmread(io.BytesIO(zf.read("DICOMDIR")))
+        files = {str(r.ReferencedSOPInstanceUIDInFile): "/".join(r.ReferencedFileID)
+                 for r in directory.DirectoryRecordSequence if "ReferencedFileID" in r}  # fmt: skip
+        for sop, name in files.items():
+            assert zf.read(name) == runtime.blobs.get(before[sop][0])
+    actions = [(e.action, e.outcome, e.actor) for e in _exports(runtime)]
+    assert actions == [
+        ("export:study", audit.DENIED, "dr-other"),
+        ("export:study", audit.SUCCESS, RADIOLOGIST.subject),  # when asked
+        ("export:study", audit.SUCCESS, RADIOLOGIST.subject),  # when the job ran, as its creator then
+        ("transfer:export", audit.SUCCESS, RADIOLOGIST.subject),
+    ]

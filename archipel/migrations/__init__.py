@@ -62,12 +62,12 @@ def load_models() -> None:
     import archipel.platform.jobs
     import archipel.platform.notify
     import archipel.platform.patient_access
-    import archipel.platform.preservation
     import archipel.platform.sessions
     import archipel.platform.throttle
     import archipel.radiology.documents_models
     import archipel.radiology.hl7.models
     import archipel.radiology.models
+    import archipel.radiology.retention_models
     import archipel.radiology.telerad_models
     import archipel.radiology.tumorboard_models
     import archipel.wsi.annotations

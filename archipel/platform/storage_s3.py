@@ -94,11 +94,6 @@ class S3BlobStore:
         """URL of ``name`` beside the blobs, in the same bucket and prefix (``s3://BUCKET/PREFIX/name``)."""
         return f"s3://{self._base}/{name.strip('/')}"
 
-    def url_of(self, key: str) -> str:
-        """The fsspec URL of blob ``key`` (``s3://BUCKET/PREFIX/objects/KEY``), for readers that open URLs
-        themselves with :meth:`storage_options` (wsidicom, zarr): they read it by ranges, never whole."""
-        return f"s3://{self._path(key)}"
-
     def _path(self, key: str) -> str:
         check_key(key)
         return f"{self._objects}/{key}"

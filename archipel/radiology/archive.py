@@ -29,6 +29,14 @@ from archipel.radiology.dicomfile import InvalidInstance, ParsedInstance, parse_
 from archipel.radiology.documents_models import Document
 from archipel.radiology.models import Instance, InstanceVersion, Patient, Series, Study
 from archipel.radiology.patient_links import link_object, link_unlinked_patients
+from archipel.radiology.rejection import (
+    KOS_SOP_CLASS,
+    RejectionNote,
+    apply_rejection,
+    read_rejection_note,
+    refuse_if_rejected,
+)
+from archipel.radiology.retention_models import RejectedInstance
 from archipel.radiology.stored import StoredObject, announce
 
 log = logging.getLogger("archipel.archive")
@@ -149,12 +157,15 @@ class Archive:
         duplicate_policy: DuplicatePolicy = "keep-first",
         *,
         link_identities: bool = True,
+        refuse_rejected: bool = True,
     ):
         self.db = db
         self.blobs = blobs
         self.duplicate_policy = duplicate_policy
         #: Feed every object's patient to the MPI (off only to build an archive as an older version left it).
         self.link_identities = link_identities
+        #: Refuse a store of an instance an IOCM rejection note rejected (off: store it again, still hidden).
+        self.refuse_rejected = refuse_rejected
         self._known = _KnownSeries()
         self._lock = threading.Lock()
         self._running = 0
@@ -191,6 +202,7 @@ class Archive:
                 writing.set_exception(exc)
         try:
             parsed = parse_part10(data, default_issuer=default_issuer)
+            note = read_rejection_note(data) if parsed.sop_class_uid == KOS_SOP_CLASS else None
         except BaseException:
             self._discard(writing, None)
             raise
@@ -212,12 +224,12 @@ class Archive:
             try:
                 # SQLite undoes a failed statement alone; elsewhere a savepoint keeps the transaction usable.
                 with nullcontext() if self.db.is_sqlite else conn.begin_nested():
-                    return self._index(conn, parsed, digest, len(data), source_ae, learned)
+                    return self._index(conn, parsed, digest, len(data), source_ae, learned, note)
             except IntegrityError:
                 # A cached series that is gone, or a row another process inserted first: look again.
                 self._known.clear()
                 learned.clear()
-                return self._index(conn, parsed, digest, len(data), source_ae, learned)
+                return self._index(conn, parsed, digest, len(data), source_ae, learned, note)
 
         # Instances from concurrent associations share one commit: the blob is durable already, and this
         # returns only once the row is committed.
@@ -228,6 +240,9 @@ class Archive:
                 log.warning("event=duplicate_refused sop_uid=%s source_ae=%s", parsed.sop_uid, source_ae)
             self._discard(writing, parsed.sop_uid)
             raise
+        if note is not None:
+            # The note may have emptied and deleted series that the cache knows.
+            self._known.clear()
         for series_uid, entry in learned.items():
             self._known.add(series_uid, entry)
         log.info(
@@ -312,9 +327,13 @@ class Archive:
         size: int,
         source_ae: str,
         learned: dict[str, tuple[int, str]],
+        note: RejectionNote | None = None,
     ) -> StoreStatus:
-        """Write the instance row (and its series, study and patient when new) inside the caller's transaction."""
+        """Write the instance row (and its series, study and patient when new) inside the caller's transaction;
+        a rejection ``note`` hides the instances it names in the same transaction."""
         current = c.execute(_CURRENT_INSTANCE, {"sop_uid": p.sop_uid}).first()
+        if current is None and self.refuse_rejected:
+            refuse_if_rejected(c, p.sop_uid)
         if current is not None:
             if current.sha256 == digest:
                 return "already-stored"
@@ -334,6 +353,8 @@ class Archive:
         values = _instance_values(p, digest, size, source_ae)
         if current is None:
             c.execute(_INSERT_INSTANCE, {"sop_uid": p.sop_uid, "series_pk": series_pk, **values})
+            if note is not None:
+                apply_rejection(c, note)
             return "stored"
         c.execute(
             update(_INSTANCES).where(_INSTANCES.c.id == current.id).values(series_pk=series_pk, **values)
@@ -447,6 +468,10 @@ class Archive:
             known.update(s.execute(select(InstanceVersion.blob_key)).scalars())
             # Document contents share the blob store (radiology/documents.py).
             known.update(s.execute(select(Document.blob_key)).scalars())
+            # Rejected instances keep their bytes until the retention run deletes them (radiology/rejection.py).
+            known.update(
+                k for k in s.execute(select(RejectedInstance.blob_key)).scalars() if k is not None
+            )
         for key in self.blobs.keys(older_than=cutoff):
             if key not in known:
                 self.blobs.delete(key)

@@ -332,9 +332,32 @@ def _zip_folder(folder: Path, target: Path) -> None:
     partial.replace(target)
 
 
-def planned_files(studies: list[ExportedStudy], docs: list[export_documents.ExportedDocument]) -> int:
-    """How many files :func:`export` copies (for a progress bar's total)."""
-    return sum(len(st.instances) for st in studies) + len(docs)
+@dataclass(frozen=True)
+class Package:
+    """What one export holds: the master patient (when known), the studies and the documents."""
+
+    master_id: int | None
+    studies: list[ExportedStudy]
+    documents: list[export_documents.ExportedDocument]
+
+    @property
+    def resources(self) -> list[access.Resource]:
+        """What the policy decides on: every study and document."""
+        return [_resource(st) for st in self.studies] + [d.resource for d in self.documents]
+
+    @property
+    def files(self) -> int:
+        """How many files the export copies (for a progress bar's total)."""
+        return sum(len(st.instances) for st in self.studies) + len(self.documents)
+
+
+def select_package(rt: Runtime, request: ExportRequest, fmt: ExportFormat) -> Package:
+    """The studies (and, in a bag of a patient, the documents) ``request`` names; :class:`ExportRefused` when
+    it names nothing stored. Nothing is decided or audited yet (:func:`authorise`)."""
+    master, pairs, studies = select_studies(rt, request)
+    # DICOM media carry Part-10 files only: a patient's documents travel in a bag.
+    docs = export_documents.of_patients(rt.db, pairs) if fmt is ExportFormat.BAGIT else []
+    return Package(master, studies, docs)
 
 
 def export(
@@ -356,11 +379,9 @@ def export(
     """
     if out.exists():
         raise ExportRefused(f"{out.name} exists already; choose a new destination")
-    master, pairs, studies = select_studies(rt, request)
-    # DICOM media carry Part-10 files only: a patient's documents travel in a bag.
-    docs = export_documents.of_patients(rt.db, pairs) if fmt is ExportFormat.BAGIT else []
-    resources = [_resource(st) for st in studies] + [d.resource for d in docs]
-    authorise(rt, principal, resources, fmt, source)
+    package = select_package(rt, request, fmt)
+    master, studies, docs = package.master_id, package.studies, package.documents
+    authorise(rt, principal, package.resources, fmt, source)
     summary = ExportSummary(
         format=fmt.value,
         what=request.describe(),
@@ -373,7 +394,7 @@ def export(
         out=out.name,
     )
     if on_start is not None:
-        on_start(planned_files(studies, docs))
+        on_start(package.files)
     tick = on_file or (lambda: None)
     zipped = out.suffix.lower() == ".zip"
     out.parent.mkdir(parents=True, exist_ok=True)

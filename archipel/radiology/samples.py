@@ -260,6 +260,35 @@ def jpeg_multiframe(patient: SyntheticPatient, frames: int = 3, size: int = 64) 
     return ds
 
 
+#: IOCM rejection reasons (DCM) as document titles of a rejection note.
+REJECTION_TITLES = {
+    "113001": "Rejected for Quality Reasons",
+    "113037": "Rejected for Patient Safety Reasons",
+    "113038": "Incorrect Modality Worklist Entry",
+    "113039": "Data Retention Policy Expired",
+}
+
+
+def rejection_note(rejected: list[Dataset], code: str = "113001", key: str | None = None) -> Dataset:
+    """An IOCM rejection note: a Key Object Selection Document titled with ``code`` that names ``rejected`` (all of
+    one study) in its Current Requested Procedure Evidence Sequence, in a series of its own in that study."""
+    import highdicom as hd
+
+    title = hd.sr.CodedConcept(code, "DCM", REJECTION_TITLES[code])
+    note = hd.ko.KeyObjectSelectionDocument(
+        evidence=rejected,
+        content=hd.ko.KeyObjectSelection(document_title=title, referenced_objects=rejected),
+        series_instance_uid=uid(f"{key}/ko-series" if key else None),
+        series_number=99,
+        sop_instance_uid=uid(f"{key}/ko" if key else None),
+        instance_number=1,
+        manufacturer="Archipel",
+    )
+    if "IssuerOfPatientID" in rejected[0]:
+        note.IssuerOfPatientID = rejected[0].IssuerOfPatientID
+    return note
+
+
 def to_bytes(ds: Dataset) -> bytes:
     """Part-10 bytes of ``ds`` (with preamble and file meta)."""
     buf = io.BytesIO()

@@ -11,6 +11,9 @@ from celery import shared_task
 from archipel.platform import access, audit, jobs
 from archipel.platform.runtime import get_runtime
 from archipel.radiology.archive import Archive
+from archipel.radiology.export_api import EXPORT_TASK, package_path
+from archipel.radiology.export_documents import DocumentsRefused
+from archipel.radiology.export_package import ExportFormat, ExportRefused, ExportRequest, export
 from archipel.radiology.importer import count_items, import_paths
 
 log = logging.getLogger("archipel.jobs")
@@ -63,3 +66,40 @@ def import_job(job_id: str) -> None:
         log.exception("event=job_failed job=%s", job_id)
         progress.fail(str(exc))
         raise
+
+
+@shared_task(name=EXPORT_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def export_job(job_id: str) -> None:
+    """Write the package an export job names to ``exports/<job>.zip``, reporting progress per file.
+
+    The policy decides again, as the job's creator is now. Re-running is harmless: a finished job is left as it
+    is, and a partial package left by a worker that died is written again from the start.
+    """
+    rt = get_runtime()
+    job = jobs.get_job(rt.db, job_id)
+    if job is None or job.state in (jobs.SUCCEEDED, jobs.FAILED):
+        return
+    params = json.loads(job.params)
+    request = ExportRequest(
+        params.get("study_uid", ""),
+        params.get("master_id"),
+        params.get("issuer", ""),
+        params.get("patient_id", ""),
+    )
+    target = package_path(rt, job_id)
+    target.unlink(missing_ok=True)
+    progress = jobs.Progress(rt.db, job_id)
+    actor = jobs.acting_principal(rt.db, job)
+    try:
+        summary = export(
+            rt, actor, request, ExportFormat(params["format"]), target, source=f"job:{job_id}",
+            on_start=lambda total: progress.start(total, "exporting"), on_file=progress.advance,
+        )  # fmt: skip
+    except (ExportRefused, DocumentsRefused) as exc:
+        progress.fail(f"refused: {exc.reason}")
+        return
+    except Exception as exc:
+        log.exception("event=job_failed job=%s", job_id)
+        progress.fail(str(exc))
+        raise
+    progress.finish(summary.as_dict(), "done")
