@@ -130,7 +130,7 @@ def test_patient_bag_imported_into_an_empty_platform_restores_bytes_uids_structu
     url, data = empty_platform
     code, output = _cli(monkeypatch, url, data, "import", str(bag_zip))
     assert code == 0, output
-    assert "stored 5," in output and "documents restored 1" in output
+    assert "stored 5," in output and "documents restored 1" in output and "5/5" in output
     target = get_runtime()
     assert _stored(target) == before
     assert {sop: target.blobs.get(sha) for sop, (sha, _, _) in before.items()} == blobs

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import zipfile
@@ -325,10 +326,13 @@ def _write_bag(
 
 def _zip_folder(folder: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".part")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
+    with partial.open("wb") as raw:
+        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(folder).as_posix())
+        raw.flush()
+        os.fsync(raw.fileno())
     partial.replace(target)
 
 
@@ -404,9 +408,11 @@ def export(
             _write_dicomdir(rt, studies, root, tick)
         else:
             _write_bag(rt, summary, studies, docs, root, tick)
+        # The package is made durable once, whole, before it takes its name: a crash leaves no half package.
         if zipped:
             _zip_folder(root, out)
         else:
+            os.sync()
             shutil.move(str(root), out)
     log.info(
         "event=export format=%s studies=%d instances=%d documents=%d bytes=%d",

@@ -121,10 +121,11 @@ def count_items(paths: list[Path]) -> int:
 
 
 def _bag_count(path: Path) -> int:
+    # The Part-10 files only: the progress bar ticks once per stored file (documents are restored after).
     if path.is_dir():
-        return sum(1 for p in (path / "data").rglob("*") if p.is_file())
+        return sum(1 for p in (path / "data" / "dicom").rglob("*") if p.is_file())
     with zipfile.ZipFile(path) as zf:
-        return sum(1 for name in zf.namelist() if "/data/" in f"/{name}" and not name.endswith("/"))
+        return sum(1 for name in zf.namelist() if "/data/dicom/" in f"/{name}" and not name.endswith("/"))
 
 
 #: Who restores a bag's documents when the caller names no one (the audit trail's actor).
