@@ -122,8 +122,9 @@ def refuse_if_rejected(c: Connection, sop_uid: str) -> None:
     ).first()
     if row is not None:
         raise InvalidInstance(
-            f"SOP Instance {sop_uid} was rejected by the note {row.note_uid} "
-            f"({row.code} {REJECTION_CODES.get(row.code, '')}); it is not stored again",
+            # The reason first: a C-STORE Error Comment keeps only 64 characters.
+            f"rejected instance ({row.code} {REJECTION_CODES.get(row.code, '')}), not stored again: "
+            f"SOP Instance {sop_uid}, rejection note {row.note_uid}",
             code=SUBSEQUENT_OCCURRENCE_OF_REJECTED_OBJECT,
             http_status=409,
         )
