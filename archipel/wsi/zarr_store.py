@@ -27,8 +27,13 @@ def zarr_home(rt: Runtime, slide_id: str) -> Path:
 
 
 def _bucket_of(store: BlobStore) -> Any:
-    """The S3 store (anything with ``sibling_url`` and ``storage_options``) that zarr stores go beside, or None."""
-    return store if hasattr(store, "sibling_url") and hasattr(store, "storage_options") else None
+    """The S3 store (anything with ``sibling_url`` and ``storage_options``) that zarr stores go beside, or None.
+
+    With storage tiers, pyramids go beside the hot tier's blobs: they are read while the slide is viewed."""
+    for candidate in (store, getattr(store, "hot", None)):
+        if hasattr(candidate, "sibling_url") and hasattr(candidate, "storage_options"):
+            return candidate
+    return None
 
 
 def publish_zarr(rt: Runtime, slide_id: str, built: Path) -> str:
@@ -57,10 +62,15 @@ def publish_zarr(rt: Runtime, slide_id: str, built: Path) -> str:
         # One PUT per chunk file, a few at a time (s3fs batches them); nothing is read whole into memory.
         fs.put([str(p) for p in files], [f"{url}/{p.relative_to(built).as_posix()}" for p in files])
     except Exception as exc:
-        raise BlobStoreError(f"could not publish the OME-Zarr store of slide {slide_id} to {url}: {exc}") from exc
+        raise BlobStoreError(
+            f"could not publish the OME-Zarr store of slide {slide_id} to {url}: {exc}"
+        ) from exc
     shutil.rmtree(built, ignore_errors=True)
     log.info(
-        "event=zarr_published slide=%s files=%d seconds=%.1f", slide_id, len(files), time.monotonic() - started
+        "event=zarr_published slide=%s files=%d seconds=%.1f",
+        slide_id,
+        len(files),
+        time.monotonic() - started,
     )
     return url
 
