@@ -22,6 +22,7 @@ from archipel.platform import (
     inbox_api,
     patient_portal_api,
     patient_session_api,
+    storage_api,
     timeline_api,
 )
 from archipel.platform import http as platform_http
@@ -87,6 +88,7 @@ def create_app() -> FastAPI:
     app.include_router(care_api.router)
     app.include_router(breakglass_api.router)
     app.include_router(inbox_api.router)
+    app.include_router(storage_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)
     app.include_router(export_api.router)

@@ -223,6 +223,14 @@ _RETENTION: dict[tuple[str, str], Entry] = {
                                         user="auditor", status=403),
 }  # fmt: skip
 
+# --- storage lifecycle (owner: life): administrators only; as the auditor, whom the policy refuses ---
+_STORAGE: dict[tuple[str, str], Entry] = {
+    ("GET", "/api/storage/fixity"): Audited(
+        "GET", "/api/storage/fixity", ((audit.QUERY, "administer:platform", DENIED, ""),), user="auditor",
+        status=403,
+    ),
+}  # fmt: skip
+
 ROUTES: dict[tuple[str, str], Entry] = {
     # --- documentation, health, authentication steps (audited as USER_AUTHENTICATION by their own tests) ---
     ("GET", "/"): NotPatientData("redirect to the sign-in page"),
@@ -902,6 +910,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     **_HL7_ROUTES,
     **_DOCUMENTS,
     **_TUMOR_BOARDS,
+    **_STORAGE,
     **_RETENTION,
 }
 

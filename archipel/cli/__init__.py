@@ -14,6 +14,7 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     probes,
     retention,
     services,
+    storage,
     tiles,
     tumorboard,
     wsi,

@@ -86,11 +86,14 @@ def _load_tasks() -> None:
     import archipel.mammo.priors
     import archipel.mammo.volumes
     import archipel.platform.notify_tasks
+    import archipel.platform.storage_tasks
+    import archipel.radiology.blob_sources
     import archipel.radiology.prefetch
     import archipel.radiology.retention_tasks
     import archipel.radiology.tasks
     import archipel.radiology.telerad_sla
     import archipel.radiology.tumorboard
+    import archipel.wsi.blob_sources
     import archipel.wsi.tasks  # noqa: F401
     from archipel.mammo import intake
 

@@ -62,6 +62,7 @@ def load_models() -> None:
     import archipel.platform.jobs
     import archipel.platform.notify
     import archipel.platform.patient_access
+    import archipel.platform.preservation
     import archipel.platform.sessions
     import archipel.platform.throttle
     import archipel.radiology.documents_models

@@ -8,7 +8,8 @@ from datetime import datetime
 
 from archipel.platform.db import Database, get_database, utcnow
 from archipel.platform.settings import Settings, get_settings
-from archipel.platform.storage import BlobStore, open_blob_store
+from archipel.platform.storage import BlobStore
+from archipel.platform.storage_tiers import open_runtime_store
 
 
 @dataclass
@@ -33,7 +34,7 @@ def get_runtime() -> Runtime:
         _runtime = Runtime(
             settings=settings,
             db=get_database(settings.effective_database_url),
-            blobs=open_blob_store(settings.effective_blob_url),
+            blobs=open_runtime_store(settings),
         )
     return _runtime
 

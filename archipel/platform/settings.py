@@ -120,6 +120,18 @@ class Settings(BaseSettings):
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
     orphan_grace_seconds: int = 0
+    #: Archive tier of the blob store (a second directory or bucket); empty: one tier, nothing is moved. Blobs of
+    #: studies received longer than ``storage_hot_days`` ago move there (docs/storage.md).
+    archive_blob_url: str = ""
+    storage_hot_days: int = Field(default=730, ge=1)
+    #: Local read cache of blobs fetched from the archive tier (MiB; 0: no cache) and its folder (empty:
+    #: DATA/archive-cache).
+    archive_cache_mb: int = Field(default=2048, ge=0)
+    archive_cache_dir: str = ""
+    #: Optional replica store that the daily storage job fills with a copy of every blob; fixity repairs from it.
+    replica_blob_url: str = ""
+    #: Days in which the fixity job re-reads every stored object once.
+    fixity_cycle_days: int = Field(default=90, ge=1)
     #: Retention rules (docs/retention.md): a TOML file of rules by category; empty: the French rule for all.
     retention_rules_file: str = ""
     #: Days an instance rejected by an IOCM note (other than 113039, deleted at once) is kept before deletion.
