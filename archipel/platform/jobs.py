@@ -208,6 +208,16 @@ def make_celery(settings: Settings | None = None) -> Celery:
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
     }
+    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        # kombu hands an unacknowledged task (its worker died) to another worker after the visibility timeout,
+        # found by a sweep that by default scans Redis only every 10th tick of 10 s: scan on every tick, and
+        # tick well within the timeout, so that the hand-over comes soon after it (decision 0043).
+        timeout = settings.broker_visibility_timeout
+        conf["broker_transport_options"] = {
+            "visibility_timeout": timeout,
+            "unacked_restore_interval": min(10, max(1, timeout // 4)),
+            "unacked_restore_throttle": 1,
+        }
     if settings.embedded_broker:
         folder = settings.broker_dir.resolve()
         for sub in ("queue", "processed", "control"):

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str = ""
     #: Region of that service (empty: botocore's default).
     s3_region: str = ""
+    #: Seconds Redis waits before it hands a task whose worker died (never acknowledged) to another worker. It
+    #: must exceed the longest conversion: a task still running past it is handed out a second time, and that copy
+    #: waits for the first (decision 0043).
+    broker_visibility_timeout: int = Field(default=3600, ge=1)
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     dicom_host: str = "0.0.0.0"
@@ -120,6 +124,13 @@ class Settings(BaseSettings):
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
     orphan_grace_seconds: int = 0
+    #: Retention rules (docs/retention.md): a TOML file of rules by category; empty: the French rule for all.
+    retention_rules_file: str = ""
+    #: Days an instance rejected by an IOCM note (other than 113039, deleted at once) is kept before deletion.
+    retention_rejected_days: int = Field(default=30, ge=0)
+    #: Whether the weekly retention job deletes what has expired (off by default: ``archipel retention run``).
+    retention_scheduled: bool = False
+    retention_period_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
     #: Archive tier of the blob store (a second directory or bucket); empty: one tier, nothing is moved. Blobs of
     #: studies received longer than ``storage_hot_days`` ago move there (docs/storage.md).
     archive_blob_url: str = ""
@@ -132,13 +143,6 @@ class Settings(BaseSettings):
     replica_blob_url: str = ""
     #: Days in which the fixity job re-reads every stored object once.
     fixity_cycle_days: int = Field(default=90, ge=1)
-    #: Retention rules (docs/retention.md): a TOML file of rules by category; empty: the French rule for all.
-    retention_rules_file: str = ""
-    #: Days an instance rejected by an IOCM note (other than 113039, deleted at once) is kept before deletion.
-    retention_rejected_days: int = Field(default=30, ge=0)
-    #: Whether the weekly retention job deletes what has expired (off by default: ``archipel retention run``).
-    retention_scheduled: bool = False
-    retention_period_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
     #: Minutes a break-the-glass access lasts, and how recent (seconds) the login behind it must be.
     break_glass_minutes: int = Field(default=240, ge=1, le=24 * 60)
     break_glass_reauth_seconds: int = Field(default=300, ge=30)

@@ -9,18 +9,16 @@ slide that cannot be converted is marked failed with the reason, its job too, an
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import Retry
 
-from archipel.platform import access, audit, jobs
+from archipel.platform import access, audit, jobs, locks
 from archipel.platform.db import utcnow
 from archipel.platform.runtime import Runtime, get_runtime
 from archipel.platform.storage import BlobNotFound
@@ -69,21 +67,15 @@ def _set(rt: Runtime, slide_id: str, **values: Any) -> None:
             slide.updated_at = utcnow()
 
 
-@contextlib.contextmanager
-def _claim(rt: Runtime, slide_id: str) -> Iterator[bool]:
-    """Hold the slide's conversion lock (a second delivery of the same job, or a resumed one, yields False)."""
-    locks = rt.settings.data_dir / "wsi-work"
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{slide_id}.lock", os.O_WRONLY | os.O_CREAT, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+#: Seconds before a second delivery of a conversion that is running elsewhere looks again (it waits for the
+#: running one rather than being dropped: that one may be on a worker that is dying).
+DUPLICATE_RETRY_SECONDS = 5
+
+
+def _claim(rt: Runtime, slide_id: str) -> contextlib.AbstractContextManager[bool]:
+    """Hold the slide's conversion lock across every worker process (a second delivery of the same job, while
+    the first runs, yields False); see :mod:`archipel.platform.locks`."""
+    return locks.try_exclusive(rt.db, f"wsi-convert:{slide_id}", rt.settings.data_dir / "wsi-work")
 
 
 class _JobProgress:
@@ -103,7 +95,7 @@ class _JobProgress:
             self.seen = done
 
 
-@shared_task(name=CONVERT_TASK, acks_late=True)
+@shared_task(name=CONVERT_TASK, acks_late=True, max_retries=None)
 def convert_job(job_id: str) -> None:
     """Convert the job's slide to DICOM WSI and OME-Zarr, index the instances, and mark the slide ready."""
     rt = get_runtime()
@@ -119,8 +111,7 @@ def convert_job(job_id: str) -> None:
         progress.fail(f"slide {slide_id} does not exist")
         return
     if slide.status == READY:
-        progress.start(0, "ready")
-        progress.finish({"slide_id": slide_id, "series_uid": slide.series_uid}, "already ready")
+        _already_ready(slide, progress)
         return
     try:
         resource = access.Resource(
@@ -133,15 +124,27 @@ def convert_job(job_id: str) -> None:
     try:
         with _claim(rt, slide_id) as claimed:
             if not claimed:
-                log.info("event=job_duplicate_skipped job=%s slide=%s", job_id, slide_id)
+                # Another worker converts this slide now. This copy comes back later instead of being dropped,
+                # so that the job still runs if that worker dies before it finishes; it ends at once when it
+                # finds the job done.
+                log.info("event=job_duplicate_deferred job=%s slide=%s", job_id, slide_id)
+                raise convert_job.retry(countdown=DUPLICATE_RETRY_SECONDS)
+            with rt.db.sessions() as s:
+                current = s.get(Slide, slide_id)
+            if current is not None and current.status == READY:  # the delivery that held the claim finished
+                _already_ready(current, progress)
                 return
-            result = _run(rt, slide, progress)
+            log.info("event=conversion_started job=%s slide=%s", job_id, slide_id)
+            interrupted = current is not None and current.status in (CONVERTING, INDEXING)
+            result = _run(rt, slide, progress, interrupted)
     except (ConversionError, InvalidInstance, BlobNotFound, ValueError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         if isinstance(exc, BlobNotFound):
             reason = "the slide's source is missing from the store"
         _fail(rt, slide, progress, reason)
         return
+    except Retry:
+        raise
     except Exception as exc:
         log.exception("event=job_failed job=%s slide=%s", job_id, slide_id)
         _fail(rt, slide, progress, f"internal error: {exc}")
@@ -158,8 +161,19 @@ def convert_job(job_id: str) -> None:
     progress.finish(result, "ready")
 
 
-def _run(rt: Runtime, slide: Slide, progress: jobs.Progress) -> dict[str, Any]:
+def _already_ready(slide: Slide, progress: jobs.Progress) -> None:
+    progress.start(0, "ready")
+    progress.finish({"slide_id": slide.id, "series_uid": slide.series_uid}, "already ready")
+
+
+def _run(rt: Runtime, slide: Slide, progress: jobs.Progress, interrupted: bool = False) -> dict[str, Any]:
     work = work_dir(rt, slide.id)
+    if interrupted:
+        # An earlier delivery died while converting or indexing, maybe on another machine: what it indexed came
+        # from output this run does not share and would not reproduce byte for byte (same SOP Instance UIDs,
+        # other bytes, refused as different content). Start the series again from nothing.
+        removed = unindex_series(rt.db, rt.blobs, slide.series_uid)
+        log.info("event=conversion_restarted slide=%s instances_removed=%d", slide.id, removed)
     _set(rt, slide.id, status=CONVERTING, error="")
     source = _source_path(rt, slide, work)
     reporter = _JobProgress(progress)
