@@ -106,7 +106,9 @@ def test_patient_bag_imported_into_an_empty_platform_restores_bytes_uids_structu
     tmp_path: Path,
     empty_platform: tuple[str, Path],
 ) -> None:
-    _, before = _archive(runtime, patient)
+    ct_study, before = _archive(runtime, patient)
+    with runtime.db.write() as s:
+        s.execute(select(Study).where(Study.study_uid == ct_study)).scalar_one().confidentiality = "|PSY|"
     master = master_of(runtime.db, patient.issuer, patient.patient_id)
     assert master is not None
     blobs = {sop: runtime.blobs.get(sha) for sop, (sha, _, _) in before.items()}
@@ -140,6 +142,9 @@ def test_patient_bag_imported_into_an_empty_platform_restores_bytes_uids_structu
         doc = s.execute(select(Document)).scalar_one()
     assert doc.status == "final" and doc.signed_by == RADIOLOGIST.subject and doc.master_id == restored_master
     assert target.blobs.get(doc.blob_key) == b"Pas d'anomalie."
+    with target.db.sessions() as s:
+        codes = dict(s.execute(select(Study.study_uid, Study.confidentiality)).tuples().all())
+    assert codes[ct_study] == "|PSY|" and set(codes.values()) == {"|PSY|", ""}
 
 
 @sqlite_only
