@@ -198,9 +198,7 @@ def test_holds_through_the_admin_api_are_placed_listed_and_lifted(runtime: Runti
         assert list(record) == ["C", "U"]
 
 
-def test_a_child_seen_young_is_kept_until_the_28th_birthday(
-    runtime: Runtime, archive: Archive
-) -> None:
+def test_a_child_seen_young_is_kept_until_the_28th_birthday(runtime: Runtime, archive: Archive) -> None:
     child = SyntheticPatient("RT-KID", "RETTEST^Child", "20050601", "M", "SITE-A")
     study = ct_series(child, 1, study_date="20060101", rows=8, cols=8)
     archive.store(to_bytes(study[0]))
@@ -208,3 +206,19 @@ def test_a_child_seen_young_is_kept_until_the_28th_birthday(
     assert plan_retention(runtime.db, french_rules(), TODAY, 30).due == []
     due = plan_retention(runtime.db, french_rules(), date(2033, 6, 1), 30).due
     assert [i.ident for i in due] == [study[0].StudyInstanceUID]
+
+
+def test_the_weekly_job_is_registered_and_deletes_only_once_switched_on(
+    runtime: Runtime, stored: Stored, clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archipel.platform import schedule
+    from archipel.radiology.retention_tasks import RUN_TASK, scheduled_run
+
+    entry = schedule.beat_schedule()[RUN_TASK]
+    assert entry["options"] == {"queue": "ingest"} and entry["schedule"] == 7 * 24 * 3600
+    assert scheduled_run() == 0
+    assert stored.old in _studies(runtime)
+    monkeypatch.setattr(runtime.settings, "retention_scheduled", True)
+    assert scheduled_run() == 2  # OLD's and HELD's studies (no hold here); RECENT's stays
+    assert _studies(runtime) == {stored.recent}
+    assert {e.actor for e in _deletions(runtime)} == {"retention-job"}
