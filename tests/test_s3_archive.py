@@ -179,6 +179,8 @@ def test_a_slide_on_s3_is_viewable_from_its_source_then_from_its_pyramid_whose_z
     keys = s3_platform.bucket.object_keys(f"blobs/zarr/{slide_id}.zarr/")
     assert f"blobs/zarr/{slide_id}.zarr/.zattrs" in keys and f"blobs/zarr/{slide_id}.zarr/0/.zarray" in keys
     assert not (rt.settings.data_dir / "zarr").exists()
+    # The pyramid's tiles were read from the instances in the bucket by range, not from local copies of them.
+    assert not (rt.settings.data_dir / "tile-views" / "series").exists()
     root = open_zarr(rt, zarr_path)
     assert root["0"].shape == (3, HEIGHT, WIDTH)
     with open_slide(path) as source:

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from archipel.platform.runtime import Runtime
-from archipel.platform.storage import BlobStore
+from archipel.platform.storage import BlobStore, BlobStoreError
 from archipel.radiology.models import Instance, Series
 from archipel.tiles.pyramid import Pyramid
 from archipel.tiles.views import SlideRef, SlideUnavailable, register_resolver
@@ -26,6 +26,7 @@ from archipel.wsi.models import READY, Slide
 from archipel.wsi.slide_access import resource_of
 from archipel.wsi.slides import source_store
 from archipel.wsi.sources import SlideError, open_slide
+from archipel.wsi.sources.dicom import DicomSlide
 
 log = logging.getLogger("archipel.tiles")
 
@@ -75,8 +76,7 @@ class SlideTileSource:
         kind = ref.locator[0]
         try:
             if kind == DICOM:
-                folder = self._series_folder(rt, ref.locator[1])
-                return open_slide(folder)
+                return self._series(rt, ref.locator[1])
             _, key, suffix = ref.locator
             # Some readers (OpenSlide) look at the extension: the view keeps the uploaded file's.
             target = _views_dir(rt) / "sources" / f"{key}{suffix}"
@@ -87,8 +87,20 @@ class SlideTileSource:
             raise SlideUnavailable(exc.reason) from exc
         except (KeyError, FileNotFoundError) as exc:
             raise SlideUnavailable("the slide's pixels are missing from the store") from exc
+        except BlobStoreError as exc:  # the object store does not answer: say so, without its trace
+            log.warning("event=slide_view_failed slide=%s kind=%s reason=%s", ref.slide_id, kind, exc)
+            raise SlideUnavailable("the slide's store cannot be read right now") from exc
 
-    def _series_folder(self, rt: Runtime, series_uid: str) -> Path:
+    def _series(self, rt: Runtime, series_uid: str) -> Pyramid:
+        """The series' instances as one DICOM WSI: read in place by ranged GETs from an object store that gives
+        URLs (S3), else from a folder of their files (links to the filesystem store's)."""
+        url_of = getattr(rt.blobs, "url_of", None)
+        options_of = getattr(rt.blobs, "storage_options", None)
+        if url_of is not None and options_of is not None:
+            return DicomSlide([url_of(key) for key in self._blob_keys(rt, series_uid)], options_of())
+        return open_slide(self._series_folder(rt, series_uid))
+
+    def _blob_keys(self, rt: Runtime, series_uid: str) -> list[str]:
         with rt.db.sessions() as s:
             keys = s.execute(
                 select(Instance.blob_key)
@@ -99,6 +111,10 @@ class SlideTileSource:
             blob_keys = list(keys)
         if not blob_keys:
             raise SlideUnavailable("the slide's DICOM WSI series has no instances")
+        return blob_keys
+
+    def _series_folder(self, rt: Runtime, series_uid: str) -> Path:
+        blob_keys = self._blob_keys(rt, series_uid)
         folder = _views_dir(rt) / "series" / hashlib.sha256(series_uid.encode()).hexdigest()[:24]
         for i, key in enumerate(blob_keys):
             _materialise(rt.blobs, key, folder / f"{i:04d}.dcm")

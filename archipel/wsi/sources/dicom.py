@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import wsidicom
@@ -24,17 +25,23 @@ _PASS_THROUGH = (Codec.JPEG, Codec.JPEG2000)
 
 
 class DicomSlide(SlideSource):
-    """The volume pyramid of a DICOM WSI series: a folder of instances, or a single instance file."""
+    """The volume pyramid of a DICOM WSI series: a folder of instances, a single instance file, or the fsspec URLs
+    of its instances (``s3://...``, read by ranged GETs with ``file_options``, fsspec's storage options)."""
 
     vendor = "dicom"
     format_name = "DICOM WSI"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | Sequence[str], file_options: dict[str, Any] | None = None) -> None:
+        if isinstance(path, Path):
+            self.path = path
+            files: Path | list[Path] | list[str] = path if path.is_dir() else [path]
+        else:
+            files = list(path)
+            self.path = Path(files[0].rsplit("/", 1)[-1] if files else "series")
         try:
-            self._wsi = wsidicom.WsiDicom.open(path if path.is_dir() else [path])
+            self._wsi = wsidicom.WsiDicom.open(files, file_options=file_options)
         except Exception as exc:  # wsidicom raises its own errors, pydicom's, ValueError...
-            raise SlideError(f"not a readable DICOM WSI: {exc}", path.name) from exc
+            raise SlideError(f"not a readable DICOM WSI: {exc}", self.path.name) from exc
         try:
             base = self._wsi.levels[0]
             levels = []
@@ -53,10 +60,10 @@ class DicomSlide(SlideSource):
                 )
         except Exception as exc:
             self._wsi.close()
-            raise SlideError(f"no tissue levels in the DICOM WSI: {exc}", path.name) from exc
+            raise SlideError(f"no tissue levels in the DICOM WSI: {exc}", self.path.name) from exc
         if not levels:
             self._wsi.close()
-            raise SlideError("no tissue levels in the DICOM WSI", path.name)
+            raise SlideError("no tissue levels in the DICOM WSI", self.path.name)
         self._levels = tuple(levels)
 
     @property
