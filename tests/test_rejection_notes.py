@@ -157,3 +157,23 @@ def test_a_rejected_instance_sent_again_by_stow_gets_its_failure_reason(rejected
     failed = r.json()["00081198"]["Value"][0]
     assert failed["00081197"]["Value"] == [0xA771]
     assert "rejected instance (113001" in failed["00000902"]["Value"][0]
+
+
+def test_cget_of_the_study_retrieves_the_note_and_the_kept_instances_only(
+    rejected: Rejected, tmp_path: Path
+) -> None:
+    srv = rejected.server
+    out = tmp_path / "got"
+    out.mkdir()
+    subprocess.run(
+        ["getscu", "-S", "-aet", "GETSCU", "-aec", srv.aet, "-od", str(out),
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={rejected.study}",
+         "127.0.0.1", str(srv.dicom_port)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    got = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()}
+    assert got == {
+        str(rejected.ct[1].SOPInstanceUID),
+        str(rejected.ct[2].SOPInstanceUID),
+        str(rejected.note.SOPInstanceUID),
+    }

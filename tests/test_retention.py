@@ -5,7 +5,7 @@ from the CLI and the admin API; rejected instances go after their delay."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -222,3 +222,33 @@ def test_the_weekly_job_is_registered_and_deletes_only_once_switched_on(
     assert scheduled_run() == 2  # OLD's and HELD's studies (no hold here); RECENT's stays
     assert _studies(runtime) == {stored.recent}
     assert {e.actor for e in _deletions(runtime)} == {"retention-job"}
+
+
+def test_a_document_about_a_held_study_is_held_with_it(runtime: Runtime, archive: Archive) -> None:
+    patient = SyntheticPatient("RT-DOC", "RETTEST^Document", "19600101", "F", "SITE-A")
+    study = ct_series(patient, 1, study_date="20000105", rows=8, cols=8)
+    archive.store(to_bytes(study[0]))
+    doc = documents.register(
+        runtime.db,
+        runtime.blobs,
+        Principal("dr-x", "radiologist", site="SITE-A"),
+        issuer=patient.issuer,
+        patient_id=patient.patient_id,
+        type_code="18748-4",
+        title="CT report",
+        content=b"no finding",
+        content_type="text/plain",
+        author="dr-x",
+        organisation="SITE-A",
+        site="SITE-A",
+        study_uids=[study[0].StudyInstanceUID],
+    )
+    with runtime.db.write() as s:
+        old = datetime(2000, 1, 6, tzinfo=UTC)
+        s.execute(update(Document).where(Document.id == doc.id).values(created_at=old))
+    plan = plan_retention(runtime.db, french_rules(), TODAY, 30)
+    assert {(i.kind, i.rule) for i in plan.due} == {("study", "default"), ("document", "default")}
+    add_hold(runtime.db, "study", study[0].StudyInstanceUID, "complaint", ADMIN)
+    plan = plan_retention(runtime.db, french_rules(), TODAY, 30)
+    assert plan.due == []
+    assert {i.ident for i in plan.held} == {study[0].StudyInstanceUID, doc.uid}

@@ -153,6 +153,14 @@ def plan_retention(db: Database, rules: RuleSet, today: date, rejected_days: int
                 Document.uid, Document.type_code, Document.created_at, Document.issuer, Document.patient_id
             )
         ).all()
+        # A document about a held study is held with it.
+        about: dict[str, list[str]] = {}
+        for doc_uid, study_uid in s.execute(
+            select(Document.uid, DocumentStudy.study_uid).join(
+                DocumentStudy, DocumentStudy.document_id == Document.id
+            )
+        ):
+            about.setdefault(doc_uid, []).append(study_uid)
         rejected = s.execute(
             select(
                 RejectedInstance.sop_uid,
@@ -180,7 +188,7 @@ def plan_retention(db: Database, rules: RuleSet, today: date, rejected_days: int
     study_owner: dict[str, tuple[str, int | None]] = {}
 
     def weigh(
-        kind: Kind, ident: str, patient: str, master: int | None, category: str, study_uid: str
+        kind: Kind, ident: str, patient: str, master: int | None, category: str, study_uids: list[str]
     ) -> None:
         rec = records[master if master is not None else patient]
         if rec.last_visit is None:
@@ -188,14 +196,14 @@ def plan_retention(db: Database, rules: RuleSet, today: date, rejected_days: int
         rule = rules.for_category(category)
         until = rules.expires(category, PatientFacts(rec.last_visit, rec.birth))
         if until <= today:
-            _sort(result, holds, Expiry(kind, ident, patient, master, rule.name, until), study_uid)
+            _sort(result, holds, Expiry(kind, ident, patient, master, rule.name, until), study_uids)
 
     for st in studies:
         patient = f"{st.issuer}/{st.patient_id}"
         master = masters.get((st.issuer, st.patient_id))
         study_owner[st.study_uid] = (patient, master)
         category = next((m for m in sorted(st.modalities.split("\\")) if m in rules.rules), "")
-        weigh("study", st.study_uid, patient, master, category, st.study_uid)
+        weigh("study", st.study_uid, patient, master, category, [st.study_uid])
     for doc in documents:
         weigh(
             "document",
@@ -203,7 +211,7 @@ def plan_retention(db: Database, rules: RuleSet, today: date, rejected_days: int
             f"{doc.issuer}/{doc.patient_id}",
             masters.get((doc.issuer, doc.patient_id)),
             doc.type_code,
-            "",
+            about.get(doc.uid, []),
         )
     for rej in rejected:
         delay = 0 if rej.code == RETENTION_EXPIRED else rejected_days
@@ -214,13 +222,13 @@ def plan_retention(db: Database, rules: RuleSet, today: date, rejected_days: int
                 result,
                 holds,
                 Expiry("rejected", rej.sop_uid, patient, master, f"iocm-{rej.code}", until),
-                rej.study_uid,
+                [rej.study_uid],
             )
     return result
 
 
-def _sort(plan: RetentionPlan, holds: ActiveHolds, item: Expiry, study_uid: str) -> None:
-    if holds.covers(study_uid, item.master, item.patient):
+def _sort(plan: RetentionPlan, holds: ActiveHolds, item: Expiry, study_uids: list[str]) -> None:
+    if any(holds.covers(uid, item.master, item.patient) for uid in study_uids or [""]):
         plan.held.append(Expiry(**{**item.__dict__, "held": True}))
     else:
         plan.due.append(item)
