@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from archipel.platform import tiering
-from archipel.platform.preservation import ARCHIVE, HOT, MOVING, PreservedBlob
+from archipel.platform.preservation import ARCHIVE, HOT, MOVING, PreservedBlob, forget_blob
 from archipel.platform.runtime import Runtime
 from archipel.platform.storage_tasks import runtime_stores, tier_and_replicate
 from archipel.platform.storage_tiers import TieredBlobStore
@@ -138,6 +138,26 @@ def test_the_tier_command_shows_a_dry_run_then_moves_with_a_job_row(
     assert code == 0, output
     assert f"moved 2 of 2 blobs ({_size(rt, keys)} bytes), 0 failed" in output
     assert not any(hot(rt).exists(k) for k in keys)
+
+
+def test_a_deleted_blob_is_forgotten_in_every_tier_the_replica_the_cache_and_the_record(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    rt = lifecycle_runtime(runtime, tmp_path / "with-replica")
+    study_uid, keys, _ = store_study(rt, "LIFE007")
+    age_study(rt, study_uid, THREE_YEARS)
+    tier_and_replicate(rt)
+    rt.blobs.get(keys[0])  # into the read cache
+    stores = runtime_stores(rt)
+    assert stores.cache is not None and stores.cache.lookup(keys[0]) is not None
+    hot(rt).put(keys[0], folder_store(rt, "archive").get(keys[0]))  # the same bytes stored again meanwhile
+
+    forget_blob(rt.db, stores, keys[0])
+
+    assert not any(folder_store(rt, n).exists(keys[0]) for n in ("archive", "replica"))
+    assert not hot(rt).exists(keys[0]) and stores.cache.lookup(keys[0]) is None
+    assert tiers(rt, keys) == ["", ARCHIVE]
+    assert folder_store(rt, "replica").exists(keys[1])
 
 
 def _study_of(rt: Runtime, key: str) -> str:

@@ -15,6 +15,7 @@ from celery import shared_task
 
 from archipel.platform import schedule
 from archipel.platform.authn import Principal
+from archipel.platform.preservation import forget_blob, stores_for
 from archipel.platform.retention_rules import RuleSet, load_rules
 from archipel.platform.runtime import Runtime, get_runtime
 from archipel.radiology.retention import (
@@ -44,13 +45,14 @@ def plan_now(rt: Runtime) -> RetentionPlan:
 
 
 def blob_forgetter(rt: Runtime) -> BlobForgetter:
-    """How the run removes a blob that nothing references any more.
+    """How the run removes a blob that nothing references any more: every copy (hot, archive, replica, the read
+    cache of archive reads) and its preservation row (``platform.preservation.forget_blob``)."""
+    stores = stores_for(rt.settings, rt.blobs)
 
-    CALL SITE for the storage lifecycle's ``platform.preservation.forget_blob(db, stores, key)`` (tiers, replica,
-    fixity row): until it is wired here, the run deletes from the runtime's store only and the fixity job's
-    inventory skips the vanished row.
-    """
-    return rt.blobs.delete
+    def forget(key: str) -> None:
+        forget_blob(rt.db, stores, key)
+
+    return forget
 
 
 def run_now(rt: Runtime, who: Principal, progress: Callable[[Expiry], None] | None = None) -> RunSummary:
