@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import subprocess
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from archipel.app import create_app
 from archipel.cli.common import app
-from archipel.platform import audit
+from archipel.platform import access, audit
 from archipel.platform.audit import AuditEvent
 from archipel.platform.authn import Principal, create_user
 from archipel.platform.http import current_principal
@@ -277,3 +278,22 @@ def test_http_export_is_a_job_with_progress_whose_zip_only_its_creator_downloads
         ("export:study", audit.SUCCESS, RADIOLOGIST.subject),  # when the job ran, as its creator then
         ("transfer:export", audit.SUCCESS, RADIOLOGIST.subject),
     ]
+
+
+def test_export_policy_admin_by_operation_others_exactly_what_they_may_read() -> None:
+    study = access.Resource(kind="study", site="SITE-A", patient="SITE-A/PA0001", ident="1.2.3", master=7)
+    psy = replace(study, confidentiality=frozenset({"PSY"}))
+
+    def decide(principal: Principal, resource: access.Resource = study) -> access.Decision:
+        return access.allow(principal, access.EXPORT, resource, access.Facts(own_masters=frozenset({7})))
+
+    admin = decide(Principal("op", "admin"))
+    assert admin.allowed and admin.purpose == access.PURPOSE_OPERATIONS
+    assert decide(Principal("op", "admin"), psy).allowed  # an archive transfer takes the whole record
+    assert decide(RADIOLOGIST).allowed and not decide(RADIOLOGIST, psy).allowed
+    assert not decide(Principal("dr-b", "radiologist", site="SITE-B")).allowed
+    assert decide(Principal("SITE-A/PA0001", "patient", kind="patient")).allowed
+    for role in ("identity-officer", "auditor"):
+        assert not decide(Principal("x", role)).allowed
+    node = decide(Principal("PACS", "node", site="SITE-A", kind="node"))
+    assert not node.allowed and "made by a person" in node.reason
