@@ -32,8 +32,8 @@ def tier_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would move; move nothing.")] = False,
     data: DataOpt = None,
 ) -> None:
-    """Move the blobs of studies older than ``storage_hot_days`` to the archive tier, then copy every blob not
-    yet replicated to the replica store (when one is set). Safe to interrupt and run again."""
+    """Copy every blob not yet replicated to the replica store (when one is set), then move the blobs of studies
+    older than ``storage_hot_days`` to the archive tier. Safe to interrupt and run again."""
     from archipel.platform.storage_tasks import plan_storage_run, runtime_stores, tier_and_replicate
 
     rt = setup(data)

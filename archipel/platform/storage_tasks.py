@@ -1,4 +1,4 @@
-"""The storage lifecycle's daily jobs: tiering then replication, and fixity; as Celery tasks on beat, and as
+"""The storage lifecycle's daily jobs: replication then tiering, and fixity; as Celery tasks on beat, and as
 functions the ``archipel storage`` commands call. Each run is a row of the jobs table, with its progress.
 
 Both run on the ``prefetch`` queue, the one for background work that no user waits on. They are idempotent
