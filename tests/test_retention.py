@@ -89,10 +89,10 @@ def _deletions(runtime: Runtime) -> list[audit.AuditEvent]:
         )
 
 
-def test_a_dry_run_lists_the_expired_and_held_studies_and_deletes_nothing(
+def test_a_dry_run_lists_the_expired_and_held_studies_and_deletes_nothing_and_a_lifted_hold_keeps_nothing(
     runtime: Runtime, stored: Stored, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    add_hold(runtime.db, "patient", f"{HELD.issuer}/{HELD.patient_id}", "litigation", ADMIN)
+    hold = add_hold(runtime.db, "patient", f"{HELD.issuer}/{HELD.patient_id}", "litigation", ADMIN)
     plan = plan_retention(runtime.db, french_rules(), TODAY, 30)
     assert [(i.kind, i.ident, i.rule) for i in plan.due] == [("study", stored.old, "default")]
     assert [i.ident for i in plan.held] == [stored.held]
@@ -110,6 +110,13 @@ def test_a_dry_run_lists_the_expired_and_held_studies_and_deletes_nothing(
     assert _studies(runtime) == {stored.old, stored.held, stored.recent}
     assert all(runtime.blobs.exists(k) for k in stored.old_keys)
     assert _deletions(runtime) == []
+
+    # Once lifted, the hold keeps nothing; it stays listed with who lifted it.
+    lift_hold(runtime.db, hold.id, "case closed", ADMIN)
+    assert list_holds(runtime.db) == []
+    assert list_holds(runtime.db, include_lifted=True)[0].lifted_by == ADMIN.subject
+    due = {i.ident for i in plan_retention(runtime.db, french_rules(), TODAY, 30).due}
+    assert due == {stored.old, stored.held}
 
 
 def test_a_run_deletes_the_expired_unheld_study_and_keeps_held_recent_and_shared(
@@ -135,15 +142,6 @@ def test_a_run_deletes_the_expired_unheld_study_and_keeps_held_recent_and_shared
     assert "rule=default expired_on=2020-01-05 instances=2" in events[0].detail
     # Nothing is left to do: a second run deletes nothing.
     assert plan_retention(runtime.db, french_rules(), TODAY, 30).due == []
-
-
-def test_a_lifted_hold_no_longer_keeps_the_study(runtime: Runtime, stored: Stored) -> None:
-    hold = add_hold(runtime.db, "patient", f"{HELD.issuer}/{HELD.patient_id}", "litigation", ADMIN)
-    lift_hold(runtime.db, hold.id, "case closed", ADMIN)
-    assert list_holds(runtime.db) == []
-    assert list_holds(runtime.db, include_lifted=True)[0].lifted_by == ADMIN.subject
-    due = {i.ident for i in plan_retention(runtime.db, french_rules(), TODAY, 30).due}
-    assert due == {stored.old, stored.held}
 
 
 def test_rejected_instances_are_deleted_after_their_delay_and_113039_at_once(
