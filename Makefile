@@ -48,6 +48,7 @@ test: export ARCHIPEL_TEST_S3_ENDPOINT = $(shell cat $(S3_SERVER).url 2>/dev/nul
 test: system venv web s3-server
 	$(BIN)/ruff check archipel tests bench
 	$(BIN)/mypy archipel
+	$(MAKE) --no-print-directory deploy-check
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 test-fast: venv
@@ -85,6 +86,16 @@ lint: venv
 	$(BIN)/ruff check archipel tests bench
 	$(BIN)/ruff format --check archipel tests bench
 	$(BIN)/mypy archipel
+	$(MAKE) --no-print-directory deploy-check
+
+# The deployment files, offline: the compose file against the compose-spec schema that check-jsonschema vendors,
+# the manifests against the schemas of one Kubernetes version that kubernetes-validate bundles (both from the
+# test extra, installed by `make venv`). tests/test_deploy_files.py runs the same and checks our invariants.
+KUBERNETES_VERSION := 1.31.0
+.PHONY: deploy-check
+deploy-check: venv
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(BIN)/kubernetes-validate --quiet --strict -k $(KUBERNETES_VERSION) deploy/kubernetes/*.yaml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
