@@ -7,15 +7,19 @@ fixtures with ``pytest_plugins = ["tests.s3_support"]``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -96,25 +100,40 @@ class S3Bucket:
 
 
 class RequestLog:
-    """The requests moto's server records between :meth:`start` and :meth:`stop` (its /moto-api/recorder).
+    """The requests moto's server records while :meth:`recording` (its /moto-api/recorder).
 
-    The recorder is server-wide and other test processes may share the server: the log is never reset, and a
-    test reads only the entries of its own bucket."""
+    The recorder is server-wide and the test processes of ``make test`` share one server, so a recording holds
+    a lock file (one per server) from its start to its stop: two tests never record at once, and each may reset
+    the log. A test reads only the entries of its own bucket."""
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        self._lock = Path(tempfile.gettempdir()) / f"archipel-moto-recorder-{urlparse(endpoint).port}.lock"
 
-    def start(self) -> None:
-        httpx.post(f"{self.endpoint}/moto-api/recorder/start-recording", timeout=5).raise_for_status()
+    def _post(self, action: str) -> None:
+        httpx.post(f"{self.endpoint}/moto-api/recorder/{action}", timeout=5).raise_for_status()
 
-    def stop(self) -> None:
-        httpx.post(f"{self.endpoint}/moto-api/recorder/stop-recording", timeout=5).raise_for_status()
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record the requests made inside the block (and only those)."""
+        with self._lock.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._post("reset-recording")
+            self._post("start-recording")
+            try:
+                yield
+            finally:
+                self._post("stop-recording")
+                self._entries = self._download()
 
-    def requests(self, bucket: str) -> list[dict[str, Any]]:
-        """Method, path and headers of each request seen for ``bucket``."""
+    def _download(self) -> list[dict[str, Any]]:
         r = httpx.get(f"{self.endpoint}/moto-api/recorder/download-recording", timeout=5)
         r.raise_for_status()
-        entries = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+        return [json.loads(line) for line in r.text.splitlines() if line.strip()]
+
+    def requests(self, bucket: str) -> list[dict[str, Any]]:
+        """Method, URL and headers of each request the last recording saw for ``bucket``."""
+        entries = getattr(self, "_entries", [])
         return [e for e in entries if f"/{bucket}/" in e.get("url", "") or f"//{bucket}." in e.get("url", "")]
 
 
@@ -137,5 +156,5 @@ def s3_bucket(s3_endpoint: str) -> Iterator[S3Bucket]:
 
 @pytest.fixture
 def s3_request_log(s3_endpoint: str) -> RequestLog:
-    """The server's request recorder (start and stop it around what the test looks at)."""
+    """The server's request recorder (``with s3_request_log.recording():`` around what the test looks at)."""
     return RequestLog(s3_endpoint)

@@ -108,11 +108,8 @@ def test_an_s3_range_read_sends_one_ranged_get_and_transfers_only_the_range(
     data = os.urandom(300_000)
     store.put("big", data)
     recorder = s3_request_log
-    recorder.start()
-    try:
+    with recorder.recording():
         assert store.read_range("big", 200_000, 1000) == data[200_000:201_000]
-    finally:
-        recorder.stop()
     seen = recorder.requests(s3_bucket.name)
     assert [r["method"] for r in seen] == ["GET"]  # one round trip: no HEAD for the size first
     headers = {k.lower(): v for k, v in seen[0]["headers"].items()}
@@ -127,13 +124,9 @@ def test_an_s3_file_opened_reads_blocks_by_range_not_the_whole_object(
     data = os.urandom(3 * part)
     store.put("wsi", data)
     recorder = s3_request_log
-    recorder.start()
-    try:
-        with store.open("wsi") as f:
-            f.seek(2 * part + 5)
-            assert f.read(100) == data[2 * part + 5 : 2 * part + 105]
-    finally:
-        recorder.stop()
+    with recorder.recording(), store.open("wsi") as f:
+        f.seek(2 * part + 5)
+        assert f.read(100) == data[2 * part + 5 : 2 * part + 105]
     gets = [r for r in recorder.requests(s3_bucket.name) if r["method"] == "GET"]
     ranges = [{k.lower(): v for k, v in r["headers"].items()}.get("range", "") for r in gets]
     assert ranges and all(r.startswith("bytes=") for r in ranges), ranges

@@ -116,11 +116,8 @@ def test_an_instance_stored_by_stow_on_s3_comes_back_byte_identical_and_its_fram
             c.get(base, headers={"Accept": 'multipart/related; type="application/dicom"'})
         )
         assert content == data
-        s3_request_log.start()
-        try:
+        with s3_request_log.recording():
             r = c.get(f"{base}/frames/2", headers={"Accept": OHIF_FRAMES_ACCEPT})
-        finally:
-            s3_request_log.stop()
         [(_, frame)] = read_multipart(r)
         assert frame == list(generate_frames(ds.PixelData, number_of_frames=3))[1]
     gets = [e for e in s3_request_log.requests(s3_platform.bucket.name) if e["method"] == "GET"]

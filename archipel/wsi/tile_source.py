@@ -26,7 +26,6 @@ from archipel.wsi.models import READY, Slide
 from archipel.wsi.slide_access import resource_of
 from archipel.wsi.slides import source_store
 from archipel.wsi.sources import SlideError, open_slide
-from archipel.wsi.sources.dicom import DicomSlide
 
 log = logging.getLogger("archipel.tiles")
 
@@ -97,6 +96,9 @@ class SlideTileSource:
         url_of = getattr(rt.blobs, "url_of", None)
         options_of = getattr(rt.blobs, "storage_options", None)
         if url_of is not None and options_of is not None:
+            # wsidicom is imported when first needed, as open_slide does.
+            from archipel.wsi.sources.dicom import DicomSlide
+
             return DicomSlide([url_of(key) for key in self._blob_keys(rt, series_uid)], options_of())
         return open_slide(self._series_folder(rt, series_uid))
 
