@@ -157,6 +157,15 @@ def test_rejected_instances_are_deleted_after_their_delay_and_113039_at_once(
     later = plan_retention(runtime.db, french_rules(), TODAY + timedelta(days=31), 30).due
     assert {i.ident for i in later} == {ct[0].SOPInstanceUID, ct[1].SOPInstanceUID}
 
+    # The storage lifecycle (tiers, fixity) still counts the rejected blobs as referenced until they are deleted.
+    import archipel.radiology.blob_sources  # noqa: F401  (registers the archive's sources)
+    from archipel.platform import blob_refs
+
+    refs = blob_refs.references(blob_refs.MAIN_STORE)
+    assert refs is not None
+    with runtime.db.sessions() as s:
+        assert set(keys) <= set(s.execute(select(refs.c.key)).scalars())
+
     run_retention(runtime.db, runtime.blobs.delete, later, ADMIN)
     assert not runtime.blobs.exists(keys[0]) and not runtime.blobs.exists(keys[1])
     assert runtime.blobs.exists(keys[2])

@@ -8,11 +8,12 @@ replacement, documents from their creation.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select, type_coerce
 
 from archipel.platform import blob_refs
 from archipel.radiology.documents_models import Document
 from archipel.radiology.models import Instance, InstanceVersion, Series
+from archipel.radiology.retention_models import RejectedInstance
 
 
 def instances() -> blob_refs.ReferenceSelect:
@@ -57,6 +58,20 @@ def documents() -> blob_refs.ReferenceSelect:
     )
 
 
+def rejected_instances() -> blob_refs.ReferenceSelect:
+    """Instances an IOCM rejection note rejected, whose bytes are kept until the retention run deletes them,
+    dated by the rejection (radiology/rejection.py)."""
+    r = RejectedInstance
+    return select(
+        # Never NULL here (the WHERE clause): the column is nullable only once the bytes are deleted.
+        type_coerce(r.blob_key, String).label("key"),
+        r.sha256.label("sha256"),
+        r.size.label("size"),
+        r.rejected_at.label("last_active"),
+    ).where(r.blob_key.is_not(None))
+
+
 blob_refs.register_source("radiology.instances", blob_refs.MAIN_STORE, instances)
 blob_refs.register_source("radiology.instance_versions", blob_refs.MAIN_STORE, instance_versions)
 blob_refs.register_source("radiology.documents", blob_refs.MAIN_STORE, documents)
+blob_refs.register_source("radiology.rejected_instances", blob_refs.MAIN_STORE, rejected_instances)
