@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from archipel.mammo import protocol
 from archipel.mammo.metrics import MINIMUM_ROLES
 from archipel.mammo.models import Episode, Programme, ReaderQualification, Reading
-from archipel.platform import inbox, schedule
+from archipel.platform import inbox, jobs, schedule
 from archipel.platform.db import Database, utcnow
 from archipel.platform.runtime import get_runtime
 
@@ -154,7 +154,14 @@ def _warned_lately(s: Session, reader: str) -> bool:
     return recent is not None
 
 
-@shared_task(name=CHECK_TASK, acks_late=True)
+@shared_task(
+    name=CHECK_TASK,
+    acks_late=True,
+    autoretry_for=jobs.TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=jobs.TRANSIENT_BACKOFF_MAX,
+    max_retries=jobs.TRANSIENT_RETRIES,
+)
 def check_reader_volumes() -> int:
     """The weekly check: warn the readers below a minimum."""
     rt = get_runtime()

@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 from sqlalchemy import Float, Integer, String, Text, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from archipel.platform import access
@@ -25,6 +26,13 @@ from archipel.platform.settings import Settings, get_settings
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 QUEUES = ("ingest", "wsi", "prefetch", "notify")
+#: Errors that say "not now" rather than "never": a store, a peer or the database that does not answer (a lost
+#: connection, a failover, a full disk being cleaned). Tasks retry on them with backoff; any other error (a bad
+#: slide, a refused object) ends the job at once with its reason.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError)
+#: Retries of a task after transient errors, and the longest wait between two (seconds).
+TRANSIENT_RETRIES = 6
+TRANSIENT_BACKOFF_MAX = 600
 
 
 class Job(Base):

@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.exceptions import Retry
+from celery.utils.time import get_exponential_backoff_interval
 
 from archipel.platform import access, audit, jobs, locks
 from archipel.platform.db import utcnow
@@ -96,8 +97,13 @@ class _JobProgress:
 
 
 @shared_task(name=CONVERT_TASK, acks_late=True, max_retries=None)
-def convert_job(job_id: str) -> None:
-    """Convert the job's slide to DICOM WSI and OME-Zarr, index the instances, and mark the slide ready."""
+def convert_job(job_id: str, transient: int = 0) -> None:
+    """Convert the job's slide to DICOM WSI and OME-Zarr, index the instances, and mark the slide ready.
+
+    A transient error (:data:`jobs.TRANSIENT_ERRORS`: the store or the database not answering) sends the job
+    back with exponential backoff, ``transient`` counting those retries, up to :data:`jobs.TRANSIENT_RETRIES`;
+    a slide that cannot be converted fails at once with the reason and is never retried.
+    """
     rt = get_runtime()
     job = jobs.get_job(rt.db, job_id)
     if job is None or job.state in (jobs.SUCCEEDED, jobs.FAILED):
@@ -145,6 +151,27 @@ def convert_job(job_id: str) -> None:
         return
     except Retry:
         raise
+    except jobs.TRANSIENT_ERRORS as exc:
+        if transient >= jobs.TRANSIENT_RETRIES:
+            log.exception(
+                "event=job_failed job=%s slide=%s transient_retries=%d", job_id, slide_id, transient
+            )
+            _fail(rt, slide, progress, f"gave up after {transient} retries: {exc}")
+            return
+        wait = get_exponential_backoff_interval(
+            factor=10, retries=transient, maximum=jobs.TRANSIENT_BACKOFF_MAX, full_jitter=True
+        )
+        log.warning(
+            "event=job_retry job=%s slide=%s attempt=%d wait_s=%d error=%r",
+            job_id,
+            slide_id,
+            transient + 1,
+            wait,
+            exc,
+        )
+        raise convert_job.retry(
+            kwargs={"job_id": job_id, "transient": transient + 1}, countdown=wait
+        ) from exc
     except Exception as exc:
         log.exception("event=job_failed job=%s slide=%s", job_id, slide_id)
         _fail(rt, slide, progress, f"internal error: {exc}")
