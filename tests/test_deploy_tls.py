@@ -138,3 +138,22 @@ def test_the_api_answers_healthz_over_https_with_a_certificate_the_ca_signed(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_the_dicom_probe_answers_over_mutual_tls_with_the_listeners_own_certificate(
+    mutual_tls_listener: Listener, pki: Pki
+) -> None:
+    from typer.testing import CliRunner
+
+    from archipel.cli import app
+
+    env = {
+        "ARCHIPEL_DICOM_TLS_CERT": str(pki.server.cert),
+        "ARCHIPEL_DICOM_TLS_KEY": str(pki.server.key),
+        "ARCHIPEL_DICOM_TLS_CA": str(pki.ca),
+    }
+    probe = ["dicom-probe", "--port", str(mutual_tls_listener.port), "--timeout", "5"]
+    assert CliRunner().invoke(app, probe, env=env).exit_code == 0
+    # Without TLS settings the probe speaks plain DICOM, which the TLS listener refuses.
+    plain = CliRunner().invoke(app, probe, env={k: None for k in env})
+    assert plain.exit_code == 1 and "no answer in DICOM" in plain.output
