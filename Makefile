@@ -10,7 +10,7 @@ APT_PACKAGES := dcmtk orthanc orthanc-wsi orthanc-dicomweb dicom3tools libvips-t
 # Only the benchmarks need these (bench/tiles.py: the load generator; nginx and Orthanc's WSI plugin are above).
 BENCH_APT_PACKAGES := wrk
 
-.PHONY: install system venv web demo serve test test-fast bench lint clean s3-server s3-server-stop
+.PHONY: install system venv web demo serve test test-fast bench soak lint clean s3-server s3-server-stop
 
 install: system venv web
 
@@ -66,6 +66,12 @@ bench: system venv
 	[ -x .venv-peers/bin/wsidicomizer ] || ($(PYTHON) -m venv .venv-peers && .venv-peers/bin/pip install -q wsidicomizer)
 	$(BIN)/python bench/wsi.py
 	$(BIN)/python bench/tiles.py
+	$(BIN)/python bench/scale.py
+
+# Ten minutes of ingest and conversion on the scaled-out stack while workers restart (tests/test_soak.py); needs
+# PostgreSQL and Redis. ARCHIPEL_SOAK_SECONDS=60 make soak for a short one.
+soak: venv
+	$(BIN)/pytest -q -s -p no:cacheprovider -m soak tests/test_soak.py
 
 s3-server: venv
 	@mkdir -p var; \

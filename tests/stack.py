@@ -18,9 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.s3_support import S3Bucket
 
 from tests.support import (
     ArchipelServer,
@@ -37,6 +40,7 @@ SENDER_AET = "STORESCU"
 #: Redis databases a stack may take (0 is left to the tests that use Redis directly).
 REDIS_DATABASES = range(1, 16)
 _REDIS_CLAIM = "archipel-test-stack:claim"
+S3_REGION = "us-east-1"
 
 
 @dataclass
@@ -52,10 +56,13 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     #: Resident memory (kB) when the service came up, for the soak test's growth figure.
     rss_start_kb: int = 0
+    #: Where this run of the process begins in its log (a restart appends to the same file).
+    log_offset: int = 0
 
     def start(self) -> None:
         """Start the process in a session of its own (so a kill reaches everything it started)."""
         self.data.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "archipel.cli", *self.args, "--data", str(self.data)],
@@ -70,7 +77,16 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
     def log_text(self) -> str:
+        """The whole log, every run of the process."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def current_log(self) -> str:
+        """The log of the process's current run only."""
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
 
     def check_running(self) -> None:
         """Fail with the log's end when the process has exited."""
@@ -115,6 +131,8 @@ class StackConfig:
     worker_concurrency: int = 1
     #: Seconds before Redis hands a dead worker's task to another one (short, so that a test sees it happen).
     visibility_timeout: int = 10
+    #: Settings naming the object store (:func:`s3_object_store`); empty: a folder every process shares.
+    object_store: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -157,8 +175,18 @@ def _audit_signing_key(folder: Path) -> Path:
     return path
 
 
+def s3_object_store(bucket: S3Bucket) -> dict[str, str]:
+    """Settings that put the archive's blobs, the slide sources and the OME-Zarr pyramids in ``bucket``."""
+    return {
+        "ARCHIPEL_BLOB_URL": bucket.url("blobs"),
+        "ARCHIPEL_WSI_SOURCE_URL": bucket.url("slide-sources"),
+        "ARCHIPEL_S3_ENDPOINT_URL": bucket.endpoint,
+        "ARCHIPEL_S3_REGION": S3_REGION,
+    }
+
+
 def object_store_env(shared: Path) -> dict[str, str]:
-    """Settings naming the one object store every process shares: the archive's blobs and the slide sources."""
+    """Settings naming a folder as the one object store every process shares (when no S3 bucket is given)."""
     return {
         "ARCHIPEL_BLOB_URL": f"file://{(shared / 'blobs').resolve()}",
         "ARCHIPEL_WSI_SOURCE_URL": f"file://{(shared / 'slide-sources').resolve()}",
@@ -216,7 +244,7 @@ class Stack:
             "ARCHIPEL_SECRET_KEY": secrets.token_hex(32),
             "ARCHIPEL_AUDIT_SIGNING_KEY": str(_audit_signing_key(self.root / "secrets")),
             "ARCHIPEL_COOKIE_SECURE": "false",
-            **object_store_env(self.root / "shared"),
+            **(self.config.object_store or object_store_env(self.root / "shared")),
             **self.config.extra_env,
         }
         admin = ArchipelServer(self.root / "admin", env=self.env)
@@ -277,8 +305,8 @@ class Stack:
                     return False
             if svc.name.startswith("dicom"):
                 # The log, not a TCP probe: every probe leaves a pending association on the listener.
-                return "event=dicom_listening" in svc.log_text() and port_answers("127.0.0.1", svc.port)
-            return " ready." in svc.log_text()
+                return "event=dicom_listening" in svc.current_log() and port_answers("127.0.0.1", svc.port)
+            return " ready." in svc.current_log()
 
         wait_until(ready, timeout, f"{svc.name} to be ready")
         svc.rss_start_kb = svc.rss_kb()

@@ -111,10 +111,13 @@ def settled(state: dict[str, Any]) -> bool:
     return state["status"] in ("ready", "failed") and job.get("state") in ("succeeded", "failed")
 
 
-def write_slides(folder: Path, count: int, width: int = 1800, height: int = 1300) -> list[Path]:
-    """``count`` distinct synthetic SVS slides (240 px JPEG tiles)."""
+def write_slides(
+    folder: Path, count: int, width: int = 1800, height: int = 1300, first_seed: int = 1
+) -> list[Path]:
+    """``count`` distinct synthetic SVS slides (240 px JPEG tiles), seeded from ``first_seed`` on."""
     folder.mkdir(parents=True, exist_ok=True)
-    return [write_svs(folder / f"slide{i}.svs", width, height, tile=240, seed=i + 1) for i in range(count)]
+    seeds = range(first_seed, first_seed + count)
+    return [write_svs(folder / f"slide{seed}.svs", width, height, tile=240, seed=seed) for seed in seeds]
 
 
 @dataclass

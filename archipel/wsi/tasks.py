@@ -1,9 +1,10 @@
 """The ``wsi.convert`` job: convert an uploaded slide, index its DICOM WSI instances, keep its OME-Zarr store.
 
 The task takes a job id and is safe to run again: conversion output lives in ``DATA/wsi-work/<slide>`` and is
-published per format only when complete (:mod:`archipel.wsi.convert`), so a job redelivered after a worker died
-(``acks_late``) picks up what was finished; indexing stores the same instances again as ``already-stored``. A
-slide that cannot be converted is marked failed with the reason, its job too, and nothing of it stays indexed.
+published per format only when complete (:mod:`archipel.wsi.convert`). One delivery at a time converts a slide,
+whichever worker it is on (:func:`_claim`, decision 0043); a job redelivered after its worker died (``acks_late``)
+removes what that worker had indexed and converts again. A slide that cannot be converted is marked failed with
+the reason, its job too, and nothing of it stays indexed.
 """
 
 from __future__ import annotations
