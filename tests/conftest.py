@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,14 @@ from tests.auth_helpers import Clock, client
 from tests.support import ArchipelServer, create_pg_database, postgres_available
 
 _PG = postgres_available()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close the Chromium that the browser tests of this process shared (see tests/browser.py), if any ran;
+    playwright is not imported when none did."""
+    shared = sys.modules.get("tests.browser")
+    if shared is not None:
+        shared.close_shared()
 
 
 @dataclass
@@ -144,10 +153,16 @@ def patient() -> SyntheticPatient:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchipelServer]:
     """A running ``archipel serve`` on SQLite with an embedded broker, a radiologist and an admin account,
-    and dcmtk's default AE titles registered as nodes of SITE-A."""
+    and dcmtk's default AE titles registered as nodes of SITE-A.
+
+    One server per test process (per xdist worker), shared by every module that asks for it: starting one
+    costs seconds, more under the suite's load. A module using it therefore makes its own patients (IDs of
+    its own), adds accounts and nodes under names of its own, and counts only what it made (filters by its
+    patients, or a before/after difference); a module that needs other settings or an empty archive, or that
+    stops the server, starts an :class:`ArchipelServer` of its own."""
     srv = ArchipelServer(tmp_path_factory.mktemp("server") / "data")
     srv.data.mkdir(parents=True)
     srv.add_user("radiologist", "radiologist", "SITE-A")
