@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= var
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks drive (Debian packages).
-APT_PACKAGES := dcmtk orthanc orthanc-wsi orthanc-dicomweb dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium nginx
+APT_PACKAGES := dcmtk orthanc orthanc-wsi orthanc-dicomweb dicom3tools libvips-tools openslide-tools libturbojpeg0 chromium nginx haproxy
 # Only the benchmarks need these (bench/tiles.py: the load generator; nginx and Orthanc's WSI plugin are above).
 BENCH_APT_PACKAGES := wrk
 
@@ -71,7 +71,7 @@ bench: system venv
 # Ten minutes of ingest and conversion on the scaled-out stack while workers restart (tests/test_soak.py); needs
 # PostgreSQL and Redis. ARCHIPEL_SOAK_SECONDS=60 make soak for a short one.
 soak: venv
-	$(BIN)/pytest -q -s -p no:cacheprovider -m soak tests/test_soak.py
+	ARCHIPEL_SOAK_SECONDS=$${ARCHIPEL_SOAK_SECONDS:-600} $(BIN)/pytest -q -s -p no:cacheprovider -m soak tests/test_soak.py
 
 s3-server: venv
 	@mkdir -p var; \
@@ -96,12 +96,14 @@ lint: venv
 
 # The deployment files, offline: the compose file against the compose-spec schema that check-jsonschema vendors,
 # the manifests against the schemas of one Kubernetes version that kubernetes-validate bundles (both from the
-# test extra, installed by `make venv`). tests/test_deploy_files.py runs the same and checks our invariants.
+# test extra, installed by `make venv`), and the load balancer's config with haproxy itself (`make system`).
+# tests/test_deploy_files.py runs the same and checks our invariants.
 KUBERNETES_VERSION := 1.31.0
 .PHONY: deploy-check
 deploy-check: venv
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 	$(BIN)/kubernetes-validate --quiet --strict -k $(KUBERNETES_VERSION) deploy/kubernetes/*.yaml
+	haproxy -q -c -f deploy/haproxy.cfg
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

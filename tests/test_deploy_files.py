@@ -5,6 +5,7 @@ and Celery beat in exactly one worker."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -64,6 +65,17 @@ def test_the_manifests_pass_the_kubernetes_schemas_of_the_pinned_version(tmp_pat
         (DEPLOY / "kubernetes" / "api.yaml").read_text().replace("replicas: 2", "replicas: two", 1)
     )
     assert _run(*validate, str(broken)).returncode != 0
+
+
+def test_the_load_balancer_config_is_accepted_by_haproxy(tmp_path: Path) -> None:
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (make system installs it)")
+    run = _run(haproxy, "-q", "-c", "-f", str(DEPLOY / "haproxy.cfg"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    broken = tmp_path / "haproxy.cfg"
+    broken.write_text((DEPLOY / "haproxy.cfg").read_text().replace("balance leastconn", "balance fastest", 1))
+    assert _run(haproxy, "-q", "-c", "-f", str(broken)).returncode != 0
 
 
 def test_every_pod_requests_resources_and_every_deployment_has_both_probes() -> None:

@@ -329,8 +329,15 @@ class ListenerServer(ThreadedAssociationServer):
             try:
                 request.do_handshake()
             except (OSError, ValueError) as exc:
-                # A plain DICOM peer, a wrong or missing client certificate, or a TCP probe: refused, logged.
-                _LOG.info("event=dicom_tls_refused peer=%s reason=%r", client_address[0], _reason(exc))
+                # A plain DICOM peer or a wrong or missing client certificate: refused, logged. A load balancer's
+                # or an orchestrator's TCP check closes before saying anything: logged only when debugging.
+                silent = isinstance(exc, ssl.SSLEOFError | ConnectionResetError)
+                _LOG.log(
+                    logging.DEBUG if silent else logging.INFO,
+                    "event=dicom_tls_refused peer=%s reason=%r",
+                    client_address[0],
+                    _reason(exc),
+                )
                 return
             request.settimeout(None)
         super().finish_request(request, client_address)
