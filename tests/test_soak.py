@@ -1,5 +1,5 @@
 """Soak: the scaled-out stack (tests/stack.py) ingests and converts without a pause while its workers are killed
-and started again, for ``ARCHIPEL_SOAK_SECONDS`` (600 by default). Run by ``make soak``; excluded from the suite.
+and started again, for ``ARCHIPEL_SOAK_SECONDS`` (``make soak``: 600 unless set). Never part of the suite.
 
 It reports the ingest and conversion rates, the error count (which must be 0: a send that failed, an instance
 acknowledged and not stored, a slide not converted) and every process's resident memory at its start and end.
@@ -36,6 +36,11 @@ pytest_plugins = ["tests.s3_support"]
 
 pytestmark = [
     pytest.mark.soak,
+    # Never by accident (a ``-m`` given on the command line replaces addopts' ``not soak``): only when asked.
+    pytest.mark.skipif(
+        not os.environ.get("ARCHIPEL_SOAK_SECONDS"),
+        reason="a soak runs when asked: make soak (ARCHIPEL_SOAK_SECONDS)",
+    ),
     pytest.mark.skipif(not postgres_available(), reason="PostgreSQL does not answer on 127.0.0.1:5432"),
     pytest.mark.skipif(not redis_available(), reason="Redis does not answer on 127.0.0.1:6379"),
 ]
@@ -48,7 +53,7 @@ RESTART_EVERY = 60.0
 def test_ingest_and_conversion_go_on_without_error_while_workers_are_restarted(
     tmp_path: Path, s3_bucket: S3Bucket
 ) -> None:
-    duration = float(os.environ.get("ARCHIPEL_SOAK_SECONDS", "600"))
+    duration = float(os.environ["ARCHIPEL_SOAK_SECONDS"])
     restart_every = min(RESTART_EVERY, duration / 3)
     errors: list[str] = []
     sent: dict[str, list[Path]] = {}
