@@ -31,7 +31,7 @@ from archipel.wsi.slides import hash_file, register_slide
 from archipel.wsi.sources import open_slide
 from archipel.wsi.synthetic import SvsCompression, write_svs
 from archipel.wsi.tasks import convert_job
-from archipel.wsi.zarr_store import open_zarr
+from archipel.wsi.zarr_store import open_zarr, publish_zarr
 from tests.access_support import ensure_master
 from tests.dicomweb_messages import read_multipart, sha256, stow_body
 from tests.dicomweb_study import OHIF_FRAMES_ACCEPT
@@ -183,3 +183,28 @@ def test_a_slide_on_s3_is_viewable_from_its_source_then_from_its_pyramid_whose_z
     with open_slide(path) as source:
         expected = source.read_tile(0, 0, 0)
     assert np.array_equal(np.asarray(root["0"][:, :TILE, :TILE]).transpose(1, 2, 0), expected)
+
+
+def _tiny_zarr(folder: Path, chunks: list[tuple[int, int]]) -> Path:
+    """A one-level zarr v2 store of 2 x 2 chunks with only ``chunks`` written."""
+    import zarr
+
+    root = zarr.open_group(store=str(folder), mode="w", zarr_format=2)
+    array = root.create_array(name="0", shape=(4, 4), chunks=(2, 2), dtype="uint8", fill_value=255)
+    for row, col in chunks:
+        array[row * 2 : row * 2 + 2, col * 2 : col * 2 + 2] = 7
+    return folder
+
+
+@sqlite_only
+def test_a_zarr_published_again_to_s3_replaces_the_earlier_copy_whole(s3_platform: S3Platform) -> None:
+    rt = s3_platform.runtime
+    first = publish_zarr(rt, "slide-1", _tiny_zarr(s3_platform.folder / "a.zarr", [(0, 0), (1, 1)]))
+    assert not (s3_platform.folder / "a.zarr").exists()  # the local build is consumed
+    assert "blobs/zarr/slide-1.zarr/0/1.1" in s3_platform.bucket.object_keys("blobs/zarr/")
+    # A conversion run again (a worker died after publishing) publishes a store without the chunk (1, 1).
+    again = publish_zarr(rt, "slide-1", _tiny_zarr(s3_platform.folder / "b.zarr", [(0, 0)]))
+    assert again == first == s3_platform.bucket.url("blobs/zarr/slide-1.zarr")
+    assert "blobs/zarr/slide-1.zarr/0/1.1" not in s3_platform.bucket.object_keys("blobs/zarr/")
+    level = np.asarray(open_zarr(rt, again)["0"][:])
+    assert (level[:2, :2] == 7).all() and (level[2:, 2:] == 255).all()
