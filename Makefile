@@ -49,7 +49,7 @@ test: system venv web s3-server
 	$(BIN)/ruff check archipel tests bench
 	$(BIN)/mypy archipel
 	$(MAKE) --no-print-directory deploy-check
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile; status=$$?; $(MAKE) --no-print-directory s3-server-stop; exit $$status
 
 test-fast: venv
 	$(BIN)/pytest -q -x -m "not e2e"
@@ -79,7 +79,7 @@ s3-server: venv
 	  && curl -s -o /dev/null "$$(cat $(S3_SERVER).url)"; then exit 0; fi; \
 	port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
 	MOTO_RECORDER_FILEPATH=$(CURDIR)/$(S3_SERVER).recording nohup $(BIN)/moto_server -H 127.0.0.1 -p $$port \
-	  >$(S3_SERVER).log 2>&1 & echo $$! >$(S3_SERVER).pid; \
+	  </dev/null >$(S3_SERVER).log 2>&1 & echo $$! >$(S3_SERVER).pid; \
 	echo "http://127.0.0.1:$$port" >$(S3_SERVER).url; \
 	for i in $$(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$$port" && exit 0; sleep 0.1; done; \
 	echo "moto_server did not answer on port $$port (see $(S3_SERVER).log)"; exit 1
