@@ -11,9 +11,9 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from archipel.mammo import priors, volumes
-from archipel.platform import jobs
+from archipel.platform import jobs, notify_tasks, storage_tasks
 from archipel.platform.runtime import Runtime
-from archipel.radiology import prefetch, tasks, telerad_sla, tumorboard
+from archipel.radiology import prefetch, retention_tasks, tasks, telerad_sla, tumorboard
 from archipel.wsi import tasks as wsi_tasks
 from archipel.wsi.convert import ConversionError
 from archipel.wsi.intake import SlideMetadata
@@ -112,6 +112,10 @@ TASKS: list[Task] = [
     tasks.export_job,
     telerad_sla.sla_sweep,
     tumorboard.sweep_task,
+    notify_tasks.deliver,
+    retention_tasks.scheduled_run,
+    storage_tasks.tier_task,
+    storage_tasks.fixity_task,
 ]
 
 
@@ -120,5 +124,6 @@ def test_every_job_task_acknowledges_late_and_retries_transient_errors_with_back
         assert task.acks_late, task.name
         assert set(task.autoretry_for) >= {OSError}, task.name
         assert task.retry_backoff, task.name
+        assert OperationalError in task.autoretry_for, task.name
     assert OperationalError in priors.check_task.autoretry_for
     assert OperationalError in volumes.check_reader_volumes.autoretry_for

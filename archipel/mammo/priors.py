@@ -232,14 +232,7 @@ def run_fetch(db: Database, fetch_id: int) -> str:
     return settle(db, fetch_id)
 
 
-@shared_task(
-    name=FETCH_TASK,
-    acks_late=True,
-    autoretry_for=jobs.TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=jobs.TRANSIENT_BACKOFF_MAX,
-    max_retries=jobs.TRANSIENT_RETRIES,
-)
+@shared_task(name=FETCH_TASK, **jobs.RETRY_TRANSIENT)
 def fetch_task(fetch_id: int) -> None:
     """Fetch one episode's priors (the prefetch job, safe to run twice), then release or keep holding the case."""
     run_fetch(get_runtime().db, int(fetch_id))
@@ -269,14 +262,7 @@ def check_open(db: Database, now: datetime | None = None, resend: Callable[[int]
     return changed
 
 
-@shared_task(
-    name=CHECK_TASK,
-    acks_late=True,
-    autoretry_for=jobs.TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=jobs.TRANSIENT_BACKOFF_MAX,
-    max_retries=jobs.TRANSIENT_RETRIES,
-)
+@shared_task(name=CHECK_TASK, **jobs.RETRY_TRANSIENT)
 def check_task() -> None:
     """Periodic: settle the fetches of priors whose job ended without telling (a worker lost mid-job...)."""
     changed = check_open(get_runtime().db)

@@ -154,14 +154,7 @@ def _warned_lately(s: Session, reader: str) -> bool:
     return recent is not None
 
 
-@shared_task(
-    name=CHECK_TASK,
-    acks_late=True,
-    autoretry_for=jobs.TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=jobs.TRANSIENT_BACKOFF_MAX,
-    max_retries=jobs.TRANSIENT_RETRIES,
-)
+@shared_task(name=CHECK_TASK, **jobs.RETRY_TRANSIENT)
 def check_reader_volumes() -> int:
     """The weekly check: warn the readers below a minimum."""
     rt = get_runtime()

@@ -33,6 +33,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError)
 #: Retries of a task after transient errors, and the longest wait between two (seconds).
 TRANSIENT_RETRIES = 6
 TRANSIENT_BACKOFF_MAX = 600
+#: The Celery options of every job task: acknowledged once done (a worker killed mid-task leaves it to another),
+#: and retried with exponential backoff on :data:`TRANSIENT_ERRORS`. ``@shared_task(name=..., **RETRY_TRANSIENT)``.
+RETRY_TRANSIENT: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": TRANSIENT_BACKOFF_MAX,
+    "max_retries": TRANSIENT_RETRIES,
+}
 
 
 class Job(Base):

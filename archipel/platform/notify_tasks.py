@@ -11,7 +11,7 @@ import logging
 
 from celery import shared_task
 
-from archipel.platform import notify, schedule
+from archipel.platform import jobs, notify, schedule
 from archipel.platform.runtime import get_runtime
 
 log = logging.getLogger("archipel.notify")
@@ -21,7 +21,7 @@ DELIVER_TASK = "platform.notify.deliver"
 SWEEP_SECONDS = 30.0
 
 
-@shared_task(name=DELIVER_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task(name=DELIVER_TASK, **jobs.RETRY_TRANSIENT)
 def deliver() -> int:
     """Send the outbox's pending messages through the configured sender; return how many went out."""
     rt = get_runtime()

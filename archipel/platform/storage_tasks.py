@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import shared_task
 
-from archipel.platform import fixity, schedule, tiering
+from archipel.platform import fixity, jobs, schedule, tiering
 from archipel.platform.jobs import Progress, create_job
 from archipel.platform.preservation import Stores, stores_for
 from archipel.platform.runtime import Runtime, get_runtime
@@ -134,13 +134,13 @@ def verify_as_job(
     return job_id, summary
 
 
-@shared_task(name=TIER_TASK, acks_late=True)
+@shared_task(name=TIER_TASK, **jobs.RETRY_TRANSIENT)
 def tier_task() -> dict[str, Any]:
     """The daily tiering and replication run."""
     return tier_and_replicate(get_runtime())[1]
 
 
-@shared_task(name=FIXITY_TASK, acks_late=True)
+@shared_task(name=FIXITY_TASK, **jobs.RETRY_TRANSIENT)
 def fixity_task() -> dict[str, Any]:
     """The daily fixity run: the share of the cycle that falls to one day, and every overdue blob."""
     rt = get_runtime()

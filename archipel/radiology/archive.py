@@ -469,9 +469,7 @@ class Archive:
             # Document contents share the blob store (radiology/documents.py).
             known.update(s.execute(select(Document.blob_key)).scalars())
             # Rejected instances keep their bytes until the retention run deletes them (radiology/rejection.py).
-            known.update(
-                k for k in s.execute(select(RejectedInstance.blob_key)).scalars() if k is not None
-            )
+            known.update(k for k in s.execute(select(RejectedInstance.blob_key)).scalars() if k is not None)
         for key in self.blobs.keys(older_than=cutoff):
             if key not in known:
                 self.blobs.delete(key)

@@ -153,7 +153,7 @@ def request_patient_prefetch(
     return start_run(db, principal, request_id, send=send)
 
 
-@shared_task(name=PREFETCH_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task(name=PREFETCH_TASK, **jobs.RETRY_TRANSIENT)
 def prefetch_job(job_id: str) -> None:
     """Run one prefetch job: every remote node in turn, each bounded, each with its own status.
 

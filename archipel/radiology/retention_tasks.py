@@ -13,7 +13,7 @@ from pathlib import Path
 
 from celery import shared_task
 
-from archipel.platform import schedule
+from archipel.platform import jobs, schedule
 from archipel.platform.authn import Principal
 from archipel.platform.preservation import forget_blob, stores_for
 from archipel.platform.retention_rules import RuleSet, load_rules
@@ -63,7 +63,7 @@ def run_now(rt: Runtime, who: Principal, progress: Callable[[Expiry], None] | No
     return summary
 
 
-@shared_task(name=RUN_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=3)
+@shared_task(name=RUN_TASK, **jobs.RETRY_TRANSIENT)
 def scheduled_run() -> int:
     """The weekly job: delete what has expired when ``retention_scheduled`` is on; return how many objects went."""
     rt = get_runtime()

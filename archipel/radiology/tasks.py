@@ -21,7 +21,7 @@ log = logging.getLogger("archipel.jobs")
 IMPORT_TASK = "radiology.import"
 
 
-@shared_task(name=IMPORT_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task(name=IMPORT_TASK, **jobs.RETRY_TRANSIENT)
 def import_job(job_id: str) -> None:
     """Import the files of an uploaded archive or server path into the archive, reporting progress.
 
@@ -68,7 +68,7 @@ def import_job(job_id: str) -> None:
         raise
 
 
-@shared_task(name=EXPORT_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task(name=EXPORT_TASK, **jobs.RETRY_TRANSIENT)
 def export_job(job_id: str) -> None:
     """Write the package an export job names to ``exports/<job>.zip``, reporting progress per file.
 

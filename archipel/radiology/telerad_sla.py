@@ -16,7 +16,7 @@ from celery import shared_task
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from archipel.platform import inbox, notify, schedule
+from archipel.platform import inbox, jobs, notify, schedule
 from archipel.platform.authn import User
 from archipel.platform.db import Database, utcnow
 from archipel.radiology import telerad_critical
@@ -108,7 +108,7 @@ def sweep(db: Database, now: datetime | None = None) -> dict[str, int]:
     }
 
 
-@shared_task(name=SLA_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task(name=SLA_TASK, **jobs.RETRY_TRANSIENT)
 def sla_sweep() -> dict[str, int]:
     """The periodic SLA sweep (idempotent: an escalated request is not escalated again)."""
     from archipel.platform import notify_tasks

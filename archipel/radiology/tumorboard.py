@@ -308,7 +308,7 @@ def sweep_due(db: Database, now: datetime | None = None, *, send: bool = True) -
     return started
 
 
-@shared_task(name=SWEEP_TASK, acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=3)
+@shared_task(name=SWEEP_TASK, **jobs.RETRY_TRANSIENT)
 def sweep_task() -> None:
     """Periodic: prefetch again the patients of the coming sessions (cheap when none is due)."""
     sweep_due(get_runtime().db)
