@@ -16,7 +16,7 @@ from archipel.platform.runtime import Runtime
 from archipel.platform.storage_tasks import runtime_stores, tier_and_replicate
 from archipel.platform.storage_tiers import TieredBlobStore
 from archipel.radiology.dicomweb.frames import read_frame
-from archipel.radiology.dicomweb.resources import StoredInstance
+from archipel.radiology.dicomweb.resources import StoredInstance, stored_instance
 from archipel.radiology.models import Instance
 from tests.auth_helpers import bearer, client, login, make_account
 from tests.dicomweb_messages import read_multipart
@@ -182,18 +182,4 @@ def _size(rt: Runtime, keys: list[str]) -> int:
 def _stored(rt: Runtime, key: str) -> StoredInstance:
     with rt.db.sessions() as s:
         row = s.execute(select(Instance).where(Instance.blob_key == key)).scalar_one()
-    return StoredInstance(
-        study_uid="",
-        series_uid="",
-        sop_uid=row.sop_uid,
-        sop_class_uid=row.sop_class_uid,
-        transfer_syntax=row.transfer_syntax,
-        blob_key=row.blob_key,
-        size=row.size,
-        rows=row.rows,
-        columns=row.columns,
-        number_of_frames=row.number_of_frames,
-        pixel_data_offset=row.pixel_data_offset,
-        pixel_data_length=row.pixel_data_length,
-        frame_index=row.frame_index,
-    )
+    return stored_instance("", "", row)

@@ -17,7 +17,7 @@ from archipel.platform.runtime import Runtime
 from archipel.platform.storage import BlobStore
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomweb.frames import read_frame
-from archipel.radiology.dicomweb.resources import StoredInstance
+from archipel.radiology.dicomweb.resources import StoredInstance, stored_instance
 from archipel.radiology.models import Instance
 from archipel.radiology.samples import SyntheticPatient, ct_series, jpeg_multiframe, to_bytes, uid
 from tests.dicomweb_messages import read_multipart, sha256, stow
@@ -335,21 +335,7 @@ class RecordingBlobs:
 def stored(runtime: Runtime, sop_uid: str) -> StoredInstance:
     with runtime.db.sessions() as s:
         row = s.execute(select(Instance).where(Instance.sop_uid == sop_uid)).scalar_one()
-        return StoredInstance(
-            study_uid="",
-            series_uid="",
-            sop_uid=row.sop_uid,
-            sop_class_uid=row.sop_class_uid,
-            transfer_syntax=row.transfer_syntax,
-            blob_key=row.blob_key,
-            size=row.size,
-            rows=row.rows,
-            columns=row.columns,
-            number_of_frames=row.number_of_frames,
-            pixel_data_offset=row.pixel_data_offset,
-            pixel_data_length=row.pixel_data_length,
-            frame_index=row.frame_index,
-        )
+        return stored_instance("", "", row)
 
 
 def test_frames_are_read_by_range_without_loading_the_instance(

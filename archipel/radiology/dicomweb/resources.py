@@ -115,7 +115,7 @@ def select_instances(
             query = query.where(Series.series_uid == series_uid)
         if sop_uid is not None:
             query = query.where(Instance.sop_uid == sop_uid)
-        found = [_stored(study_uid, series, inst) for inst, series in s.execute(query)]
+        found = [stored_instance(study_uid, series, inst) for inst, series in s.execute(query)]
     if not found:
         if sop_uid is not None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no instance {sop_uid} in series {series_uid}")
@@ -139,7 +139,8 @@ def select_instances(
     return Selection(study_uid=study_uid, instances=found)
 
 
-def _stored(study_uid: str, series_uid: str, i: Instance) -> StoredInstance:
+def stored_instance(study_uid: str, series_uid: str, i: Instance) -> StoredInstance:
+    """What the retrieve paths need of the index row ``i`` (where its bytes are, its frames, its syntax)."""
     return StoredInstance(
         study_uid=study_uid,
         series_uid=series_uid,
