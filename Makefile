@@ -49,7 +49,7 @@ test: system venv web s3-server
 	$(BIN)/ruff check archipel tests bench
 	$(BIN)/mypy archipel
 	$(MAKE) --no-print-directory deploy-check
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile; status=$$?; $(MAKE) --no-print-directory s3-server-stop; exit $$status
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=40; status=$$?; $(MAKE) --no-print-directory s3-server-stop; exit $$status
 
 test-fast: venv
 	$(BIN)/pytest -q -x -m "not e2e"

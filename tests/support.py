@@ -157,6 +157,7 @@ class ArchipelServer:
             from archipel.migrations import ensure_current
             from archipel.platform.db import Database
 
+            self.data.mkdir(parents=True, exist_ok=True)  # as the command would: an account may come first
             url = self.settings().effective_database_url
             ensure_current(url)
             self._index = Database(url)
