@@ -43,6 +43,8 @@ pytestmark = [
     ),
     pytest.mark.skipif(not postgres_available(), reason="PostgreSQL does not answer on 127.0.0.1:5432"),
     pytest.mark.skipif(not redis_available(), reason="Redis does not answer on 127.0.0.1:6379"),
+    # The suite's 300 s cap would end a 10-minute soak: allow its duration plus the stack's start and checks.
+    pytest.mark.timeout(float(os.environ.get("ARCHIPEL_SOAK_SECONDS") or 0) + 600),
 ]
 
 #: Instances sent per association in one round, and workers restarted this often (seconds).
