@@ -101,7 +101,8 @@ class Instance(Base):
     transfer_syntax: Mapped[str] = mapped_column(UID)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    blob_key: Mapped[str] = mapped_column(String(128))
+    # Indexed: deletions ask whether any instance still names a blob, and the storage lifecycle joins on it.
+    blob_key: Mapped[str] = mapped_column(String(128), index=True)
     rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
     columns: Mapped[int | None] = mapped_column(Integer, nullable=True)
     number_of_frames: Mapped[int] = mapped_column(Integer, default=0)
