@@ -14,6 +14,7 @@ from archipel.mammo import api as mammo_api
 from archipel.mammo import intake as mammo_intake
 from archipel.mammo import timeline as mammo_timeline
 from archipel.mammo import worklist_api as mammo_worklist_api
+from archipel.mammo import workup_api as mammo_workup_api
 from archipel.platform import (
     audit_api,
     breakglass_api,
@@ -33,6 +34,7 @@ from archipel.radiology import (
     confidentiality_api,
     dicomweb,
     documents_api,
+    documents_expected,
     documents_fhir,
     documents_portal,
     export_api,
@@ -80,6 +82,7 @@ def create_app() -> FastAPI:
     app.include_router(tiles_api.router)
     app.include_router(mammo_api.router)
     app.include_router(mammo_worklist_api.router)
+    app.include_router(mammo_workup_api.router)
     mammo_intake.install()
     app.include_router(platform_http.public)
     app.include_router(platform_http.router)
@@ -118,6 +121,7 @@ def create_app() -> FastAPI:
     app.include_router(validation_study_api.router)
     frozen_api.install()
     documents_portal.install()
+    documents_expected.install()  # a report that came before its images is linked to the study when it arrives
     telerad_api.install()
     frozen_portal.install()
     tile_source.install()

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from archipel.platform.identity import feed, store
 from archipel.platform.runtime import Runtime
+from archipel.radiology import documents_expected
 from archipel.radiology.archive import Archive
+from archipel.radiology.dimse.listener import start_listener
+from archipel.radiology.dimse.nodes import DicomNode
 from archipel.radiology.documents_models import Document, DocumentStudy
 from archipel.radiology.hl7.listener import Hl7Listener, start_hl7_listener
 from archipel.radiology.hl7.sources import add_source
 from archipel.radiology.samples import SyntheticPatient, ct_series, to_bytes
 from archipel.radiology.telerad_models import ReadingRequest
+from tests.dimse_peers import dcmtk, write_files
 from tests.test_hl7_mllp import FACILITY, SITE, message, msa, msh, pid, send
 
 
@@ -167,3 +172,50 @@ def test_the_expected_study_is_linked_when_its_images_arrive(runtime: Runtime, r
     study = stored_study(runtime, "IPP8200", "ACC8200")
     [req] = requests(runtime)
     assert req.study_uid == study
+
+
+def test_a_report_sent_before_its_images_is_linked_when_the_study_arrives_by_c_store(
+    runtime: Runtime, ris: Hl7Listener, tmp_path: Path
+) -> None:
+    documents_expected.install()  # what every storing process does (app, DICOM listener, workers)
+    early = oru(
+        "E-1",
+        "F",
+        "OBX|1|TX|18782-3^Observation^LN||Pas d'embolie pulmonaire.||||||F",
+        order="CR-EARLY",
+        accession="ACC8300",
+    )
+    code, _control, text = msa(send(ris.port, early))
+    assert code == "AA" and "no study yet" in text, text
+    [doc] = docs(runtime)
+    assert doc.accession_number == "ACC8300"
+    with runtime.db.write() as s:
+        s.add(DicomNode(ae_title="STORESCU", host="127.0.0.1", port=104, site=SITE))
+    dicom = start_listener(runtime, "127.0.0.1", 0)
+    try:
+        ours = SyntheticPatient("IPP8100", "LEFEVRE^Eloise", "19850322", "F", issuer=SITE)
+        stranger = SyntheticPatient("IPP8101", "MORVAN^Yann", "19790622", "M", issuer=SITE)
+        [other] = ct_series(
+            stranger, 1, accession="ACC8300", rows=16, cols=16
+        )  # same accession, other patient
+        series = ct_series(ours, 2, accession="ACC8300", rows=16, cols=16)
+        files = write_files(tmp_path / "ct", [other, *series])
+        run = dcmtk(
+            "storescu", "-aec", "ARCHIPEL", "127.0.0.1", str(dicom.port), *map(str, files), timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+    finally:
+        dicom.stop()
+    with runtime.db.sessions() as s:
+        linked = list(
+            s.execute(select(DocumentStudy.study_uid).where(DocumentStudy.document_id == doc.id)).scalars()
+        )
+    assert linked == [str(series[0].StudyInstanceUID)]
+    assert msa(send(ris.port, oru("E-2", "C", "OBX|1|TX|||Addendum.", order="CR-EARLY")))[0] == "AA"
+    _parent, addendum = docs(runtime)
+    with runtime.db.sessions() as s:
+        assert list(
+            s.execute(
+                select(DocumentStudy.study_uid).where(DocumentStudy.document_id == addendum.id)
+            ).scalars()
+        ) == [str(series[0].StudyInstanceUID)]

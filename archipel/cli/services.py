@@ -96,8 +96,10 @@ def _load_tasks() -> None:
     import archipel.wsi.blob_sources
     import archipel.wsi.tasks  # noqa: F401
     from archipel.mammo import intake
+    from archipel.radiology import documents_expected
 
     intake.install()  # MG studies imported by a job are matched to their screening episodes too
+    documents_expected.install()  # and reports that came before their images are linked to the study
 
 
 @app.command("worker")
@@ -159,7 +161,7 @@ def dicom_cmd(
 ) -> None:
     """Run a DICOM listener only."""
     from archipel.mammo import intake
-    from archipel.radiology import telerad
+    from archipel.radiology import documents_expected, telerad
     from archipel.radiology.archive import Archive
     from archipel.radiology.dimse.listener import start_listener
 
@@ -169,6 +171,7 @@ def dicom_cmd(
     configure_logging()
     intake.install()  # screening studies received here are matched to their episodes, as under ``serve``
     telerad.install()  # a study that arrives here is linked to the reading requests waiting for its accession
+    documents_expected.install()  # ... and to the reports that came before it
     Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=True))
     listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -106,6 +106,12 @@ class DocumentLocked(ValueError):
     """The document's status forbids the change: a signed document is immutable (HTTP 409)."""
 
 
+#: A caller's step run inside the transaction that writes a document, after the write (``in_transaction``): the
+#: caller re-checks and changes its own rows (locked) in the same commit; an exception it raises undoes the
+#: document's change too, so a workflow that loses a race leaves no document behind.
+InTransaction = Callable[[Session, "Document"], None]
+
+
 def _store(blobs: BlobStore, content: bytes) -> tuple[str, str, int]:
     digest = hashlib.sha256(content).hexdigest()
     blobs.put(digest, content)
@@ -153,14 +159,18 @@ def register(
     codes: Iterable[str] = (),
     study_uids: Iterable[str] = (),
     source: str = "",
+    accession_number: str = "",
     client: str = "",
+    in_transaction: InTransaction | None = None,
 ) -> Document:
     """Register a new document for patient ``issuer/patient_id`` and return it.
 
     ``status`` is ``preliminary`` (to be revised and signed) or ``final`` (signed at once by ``principal``);
     ``confidentiality`` an HL7 code (N, R, V...), ``codes`` the platform's confidentiality codes
     (``MASQUE_PS``, ``PSY``...). ``source`` says where the document came from, ``client`` is the caller's
-    address for the audit trail. Checks access CREATE (audited), stores the content durably, then commits.
+    address for the audit trail. ``accession_number`` names the study it reports on, which is linked when it is
+    stored later (:mod:`archipel.radiology.documents_expected`). Checks access CREATE (audited), stores the
+    content durably, then commits; ``in_transaction`` (:data:`InTransaction`) runs in the commit's transaction.
     """
     _required(issuer=issuer, patient_id=patient_id, type_code=type_code, title=title, site=site)
     if status not in (PRELIMINARY, FINAL):
@@ -199,12 +209,15 @@ def register(
             sha256=digest,
             size=size,
             source=source,
+            accession_number=accession_number.strip()[:64],
             search_text=searchable_text(title, content, bare),
         )
         s.add(doc)
         s.flush()
         s.add_all(DocumentStudy(document_id=doc.id, study_uid=u) for u in uids)
         documents_search.index(s, doc)
+        if in_transaction is not None:
+            in_transaction(s, doc)
     log.info(
         "event=document_registered document=%d site=%s status=%s source=%s", doc.id, site, status, source
     )
@@ -236,9 +249,10 @@ def revise(
     content_type: str,
     title: str | None = None,
     client: str = "",
+    in_transaction: InTransaction | None = None,
 ) -> Document:
     """Replace the content (and optionally the title) of a preliminary document; a signed one is
-    :class:`DocumentLocked`."""
+    :class:`DocumentLocked`. ``in_transaction`` as for :func:`register`."""
     get(db, doc_id)  # an unknown document is 404 before its content is looked at
     bare = check_content(content, content_type)
     _authorised(db, principal, doc_id, client)
@@ -254,13 +268,22 @@ def revise(
         doc.content_type, doc.blob_key, doc.sha256, doc.size = bare, key, digest, size
         doc.search_text = searchable_text(doc.title, content, bare)
         documents_search.index(s, doc)
+        if in_transaction is not None:
+            in_transaction(s, doc)
     log.info("event=document_revised document=%d", doc_id)
     return doc
 
 
-def sign(db: Database, principal: Principal, doc_id: int, *, client: str = "") -> Document:
+def sign(
+    db: Database,
+    principal: Principal,
+    doc_id: int,
+    *,
+    client: str = "",
+    in_transaction: InTransaction | None = None,
+) -> Document:
     """Sign a preliminary document: it becomes ``final`` and immutable. Signing it again is
-    :class:`DocumentLocked`."""
+    :class:`DocumentLocked`. ``in_transaction`` as for :func:`register`."""
     _authorised(db, principal, doc_id, client)
     with db.write() as s:
         doc = _locked_row(s, doc_id)
@@ -270,6 +293,8 @@ def sign(db: Database, principal: Principal, doc_id: int, *, client: str = "") -
                 f"document {doc_id} is {doc.status} already{signed}; it cannot be signed again"
             )
         doc.status, doc.signed_at, doc.signed_by = FINAL, utcnow(), principal.subject
+        if in_transaction is not None:
+            in_transaction(s, doc)
     log.info("event=document_signed document=%d", doc_id)
     return doc
 
@@ -330,6 +355,7 @@ def add_addendum(
             relation=APPENDS,
             addendum_reason=reason.strip(),
             source=parent.source,
+            accession_number=parent.accession_number,
             search_text=searchable_text(heading, content, bare),
         )
         s.add(doc)

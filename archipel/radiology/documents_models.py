@@ -63,6 +63,9 @@ class Document(Base):
     error_by: Mapped[str] = mapped_column(String(128), default="")
     #: Where it came from (``api``, ``hl7:ORU^R01``, ``teleradiology``...).
     source: Mapped[str] = mapped_column(String(64), default="")
+    #: The accession number of the study it reports on, when the sender gave one: a report that arrives before
+    #: its images is linked to the study when the study is stored (``documents_expected``).
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
     #: The words full-text search looks in: the title, and the text of a text or HTML content.
     search_text: Mapped[str] = mapped_column(Text, default="")
 

@@ -6,6 +6,9 @@ The text is the OBX lines of value type TX, FT or ST (one line per repetition); 
 (revised by the next one), ``F`` final (signs the preliminary, or registers a signed report), ``C`` a correction
 of a final report (an addendum: a signed report is never changed). The reports of one order are found again by
 their order number (OBR-3 filler, else OBR-2 placer, else the accession), kept as the document's source.
+
+A report that arrives before its images keeps its accession number: the study is linked to it when it is stored
+(:mod:`archipel.radiology.documents_expected`).
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ def handle_result(rt: Runtime, parsed: Parsed, sender: Sender) -> Outcome:
                 status=status,
                 study_uids=[uid] if uid else [],
                 source=source,
+                accession_number=accession,
                 client=sender.peer,
             )
             verb = f"registered {status}"
