@@ -230,13 +230,16 @@ def submit_l1_form(
     """The imaging centre's L1 form (French programme): the episode is matched or registered, the L1 read kept,
     and an L2 task created when the exam ends ACR 1-2."""
     probe = Episode(site=body.site, issuer=body.issuer, patient_id=body.patient_id, id=0)
-    check(rt, principal, access.CREATE, episode_resource(probe, "L1 form"), request, audit.PATIENT_RECORD)
+    resource = episode_resource(probe, "L1 form")
+    check(rt, principal, access.CREATE, resource, request, audit.PATIENT_RECORD)
     try:
         with rt.db.write() as s:
             ep, _ = reading.submit_l1(
                 s, episodes.programme(s, body.programme), body, principal.subject, rt.clock()
             )
     except ScreeningError as exc:
+        if exc.status == status.HTTP_403_FORBIDDEN:  # not qualified as L1 reader
+            raise deny(rt, principal, request, "create:screening-episode", resource, str(exc)) from exc
         raise refused(exc) from exc
     return episode_view(rt, ep)
 

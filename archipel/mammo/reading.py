@@ -111,11 +111,11 @@ def _eligibility(s: Session) -> balance.Eligible:
 
 
 def worklist(
-    s: Session, reader: str, now: datetime, role: str = "", programme: str = ""
+    s: Session, reader: str, now: datetime, role: str = "", programme: str = "", batch: str = ""
 ) -> list[dict[str, Any]]:
     """The cases ``reader`` may read now: their own claims first, then the cases dealt to them (``share``
     ``"yours"``, see :mod:`~archipel.mammo.balance`), then the others' (``"shared"``), each by priority, batch,
-    date and age.
+    date and age. ``role``, ``programme`` and ``batch`` (a clinic's batch) narrow the list when given.
 
     Cases held back (priors awaited, flagged at intake), claimed by another reader, skipped by this reader, or
     that the protocol forbids them (L1 and L2 of one exam, both blind reads) are left out.
@@ -131,13 +131,16 @@ def worklist(
         stmt = stmt.where(ReadingTask.role == role)
     if programme:
         stmt = stmt.where(Programme.code == programme)
+    if batch:
+        stmt = stmt.where(Episode.batch == batch)
     eligible = _eligibility(s)
 
     def order(row: tuple[ReadingTask, Episode, Programme]) -> tuple[Any, ...]:
         task, ep, _prog = row
         return (-ep.priority, ep.batch, ep.screen_date, task.id)
 
-    rows = sorted(s.execute(stmt).tuples(), key=order)
+    rows: list[tuple[ReadingTask, Episode, Programme]] = [(t, e, p) for t, e, p in s.execute(stmt)]
+    rows.sort(key=order)
     # Open to anyone: not claimed in force, not deferred any more.
     free = [(t, e, p) for t, e, p in rows if _available(t, "", now)]
     dealt = balance.deal(s, free, reader, eligible, CLAIM_TTL, now)

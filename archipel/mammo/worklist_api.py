@@ -28,13 +28,19 @@ router = APIRouter(prefix="/api/mammo", tags=["screening"])
 
 @router.get("/worklist")
 def get_worklist(
-    request: Request, rt: RuntimeDep, principal: PrincipalDep, role: str = "", programme: str = ""
+    request: Request,
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    role: str = "",
+    programme: str = "",
+    batch: str = "",
 ) -> list[dict[str, Any]]:
-    """The cases the caller may read now: their claims first, then by priority, batch and date."""
+    """The cases the caller may read now: their claims first, then by priority, batch and date; ``role``,
+    ``programme`` and ``batch`` (a clinic's batch) narrow the list."""
     resource = access.Resource(kind=access.SCREENING, ident="screening worklist")
     check(rt, principal, access.SEARCH, resource, request, audit.QUERY)
     with rt.db.sessions() as s:
-        return reading.worklist(s, principal.subject, rt.clock(), role, programme)
+        return reading.worklist(s, principal.subject, rt.clock(), role, programme, batch)
 
 
 @router.get("/readers/me")
