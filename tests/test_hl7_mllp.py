@@ -9,9 +9,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import hl7
 import pytest
+import sqlalchemy
 from sqlalchemy import select
 
 from archipel.platform.identity import feed, review, store
@@ -22,6 +25,7 @@ from archipel.radiology.hl7 import deadletter
 from archipel.radiology.hl7.listener import Hl7Listener, frame, start_hl7_listener
 from archipel.radiology.hl7.models import Hl7Message
 from archipel.radiology.hl7.sources import add_source
+from tests.support import PG_ADMIN_URL
 
 FACILITY, SITE = "CH-ARMOR", "SITE-ARMOR"
 INS_BODY = "2850322123456"
@@ -326,3 +330,68 @@ def test_a31_person_update_feeds_the_mpi_like_a08(runtime: Runtime, listener: Hl
     assert msa(send(listener.port, message(msh("ADT^A31", "P-31"), pid("IPP7070", city="Dinan"))))[0] == "AA"
     row = identity(runtime, "IPP7070")
     assert row is not None and row.city == "Dinan"
+
+
+@contextmanager
+def database_down(rt: Runtime) -> Iterator[None]:
+    """The runtime's database refuses every connection inside the block: on PostgreSQL it stops allowing
+    connections and ends the open ones; on SQLite its files are moved away and a folder takes the file's place."""
+    engine = rt.db.engine
+    if engine.dialect.name == "sqlite":
+        path = Path(str(engine.url.database))
+        aside = path.parent / "aside"
+        aside.mkdir()
+        engine.dispose()
+        moved = [f for f in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))) if f.exists()]
+        for f in moved:
+            f.rename(aside / f.name)
+        path.mkdir()
+        try:
+            yield
+        finally:
+            path.rmdir()
+            for f in moved:
+                (aside / f.name).rename(f)
+            engine.dispose()
+        return
+    name = str(engine.url.database)
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            c.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+        try:
+            yield
+        finally:
+            with admin.connect() as c:
+                c.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            engine.dispose()
+    finally:
+        admin.dispose()
+
+
+def test_while_the_database_is_down_a_message_gets_an_ae_asking_to_resend_and_the_connection_stays_up(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    body = message(msh("ADT^A01", "DB-1"), pid("IPP7080"))
+    with database_down(runtime):
+        with socket.create_connection(("127.0.0.1", listener.port), timeout=60) as sock:
+            answers = b""
+            for payload in (frame(body), b"no start block\x1c\r"):
+                sock.sendall(payload)
+                while not answers.endswith(b"\x1c\r"):
+                    chunk = sock.recv(65536)
+                    assert chunk, f"connection closed before the acknowledgement: {answers!r}"
+                    answers += chunk
+                answers += b"|"  # the end of this answer is seen; the next one is read after it
+        first, second = (hl7.parse(a.strip(b"|")[1:].decode("latin-1")) for a in answers.split(b"\x1c\r")[:2])
+        code, control, reason = msa(first)
+        assert (code, control) == ("AE", "DB-1") and "send it again later" in reason, reason
+        assert "207" in str(first.segment("ERR")(3))
+        assert msa(second)[0] == "AE" and "send it again later" in msa(second)[2]
+    assert identity(runtime, "IPP7080") is None
+    assert deadletter.list_dead_letters(runtime.db) == []  # nothing could be kept: the RIS keeps it
+    assert msa(send(listener.port, body))[0] == "AA"  # the RIS sends it again once the database is back
+    assert identity(runtime, "IPP7080") is not None

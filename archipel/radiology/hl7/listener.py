@@ -20,7 +20,7 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
 from archipel.platform.runtime import Runtime
 from archipel.radiology.hl7.messages import SEGMENT_SEQUENCE, Rejected, ack
-from archipel.radiology.hl7.receiver import keep_refused, receive
+from archipel.radiology.hl7.receiver import keep_refused, receive, unkept
 
 log = logging.getLogger("archipel.hl7")
 
@@ -60,13 +60,18 @@ def frame(message: bytes) -> bytes:
 
 
 def _answer(rt: Runtime, block: bytes, peer: str) -> bytes:
-    """The acknowledgement of one frame's bytes (``<FS><CR>`` included)."""
+    """The acknowledgement of one frame's bytes (``<FS><CR>`` included); every frame gets one, even when the
+    database is unavailable (an ``AE`` asking the RIS to send it again: nothing was applied or kept)."""
     body = block[: -len(END_BLOCK + CARRIAGE_RETURN)]
     stripped = body.lstrip(b"\r\n\t ")
-    if not stripped.startswith(START_BLOCK):
-        error = Rejected("the frame does not begin with the MLLP start block <VT>", SEGMENT_SEQUENCE)
-        return keep_refused(rt.db, body, peer, None, error, None).ack
-    return receive(rt, stripped[1:], peer).ack
+    try:
+        if not stripped.startswith(START_BLOCK):
+            error = Rejected("the frame does not begin with the MLLP start block <VT>", SEGMENT_SEQUENCE)
+            return keep_refused(rt.db, body, peer, None, error, None).ack
+        return receive(rt, stripped[1:], peer).ack
+    except Exception as exc:  # the refusal itself could not be recorded
+        log.exception("event=hl7_not_kept peer=%s error=%s", peer, type(exc).__name__)
+        return unkept(stripped[1:] if stripped.startswith(START_BLOCK) else body)
 
 
 async def _skip_frame(reader: Any, overrun: asyncio.LimitOverrunError) -> bool:

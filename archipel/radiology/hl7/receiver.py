@@ -219,6 +219,18 @@ def keep_refused(
     return Result(answer, exc.code, exc.reason, dead)
 
 
+def unkept(raw: bytes) -> bytes:
+    """The NAK of a message that could be neither applied nor kept (the database is unavailable, say): ``AE``
+    with error 207, and the RIS is asked to send it again later, since nothing of it was recorded."""
+    try:
+        header: Header | None = parse(raw).header
+    except MessageError:
+        header = None
+    # Short enough for MSA-3 (80 characters); the log line names the error.
+    reason = "not applied and not kept (the database may be unavailable): send it again later"
+    return ack(header, "AE", reason, APPLICATION_ERROR, raw_fields=header_fields(raw))
+
+
 def _resolve(db: Database, dead_letter: int | None, by: str) -> None:
     if dead_letter is None:
         return
