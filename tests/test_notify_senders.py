@@ -4,18 +4,23 @@ an HTTP gateway; a failed delivery stays queued with its error."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from archipel.platform import notify
+from archipel.platform import notify, notify_tasks
+from archipel.platform.patient_access import issue_access_code
 from archipel.platform.runtime import Runtime
+from tests.auth_helpers import Clock
 from tests.support import free_port
 
 
@@ -99,28 +104,44 @@ def test_an_smtp_url_without_a_sender_address_is_refused(runtime: Runtime) -> No
         notify.sender_for("smtp://127.0.0.1:25", runtime.settings.data_dir)
 
 
-def test_sms_go_to_an_http_gateway_as_json(runtime: Runtime) -> None:
-    received: list[dict[str, str]] = []
+class _Gateway:
+    """A local SMS gateway: records the JSON of each POST and answers 202."""
 
-    class Gateway(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(202)
-            self.end_headers()
+    def __init__(self) -> None:
+        self.received: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        received, paths = self.received, self.paths
 
-        def log_message(self, *args: Any) -> None:
-            pass
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                paths.append(self.path)
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(202)
+                self.end_headers()
 
-    server = HTTPServer(("127.0.0.1", 0), Gateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/send"
+
+
+@pytest.fixture
+def gateway() -> Iterator[_Gateway]:
+    gw = _Gateway()
+    thread = threading.Thread(target=gw.server.serve_forever, daemon=True)
     thread.start()
     try:
-        _queue(runtime, "sms", "+33600000000")
-        url = f"http://127.0.0.1:{server.server_address[1]}/send"
-        assert notify.deliver_pending(runtime.db, notify.sender_for(url, runtime.settings.data_dir)) == 1
+        yield gw
     finally:
-        server.shutdown()
-        server.server_close()
+        gw.server.shutdown()
+        gw.server.server_close()
+
+
+def test_sms_go_to_an_http_gateway_as_json(runtime: Runtime, gateway: _Gateway) -> None:
+    received = gateway.received
+    _queue(runtime, "sms", "+33600000000")
+    assert notify.deliver_pending(runtime.db, notify.sender_for(gateway.url, runtime.settings.data_dir)) == 1
     assert received == [
         {
             "channel": "sms",
@@ -129,3 +150,52 @@ def test_sms_go_to_an_http_gateway_as_json(runtime: Runtime) -> None:
             "body": "Your one-time code is 123456",
         }
     ]
+
+
+def test_email_over_smtp_and_sms_through_the_http_gateway_are_active_at_once(
+    runtime: Runtime, clock: Clock, http: TestClient, smtp: tuple[int, _Inbox], gateway: _Gateway
+) -> None:
+    port, inbox = smtp
+    # The default provider is a mail server nobody listens on: each channel must use its own provider.
+    runtime.settings.notify_url = f"smtp://127.0.0.1:{free_port()}?from=default@example.org"
+    runtime.settings.notify_email_url = f"smtp://127.0.0.1:{port}?from=archipel@example.org"
+    runtime.settings.notify_sms_url = gateway.url
+    with runtime.db.write() as s:
+        by_mail = issue_access_code(
+            s, "SITE-A/PN0001", "email", "patient.one@example.org", now=clock.now, valid_for=timedelta(days=9)
+        )
+        by_sms = issue_access_code(
+            s, "SITE-A/PN0002", "sms", "+33611111111", now=clock.now, valid_for=timedelta(days=9)
+        )
+
+    assert http.post("/api/patient/access", json={"code": by_mail}).json()["channel"] == "email"
+    assert http.post("/api/patient/access", json={"code": by_sms}).json()["channel"] == "sms"
+
+    [(to, raw)] = inbox.messages
+    mail = message_from_bytes(raw)
+    assert to == ["patient.one@example.org"] and mail["From"] == "archipel@example.org"
+    assert re.search(r"one-time code is \d{6}", mail.get_payload())
+    [sms] = gateway.received
+    assert (sms["channel"], sms["to"]) == ("sms", "+33611111111")
+    assert re.search(r"one-time code is \d{6}", sms["body"])
+    # The outbox sweep routes the same way: a results letter by e-mail, an alert by SMS.
+    _queue(runtime, "email", "gp@example.org")
+    _queue(runtime, "sms", "+33622222222")
+    assert notify_tasks.deliver() == 2
+    assert [m[0] for m in inbox.messages] == [["patient.one@example.org"], ["gp@example.org"]]
+    assert [m["to"] for m in gateway.received] == ["+33611111111", "+33622222222"]
+
+
+def test_a_channel_without_its_own_provider_uses_notify_url(runtime: Runtime, gateway: _Gateway) -> None:
+    runtime.settings.notify_url = gateway.url
+    runtime.settings.notify_email_url = f"file://{runtime.settings.data_dir / 'mails'}"
+    assert notify.channel_urls(runtime.settings) == {
+        "email": runtime.settings.notify_email_url,
+        "sms": gateway.url,
+    }
+    _queue(runtime, "email", "someone@example.org")
+    _queue(runtime, "sms", "+33600000000")
+    assert notify.deliver_pending(runtime.db, notify.configured_sender(runtime.settings)) == 2
+    assert [m["to"] for m in gateway.received] == ["+33600000000"]
+    [mail] = (runtime.settings.data_dir / "mails").iterdir()
+    assert "To: someone@example.org" in mail.read_text()

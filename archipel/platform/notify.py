@@ -6,24 +6,29 @@ message id and channel only, never the recipient or the body.
 
 Senders are chosen by URL scheme (``notify_url``): empty or ``file://DIR`` writes one file per message (the
 default, in DATA/outbox, mode 0600); ``smtp(s)://`` and ``http(s)://`` (an SMS gateway) are in
-``notify_senders``; other schemes register with :func:`register_sender`.
+``notify_senders``; other schemes register with :func:`register_sender`. Each channel may have a provider of
+its own (``notify_email_url``, ``notify_sms_url``; empty: ``notify_url``): :func:`configured_sender` routes
+every message to its channel's sender.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
 from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform.db import Base, Database, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from archipel.platform.settings import Settings
 
 log = logging.getLogger("archipel.notify")
 
@@ -112,6 +117,42 @@ def sender_for(url: str, data_dir: Path) -> Sender:
     return factory(url, data_dir)
 
 
+class RoutingSender:
+    """Hands each message to the sender of its channel (e-mail over SMTP and SMS through a gateway at once)."""
+
+    def __init__(self, by_channel: Mapping[str, Sender]) -> None:
+        self.by_channel = dict(by_channel)
+
+    def send(self, message: Message) -> None:
+        """Deliver ``message`` through its channel's sender; a channel without one raises (it stays queued)."""
+        sender = self.by_channel.get(message.channel)
+        if sender is None:
+            raise LookupError(f"no sender for channel {message.channel!r}")
+        sender.send(message)
+
+
+def channel_urls(settings: Settings) -> dict[str, str]:
+    """The provider URL of each channel: its own setting (``notify_email_url``, ``notify_sms_url``), else
+    ``notify_url``."""
+    own = {"email": settings.notify_email_url, "sms": settings.notify_sms_url}
+    return {channel: own[channel] or settings.notify_url for channel in CHANNELS}
+
+
+def configured_sender(settings: Settings, timeout: float | None = None) -> RoutingSender:
+    """The sender of the settings: each channel's provider (one sender per distinct URL).
+
+    ``timeout`` (seconds) shortens the network senders' own (e.g. for a send that a person waits for)."""
+    built: dict[str, Sender] = {}
+    for url in channel_urls(settings).values():
+        if url not in built:
+            sender = sender_for(url, settings.data_dir)
+            current = getattr(sender, "timeout", None)
+            if timeout is not None and isinstance(current, int | float):
+                sender.timeout = min(current, timeout)  # type: ignore[attr-defined]
+            built[url] = sender
+    return RoutingSender({channel: built[url] for channel, url in channel_urls(settings).items()})
+
+
 def enqueue(s: Session, channel: str, recipient: str, subject: str, body: str, purpose: str) -> OutboxMessage:
     """Put a message in the outbox, in the caller's transaction."""
     if channel not in CHANNELS:
@@ -146,8 +187,38 @@ def _lease(db: Database, message_id: int, now: datetime) -> OutboxMessage | None
         return row
 
 
-def deliver_pending(db: Database, sender: Sender, limit: int = 100) -> int:
+#: What a module does in the transaction that marks one of its messages sent, by purpose (:func:`after_sent`).
+_after_sent: dict[str, Callable[[Session, OutboxMessage], None]] = {}
+
+
+def after_sent(purpose: str, hook: Callable[[Session, OutboxMessage], None]) -> None:
+    """Call ``hook(session, message)`` in the transaction that marks a message of ``purpose`` sent (a screening
+    result is sent when its letters are). The hook runs in a savepoint: if it fails, the message stays sent and
+    the failure is logged."""
+    _after_sent[purpose] = hook
+
+
+def _run_after_sent(s: Session, message: OutboxMessage) -> None:
+    hook = _after_sent.get(message.purpose)
+    if hook is None:
+        return
+    try:
+        with s.begin_nested():
+            hook(s, message)
+    except Exception as exc:
+        log.warning(
+            "event=notify_after_sent_failed id=%d purpose=%s error=%s",
+            message.id,
+            message.purpose,
+            type(exc).__name__,
+        )
+
+
+def deliver_pending(
+    db: Database, sender: Sender, limit: int = 100, clock: Callable[[], datetime] = utcnow
+) -> int:
     """Send unsent messages, oldest first; return how many went out. Failures stay queued with their error.
+    ``clock`` stamps the leases and the sent times (the runtime's clock: tests replace it).
 
     Several sweeps may run at once (periodic runs, an immediate delivery, two workers): each message is leased
     before it is sent, so it goes out once."""
@@ -162,7 +233,7 @@ def deliver_pending(db: Database, sender: Sender, limit: int = 100) -> int:
         )
     sent = 0
     for message_id in pending:
-        row = _lease(db, message_id, utcnow())
+        row = _lease(db, message_id, clock())
         if row is None:
             continue
         message = Message(row.id, row.channel, row.recipient, row.subject, row.body)
@@ -180,8 +251,10 @@ def deliver_pending(db: Database, sender: Sender, limit: int = 100) -> int:
             fresh.error = error
             fresh.leased_until = None
             if not error:
-                fresh.sent_at = utcnow()
+                fresh.sent_at = clock()
                 fresh.body = ""
                 sent += 1
                 log.info("event=notify_sent id=%d channel=%s purpose=%s", row.id, row.channel, row.purpose)
+                s.flush()
+                _run_after_sent(s, fresh)
     return sent

@@ -9,7 +9,8 @@ They register with :func:`archipel.platform.notify.register_sender` under their 
 - ``http(s)://gateway/path``: each message is POSTed as JSON ``{"channel", "to", "subject", "body"}``; any 2xx
   answer counts as sent.
 
-Credentials come in the URL from the settings (``ARCHIPEL_NOTIFY_URL``), never from code.
+Credentials come in the URL from the settings (``ARCHIPEL_NOTIFY_URL``, or per channel
+``ARCHIPEL_NOTIFY_EMAIL_URL`` and ``ARCHIPEL_NOTIFY_SMS_URL``), never from code.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class SmtpSender:
             raise ValueError("an smtp notify URL needs ?from=ADDRESS")
         self.starttls = query.get("starttls", "") in ("1", "true", "yes")
         self.sms_domain = query.get("sms_domain", "")
+        #: Seconds the connection and each SMTP step may take.
+        self.timeout: float = TIMEOUT
 
     def _address(self, message: notify.Message) -> str:
         if message.channel == "email":
@@ -67,9 +70,9 @@ class SmtpSender:
         mail.set_content(message.body)
         context = ssl.create_default_context()
         smtp: smtplib.SMTP = (
-            smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT, context=context)
+            smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
             if self.tls
-            else smtplib.SMTP(self.host, self.port, timeout=TIMEOUT)
+            else smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         )
         with smtp:
             if self.starttls:
@@ -84,6 +87,8 @@ class WebhookSender:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        #: Seconds the gateway may take to answer.
+        self.timeout: float = TIMEOUT
 
     def send(self, message: notify.Message) -> None:
         """Deliver ``message``; a non-2xx answer raises, so that it stays queued."""
@@ -98,7 +103,7 @@ class WebhookSender:
         request = urllib.request.Request(
             self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        with urllib.request.urlopen(request, timeout=self.timeout) as answer:
             if not 200 <= answer.status < 300:
                 raise UndeliverableMessage(f"gateway answered {answer.status}")
 

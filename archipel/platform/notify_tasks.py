@@ -25,7 +25,7 @@ SWEEP_SECONDS = 30.0
 def deliver() -> int:
     """Send the outbox's pending messages through the configured sender; return how many went out."""
     rt = get_runtime()
-    sent = notify.deliver_pending(rt.db, notify.sender_for(rt.settings.notify_url, rt.settings.data_dir))
+    sent = notify.deliver_pending(rt.db, notify.configured_sender(rt.settings))
     if sent:
         log.info("event=notify_sweep sent=%d", sent)
     return sent

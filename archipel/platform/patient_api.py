@@ -64,7 +64,7 @@ def request_access(body: AccessRequest, request: Request, rt: RuntimeDep) -> dic
     except AuthError as exc:
         _denied(rt, request, "patient-access", exc)
         raise auth_http_error(exc, challenge=False) from exc
-    notify.deliver_pending(rt.db, notify.sender_for(rt.settings.notify_url, rt.settings.data_dir))
+    notify.deliver_pending(rt.db, notify.configured_sender(rt.settings))
     audit.record(
         rt.db,
         Principal(subject=ref, role=PATIENT_ROLE, kind="patient"),

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     oidc_scopes: str = "openid"
     #: Where ``notify`` delivers messages: empty means files in DATA/outbox.
     notify_url: str = ""
+    #: Where e-mails, resp. text messages, go when they need another provider than ``notify_url`` (e.g.
+    #: ``smtp://…`` for e-mail and an SMS gateway's ``https://…``); empty: ``notify_url``.
+    notify_email_url: str = ""
+    notify_sms_url: str = ""
     #: Seconds between two sweeps of the outbox by the ``notify`` job (0: its default, 30 s).
     notify_sweep_seconds: float = 0.0
     #: Days a patient access code stays valid, and minutes a one-time code does.
