@@ -3,9 +3,14 @@ metrics cover the years before Archipel.
 
 Columns: ``episode_id, issuer, patient_id, birth_date, screen_date, round, site, l1_reader, l1_right, l1_left,
 density, l2_reader, l2_right, l2_left, decision, outcome``. Assessments are ACR 0-5; an empty ``l2_reader``
-means not read by L2 (French programme: a positive L1). In the blinded protocol L1 and L2 are the first and
-second blind reads. A bad line is refused with its number and reason, and nothing of it is stored; the others
-are stored in one transaction per 500 lines.
+means not read by L2, which in the French programme only a positive L1 (ACR 0 or 3-5 on a breast) may be: an
+exam ACR 1-2 at L1 is decided after its L2 read. L2 assessments without an ``l2_reader`` are refused. In the
+blinded protocol L1 and L2 are the first and second blind reads.
+
+``birth_date`` is kept on the episode and checks the woman: it must agree with the birth date the MPI holds for
+her identity (issuer and patient_id), and with the one given for her in other lines and earlier imports, else the
+line is refused (another woman under the same number). A bad line is refused with its number and reason, and
+nothing of it is stored; the others are stored in one transaction per 500 lines.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from archipel.mammo.models import (
     DECISIONS,
     EU_BLINDED,
     FIRST,
+    FR_DEPISTAGE,
     L1,
     L2,
     OUTCOMES,
@@ -77,6 +83,7 @@ class HistoryRow:
     episode_id: str
     issuer: str
     patient_id: str
+    birth_date: date | None
     screen_date: date
     round: str
     site: str
@@ -104,6 +111,7 @@ def parse_row(row: dict[str, str], protocol: str) -> HistoryRow:
         screen_date = date.fromisoformat(v["screen_date"])
     except ValueError:
         raise ValueError(f"screen_date {v['screen_date']!r} is not a date (YYYY-MM-DD)") from None
+    born = None
     if v["birth_date"]:
         try:
             born = date.fromisoformat(v["birth_date"])
@@ -122,8 +130,15 @@ def parse_row(row: dict[str, str], protocol: str) -> HistoryRow:
         if v["l2_reader"] == v["l1_reader"]:
             raise ValueError("the same reader cannot make both reads of one exam")
         l2 = (v["l2_reader"], _acr(v, "l2_right"), _acr(v, "l2_left"))
+    elif v["l2_right"] or v["l2_left"]:
+        given = " and ".join(name for name in ("l2_right", "l2_left") if v[name])
+        raise ValueError(f"{given} given but l2_reader is empty (an L2 read needs its reader)")
     elif protocol == EU_BLINDED:
         raise ValueError("the blinded protocol has two reads; l2_reader is empty")
+    elif protocol == FR_DEPISTAGE and l1[1] in (1, 2) and l1[2] in (1, 2):
+        raise ValueError(
+            "L1 is ACR 1-2 on both breasts, so the exam is decided after its L2 read; l2_reader is empty"
+        )
     if v["decision"] not in DECISIONS:
         raise ValueError(f"decision {v['decision']!r} is not one of {', '.join(DECISIONS)}")
     if v["outcome"] not in OUTCOMES:
@@ -131,8 +146,8 @@ def parse_row(row: dict[str, str], protocol: str) -> HistoryRow:
     if v["outcome"] == "interval_cancer" and v["decision"] != "normal":
         raise ValueError("an interval cancer follows a normal decision")
     return HistoryRow(
-        v["episode_id"], v["issuer"], v["patient_id"], screen_date, v["round"], v["site"], l1, density, l2,
-        v["decision"], v["outcome"],
+        v["episode_id"], v["issuer"], v["patient_id"], born, screen_date, v["round"], v["site"], l1, density,
+        l2, v["decision"], v["outcome"],
     )  # fmt: skip
 
 
@@ -154,26 +169,42 @@ def _read(ep: Episode, role: str, read: tuple[str, int, int], density: str, at: 
     )
 
 
-def _store(s: Session, prog: Programme, rows: list[HistoryRow]) -> None:
-    keys = {(r.issuer, r.patient_id) for r in rows}
-    masters = dict(
-        ((i, p), m)
-        for i, p, m in s.execute(
-            select(LocalIdentity.issuer, LocalIdentity.local_id, LocalIdentity.master_id).where(
-                LocalIdentity.local_id.in_([p for _, p in keys])
-            )
+def _store(s: Session, prog: Programme, lines: list[tuple[int, HistoryRow]]) -> list[tuple[int, str]]:
+    """Store the lines whose woman the MPI does not contradict; returns the others with the reason."""
+    keys = {(r.issuer, r.patient_id) for _, r in lines}
+    known = {
+        (i, p): (m, born)
+        for i, p, m, born in s.execute(
+            select(
+                LocalIdentity.issuer,
+                LocalIdentity.local_id,
+                LocalIdentity.master_id,
+                LocalIdentity.birth_date,
+            ).where(LocalIdentity.local_id.in_([p for _, p in keys]))
         )
         if (i, p) in keys
-    )
+    }
     roles = (FIRST, SECOND) if prog.protocol == EU_BLINDED else (L1, L2)
-    for r in rows:
+    refused: list[tuple[int, str]] = []
+    for n, r in lines:
+        master, mpi_born = known.get((r.issuer, r.patient_id), (None, ""))
+        if r.birth_date is not None and mpi_born and mpi_born != r.birth_date.strftime("%Y%m%d"):
+            mpi = f"{mpi_born[:4]}-{mpi_born[4:6]}-{mpi_born[6:8]}"
+            refused.append(
+                (
+                    n,
+                    f"birth_date {r.birth_date.isoformat()} is not the MPI's {mpi} for {r.issuer}/{r.patient_id}",
+                )
+            )
+            continue
         at = datetime.combine(r.screen_date, datetime.min.time(), tzinfo=UTC)
         ep = Episode(
             programme_id=prog.id,
             external_id=r.episode_id,
             issuer=r.issuer,
             patient_id=r.patient_id,
-            master_id=masters.get((r.issuer, r.patient_id)),
+            birth_date=r.birth_date,
+            master_id=master,
             site=r.site,
             round=r.round,
             screen_date=r.screen_date,
@@ -213,6 +244,7 @@ def _store(s: Session, prog: Programme, rows: list[HistoryRow]) -> None:
                 )
             )
     s.flush()
+    return refused
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -249,15 +281,25 @@ def import_history(
             raise HistoryError(f"programme {programme} uses {prog.protocol}, not {protocol}")
         prog_id = prog.id
         known = set(s.execute(select(Episode.external_id).where(Episode.programme_id == prog_id)).scalars())
+        # The birth date given for each woman so far (earlier imports), and by which episode.
+        born: dict[tuple[str, str], tuple[date, str]] = {
+            (issuer, patient): (day, str(external))
+            for issuer, patient, day, external in s.execute(
+                select(Episode.issuer, Episode.patient_id, Episode.birth_date, Episode.external_id).where(
+                    Episode.programme_id == prog_id, Episode.birth_date.is_not(None)
+                )
+            )
+        }
     summary = HistorySummary()
-    pending: list[HistoryRow] = []
+    pending: list[tuple[int, HistoryRow]] = []
 
     def flush() -> None:
         with db.write() as s:
             current = s.get(Programme, prog_id)
             assert current is not None
-            _store(s, current, pending)
-        summary.imported += len(pending)
+            refused = _store(s, current, pending)
+        summary.imported += len(pending) - len(refused)
+        summary.refused.extend(refused)
         pending.clear()
 
     for n, raw in _lines(path):
@@ -265,8 +307,17 @@ def import_history(
             row = parse_row(raw, protocol)
             if row.episode_id in known:
                 raise ValueError(f"episode {row.episode_id} is imported already")
+            woman = (row.issuer, row.patient_id)
+            if row.birth_date is not None:
+                earlier = born.get(woman)
+                if earlier is not None and earlier[0] != row.birth_date:
+                    raise ValueError(
+                        f"birth_date {row.birth_date.isoformat()} differs from {earlier[0].isoformat()}, given "
+                        f"for {row.issuer}/{row.patient_id} in episode {earlier[1]}"
+                    )
+                born.setdefault(woman, (row.birth_date, row.episode_id))
             known.add(row.episode_id)
-            pending.append(row)
+            pending.append((n, row))
         except ValueError as exc:
             summary.refused.append((n, str(exc)))
         if on_line is not None:
@@ -275,4 +326,5 @@ def import_history(
             flush()
     if pending:
         flush()
+    summary.refused.sort()
     return summary

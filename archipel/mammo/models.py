@@ -97,6 +97,8 @@ class Episode(Base):
     retake_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
     issuer: Mapped[str] = mapped_column(String(64))
     patient_id: Mapped[str] = mapped_column(String(64))
+    #: The woman's birth date when the source gives it (the history import), which checks her identity.
+    birth_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     master_id: Mapped[int | None] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), nullable=True, index=True
     )
