@@ -289,6 +289,7 @@ def import_history(
                     Episode.programme_id == prog_id, Episode.birth_date.is_not(None)
                 )
             )
+            if day is not None
         }
     summary = HistorySummary()
     pending: list[tuple[int, HistoryRow]] = []
