@@ -108,6 +108,14 @@ _SCREENING: dict[tuple[str, str], Entry] = {
         "POST", _MG + "/episodes/999999/outcomes", (), user="auditor", send="json", body={"outcome": "benign"},
         status=404,
     ),
+    ("POST", _MG + "/episodes/{episode_id}/deferred-workup"): Audited(
+        "POST", _MG + "/episodes/999999/deferred-workup", (), user="auditor", send="json",
+        body={"radiologist": "someone", "performed_on": "2026-01-02", "ultrasound": True, "right_assessment": 1,
+              "left_assessment": 2, "conclusion": "normal"}, status=404,
+    ),
+    ("GET", _MG + "/episodes/{episode_id}/deferred-workup"): Audited(
+        "GET", _MG + "/episodes/999999/deferred-workup", (), user="auditor", status=404
+    ),
     ("GET", _MG + "/reconciliation"): Audited(
         "GET", _MG + "/reconciliation", _MG_DENIED_SEARCH, user="auditor", status=403
     ),

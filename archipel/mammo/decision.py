@@ -36,6 +36,10 @@ from archipel.platform.authn import User
 log = logging.getLogger("archipel.mammo.decision")
 
 PURPOSE = "screening-result"
+_L1_NEXT = {
+    RECALL: "\nPlease organise the deferred work-up and record its form in Archipel for this episode.",
+    TECHNICAL_RECALL: "\nPlease take the insufficient views again; the retake goes back to L2.",
+}
 _WHAT_NEXT = {
     "normal": "no sign of cancer was seen. You will be invited again for your next screening round.",
     RECALL: "further tests are needed. Your doctor and the imaging centre will contact you for an appointment.",
@@ -55,11 +59,21 @@ def _letters(s: Session, ep: Episode, prog: Programme, decision: str, reasons: l
     if ep.gp_contact:
         ids.append(notify.enqueue(s, "email", ep.gp_contact, "Screening result", professional, PURPOSE).id)
     if prog.protocol == FR_DEPISTAGE and decision != "normal":
-        l1 = next((r for r in episodes.reading_rows(s, ep.id) if r.role == L1), None)
-        user = s.execute(select(User).where(User.username == l1.reader)).scalar_one_or_none() if l1 else None
-        if user is not None and user.email:
-            ids.append(notify.enqueue(s, "email", user.email, "Screening recall", professional, PURPOSE).id)
+        to_l1 = professional + _L1_NEXT.get(decision, "")
+        for address in l1_contacts(s, ep):
+            ids.append(notify.enqueue(s, "email", address, "Screening recall", to_l1, PURPOSE).id)
     return ids
+
+
+def l1_contacts(s: Session, ep: Episode) -> list[str]:
+    """Where a French recall reaches the L1 radiologist: their account's e-mail address and the imaging
+    centre's recall address of the episode (either may be missing; both when they differ)."""
+    l1 = next((r for r in episodes.reading_rows(s, ep.id) if r.role == L1), None)
+    user = s.execute(select(User).where(User.username == l1.reader)).scalar_one_or_none() if l1 else None
+    found = [a for a in ((user.email if user is not None else ""), ep.centre_contact) if a]
+    if not found:
+        log.warning("event=screening_recall_without_l1_contact episode=%d", ep.id)
+    return list(dict.fromkeys(found))
 
 
 def decide(s: Session, ep: Episode, prog: Programme, by: str, now: datetime) -> ScreeningDecision:
@@ -118,6 +132,7 @@ def retake_for(
         priors="none",
         woman_contact=ep.woman_contact,
         gp_contact=ep.gp_contact,
+        centre_contact=ep.centre_contact,
         created_at=now,
     )
     s.add(retake)

@@ -112,6 +112,8 @@ class Episode(Base):
     priors: Mapped[str] = mapped_column(String(16), default="none")
     woman_contact: Mapped[str] = mapped_column(String(255), default="")
     gp_contact: Mapped[str] = mapped_column(String(255), default="")
+    #: The imaging centre's own address for recalls (its secretariat), given with the L1 form or the episode.
+    centre_contact: Mapped[str] = mapped_column(String(255), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -214,6 +216,43 @@ class ScreeningOutcome(Base):
     biopsy: Mapped[bool] = mapped_column(Boolean, default=False)
     size_mm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     diagnosed_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    recorded_by: Mapped[str] = mapped_column(String(128))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+#: A deferred work-up's conclusion, and the biopsies it may include.
+WORKUP_CONCLUSIONS = ("normal", "benign", "suspicious", "cancer")
+BIOPSY_TYPES = ("none", "fine-needle", "core-needle", "vacuum-assisted", "surgical")
+
+
+class DeferredWorkup(Base):
+    """The deferred work-up ("bilan de diagnostic différé") after a recall: who did it, where and when, the exams
+    (diagnostic views as JSON, ultrasound, MRI, a biopsy and its type), the assessment of each breast after the
+    work-up (ACR / BI-RADS 1-6), the conclusion and, for a cancer, its pathology and size.
+
+    A ``suspicious`` work-up (a biopsy to come) may be followed by another form once the pathology is known; a
+    final one (normal, benign, cancer) records the episode's outcome, ``outcome_id``.
+    """
+
+    __tablename__ = "screening_workups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    episode_id: Mapped[int] = mapped_column(ForeignKey("screening_episodes.id"), index=True)
+    radiologist: Mapped[str] = mapped_column(String(128))
+    site: Mapped[str] = mapped_column(String(64))
+    performed_on: Mapped[date] = mapped_column(Date)
+    diagnostic_views: Mapped[str] = mapped_column(Text, default="[]")
+    ultrasound: Mapped[bool] = mapped_column(Boolean, default=False)
+    mri: Mapped[bool] = mapped_column(Boolean, default=False)
+    biopsy: Mapped[str] = mapped_column(String(32), default="none")
+    biopsy_laterality: Mapped[str] = mapped_column(String(1), default="")
+    right_assessment: Mapped[int] = mapped_column(Integer)
+    left_assessment: Mapped[int] = mapped_column(Integer)
+    conclusion: Mapped[str] = mapped_column(String(16))
+    pathology: Mapped[str] = mapped_column(String(32), default="")
+    size_mm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    outcome_id: Mapped[int | None] = mapped_column(ForeignKey("screening_outcomes.id"), nullable=True)
     recorded_by: Mapped[str] = mapped_column(String(128))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

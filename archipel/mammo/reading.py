@@ -320,6 +320,7 @@ def submit_l1(
         ep = register(s, prog, body, now)
     else:
         link_named_study(s, ep, body.study_uid)
+        ep.centre_contact = body.centre_contact or ep.centre_contact
     extra = {
         "history": body.history,
         "clinical_exam": body.clinical_exam,
@@ -371,6 +372,7 @@ def register(s: Session, prog: Programme, body: Any, now: datetime) -> Episode:
         priors="none",
         woman_contact=body.woman_contact,
         gp_contact=body.gp_contact,
+        centre_contact=body.centre_contact,
         created_at=now,
     )
     ep.master_id = master_of_episode(s, ep)

@@ -13,7 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from archipel.mammo.models import ARBITRATION_POLICIES, DISCORDANT_ONLY, OUTCOMES, PROTOCOLS, QUALIFICATIONS
+from archipel.mammo.models import (
+    ARBITRATION_POLICIES,
+    BIOPSY_TYPES,
+    DISCORDANT_ONLY,
+    OUTCOMES,
+    PROTOCOLS,
+    QUALIFICATIONS,
+    WORKUP_CONCLUSIONS,
+)
 
 _VIEW = re.compile(r"^[RL]-(CC|MLO|ML|LM|XCCL|XCCM)$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
@@ -140,7 +148,8 @@ def _contact(v: str) -> str:
 
 class EpisodeBody(Strict):
     """An episode to register: the programme, the woman (issuer and PatientID), site, round, date, optionally the
-    study already received, the contacts the results letters go to, and the worklist's priority and batch."""
+    study already received, the contacts the results letters go to (the woman, her GP, and the imaging centre's
+    own address for recalls), and the worklist's priority and batch."""
 
     programme: str = Field(min_length=1, max_length=64)
     issuer: str = Field(min_length=1, max_length=64)
@@ -151,10 +160,11 @@ class EpisodeBody(Strict):
     study_uid: str = Field(default="", max_length=64)
     woman_contact: str = Field(default="", max_length=255)
     gp_contact: str = Field(default="", max_length=255)
+    centre_contact: str = Field(default="", max_length=255)
     priority: int = Field(default=0, ge=0, le=9)
     batch: str = Field(default="", max_length=64)
 
-    @field_validator("woman_contact", "gp_contact")
+    @field_validator("woman_contact", "gp_contact", "centre_contact")
     @classmethod
     def _contacts(cls, v: str) -> str:
         return _contact(v)
@@ -264,3 +274,80 @@ class OutcomeBody(Strict):
         if v not in OUTCOMES:
             raise ValueError(f"unknown outcome {v!r}; choose one of: {', '.join(OUTCOMES)}")
         return v
+
+
+class DiagnosticView(Strict):
+    """A diagnostic mammography view of the work-up: laterality and view (``L-CC``), and its modifier."""
+
+    view: str
+    modifier: Literal["none", "spot", "magnification", "spot-magnification"] = "none"
+
+    @field_validator("view")
+    @classmethod
+    def _view(cls, v: str) -> str:
+        if not _VIEW.match(v):
+            raise ValueError(f"view {v!r} is not a laterality and view such as R-CC or L-MLO")
+        return v
+
+
+class DeferredWorkupBody(Strict):
+    """The deferred work-up after a recall: who did it (the radiologist), where and when, the exams done, the
+    assessment of each breast after the work-up (ACR / BI-RADS 1-6, 6 a proven cancer), and the conclusion.
+
+    ``normal`` needs both breasts ACR 1-2; ``benign`` ACR 1-3; ``suspicious`` (a biopsy to come or done, its
+    pathology awaited) a breast ACR 4-5 and the biopsy; ``cancer`` the biopsy and its pathology (in situ or
+    invasive). A biopsy names its type and the breast.
+    """
+
+    radiologist: str = Field(min_length=1, max_length=128)
+    site: str = Field(default="", max_length=64)
+    performed_on: date
+    diagnostic_views: list[DiagnosticView] = Field(default_factory=list, max_length=20)
+    ultrasound: bool = False
+    mri: bool = False
+    biopsy: str = "none"
+    biopsy_laterality: Laterality | None = None
+    right_assessment: int = Field(ge=1, le=6)
+    left_assessment: int = Field(ge=1, le=6)
+    conclusion: str
+    pathology: Literal["cancer_in_situ", "cancer_invasive"] | None = None
+    size_mm: int | None = Field(default=None, ge=0, le=500)
+    notes: str = Field(default="", max_length=2000)
+
+    @field_validator("biopsy")
+    @classmethod
+    def _biopsy(cls, v: str) -> str:
+        if v not in BIOPSY_TYPES:
+            raise ValueError(f"unknown biopsy {v!r}; choose one of: {', '.join(BIOPSY_TYPES)}")
+        return v
+
+    @field_validator("conclusion")
+    @classmethod
+    def _conclusion(cls, v: str) -> str:
+        if v not in WORKUP_CONCLUSIONS:
+            raise ValueError(f"unknown conclusion {v!r}; choose one of: {', '.join(WORKUP_CONCLUSIONS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeferredWorkupBody:
+        worst = max(self.right_assessment, self.left_assessment)
+        if not (self.diagnostic_views or self.ultrasound or self.mri or self.biopsy != "none"):
+            raise ValueError("a work-up lists the exams done (diagnostic views, ultrasound, MRI or a biopsy)")
+        if self.biopsy != "none" and self.biopsy_laterality is None:
+            raise ValueError(f"a {self.biopsy} biopsy names the breast (biopsy_laterality R or L)")
+        if self.biopsy == "none" and self.biopsy_laterality is not None:
+            raise ValueError("biopsy_laterality is given but no biopsy")
+        if self.conclusion == "normal" and worst > 2:
+            raise ValueError(f"a normal work-up has both breasts ACR 1-2, not ACR {worst}")
+        if self.conclusion == "benign" and worst > 3:
+            raise ValueError(f"a benign work-up has both breasts ACR 1-3, not ACR {worst}")
+        if self.conclusion == "suspicious":
+            if worst not in (4, 5):
+                raise ValueError(f"a suspicious work-up has a breast ACR 4-5, not ACR {worst}")
+            if self.biopsy == "none":
+                raise ValueError("a suspicious work-up goes to a biopsy: give its type and breast")
+        if self.conclusion == "cancer" and (self.biopsy == "none" or self.pathology is None):
+            raise ValueError("a cancer is proven by a biopsy: give the biopsy and its pathology")
+        if self.conclusion != "cancer" and (self.pathology is not None or self.size_mm is not None):
+            raise ValueError("pathology and size_mm go with a cancer conclusion only")
+        return self
