@@ -198,6 +198,31 @@ def test_a40_merge_goes_to_the_review_queue_and_merges_nothing(
     queue = [e for e in review.review_queue(runtime.db) if e.local_id == "IPP7010"]
     assert len(queue) == 1
     assert queue[0].candidate_master_id == survivor.master_id and "A40" in queue[0].reason
+    # The officer sees the MPI's own evidence for the pair: the same person, but for an accent.
+    entry = queue[0]
+    assert entry.score is not None and entry.score >= 8.0 and f"MPI score {entry.score:.1f}" in entry.reason
+    assert {"family", "given", "birth_date", "sex"} <= set(entry.contributions)
+    assert entry.contributions["birth_date"] > 0 and entry.contributions["family"] > 0
+
+
+def test_a40_of_two_unlike_identities_shows_the_officer_their_disagreement(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    prior = pid("IPP7012", "Tanguy", "Maëlys", ins="", status="PROV")
+    other = pid("IPP7013", "Le Goff", "Erwan", ins="", status="PROV", city="Brest")
+    other = other.replace("|19850322|F|", "|19610704|M|")
+    send(listener.port, message(msh("ADT^A01", "M-4"), prior))
+    send(listener.port, message(msh("ADT^A01", "M-5"), other))
+    merge = message(msh("ADT^A40", "M-6"), other, f"MRG|IPP7012^^^{FACILITY}^PI")
+    code, _control, text = msa(send(listener.port, merge))
+    assert code == "AA" and "review" in text, text
+    [entry] = [e for e in review.review_queue(runtime.db) if e.local_id == "IPP7012"]
+    # The RIS asks; the evidence says the given names, birth date and sex disagree (the used name, phone and
+    # address that pid() gives both agree).
+    assert entry.score is not None and f"MPI score {entry.score:.1f}" in entry.reason
+    c = entry.contributions
+    assert c["birth_date"] < 0 and c["sex"] < 0 and c["given"] < 0
+    assert c["phone"] > 0 and entry.score == pytest.approx(sum(c.values()), abs=0.1)
 
 
 def test_a40_with_different_qualified_ins_is_refused(runtime: Runtime, listener: Hl7Listener) -> None:

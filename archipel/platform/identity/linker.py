@@ -241,6 +241,27 @@ class LinkIndex:
             )
         return Decision(NEW, None, round(score, 3), contributions, "score below review threshold")
 
+    def evidence(self, t: Traits, master_id: int) -> tuple[float | None, dict[str, float]]:
+        """The score (bits) and per-field contributions of ``t`` against the member of ``master_id`` it matches
+        best, as :meth:`decide` weighs a candidate (what a review item shows the identity officer); ``(None,
+        {})`` when no member of the master is indexed."""
+        best: tuple[float, tuple[int, ...], bool, Traits] | None = None
+        for pk in self.members.get(master_id, []):
+            other = self.traits[pk]
+            if other.issuer == t.issuer and other.local_id == t.local_id:
+                continue
+            levels, swapped = compare(t, other)
+            score = self.model.score(levels, t, other, self.freq)
+            if best is None or score > best[0]:
+                best = (score, levels, swapped, other)
+        if best is None:
+            return None, {}
+        score, levels, swapped, other = best
+        contributions = self.model.contributions(levels, t, other, self.freq)
+        if swapped:
+            contributions["swapped_names"] = 0.0
+        return round(score, 3), contributions
+
     def _ins_decision(self, t: Traits, self_pk: int | None, banned: set[int]) -> Decision | None:
         for pk in self.rows(f"I{t.ins}"):
             if pk == self_pk:

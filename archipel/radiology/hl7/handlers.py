@@ -83,9 +83,11 @@ def merge_patients(rt: Runtime, parsed: Parsed, sender: Sender) -> Outcome:
     """ADT^A40: the site says the prior patient (MRG-1) is the surviving one (PID-3).
 
     Never a blind merge: the surviving identity is fed to the MPI, then the prior one is put in the identity
-    officers' review queue as a candidate for the survivor's master. It is linked at once only when the MPI's
-    hard rules settle it: both already on one master, or both with the same qualified INS. Two different
-    qualified INS, or an officer's earlier "different people" decision, refuse the merge (``AE``).
+    officers' review queue as a candidate for the survivor's master, with the MPI's score and per-field evidence
+    for the pair (the prior identity against the survivor's master, as the linker scores a candidate). It is
+    linked at once only when the MPI's hard rules settle it: both already on one master, or both with the same
+    qualified INS. Two different qualified INS, or an officer's earlier "different people" decision, refuse the
+    merge (``AE``).
     """
     msg = parsed.message
     mrg = first(msg, "MRG")
@@ -137,8 +139,12 @@ def merge_patients(rt: Runtime, parsed: Parsed, sender: Sender) -> Outcome:
         same_ins = len(qualified) == 1 and old.ins == new.ins and old.ins_status == new.ins_status == "QUAL"
         reason = f"HL7 ADT^A40 from {sender.site}: prior patient {prior} merged into {surviving_id}"
         if not same_ins:
-            _queue_review(s, old.id, new.master_id, reason)
-            log.info("event=hl7_merge_review issuer=%s", sender.site)
+            # The officer decides with the MPI's own evidence, as for the candidates the linker finds.
+            score, contributions = store.index_for(s).evidence(store.traits_of(old), new.master_id)
+            if score is not None:
+                reason += f"; MPI score {score:.1f} bits"
+            _queue_review(s, old.id, new.master_id, reason, score, contributions)
+            log.info("event=hl7_merge_review issuer=%s score=%s", sender.site, score)
             return Outcome("merge: queued for identity review", survivor.patient, new.master_id)
         old_pk, new_pk, old_master, target = old.id, new.id, old.master_id, new.master_id
     review.link(
@@ -159,7 +165,14 @@ def merge_patients(rt: Runtime, parsed: Parsed, sender: Sender) -> Outcome:
     return Outcome("merge: linked (same qualified INS)", survivor.patient, target)
 
 
-def _queue_review(s: Session, local_pk: int, candidate: int, reason: str) -> None:
+def _queue_review(
+    s: Session,
+    local_pk: int,
+    candidate: int,
+    reason: str,
+    score: float | None,
+    contributions: dict[str, float],
+) -> None:
     exists = s.execute(
         select(ReviewItem.id).where(
             ReviewItem.local_pk == local_pk,
@@ -172,8 +185,8 @@ def _queue_review(s: Session, local_pk: int, candidate: int, reason: str) -> Non
             ReviewItem(
                 local_pk=local_pk,
                 candidate_master_id=candidate,
-                score=None,
-                contributions=json.dumps({}),
+                score=score,
+                contributions=json.dumps(contributions),
                 reason=reason,
                 state="open",
                 created_at=utcnow(),
