@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from archipel.app import create_app
 from archipel.platform import access, access_facts, portal
@@ -17,8 +18,9 @@ from archipel.platform.authn import Principal
 from archipel.platform.db import utcnow
 from archipel.platform.http import current_principal
 from archipel.platform.runtime import Runtime
-from archipel.radiology import documents
+from archipel.radiology import documents, documents_search
 from tests.access_support import ensure_master, relate
+from tests.pdf_samples import text_pdf
 
 REPORT, LETTER = "18748-4", "34133-9"  # LOINC: diagnostic imaging study; summary of episode note
 RADIOLOGIST = Principal("dr-amandier", "radiologist", "SITE-A", auth_time=utcnow(), method="password+totp")
@@ -155,6 +157,66 @@ def test_a_pdf_is_served_as_stored_and_found_by_its_title(world: World) -> None:
         got = c.get(f"/api/documents/{made.json()['id']}/content")
         assert got.content == pdf and got.headers["content-type"] == "application/pdf"
         assert c.get("/api/documents/search", params={"q": "liaison"}).json()["total"] == 1
+
+
+def test_a_pdf_report_is_found_by_the_words_of_its_text(world: World) -> None:
+    pdf = text_pdf("Échographie abdominale : vésicule biliaire alithiasique.", "Conclusion : examen normal.")
+    with world.client(RADIOLOGIST) as c:
+        made = c.post(
+            "/api/documents",
+            json=_new(
+                content_type="application/pdf", content=_b64(pdf), title="Compte rendu", status="final"
+            ),
+        )
+        assert made.status_code == 201, made.text
+
+        def found(q: str) -> list[int]:
+            return [d["id"] for d in c.get("/api/documents/search", params={"q": q}).json()["documents"]]
+
+        assert found("vesicule alithiasique") == [made.json()["id"]]
+        assert found("échographie") == [made.json()["id"]]
+        assert found("echographies abdominales") == [made.json()["id"]]  # plurals, accents folded
+        assert found("pancreas") == []
+
+
+def test_a_word_is_found_with_or_without_its_accents(world: World) -> None:
+    accented = world.report("Échographie pelvienne sans anomalie.")
+    plain = world.report("Echographie renale : kyste cortical.")
+    with world.client(RADIOLOGIST) as c:
+        for q in ("echographie", "échographie", "ÉCHOGRAPHIE"):
+            got = {d["id"] for d in c.get("/api/documents/search", params={"q": q}).json()["documents"]}
+            assert got == {accented.id, plain.id}, q
+        got = [d["id"] for d in c.get("/api/documents/search", params={"q": "rénale"}).json()["documents"]]
+        assert got == [plain.id]
+
+
+def test_postgresql_search_stems_with_its_french_configuration(world: World) -> None:
+    if world.runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL's French text search; SQLite's FTS5 stems with porter (docs/documents.md)")
+    report = world.report("Examen de radiologie conventionnelle du rachis lombaire.")
+    with world.client(RADIOLOGIST) as c:
+        # "radiologiques" and "radiologie" share a stem only in French ("radiolog"): English gives "radiologiqu"
+        # and "radiologi", the simple configuration keeps the words.
+        got = [
+            d["id"] for d in c.get("/api/documents/search", params={"q": "radiologiques"}).json()["documents"]
+        ]
+        assert got == [report.id]
+        got = [d["id"] for d in c.get("/api/documents/search", params={"q": "lombaires"}).json()["documents"]]
+        assert got == [report.id]
+    with world.runtime.db.sessions() as s:
+        for config, matches in (("french", True), ("english", False), ("simple", False)):
+            row = s.execute(
+                text(
+                    f"SELECT to_tsvector('{config}', search_text) @@ plainto_tsquery('{config}', 'radiologiques')"
+                    " FROM documents WHERE id = :id"
+                ),
+                {"id": report.id},
+            ).scalar_one()
+            assert row is matches, config
+        index = s.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": documents_search.PG_INDEX}
+        ).scalar_one()
+    assert "to_tsvector('french'::regconfig, search_text)" in index
 
 
 def test_full_text_search_stems_french_words_and_strips_html(world: World) -> None:

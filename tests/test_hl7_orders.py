@@ -22,6 +22,7 @@ from archipel.radiology.hl7.sources import add_source
 from archipel.radiology.samples import SyntheticPatient, ct_series, to_bytes
 from archipel.radiology.telerad_models import ReadingRequest
 from tests.dimse_peers import dcmtk, write_files
+from tests.pdf_samples import text_pdf
 from tests.test_hl7_mllp import FACILITY, SITE, message, msa, msh, pid, send
 
 
@@ -219,3 +220,11 @@ def test_a_report_sent_before_its_images_is_linked_when_the_study_arrives_by_c_s
                 select(DocumentStudy.study_uid).where(DocumentStudy.document_id == addendum.id)
             ).scalars()
         ) == [str(series[0].StudyInstanceUID)]
+
+
+def test_a_pdf_report_sent_by_oru_is_indexed_by_its_text(runtime: Runtime, ris: Hl7Listener) -> None:
+    pdf = text_pdf("Scanner thoracique : micronodule du lobe supérieur droit.")
+    ed = f"OBX|1|ED|18748-4^Report^LN||^application^PDF^Base64^{base64.b64encode(pdf).decode()}||||||F"
+    assert msa(send(ris.port, oru("R-8", "F", ed, order="CR-PDF")))[0] == "AA"
+    [doc] = docs(runtime)
+    assert doc.content_type == "application/pdf" and "micronodule du lobe superieur" in doc.search_text

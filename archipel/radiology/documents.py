@@ -41,6 +41,7 @@ from archipel.radiology.documents_content import (
     UnsupportedContentType,
     check_content,
     searchable_text,
+    without_accents,
 )
 from archipel.radiology.documents_models import (
     AMENDED,
@@ -184,6 +185,7 @@ def register(
     probe = access.Resource(kind=DOCUMENT, site=site, patient=f"{issuer}/{patient_id}", ident=uid)
     access.check(db, principal, access.CREATE, probe, event_type=audit.PATIENT_RECORD, source=client)
     key, digest, size = _store(blobs, content)
+    words = searchable_text(title, content, bare)  # before the write lock: a PDF's text takes a while
     now = utcnow()
     with db.write() as s:
         doc = Document(
@@ -210,7 +212,7 @@ def register(
             size=size,
             source=source,
             accession_number=accession_number.strip()[:64],
-            search_text=searchable_text(title, content, bare),
+            search_text=words,
         )
         s.add(doc)
         s.flush()
@@ -257,6 +259,7 @@ def revise(
     bare = check_content(content, content_type)
     _authorised(db, principal, doc_id, client)
     key, digest, size = _store(blobs, content)
+    body = searchable_text("", content, bare)
     with db.write() as s:
         doc = _locked_row(s, doc_id)
         if doc.status != PRELIMINARY:
@@ -266,7 +269,7 @@ def revise(
         if title is not None and title.strip():
             doc.title = title.strip()
         doc.content_type, doc.blob_key, doc.sha256, doc.size = bare, key, digest, size
-        doc.search_text = searchable_text(doc.title, content, bare)
+        doc.search_text = f"{without_accents(doc.title)}\n{body}".strip()
         documents_search.index(s, doc)
         if in_transaction is not None:
             in_transaction(s, doc)
@@ -320,6 +323,7 @@ def add_addendum(
     bare = check_content(content, content_type)
     _authorised(db, principal, doc_id, client)
     key, digest, size = _store(blobs, content)
+    body = searchable_text("", content, bare)
     now = utcnow()
     with db.write() as s:
         parent = _locked_row(s, doc_id)
@@ -356,7 +360,7 @@ def add_addendum(
             addendum_reason=reason.strip(),
             source=parent.source,
             accession_number=parent.accession_number,
-            search_text=searchable_text(heading, content, bare),
+            search_text=f"{without_accents(heading)}\n{body}".strip(),
         )
         s.add(doc)
         parent.status = AMENDED

@@ -1,20 +1,31 @@
 """What a document's content may be, and the words of it that full-text search indexes.
 
 Contents are PDF, plain text (UTF-8) or HTML. A PDF must start with ``%PDF-``; text and HTML must be UTF-8.
-Text is indexed without accents, HTML without its tags (and without scripts and styles); a PDF is indexed by its title
-only, since no PDF text library is installed.
+Text is indexed without accents, HTML without its tags (and without scripts and styles), a PDF by the text of its
+pages as pypdf extracts it (decision 0044): a scanned PDF without a text layer, an encrypted one, or one pypdf
+cannot read is indexed by its title only.
 """
 
 from __future__ import annotations
 
 import html
+import io
+import logging
 import unicodedata
 from html.parser import HTMLParser
+
+from pypdf import PdfReader
+
+log = logging.getLogger("archipel.documents")
 
 PDF, TEXT, HTML = "application/pdf", "text/plain", "text/html"
 CONTENT_TYPES = (PDF, TEXT, HTML)
 #: The largest content accepted (a report or letter, not an image).
 MAX_SIZE = 32 * 1024 * 1024
+#: Pages of a PDF whose text is indexed, and the most characters kept of it: a report is a few pages, and a
+#: huge or hostile PDF must not make registering it slow.
+MAX_PDF_PAGES = 50
+MAX_PDF_TEXT = 200_000
 
 
 class DocumentInvalid(ValueError):
@@ -93,12 +104,33 @@ def without_accents(words: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", words) if not unicodedata.combining(c))
 
 
+def pdf_text(content: bytes) -> str:
+    """The text of a PDF's first :data:`MAX_PDF_PAGES` pages (at most :data:`MAX_PDF_TEXT` characters); ``""``
+    for a PDF without a text layer, an encrypted one, or one that cannot be read."""
+    parts: list[str] = []
+    size = 0
+    try:
+        reader = PdfReader(io.BytesIO(content))
+        if reader.is_encrypted:
+            return ""
+        for page in reader.pages[:MAX_PDF_PAGES]:
+            words = " ".join((page.extract_text() or "").split())
+            parts.append(words)
+            size += len(words) + 1
+            if size >= MAX_PDF_TEXT:
+                break
+    except Exception as exc:  # pypdf raises many kinds on a damaged file; the title still indexes it
+        log.warning("event=pdf_text_unreadable error=%s", type(exc).__name__)
+        return ""
+    return " ".join(p for p in parts if p)[:MAX_PDF_TEXT]
+
+
 def searchable_text(title: str, content: bytes, content_type: str) -> str:
-    """The words full-text search finds the document by: its title, then its text (none for a PDF), without
-    accents."""
+    """The words full-text search finds the document by: its title, then its text (a PDF's extracted text),
+    without accents."""
     bare = media_type(content_type)
     if bare == PDF:
-        body = ""
+        body = pdf_text(content)
     elif bare == HTML:
         body = html_text(content.decode("utf-8"))
     else:

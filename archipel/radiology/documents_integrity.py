@@ -66,19 +66,23 @@ def reindex(db: Database, blobs: BlobStore) -> Iterator[ContentProblem | int]:
     restore, or when the extraction rules change); yield problems (a content gone or altered is indexed by its
     title only) and the count done."""
     for n, doc_id in enumerate(_ids(db), start=1):
+        with db.sessions() as s:
+            found = s.get(Document, doc_id)
+        if found is None:
+            continue
+        # The text is extracted before the write transaction: a PDF's takes a while, and SQLite has one writer.
+        data = _content(blobs, found)
+        problem: ContentProblem | None = None
+        if data is None or hashlib.sha256(data).hexdigest() != found.sha256:
+            words = without_accents(found.title)
+            problem = ContentProblem(doc_id, "content unreadable; indexed by its title")
+        else:
+            words = searchable_text(found.title, data, found.content_type)
         with db.write() as s:
             doc = s.get(Document, doc_id)
-            if doc is None:
-                continue
-            data = _content(blobs, doc)
-            if data is None or hashlib.sha256(data).hexdigest() != doc.sha256:
-                doc.search_text = without_accents(doc.title)
-                problem: ContentProblem | None = ContentProblem(
-                    doc.id, "content unreadable; indexed by its title"
-                )
-            else:
-                doc.search_text = searchable_text(doc.title, data, doc.content_type)
-                problem = None
+            if doc is None or (doc.blob_key, doc.title) != (found.blob_key, found.title):
+                continue  # revised meanwhile: the revision indexed its own text
+            doc.search_text = words
             documents_search.index(s, doc)
         if problem is not None:
             yield problem
