@@ -445,6 +445,17 @@ def test_the_dashboard_shows_the_programmes_figures_trends_and_csv(
     assert any(name.startswith("Recall rate: lecteur-deux against the programme") for name in plots)
     # One quarter, one point per series on the trend.
     assert page.locator('figure[data-plot="CTI rate"] circle').count() == 1
+    # The delays' trend has its three series, exam → file received first, each at the API's median.
+    delays = page.locator('figure[data-plot="Delays (median, days)"] circle title')
+    points = delays.evaluate_all("ts => ts.map(t => t.textContent)")
+    medians = [figures["delays"][k]["median"] for k in ("exam_to_received_days", "exam_to_l2_days",
+                                                        "received_to_result_days")]  # fmt: skip
+    assert medians[0] is not None, figures["delays"]
+    names = ["exam → received", "exam → L2", "received → result"]
+    shown = [(n, f"{m:.1f} d") for n, m in zip(names, medians, strict=True) if m is not None]
+    assert len(points) == len(shown), points
+    for point, (name, value) in zip(points, shown, strict=True):
+        assert point.startswith(f"{name} ") and point.endswith(f": {value}"), (point, name, value)
     assert page.locator("#readers tr").first.locator("td").first.inner_text() == "lecteur-deux"
     href = page.get_attribute("#csv", "href")
     assert href and "format=csv" in href

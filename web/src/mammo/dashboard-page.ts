@@ -195,7 +195,11 @@ async function render(): Promise<void> {
       lineChart(
         "Delays (median, days)",
         labels,
-        [line((m) => m.delays.exam_to_l2_days.median, "exam → L2"), line((m) => m.delays.received_to_result_days.median, "received → result")],
+        [
+          line((m) => m.delays.exam_to_received_days.median, "exam → received"),
+          line((m) => m.delays.exam_to_l2_days.median, "exam → L2"),
+          line((m) => m.delays.received_to_result_days.median, "received → result"),
+        ],
         days,
       ),
     );

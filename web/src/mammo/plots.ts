@@ -69,7 +69,8 @@ export function lineChart(
       chart.append(dot);
     });
     chart.append(svg("path", { d: path, fill: "none", class: `series-${n}`, "stroke-width": 2 }));
-    const lx = PAD.left + n * 160;
+    // The legends share the width, so that three series still fit.
+    const lx = PAD.left + n * Math.min(160, (W - PAD.left - PAD.right) / series.length);
     chart.append(svg("line", { x1: lx, x2: lx + 16, y1: H - 12, y2: H - 12, class: `series-${n}`, "stroke-width": 3 }));
     chart.append(text(lx + 20, H - 8, s.name, "start"));
   });
