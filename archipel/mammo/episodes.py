@@ -7,12 +7,12 @@ status that fits) before changing anything when a request cannot be honoured.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archipel.mammo import protocol
+from archipel.mammo import protocol, views
 from archipel.mammo.models import (
     Episode,
     Programme,
@@ -139,15 +139,41 @@ def studies_of(s: Session, episode_id: int) -> list[ScreeningStudy]:
     )
 
 
-def refresh_flag(s: Session, ep: Episode) -> None:
-    """The episode's flag from its studies' flags (an image without view or laterality)."""
-    flags = [st.flag for st in studies_of(s, ep.id) if st.flag]
-    text = "; ".join(flags)
-    ep.flag = text if len(text) <= 255 else text[:252] + "..."
+def required_views(prog: Programme) -> tuple[str, ...]:
+    """The views the programme's exams need before they are read (the four standard views by default)."""
+    return views.parse_required(prog.screening_views) if prog.screening_views else views.STANDARD_VIEWS
+
+
+def accepted_problems(s: Session, episode_id: int) -> set[str]:
+    """The flag lines of the episode someone released by hand (they no longer hold it)."""
+    return set()
+
+
+def refresh_flag(s: Session, ep: Episode, prog: Programme, now: datetime) -> list[str]:
+    """Set the episode's flag from its images, and return the required views it still waits for.
+
+    The flag lists each image without a view or a laterality, and each required view missing once the exam has
+    settled: :attr:`Programme.settle_minutes` after its latest image, or at once when its reading had begun (a
+    view lost then, say by a rejected image, is no longer one on its way). Lines released by hand are left out.
+    Until the exam has settled, the missing views are returned: the episode waits for them, unread and unflagged.
+    """
+    studies = studies_of(s, ep.id)
+    shown = [v for st in studies for v in json.loads(st.views)]
+    problems = views.image_problems(shown)
+    missing = views.missing_screening_views(shown, required_views(prog))
+    latest = max((st.last_image_at or st.received_at for st in studies), default=None)
+    settled = latest is not None and latest + timedelta(minutes=prog.settle_minutes) <= now
+    if missing and (settled or tasks_of(s, ep.id)):
+        problems += [f"missing view {view}" for view in missing]
+        missing = []
+    accepted = accepted_problems(s, ep.id)
+    ep.flag = views.clip("; ".join(p for p in problems if p not in accepted))
+    return missing
 
 
 def attach_study(s: Session, study: ScreeningStudy, ep: Episode) -> None:
-    """Attach ``study`` to ``ep``: the episode is received when its first study is."""
+    """Attach ``study`` to ``ep``: the episode is received when its first study is (its flag is set when it
+    moves on, :func:`advance`)."""
     if study.episode_id is not None and study.episode_id != ep.id:
         raise ScreeningError(f"study {study.study_uid} belongs to episode {study.episode_id} already")
     if study.issuer != ep.issuer or study.patient_id != ep.patient_id:
@@ -156,7 +182,6 @@ def attach_study(s: Session, study: ScreeningStudy, ep: Episode) -> None:
     if ep.received_at is None or study.received_at < ep.received_at:
         ep.received_at = study.received_at
     s.flush()
-    refresh_flag(s, ep)
 
 
 def unattached_study_for(s: Session, ep: Episode) -> ScreeningStudy | None:
@@ -182,7 +207,9 @@ def _open_task(s: Session, episode_id: int, role: str) -> ReadingTask | None:
 def advance(s: Session, ep: Episode, prog: Programme, now: datetime) -> protocol.Step:
     """Move ``ep`` to its next step: create the reading task it needs (once), or mark it ready for decision.
 
-    An episode without images waits for them; a flagged one is held until its images are reconciled.
+    An episode without images waits for them; one whose exam lacks a required view waits for it (``incomplete``)
+    until the exam settles, then is flagged (:func:`refresh_flag`); a flagged one is held until its images are
+    corrected or the flag is released. Only a complete exam gets reading tasks.
     """
     if decision_of(s, ep.id) is not None:
         ep.status = "decided"
@@ -192,9 +219,15 @@ def advance(s: Session, ep: Episode, prog: Programme, now: datetime) -> protocol
     if not studies_of(s, ep.id):
         ep.status = "awaiting-images"
         return protocol.Step("wait", waiting_for="the images")
+    waiting = refresh_flag(s, ep, prog, now)
     if ep.flag:
         ep.status = "flagged"
-        return protocol.Step("wait", waiting_for="images with a view and a laterality")
+        return protocol.Step(
+            "wait", waiting_for="images with a view and a laterality, and every required view"
+        )
+    if waiting:
+        ep.status = "incomplete"
+        return protocol.Step("wait", waiting_for=f"the views {', '.join(waiting)}")
     pending = [role for role in protocol.initial_roles(settings) if not any(r.role == role for r in reads)]
     for role in pending:
         if _open_task(s, ep.id, role) is None:

@@ -4,6 +4,11 @@ The archive tells its listeners (``radiology.stored``) of every object; this one
 view, flags a study whose image lacks a view or a laterality, and attaches the study to the episode of the same
 woman (issuer and PatientID, so the MPI's link) and day. A study with no episode, and an episode (an L1 form)
 with no study, stay on the reconciliation list until one arrives or someone matches them by hand.
+
+Images come one by one, so an exam is read only once complete: with every view its programme requires, it gets
+its reading tasks at once; without, it waits (``incomplete``) until the programme's settle time has passed since
+its latest image, and is then flagged by the periodic :func:`settle_incomplete`. Every new image, and every IOCM
+rejection note withdrawing one, evaluates the exam again.
 """
 
 from __future__ import annotations
@@ -13,17 +18,28 @@ import logging
 from datetime import date, datetime
 from io import BytesIO
 
+from celery import shared_task
 from pydicom import dcmread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archipel.mammo import decision, episodes
+from archipel.mammo import decision, episodes, reading
 from archipel.mammo.models import TECHNICAL_RECALL, Episode, Programme, ScreeningDecision, ScreeningStudy
 from archipel.mammo.views import flag_of, image_view
+from archipel.platform import jobs, schedule
 from archipel.platform.db import Database, utcnow
+from archipel.platform.runtime import get_runtime
 from archipel.radiology import stored
+from archipel.radiology.dicomfile import InvalidInstance
+from archipel.radiology.rejection import KOS_SOP_CLASS, read_rejection_note
 
 log = logging.getLogger("archipel.mammo.intake")
+
+#: Episodes whose images are in but not readable yet: a study of the same day may complete or correct them.
+HELD_AT_INTAKE = ("incomplete", "flagged")
+SETTLE_TASK = "mammo.settle_incomplete_exams"
+#: How often the incomplete exams are looked at (their settle time is the programme's, in minutes).
+SETTLE_SECONDS = 60
 
 
 def _now(db: Database) -> datetime:
@@ -42,18 +58,24 @@ def _day(value: str) -> date | None:
 
 
 def _match(s: Session, study: ScreeningStudy, now: datetime) -> Episode | None:
-    """The episode waiting for this study: same woman, same day, no study yet (newest first)."""
+    """The episode waiting for this study: same woman, same day, no study yet (newest first); else one of hers
+    that day still incomplete or flagged (the missing view, or a corrected image, sent as a study of its own)."""
     day = _day(study.study_date)
     if day is None:
         return None
-    candidates = s.execute(
-        select(Episode)
-        .where(
-            Episode.issuer == study.issuer, Episode.patient_id == study.patient_id, Episode.screen_date == day
-        )
-        .order_by(Episode.id.desc())
-    ).scalars()
+    candidates = list(
+        s.execute(
+            select(Episode)
+            .where(
+                Episode.issuer == study.issuer,
+                Episode.patient_id == study.patient_id,
+                Episode.screen_date == day,
+            )
+            .order_by(Episode.id.desc())
+        ).scalars()
+    )
     found = next((ep for ep in candidates if not episodes.studies_of(s, ep.id)), None)
+    found = found or next((ep for ep in candidates if ep.status in HELD_AT_INTAKE), None)
     return found if found is not None else _retake(s, study, now)
 
 
@@ -81,8 +103,12 @@ def _retake(s: Session, study: ScreeningStudy, now: datetime) -> Episode | None:
 
 
 def record_image(db: Database, obj: stored.StoredObject) -> None:
-    """Keep an MG image's view, then attach its study to its episode and move the episode on."""
+    """Keep an MG image's view, then attach its study to its episode and move the episode on (an IOCM
+    rejection note instead takes the images it rejects out of their studies' views)."""
     p = obj.parsed
+    if p.sop_class_uid == KOS_SOP_CLASS:
+        _record_rejection(db, obj)
+        return
     if p.modality != "MG":
         return
     ds = dcmread(BytesIO(obj.data), stop_before_pixels=True, force=True)
@@ -107,18 +133,90 @@ def record_image(db: Database, obj: stored.StoredObject) -> None:
         views = [v for v in json.loads(study.views) if v["sop"] != view.sop_uid] + [view.as_dict()]
         study.views = json.dumps(views)
         study.flag = flag_of(views)
+        study.last_image_at = now
         ep = s.get(Episode, study.episode_id) if study.episode_id is not None else _match(s, study, now)
         if ep is not None:
-            episodes.attach_study(s, study, ep)
-            prog = s.get(Programme, ep.programme_id)
-            assert prog is not None
-            episodes.advance(s, ep, prog, now)
+            _move_on(s, study, ep, now)
         log.info(
-            "event=screening_image study_id=%d episode=%s flagged=%s",
+            "event=screening_image study_id=%d episode=%s flagged=%s status=%s",
             study.id,
             ep.id if ep is not None else "-",
             bool(study.flag),
+            ep.status if ep is not None else "-",
         )
+
+
+def _move_on(s: Session, study: ScreeningStudy, ep: Episode, now: datetime) -> None:
+    if study.episode_id != ep.id:
+        episodes.attach_study(s, study, ep)
+    if ep.master_id is None:
+        ep.master_id = reading.master_of_episode(s, ep)
+    prog = s.get(Programme, ep.programme_id)
+    assert prog is not None
+    episodes.advance(s, ep, prog, now)
+
+
+def _record_rejection(db: Database, obj: stored.StoredObject) -> None:
+    """Take the images an IOCM rejection note rejects out of their screening studies, and re-evaluate their
+    episodes: a wrong image withdrawn this way no longer flags the exam (a view it gave may now be missing)."""
+    try:
+        note = read_rejection_note(obj.data)
+    except InvalidInstance:
+        return
+    if note is None:
+        return
+    rejected = {ref.sop_uid for ref in note.references}
+    now = _now(db)
+    with db.write() as s:
+        studies = s.execute(
+            select(ScreeningStudy).where(ScreeningStudy.study_uid.in_({r.study_uid for r in note.references}))
+        ).scalars()
+        for study in studies:
+            views = json.loads(study.views)
+            kept = [v for v in views if v["sop"] not in rejected]
+            if len(kept) == len(views):
+                continue
+            study.views, study.flag = json.dumps(kept), flag_of(kept)
+            study.last_image_at = now
+            ep = s.get(Episode, study.episode_id) if study.episode_id is not None else None
+            if ep is not None:
+                _move_on(s, study, ep, now)
+            log.info(
+                "event=screening_images_rejected study_id=%d rejected=%d episode=%s",
+                study.id,
+                len(views) - len(kept),
+                ep.id if ep is not None else "-",
+            )
+
+
+def settle_incomplete(db: Database, now: datetime) -> int:
+    """Flag the incomplete exams whose settle time has passed since their latest image (their missing views did
+    not come); return how many were flagged. Cheap when none waits, and safe to run twice."""
+    with db.sessions() as s:
+        waiting = list(s.execute(select(Episode.id).where(Episode.status == "incomplete")).scalars())
+    flagged = 0
+    for episode_id in waiting:
+        with db.write() as s:
+            ep = s.get(Episode, episode_id)
+            if ep is None or ep.status != "incomplete":
+                continue
+            prog = s.get(Programme, ep.programme_id)
+            assert prog is not None
+            episodes.advance(s, ep, prog, now)
+            if ep.status == "flagged":
+                flagged += 1
+                log.info("event=screening_exam_incomplete episode=%d flag=%r", ep.id, ep.flag)
+    return flagged
+
+
+@shared_task(name=SETTLE_TASK, **jobs.RETRY_TRANSIENT)
+def settle_task() -> int:
+    """Periodic: flag the exams still missing a required view once their settle time has passed."""
+    rt = get_runtime()
+    return settle_incomplete(rt.db, rt.clock())
+
+
+schedule.every(SETTLE_SECONDS, SETTLE_TASK, queue="prefetch")
 
 
 def install() -> None:

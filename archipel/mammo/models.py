@@ -46,6 +46,8 @@ NORMAL, RECALL, TECHNICAL_RECALL = "normal", "recall", "technical_recall"
 DECISIONS = (NORMAL, RECALL, TECHNICAL_RECALL)
 OUTCOMES = ("none", "benign", "cancer_in_situ", "cancer_invasive", "interval_cancer")
 CANCERS = frozenset({"cancer_in_situ", "cancer_invasive"})
+#: The four standard views a screening exam has (``views.STANDARD_VIEWS``), as a programme's default.
+DEFAULT_SCREENING_VIEWS = "R-CC,R-MLO,L-CC,L-MLO"
 
 
 class Programme(Base):
@@ -63,6 +65,12 @@ class Programme(Base):
     arbitrator_sees_reads: Mapped[bool] = mapped_column(Boolean, default=True)
     min_yearly_reads: Mapped[int] = mapped_column(Integer, default=0)
     result_deadline_days: Mapped[int] = mapped_column(Integer, default=15)
+    #: The views an exam needs before it is read (comma-separated), and how long after its last image an exam
+    #: still lacking one waits for it before it is flagged (0: at once).
+    screening_views: Mapped[str] = mapped_column(
+        String(128), default=DEFAULT_SCREENING_VIEWS, server_default=DEFAULT_SCREENING_VIEWS
+    )
+    settle_minutes: Mapped[int] = mapped_column(Integer, default=20, server_default="20")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -136,6 +144,8 @@ class ScreeningStudy(Base):
     views: Mapped[str] = mapped_column(Text, default="[]")
     flag: Mapped[str] = mapped_column(String(255), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: When its latest image came (an exam is complete, or flagged, some time after it).
+    last_image_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: The episode this earlier study was fetched for as a prior (it is then not on the reconciliation list).
     prior_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
 

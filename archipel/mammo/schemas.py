@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from archipel.mammo.models import (
     ARBITRATION_POLICIES,
     BIOPSY_TYPES,
+    DEFAULT_SCREENING_VIEWS,
     DISCORDANT_ONLY,
     OUTCOMES,
     PROTOCOLS,
     QUALIFICATIONS,
     WORKUP_CONCLUSIONS,
 )
+from archipel.mammo.views import parse_required
 
 _VIEW = re.compile(r"^[RL]-(CC|MLO|ML|LM|XCCL|XCCM)$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
@@ -200,6 +202,15 @@ class ProgrammeBody(Strict):
     arbitrator_sees_reads: bool = True
     min_yearly_reads: int = Field(default=0, ge=0, le=100_000)
     result_deadline_days: int = Field(default=15, ge=1, le=365)
+    #: The views an exam needs before it is read, comma-separated; and the minutes an exam lacking one waits
+    #: after its latest image before it is flagged (0: at once).
+    screening_views: str = Field(default=DEFAULT_SCREENING_VIEWS, min_length=4, max_length=128)
+    settle_minutes: int = Field(default=20, ge=0, le=7 * 24 * 60)
+
+    @field_validator("screening_views")
+    @classmethod
+    def _views(cls, v: str) -> str:
+        return ",".join(parse_required(v))
 
     @field_validator("code")
     @classmethod

@@ -63,6 +63,8 @@ TOMOSYNTHESIS = "1.2.840.10008.5.1.4.1.1.13.1.3"
 VIEW_POSITIONS = frozenset({"CC", "MLO", "ML", "LM", "XCCL", "XCCM", "FB", "SIO", "ISO", "LMO", "AT"})
 #: The views a screening exam needs for each breast.
 SCREENING_VIEWS = ("CC", "MLO")
+#: The four standard views of a screening exam (a programme may ask for others, :func:`parse_required`).
+STANDARD_VIEWS = ("R-CC", "R-MLO", "L-CC", "L-MLO")
 
 
 @dataclass(frozen=True)
@@ -150,17 +152,38 @@ def image_view(ds: Dataset) -> ImageView:
     )
 
 
-def missing_screening_views(views: list[dict[str, Any]]) -> list[str]:
-    """The standard views (``R-CC``, ``L-MLO``...) that no plain 2D image of ``views`` provides."""
+def parse_required(text: str) -> tuple[str, ...]:
+    """The views a programme requires, from their comma-separated form (``R-CC,L-CC,R-MLO,L-MLO``); raises
+    ``ValueError`` naming the first entry that is not a laterality and a view."""
+    out: list[str] = []
+    for item in (part.strip().upper() for part in text.split(",")):
+        lat, _, view = item.partition("-")
+        if lat not in ("R", "L") or view not in VIEW_POSITIONS:
+            raise ValueError(f"required view {item!r} is not a laterality and a view such as R-CC or L-MLO")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def missing_screening_views(
+    views: list[dict[str, Any]], required: tuple[str, ...] = STANDARD_VIEWS
+) -> list[str]:
+    """The ``required`` views (``R-CC``, ``L-MLO``...) that no plain 2D image of ``views`` provides."""
     have = {f"{v['laterality']}-{v['view']}" for v in views if not v.get("tomo") and not v.get("modifier")}
-    return [f"{lat}-{view}" for lat in ("R", "L") for view in SCREENING_VIEWS if f"{lat}-{view}" not in have]
+    return [view for view in required if view not in have]
+
+
+def image_problems(views: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with each image of ``views`` that lacks a view or a laterality (one line per image)."""
+    problems = [ImageView(v["sop"], v["laterality"], v["view"]).problem for v in views]
+    return [p for p in problems if p]
 
 
 def flag_of(views: list[dict[str, Any]]) -> str:
     """Why a study must not be read as it is (an image without view or laterality), or empty."""
-    problems = [ImageView(v["sop"], v["laterality"], v["view"]).problem for v in views]
-    problems = [p for p in problems if p]
-    if not problems:
-        return ""
-    text = "; ".join(problems)
-    return text if len(text) <= 255 else text[:252] + "..."
+    return clip("; ".join(image_problems(views)))
+
+
+def clip(text: str, size: int = 255) -> str:
+    """``text`` cut to ``size`` characters (a flag column), marked with an ellipsis when cut."""
+    return text if len(text) <= size else text[: size - 3] + "..."

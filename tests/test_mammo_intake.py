@@ -1,0 +1,169 @@
+"""Screening intake, in process on a test clock: an exam reaches the reader worklists only once it has every view
+its programme requires; one still lacking a view after the settle time is flagged by the periodic check and held
+back; a corrected image (a new SOP Instance UID, or an IOCM rejection note withdrawing the wrong one) evaluates
+the exam again."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+
+from archipel.mammo import intake
+from archipel.platform import schedule
+from archipel.radiology.archive import Archive
+from archipel.radiology.samples import mammo_study, rejection_note, to_bytes, uid
+from tests.access_support import ensure_master
+from tests.test_mammo_api import CENTRE, EXAM, Programme, prog, woman  # noqa: F401
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def blinded(p: Programme, code: str = "eu", **settings: Any) -> None:
+    p.setup(code, "eu-blinded", **settings)
+
+
+def register(p: Programme, n: int, code: str = "eu") -> tuple[int, list[Dataset]]:
+    """A woman's episode, registered before her images; returns it and her four images (not stored)."""
+    mg = woman(n)
+    ensure_master(p.rt.db, CENTRE, mg.patient_id, f"MAMMO{mg.patient_id}", "19600101")
+    body = {"programme": code, "issuer": CENTRE, "patient_id": mg.patient_id, "site": CENTRE,
+            "round": "first", "screen_date": EXAM}  # fmt: skip
+    r = p.post("centre", "/api/mammo/episodes", body)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "awaiting-images"
+    return int(r.json()["id"]), mammo_study(mg, key=f"intake-{n}")
+
+
+def store(p: Programme, *images: Dataset) -> None:
+    archive = Archive(p.rt.db, p.rt.blobs)
+    for ds in images:
+        archive.store(to_bytes(ds))
+
+
+def episode(p: Programme, eid: int) -> dict[str, Any]:
+    r = p.get("centre", f"/api/mammo/episodes/{eid}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def listed(p: Programme, who: str = "r1") -> list[int]:
+    return [w["episode_id"] for w in p.get(who, "/api/mammo/worklist").json()]
+
+
+def corrected(image: Dataset) -> Dataset:
+    """The image sent again under a new SOP Instance UID (as a modality does after a correction)."""
+    again = copy.deepcopy(image)
+    again.SOPInstanceUID = uid()
+    again.file_meta.MediaStorageSOPInstanceUID = again.SOPInstanceUID
+    return again
+
+
+def test_an_exam_reaches_the_worklists_only_once_its_four_views_are_in(prog: Programme) -> None:  # noqa: F811
+    p = prog
+    blinded(p)
+    eid, images = register(p, 101)
+    store(p, *images[:3])  # R-CC, L-CC, R-MLO: the L-MLO is on its way
+    ep = episode(p, eid)
+    assert (ep["status"], ep["flag"], ep["tasks"]) == ("incomplete", "", [])
+    assert listed(p) == [] and listed(p, "r2") == []
+    p.later(minutes=5)
+    store(p, images[3])
+    ep = episode(p, eid)
+    assert ep["status"] == "reading" and ep["flag"] == ""
+    assert sorted(t["role"] for t in ep["tasks"]) == ["first", "second"]
+    assert listed(p) == [eid, eid]
+
+
+def test_an_exam_still_missing_a_view_after_the_settle_time_is_flagged_until_the_view_comes(
+    prog: Programme,  # noqa: F811
+) -> None:
+    p = prog
+    blinded(p, settle_minutes=30)
+    assert intake.SETTLE_TASK in {e.task for e in schedule.registered()}
+    eid, images = register(p, 102)
+    store(p, *images[:3])
+    p.later(minutes=29)
+    # Within the settle time the periodic check leaves the exam waiting for its view.
+    assert intake.settle_incomplete(p.rt.db, p.clock()) == 0
+    assert episode(p, eid)["status"] == "incomplete"
+    p.later(minutes=2)
+    assert intake.settle_incomplete(p.rt.db, p.clock()) == 1
+    assert intake.settle_incomplete(p.rt.db, p.clock()) == 0  # run twice, flagged once
+    ep = episode(p, eid)
+    assert ep["status"] == "flagged" and ep["flag"] == "missing view L-MLO" and ep["tasks"] == []
+    assert listed(p) == []
+    # The technician sends the missing view the next day: the exam is complete and goes to the readers.
+    p.later(days=1)
+    store(p, corrected(images[3]))
+    ep = episode(p, eid)
+    assert (ep["status"], ep["flag"]) == ("reading", "")
+    assert listed(p) == [eid, eid]
+
+
+def test_a_missing_view_sent_as_a_study_of_its_own_the_same_day_completes_the_exam(prog: Programme) -> None:  # noqa: F811
+    p = prog
+    blinded(p, settle_minutes=0)
+    eid, images = register(p, 103)
+    store(p, *images[:3])
+    assert episode(p, eid)["flag"] == "missing view L-MLO"  # settle time 0: flagged at once
+    retaken = corrected(images[3])
+    retaken.StudyInstanceUID = retaken.SeriesInstanceUID = uid()
+    store(p, retaken)
+    ep = episode(p, eid)
+    assert ep["status"] == "reading" and len(ep["studies"]) == 2
+    assert p.get("centre", "/api/mammo/reconciliation").json()["studies_without_episode"] == []
+
+
+def test_an_unlabelled_image_flags_the_exam_until_a_rejection_note_withdraws_it(prog: Programme) -> None:  # noqa: F811
+    p = prog
+    blinded(p)
+    eid, images = register(p, 104)
+    del images[3].ImageLaterality, images[3].Laterality
+    store(p, *images)
+    ep = episode(p, eid)
+    bad = str(images[3].SOPInstanceUID)
+    assert ep["status"] == "flagged" and ep["flag"] == f"image {bad} has no laterality"
+    # The corrected image under a new UID alone does not clear the flag: the unlabelled one is still there.
+    fixed = corrected(images[3])
+    fixed.ImageLaterality = "L"
+    store(p, fixed)
+    assert episode(p, eid)["flag"] == f"image {bad} has no laterality"
+    assert listed(p) == []
+    # The modality withdraws the wrong image (IOCM, rejected for quality reasons): the exam is read.
+    store(p, rejection_note([images[3]]))
+    ep = episode(p, eid)
+    assert (ep["status"], ep["flag"]) == ("reading", "")
+    assert bad not in {v["sop"] for v in ep["studies"][0]["views"]}
+    assert listed(p) == [eid, eid]
+
+
+def test_withdrawing_a_view_of_an_exam_being_read_flags_it_at_once(prog: Programme) -> None:  # noqa: F811
+    p = prog
+    blinded(p)
+    eid, images = register(p, 105)
+    store(p, *images)
+    assert listed(p) == [eid, eid]
+    store(p, rejection_note([images[0]]))
+    ep = episode(p, eid)
+    assert ep["status"] == "flagged" and ep["flag"] == "missing view R-CC"
+    assert listed(p) == []
+
+
+def test_a_programme_sets_the_views_its_exams_need(prog: Programme) -> None:  # noqa: F811
+    p = prog
+    r = p.post(
+        "admin", "/api/mammo/programmes", {"code": "bad", "protocol": "eu-blinded", "screening_views": "R-XX"}
+    )
+    assert r.status_code == 422 and "R-XX" in r.text
+    blinded(p, screening_views="r-cc, l-cc")
+    listed_programme = next(x for x in p.get("admin", "/api/mammo/programmes").json() if x["code"] == "eu")
+    assert listed_programme["screening_views"] == ["R-CC", "L-CC"]
+    assert listed_programme["settle_minutes"] == 20
+    eid, images = register(p, 106)
+    store(p, images[0])
+    assert episode(p, eid)["status"] == "incomplete"
+    store(p, images[1])  # the two CC views are all this programme asks for
+    assert episode(p, eid)["status"] == "reading"
