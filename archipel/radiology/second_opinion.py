@@ -50,6 +50,15 @@ def get(s: Session, opinion_id: int) -> SecondOpinion:
     return op
 
 
+def get_for_update(s: Session, opinion_id: int) -> SecondOpinion:
+    """The request read with a row lock held until the transaction ends (``SELECT ... FOR UPDATE``), or 404:
+    how every step that changes it reads it, so that two takes or two answers at once run one after the other."""
+    op = s.get(SecondOpinion, opinion_id, with_for_update=True, populate_existing=True)
+    if op is None:
+        raise TeleradError(404, f"no second-opinion request {opinion_id}")
+    return op
+
+
 def _experts_of(s: Session, site: str) -> list[str]:
     stmt = select(User.username).where(
         User.site == site, User.active.is_(True), User.role.in_(sorted(access.SECOND_OPINION_ROLES))
@@ -150,7 +159,8 @@ def ask(
 
 def take(s: Session, op: SecondOpinion, principal: Principal, now: datetime) -> bool:
     """An expert of the addressed centre takes the question; ``False`` when they had it already. 409 when
-    another expert has it or it is answered, 403 for anyone outside the centre."""
+    another expert has it or it is answered, 403 for anyone outside the centre. ``op`` is read by
+    :func:`get_for_update` in ``s``."""
     if op.state != ASKED:
         raise TeleradError(409, f"second-opinion request {op.id} is answered")
     if op.to_user:
@@ -165,20 +175,45 @@ def take(s: Session, op: SecondOpinion, principal: Principal, now: datetime) -> 
     return True
 
 
-def answer(
-    rt: Runtime, principal: Principal, opinion_id: int, text: str, *, client: str = ""
-) -> SecondOpinion:
-    """Answer with a signed document (the expert who has the request); 409 when answered already."""
-    now = rt.clock()
-    with rt.db.sessions() as s:
-        op = get(s, opinion_id)
+def _check_answerable(op: SecondOpinion, principal: Principal) -> None:
     if op.state == ANSWERED:
         raise TeleradError(409, f"second-opinion request {op.id} was answered by {op.answered_by}")
     if op.to_user != principal.subject:
         who = op.to_user or f"an expert of {op.to_site} (take it first)"
         raise TeleradError(403, f"this request is for {who}")
+
+
+def answer(
+    rt: Runtime, principal: Principal, opinion_id: int, text: str, *, client: str = ""
+) -> SecondOpinion:
+    """Answer with a signed document (the expert who has the request); 409 when answered already.
+
+    The request is checked again, locked, in the transaction that registers the answer document: of two
+    answers at once, the second is 409 and leaves no document."""
+    now = rt.clock()
+    with rt.db.sessions() as s:
+        op = get(s, opinion_id)
+    _check_answerable(op, principal)
     if not text.strip():
         raise TeleradError(422, "the answer is empty")
+    answered: list[SecondOpinion] = []
+
+    def record(s: Session, doc: documents.Document) -> None:
+        op = get_for_update(s, opinion_id)
+        _check_answerable(op, principal)  # raising here rolls the document back
+        op.state, op.answered_by, op.answered_at = ANSWERED, principal.subject, now
+        op.answer_text, op.answer_document_id = text.strip(), str(doc.id)
+        inbox.notify_user(
+            s,
+            op.asked_by,
+            kind=KIND,
+            title=f"Second opinion #{op.id} answered by {principal.subject}",
+            body=text.strip()[:2000],
+            link=link_of(op),
+            master=op.master_id,
+        )
+        answered.append(op)
+
     try:
         doc = documents.register(
             rt.db,
@@ -198,26 +233,12 @@ def answer(
             study_uids=[op.study_uid] if op.study_uid else [],
             source="second-opinion",
             client=client,
+            in_transaction=record,
         )
     except documents.DocumentInvalid as exc:
         raise TeleradError(422, str(exc)) from exc
-    with rt.db.write() as s:
-        op = get(s, opinion_id)
-        if op.state == ANSWERED:
-            raise TeleradError(409, f"second-opinion request {op.id} was answered by {op.answered_by}")
-        op.state, op.answered_by, op.answered_at = ANSWERED, principal.subject, now
-        op.answer_text, op.answer_document_id = text.strip(), str(doc.id)
-        inbox.notify_user(
-            s,
-            op.asked_by,
-            kind=KIND,
-            title=f"Second opinion #{op.id} answered by {principal.subject}",
-            body=text.strip()[:2000],
-            link=link_of(op),
-            master=op.master_id,
-        )
     log.info("event=second_opinion_answered opinion=%d document=%s", opinion_id, doc.id)
-    return op
+    return answered[0]
 
 
 def worklist(

@@ -10,7 +10,8 @@ gets a referring relationship. Reports are :mod:`archipel.radiology.telerad_repo
 
 :func:`create_request` and :func:`cancel_request` take the database and the acting principal, ask the policy
 (audited), and commit; the other functions run in the caller's transaction. All raise :class:`TeleradError` with
-the HTTP status and the reason of an impossible step, before changing anything.
+the HTTP status and the reason of an impossible step, before changing anything. The functions that take the
+caller's session expect the request read by :func:`get_for_update` in it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ def resource(req: ReadingRequest) -> access.Resource:
 def get(s: Session, request_id: int) -> ReadingRequest:
     """The request, or :class:`TeleradError` 404."""
     req = s.get(ReadingRequest, request_id)
+    if req is None:
+        raise TeleradError(404, f"no reading request {request_id}")
+    return req
+
+
+def get_for_update(s: Session, request_id: int) -> ReadingRequest:
+    """The request read with a row lock (``SELECT ... FOR UPDATE``) held until the transaction ends, or 404.
+
+    Every step that changes a request reads it this way inside its write transaction, so that two steps at
+    once (two claims) run one after the other and the second sees what the first did. PostgreSQL's READ
+    COMMITTED would otherwise let both read the same row and both win; on SQLite the write transaction holds
+    the database's only write lock already."""
+    req = s.get(ReadingRequest, request_id, with_for_update=True, populate_existing=True)
     if req is None:
         raise TeleradError(404, f"no reading request {request_id}")
     return req
@@ -254,7 +268,7 @@ def cancel_request(
     except access.AccessDenied as exc:
         raise TeleradError(403, exc.reason) from exc
     with db.write() as s:
-        req = get(s, req.id)
+        req = get_for_update(s, req.id)
         if req.state == CANCELLED:
             return req
         if req.state == FINAL:

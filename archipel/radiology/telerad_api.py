@@ -221,7 +221,7 @@ def claim(
         )
     with rt.db.write() as s:
         try:
-            new = telerad.claim(s, telerad.get(s, request_id), principal.subject, now=rt.clock())
+            new = telerad.claim(s, telerad.get_for_update(s, request_id), principal.subject, now=rt.clock())
         except TeleradError as exc:
             raise http_error(exc) from exc
     if new:
@@ -235,7 +235,7 @@ def release(request_id: int, request: Request, rt: RuntimeDep, principal: Princi
     _guard(rt, principal, access.UPDATE, _load(rt, request_id), request)
     with rt.db.write() as s:
         try:
-            telerad.release(s, telerad.get(s, request_id), principal.subject, rt.clock())
+            telerad.release(s, telerad.get_for_update(s, request_id), principal.subject, rt.clock())
         except TeleradError as exc:
             raise http_error(exc) from exc
     return _detail(rt, request_id)
@@ -270,7 +270,7 @@ def priors(request_id: int, request: Request, rt: RuntimeDep, principal: Princip
     _, facts = access_facts.load(rt.db, principal, None, rt.clock())
     scope = access.read_scope(principal, facts)
     with rt.db.write() as s:
-        found = telerad_priors.record_priors(s, telerad.get(s, request_id), scope, rt.clock())
+        found = telerad_priors.record_priors(s, telerad.get_for_update(s, request_id), scope, rt.clock())
     return {"request_id": request_id, "priors": found}
 
 

@@ -112,7 +112,7 @@ def take(opinion_id: int, request: Request, rt: RuntimeDep, principal: Principal
     _guard(rt, principal, access.UPDATE, _load(rt, opinion_id), request)
     with rt.db.write() as s:
         try:
-            op = second_opinion.get(s, opinion_id)
+            op = second_opinion.get_for_update(s, opinion_id)
             second_opinion.take(s, op, principal, rt.clock())
         except TeleradError as exc:
             raise _error(exc) from exc

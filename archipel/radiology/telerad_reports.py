@@ -8,7 +8,10 @@
 
 Only the holder of a claim in force reports (addenda: the radiologist who signed). A report flagged critical
 raises a critical result to the requester (:mod:`archipel.radiology.telerad_critical`). Each function checks the
-workflow first, then writes the document (the registry runs the policy and audits), then records the step.
+workflow first, then writes the document (the registry runs the policy and audits); the step is recorded in the
+document's own transaction, after the request is read again with a row lock and checked again, so that a step
+that lost a race (the claim taken over meanwhile, a signature at the same time) is refused and its document
+change undone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy.orm import Session
 from archipel.platform.authn import Principal
 from archipel.platform.runtime import Runtime
 from archipel.radiology import documents, telerad, telerad_critical
+from archipel.radiology.documents import InTransaction
 from archipel.radiology.telerad_models import (
     CLAIMED,
     FINAL,
@@ -72,6 +76,13 @@ def _content(req: ReadingRequest, text: str, kind: str) -> bytes:
     return (head + f"Clinical information: {req.clinical_info}\n\n{text.strip()}\n").encode()
 
 
+def _draft_unchanged(s: Session, request_id: int, draft_id: int | None) -> None:
+    """409 when another save or a signature changed the draft since it was read (the caller holds the lock)."""
+    draft = _draft(s, request_id)
+    if (draft.id if draft is not None else None) != draft_id:
+        raise TeleradError(409, f"the report of reading request {request_id} changed meanwhile; reload it")
+
+
 def _register(
     rt: Runtime,
     principal: Principal,
@@ -79,8 +90,11 @@ def _register(
     draft: ReadingReport | None,
     text: str,
     client: str,
+    in_transaction: InTransaction,
+    status: str = documents.PRELIMINARY,
 ) -> str:
-    """The draft's document id after writing ``text`` into it (registered the first time, revised after)."""
+    """The draft's document id after writing ``text`` into it (registered the first time, ``status`` then;
+    revised after), with ``in_transaction`` run in the transaction that writes it."""
     content = _content(req, text, "preliminary")
     title = f"Teleradiology report, request #{req.id}"
     try:
@@ -93,6 +107,7 @@ def _register(
                 content=content,
                 content_type=TEXT,
                 client=client,
+                in_transaction=in_transaction,
             )
             return draft.document_id
         doc = documents.register(
@@ -110,8 +125,10 @@ def _register(
             organisation=principal.site,
             site=req.issuer,
             study_uids=[req.study_uid] if req.study_uid else [],
+            status=status,
             source="teleradiology",
             client=client,
+            in_transaction=in_transaction,
         )
     except documents.DocumentLocked as exc:
         raise TeleradError(409, str(exc)) from exc
@@ -167,17 +184,21 @@ def save_preliminary(
     _check_writable(req, principal, now, body)
     if not body.text.strip():
         raise TeleradError(422, "the report's text is empty")
-    doc_id = _register(rt, principal, req, draft, body.text, client)
-    with rt.db.write() as s:
-        req = telerad.get(s, request_id)
-        report = _record(
-            s, req, draft.id if draft else None, doc_id, body, REPORT_PRELIMINARY, principal.subject, now
-        )
+    draft_id = draft.id if draft else None
+    done: list[ReadingReport] = []
+
+    def record(s: Session, doc: documents.Document) -> None:
+        req = telerad.get_for_update(s, request_id)
+        _check_writable(req, principal, now, body)
+        _draft_unchanged(s, request_id, draft_id)
+        done.append(_record(s, req, draft_id, str(doc.id), body, REPORT_PRELIMINARY, principal.subject, now))
         if req.state in (REQUESTED, CLAIMED):
             req.state = PRELIMINARY
         req.preliminary_at = req.preliminary_at or now
+
+    doc_id = _register(rt, principal, req, draft, body.text, client, record)
     log.info("event=telerad_preliminary request=%d document=%s", request_id, doc_id)
-    return report
+    return done[0]
 
 
 def sign_final(
@@ -191,26 +212,42 @@ def sign_final(
     text = body.text.strip() or (draft.text if draft is not None else "")
     if not text:
         raise TeleradError(422, "there is no report to sign: write its text")
-    doc_id = draft.document_id if draft is not None and draft.document_id else ""
-    if not doc_id or (body.text.strip() and body.text.strip() != (draft.text if draft else "")):
-        doc_id = _register(rt, principal, req, draft, text, client)
-    try:
-        documents.sign(rt.db, principal, int(doc_id), client=client)
-    except documents.DocumentLocked as exc:
-        raise TeleradError(409, str(exc)) from exc
-    with rt.db.write() as s:
-        req = telerad.get(s, request_id)
-        if req.state == FINAL:  # a concurrent signature won the race; the registry refused ours already
+    draft_id = draft.id if draft else None
+    done: list[ReadingReport] = []
+
+    def recheck(s: Session) -> ReadingRequest:
+        req = telerad.get_for_update(s, request_id)
+        if req.state == FINAL:  # a concurrent signature won the race
             raise TeleradError(409, f"the final report of reading request {req.id} is signed already")
+        _check_writable(req, principal, now, body)
+        _draft_unchanged(s, request_id, draft_id)
+        return req
+
+    def record(s: Session, doc: documents.Document) -> None:
+        req = recheck(s)
         signed = ReportInput(text, body.critical, body.critical_finding)
-        report = _record(
-            s, req, draft.id if draft else None, doc_id, signed, REPORT_FINAL, principal.subject, now
-        )
+        report = _record(s, req, draft_id, str(doc.id), signed, REPORT_FINAL, principal.subject, now)
         report.signed_at = now
         req.state, req.final_at, req.final_by = FINAL, now, principal.subject
         req.claim_holder, req.claim_expires_at = "", None
+        done.append(report)
+
+    if draft is None or not draft.document_id:
+        doc_id = _register(rt, principal, req, None, text, client, record, status=documents.FINAL)
+    else:
+        doc_id = draft.document_id
+        if body.text.strip() and body.text.strip() != draft.text:
+
+            def checked(s: Session, _doc: documents.Document) -> None:
+                recheck(s)
+
+            _register(rt, principal, req, draft, text, client, checked)
+        try:
+            documents.sign(rt.db, principal, int(doc_id), client=client, in_transaction=record)
+        except documents.DocumentLocked as exc:
+            raise TeleradError(409, str(exc)) from exc
     log.info("event=telerad_final request=%d document=%s", request_id, doc_id)
-    return report
+    return done[0]
 
 
 def add_addendum(
@@ -246,6 +283,7 @@ def add_addendum(
     except documents.DocumentLocked as exc:
         raise TeleradError(409, str(exc)) from exc
     with rt.db.write() as s:
+        telerad.get_for_update(s, request_id)  # addenda at once are recorded one after the other
         report = ReadingReport(
             request_id=request_id,
             kind=REPORT_ADDENDUM,

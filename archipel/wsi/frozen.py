@@ -63,6 +63,16 @@ def get(s: Session, request_id: int) -> FrozenSectionRequest:
     return req
 
 
+def get_for_update(s: Session, request_id: int) -> FrozenSectionRequest:
+    """The request read with a row lock (``SELECT ... FOR UPDATE``) held until the transaction ends, or 404: how
+    every step that changes it reads it, so that two claims (or a claim and a verdict) at once run one after the
+    other on PostgreSQL and the second sees the first."""
+    req = s.get(FrozenSectionRequest, request_id, with_for_update=True, populate_existing=True)
+    if req is None:
+        raise FrozenSectionError(404, f"no frozen-section request {request_id}")
+    return req
+
+
 def slides_of(s: Session, request_id: int) -> list[Slide]:
     """The request's slides, in the order they were attached."""
     stmt = (
@@ -234,7 +244,11 @@ def attach_registered(s: Session, slide: Slide, frozen_request: int | None, now:
     """At registration: attach a slide to the request its metadata names, else to the open request of its
     patient and accession. A request that cannot take it (answered since the upload began) is logged, and the
     slide stays registered on its own."""
-    req = s.get(FrozenSectionRequest, frozen_request) if frozen_request is not None else None
+    req = (
+        s.get(FrozenSectionRequest, frozen_request, with_for_update=True, populate_existing=True)
+        if frozen_request is not None
+        else None
+    )
     how = "metadata"
     if req is None:
         req, how = open_request_for(s, slide.issuer, slide.patient_id, slide.accession), "accession"
@@ -367,7 +381,7 @@ def record_view(s: Session, slide_id: str, viewer: str, now: datetime | None = N
     link = s.execute(select(FrozenSectionSlide).where(FrozenSectionSlide.slide_id == slide_id)).scalar()
     if link is None:
         return False
-    req = s.get(FrozenSectionRequest, link.request_id)
+    req = s.get(FrozenSectionRequest, link.request_id, with_for_update=True, populate_existing=True)
     if req is None or req.first_view_at is not None:
         return False
     when = now or utcnow()

@@ -169,7 +169,9 @@ def attach_slide(
         if slide is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no slide {body.slide_id}")
         try:
-            frozen.attach(s, frozen.get(s, request_id), slide, how="explicit", by=principal.subject, now=now)
+            frozen.attach(
+                s, frozen.get_for_update(s, request_id), slide, how="explicit", by=principal.subject, now=now
+            )
         except FrozenSectionError as exc:
             raise http_error(exc) from exc
     return view(rt, request_id)
@@ -186,7 +188,7 @@ def claim(request_id: int, request: Request, rt: RuntimeDep, principal: Principa
         try:
             frozen.claim(
                 s,
-                frozen.get(s, request_id),
+                frozen.get_for_update(s, request_id),
                 principal.subject,
                 minutes=rt.settings.frozen_claim_minutes,
                 now=rt.clock(),
@@ -203,7 +205,7 @@ def release(request_id: int, request: Request, rt: RuntimeDep, principal: Princi
     guard_request(rt, principal, access.UPDATE, resource(req), request)
     with rt.db.write() as s:
         try:
-            frozen.release(s, frozen.get(s, request_id), principal.subject, rt.clock())
+            frozen.release(s, frozen.get_for_update(s, request_id), principal.subject, rt.clock())
         except FrozenSectionError as exc:
             raise http_error(exc) from exc
     return view(rt, request_id)

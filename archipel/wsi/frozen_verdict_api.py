@@ -105,7 +105,7 @@ def _sign(
             status.HTTP_500_INTERNAL_SERVER_ERROR, f"the archive refused the verdict: {exc}"
         ) from exc
     with rt.db.write() as s:
-        row = frozen.get(s, request_id)
+        row = frozen.get_for_update(s, request_id)
         try:
             frozen.check_may_sign(row, principal.subject, True, now)
         except FrozenSectionError as exc:
@@ -213,7 +213,7 @@ def _amend(
             status.HTTP_500_INTERNAL_SERVER_ERROR, f"the archive refused the amendment: {exc}"
         ) from exc
     with rt.db.write() as s:
-        row = frozen.get(s, request_id)
+        row = frozen.get_for_update(s, request_id)
         am = frozen.FrozenSectionAmendment(
             request_id=request_id,
             at=now,
@@ -265,7 +265,7 @@ def seen(request_id: int, request: Request, rt: RuntimeDep, principal: Principal
     guard_request(rt, principal, access.UPDATE, resource(req), request)
     with rt.db.write() as s:
         try:
-            frozen.mark_seen(s, frozen.get(s, request_id), principal.subject, rt.clock())
+            frozen.mark_seen(s, frozen.get_for_update(s, request_id), principal.subject, rt.clock())
         except FrozenSectionError as exc:
             raise http_error(exc) from exc
     return view(rt, request_id)
