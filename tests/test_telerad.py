@@ -30,8 +30,6 @@ from archipel.radiology.telerad_models import ReadingRequest
 from tests.access_support import ensure_master
 from tests.auth_helpers import Account, Clock, bearer, client, login, make_account
 
-sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
 HOSPITAL, TELERAD, OTHER_SITE = "CH-NORD", "TELERAD-PACA", "CH-SUD"
 PATIENT = SyntheticPatient("TR0001", "TELERADTEST^Alice", "19650505", "F", issuer=HOSPITAL)
 #: The same woman at another site (an earlier CT there): a prior, found through the MPI.
@@ -124,7 +122,6 @@ def _outbox(rt: Runtime) -> list[OutboxMessage]:
         return list(s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars())
 
 
-@sqlite_only
 def test_a_stat_request_waits_for_its_images_then_is_linked_when_the_study_arrives(desk: Desk) -> None:
     r = desk.ask()
     assert r.status_code == 201, r.text
@@ -140,7 +137,6 @@ def test_a_stat_request_waits_for_its_images_then_is_linked_when_the_study_arriv
     assert linked["viewer_url"] == f"/app/study.html?study={study}"
 
 
-@sqlite_only
 def test_worklist_is_ordered_by_due_time_and_filtered_by_priority_subspecialty_and_site(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     emergency = desk.ask(priority="emergency", accession_number="TR26-1", subspecialty="msk").json()
@@ -165,7 +161,6 @@ def test_worklist_is_ordered_by_due_time_and_filtered_by_priority_subspecialty_a
     assert len(desk.get("requester", "/requests").json()["requests"]) == 3
 
 
-@sqlite_only
 def test_wrong_priority_and_unknown_patient_are_refused_with_their_reason(desk: Desk) -> None:
     r = desk.ask(priority="whenever")
     assert r.status_code == 422 and "unknown priority 'whenever'" in r.json()["detail"]
@@ -180,7 +175,6 @@ def test_wrong_priority_and_unknown_patient_are_refused_with_their_reason(desk: 
         assert s.execute(select(func.count()).select_from(ReadingRequest)).scalar_one() == 0
 
 
-@sqlite_only
 def test_an_order_sent_twice_by_the_ris_makes_one_request_and_can_be_cancelled_by_placer_order(
     desk: Desk,
 ) -> None:
@@ -220,7 +214,6 @@ def test_claim_is_exclusive_and_an_expired_lock_is_taken_over(desk: Desk) -> Non
     assert desk.post("radio2", f"/requests/{rid}/release").json()["state"] == "requested"
 
 
-@sqlite_only
 def test_priors_are_listed_across_sites_through_the_mpi_once_claimed(desk: Desk) -> None:
     current = desk.store_study(PATIENT, "TR26-1")
     prior = desk.store_study(PATIENT_ELSEWHERE, "SUD-2019", date="20190301")
@@ -236,7 +229,6 @@ def test_priors_are_listed_across_sites_through_the_mpi_once_claimed(desk: Desk)
     assert current not in {p["study_uid"] for p in found}
 
 
-@sqlite_only
 def test_report_preliminary_then_final_signed_once_and_an_addendum(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     rid = desk.ask().json()["request_id"]
@@ -273,7 +265,6 @@ def test_report_preliminary_then_final_signed_once_and_an_addendum(desk: Desk) -
     assert desk.post("requester", f"/requests/{rid}/cancel", {"reason": "late"}).status_code == 409
 
 
-@sqlite_only
 def test_a_critical_result_reaches_the_requester_and_closes_when_acknowledged(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     desk.h("requester")  # the requester has an account: the result goes to their inbox
@@ -324,7 +315,6 @@ def test_a_critical_result_reaches_the_requester_and_closes_when_acknowledged(de
     assert telerad_sla.sweep(desk.rt.db, desk.clock())["critical_resent"] == 0
 
 
-@sqlite_only
 def test_a_critical_result_to_a_requester_without_account_goes_by_sms_and_is_read_back(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     rid = desk.ask(physician={"name": "DR^Sans-Compte", "phone": "+33 6 00 00 00 09"}).json()["request_id"]
@@ -365,7 +355,6 @@ def test_the_sla_sweep_escalates_a_request_about_to_miss_its_due_time_once(desk:
     assert desk.get("radio1", f"/requests/{stat}").json()["overdue"] is True
 
 
-@sqlite_only
 def test_a_reading_request_shows_in_the_professional_timeline_of_whoever_may_see_it(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     rid = desk.ask().json()["request_id"]
@@ -385,7 +374,6 @@ def test_a_reading_request_shows_in_the_professional_timeline_of_whoever_may_see
     assert desk.http.get(f"/api/patients/{master}/timeline", headers=desk.h("outsider")).status_code == 403
 
 
-@sqlite_only
 def test_acknowledging_the_critical_result_in_the_inbox_closes_the_loop(desk: Desk) -> None:
     desk.store_study(PATIENT, "TR26-1")
     desk.h("requester")

@@ -16,8 +16,6 @@ from archipel.radiology.archive import Archive
 from archipel.radiology.documents_models import Document
 from tests.test_telerad import HOSPITAL, PATIENT, PEOPLE, Desk, open_desk
 
-sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
 CENTRE = "CHU-REFERENCE"
 PEOPLE.update(
     {
@@ -51,7 +49,6 @@ def _ask(desk: Desk, study: str, rid: int, **to: str) -> dict:
     return r.json()
 
 
-@sqlite_only
 def test_a_named_specialist_answers_a_second_opinion_once_with_a_signed_document(
     reading: tuple[Desk, int, str],
 ) -> None:
@@ -87,7 +84,6 @@ def test_a_named_specialist_answers_a_second_opinion_once_with_a_signed_document
     assert [o["state"] for o in asked] == ["answered"]
 
 
-@sqlite_only
 def test_a_question_to_a_reference_centre_is_taken_by_one_of_its_experts(
     reading: tuple[Desk, int, str],
 ) -> None:
@@ -105,7 +101,6 @@ def test_a_question_to_a_reference_centre_is_taken_by_one_of_its_experts(
     assert desk.post("expert2", f"/second-opinions/{oid}/answer", {"text": "No."}).status_code == 200
 
 
-@sqlite_only
 def test_a_second_opinion_needs_one_addressee_and_a_record(reading: tuple[Desk, int, str]) -> None:
     desk, _rid, study = reading
     base = {"issuer": HOSPITAL, "patient_id": PATIENT.patient_id, "study_uid": study, "question": "?"}
@@ -120,7 +115,6 @@ def test_a_second_opinion_needs_one_addressee_and_a_record(reading: tuple[Desk, 
     assert r.status_code == 403
 
 
-@sqlite_only
 def test_claiming_asks_the_region_for_the_patients_remote_priors_and_the_holder_may_ask_again(
     reading: tuple[Desk, int, str],
 ) -> None:
