@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from archipel import __version__
 from archipel.mammo import api as mammo_api
+from archipel.mammo import forms_api as mammo_forms_api
 from archipel.mammo import intake as mammo_intake
 from archipel.mammo import timeline as mammo_timeline
 from archipel.mammo import worklist_api as mammo_worklist_api
@@ -83,6 +84,7 @@ def create_app() -> FastAPI:
     app.include_router(mammo_api.router)
     app.include_router(mammo_worklist_api.router)
     app.include_router(mammo_workup_api.router)
+    app.include_router(mammo_forms_api.router)
     mammo_intake.install()
     app.include_router(platform_http.public)
     app.include_router(platform_http.router)

@@ -91,6 +91,9 @@ _SCREENING: dict[tuple[str, str], Entry] = {
         "POST", _MG + "/l1-forms", ((audit.PATIENT_RECORD, "create:screening-episode", DENIED, P),),
         user="auditor", send="json", body={**_MG_EPISODE, "read": _MG_READ}, status=403,
     ),
+    ("POST", _MG + "/l1-forms/import"): Audited(
+        "POST", _MG + "/l1-forms/import?programme=audit", (), user="auditor", send="upload", status=422
+    ),
     ("GET", _MG + "/episodes/{episode_id}"): Audited(
         "GET", _MG + "/episodes/999999", (), user="auditor", status=404
     ),

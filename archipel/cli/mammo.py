@@ -1,4 +1,5 @@
-"""Screening commands: ``archipel mammo import`` (a programme's history from CSV) and ``archipel mammo metrics``."""
+"""Screening commands: ``archipel mammo import`` (a programme's history from CSV), ``archipel mammo forms import``
+(L1 forms for live intake from CSV) and ``archipel mammo metrics``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import typer
 from archipel.cli.common import DataOpt, app, console, counted_progress, out, setup
 
 mammo_app = typer.Typer(
-    help="Screening mammography: import history, programme metrics.", no_args_is_help=True
+    help="Screening mammography: import history, L1 forms for live intake, programme metrics.",
+    no_args_is_help=True,
 )
 app.add_typer(mammo_app, name="mammo")
 
@@ -97,3 +99,57 @@ def metrics_cmd(
         out.print(metrics.as_csv(figures), end="", markup=False, highlight=False)
     else:
         out.print_json(json.dumps(figures))
+
+
+forms_app = typer.Typer(help="L1 forms of the French programme for live intake.", no_args_is_help=True)
+mammo_app.add_typer(forms_app, name="forms")
+
+
+@forms_app.command("import")
+def forms_import_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV of L1 forms, with the columns of docs/mammo.md.")],
+    programme: Annotated[str, typer.Option("--programme", help="Programme code (fr-depistage protocol).")],
+    reader: Annotated[
+        str, typer.Option("--reader", help="L1 radiologist of the lines whose l1_reader is empty.")
+    ] = "",
+    data: DataOpt = None,
+) -> None:
+    """Load L1 forms for exams arrived or still to come, matched to their episodes and studies as the API does.
+    The file loads whole or not at all: bad lines are listed with their reason and nothing is stored."""
+    import os
+
+    from archipel.mammo import l1_import
+    from archipel.platform import audit
+    from archipel.platform.authn import Principal
+
+    if not file.is_file():
+        raise _fail(f"no file {file}")
+    rt = setup(data)
+    try:
+        l1_import.check_programme(rt.db, programme)
+        forms, refused = l1_import.parse(file.read_bytes(), programme, reader)
+        with counted_progress("L1 forms", len(forms)) as (tick, _finish):
+            summary = l1_import.load(rt.db, programme, forms, rt.clock(), refused, on_line=tick)
+    except l1_import.FormsFileError as exc:
+        raise _fail(str(exc)) from exc
+    if summary.refused:
+        out.print(f"refused {len(summary.refused)} line(s); nothing was loaded")
+        for line, reason in summary.refused:
+            out.print(f"  line {line}: {reason}", markup=False, highlight=False)
+        raise typer.Exit(1)
+    operator = Principal(subject=os.environ.get("USER", "cli"), role="operator")
+    for form in summary.stored:
+        audit.record(
+            rt.db,
+            operator,
+            audit.IMPORT,
+            "create:screening-episode",
+            patient=form.patient,
+            obj=f"L1 form of screening episode {form.episode_id}",
+            detail=f"{file.name} line {form.line}",
+        )
+    waiting = summary.awaiting_images
+    out.print(
+        f"loaded {len(summary.stored)} L1 form(s): {len(summary.stored) - waiting} with their images, "
+        f"{waiting} awaiting images (on the reconciliation list)"
+    )
