@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from archipel.mammo import volumes
 from archipel.mammo.models import Episode, Reading, ReadingTask, ScreeningDecision
+from archipel.platform import notify
 from archipel.platform.audit import AuditEvent
 from archipel.platform.notify import OutboxMessage
 from archipel.platform.runtime import Runtime
@@ -247,14 +248,25 @@ def test_french_programme_from_l1_form_to_metrics(prog: Programme) -> None:
     r = p.post("l2a", f"/api/mammo/episodes/{ep['id']}/decision")
     assert r.status_code == 201, r.text
     decided = r.json()["decision"]
-    assert decided["decision"] == "recall" and decided["within_deadline"]
+    assert decided["decision"] == "recall" and decided["result"] == "queued"
+    assert decided["result_sent_at"] is None and decided["within_deadline"] is None
     assert "deferred work-up through L1 and the GP" in decided["reasons"]
     with p.rt.db.sessions() as s:
         letters = s.execute(select(OutboxMessage).where(OutboxMessage.id.in_(decided["letters"]))).scalars()
         assert sorted(m.recipient for m in letters) == ["gp@example.org", "woman@example.org"]
     assert p.post("l2a", f"/api/mammo/episodes/{ep['id']}/decision").status_code == 409
-    delays = r.json()["delays"]
-    assert delays["exam_to_received_days"] is not None and delays["received_to_result_days"] == 2.0
+    assert r.json()["delays"]["received_to_result_days"] is None  # queued is not sent
+    # The letters leave the outbox an hour later: the result is sent then.
+    p.later(hours=1)
+    assert (
+        notify.deliver_pending(p.rt.db, notify.FileSender(p.rt.settings.data_dir / "outbox"), clock=p.clock)
+        == 2
+    )
+    sent = p.get("l2a", f"/api/mammo/episodes/{ep['id']}").json()
+    assert sent["decision"]["result"] == "sent" and sent["decision"]["within_deadline"] is True
+    assert sent["decision"]["result_sent_at"] == p.clock().isoformat()
+    delays = sent["delays"]
+    assert delays["exam_to_received_days"] is not None and delays["received_to_result_days"] == 2.04
 
     # The outcome, then the metrics.
     outcome = {"outcome": "cancer_invasive", "workup": "biopsy", "biopsy": True, "size_mm": 12}

@@ -8,7 +8,6 @@ denials too. The worklist and metrics routes are in ``worklist_api``.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -194,10 +193,11 @@ def episode_view(rt: Runtime, ep: Episode) -> dict[str, Any]:
                 "decision": decided.decision,
                 "reasons": json.loads(decided.reasons),
                 "decided_at": decided.decided_at.isoformat(),
-                "letters": [int(i) for i in decided.letters.split(",") if i],
-                "due": (ep.screen_date + timedelta(days=prog.result_deadline_days)).isoformat(),
-                "within_deadline": decided.decided_at.date()
-                <= ep.screen_date + timedelta(days=prog.result_deadline_days),
+                "letters": decision.letter_ids(decided),
+                "result": decision.result_state(ep, decided),
+                "result_sent_at": ep.result_sent_at.isoformat() if ep.result_sent_at else None,
+                "due": decision.due(ep, prog).isoformat(),
+                "within_deadline": decision.within_deadline(ep, prog, rt.clock()),
             },
             "delays": decision.delays(s, ep),
         }

@@ -3,6 +3,11 @@
 A decision is the protocol engine's answer once the reads allow one; taking it queues the letters to the woman
 and her GP (and, for a French recall, to the L1 radiologist who organises the work-up) in the notify outbox,
 in the same transaction. Letters carry no name: the date of the exam and what happens next.
+
+The result is *sent* (``Episode.result_sent_at``) when the last of the decision's letters has left the outbox,
+at that letter's sent time, set in the transaction that marks it sent (:func:`letter_sent`). A decision that
+queued no letter (no contact for the woman or her GP) leaves the result unsent: the deadline watch
+(``deadlines``) then reports it until a letter goes out.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from archipel.mammo import episodes, protocol
@@ -95,9 +100,9 @@ def decide(s: Session, ep: Episode, prog: Programme, by: str, now: datetime) -> 
         letters=",".join(str(i) for i in letters),
     )
     s.add(row)
-    ep.status, ep.result_sent_at = "decided", now
+    ep.status = "decided"
     s.flush()
-    late = now.date() > ep.screen_date + timedelta(days=prog.result_deadline_days)
+    late = now.date() > due(ep, prog)
     log.info(
         "event=screening_decided episode=%d decision=%s letters=%d late=%s",
         ep.id,
@@ -105,7 +110,83 @@ def decide(s: Session, ep: Episode, prog: Programme, by: str, now: datetime) -> 
         len(letters),
         late,
     )
+    if not letters:
+        log.warning("event=screening_decided_without_letter episode=%d", ep.id)
     return row
+
+
+def due(ep: Episode, prog: Programme) -> date:
+    """The last day the programme allows for the results letter: the exam's date plus its deadline."""
+    return ep.screen_date + timedelta(days=prog.result_deadline_days)
+
+
+def within_deadline(ep: Episode, prog: Programme, now: datetime) -> bool | None:
+    """Whether the result was sent by its due day; ``None`` while unsent and not yet due."""
+    if ep.result_sent_at is not None:
+        return ep.result_sent_at.date() <= due(ep, prog)
+    return False if now.date() > due(ep, prog) else None
+
+
+def result_state(ep: Episode, decided: ScreeningDecision | None) -> str:
+    """Where the result stands: ``undecided``, ``no-letter`` (decided, nobody to write to), ``queued`` (a letter
+    is still in the outbox) or ``sent``."""
+    if decided is None:
+        return "undecided"
+    if ep.result_sent_at is not None:
+        return "sent"
+    return "queued" if letter_ids(decided) else "no-letter"
+
+
+def letter_ids(decided: ScreeningDecision) -> list[int]:
+    """The outbox ids of the decision's letters."""
+    return [int(i) for i in decided.letters.split(",") if i]
+
+
+def letters_sent_at(s: Session, decided: ScreeningDecision) -> datetime | None:
+    """When the last of the decision's letters was sent; ``None`` while one is unsent, or if none was queued."""
+    ids = letter_ids(decided)
+    if not ids:
+        return None
+    sent = list(
+        s.execute(select(notify.OutboxMessage.sent_at).where(notify.OutboxMessage.id.in_(ids))).scalars()
+    )
+    if len(sent) != len(ids) or any(t is None for t in sent):
+        return None
+    return max(t for t in sent if t is not None)
+
+
+def record_sent(s: Session, ep: Episode, decided: ScreeningDecision) -> bool:
+    """Set the episode's ``result_sent_at`` once all its letters are sent; whether it is sent now."""
+    if ep.result_sent_at is None:
+        ep.result_sent_at = letters_sent_at(s, decided)
+        if ep.result_sent_at is not None:
+            log.info("event=screening_result_sent episode=%d", ep.id)
+    return ep.result_sent_at is not None
+
+
+def _unsent(s: Session, letter: int | None = None) -> list[tuple[ScreeningDecision, Episode]]:
+    stmt = (
+        select(ScreeningDecision, Episode)
+        .join(Episode, Episode.id == ScreeningDecision.episode_id)
+        .where(Episode.result_sent_at.is_(None), ScreeningDecision.letters != "")
+    )
+    if letter is not None:
+        stmt = stmt.where((literal(",") + ScreeningDecision.letters + literal(",")).like(f"%,{letter},%"))
+    return [(d, ep) for d, ep in s.execute(stmt).all()]
+
+
+def letter_sent(s: Session, message: notify.OutboxMessage) -> None:
+    """The outbox hook: a results letter went out; its episode's result is sent if it was the last one."""
+    for decided, ep in _unsent(s, message.id):
+        record_sent(s, ep, decided)
+
+
+def sync_sent(s: Session) -> int:
+    """Catch up the results whose letters are all sent (after a failed hook); return how many were."""
+    return sum(record_sent(s, ep, decided) for decided, ep in _unsent(s))
+
+
+notify.after_sent(PURPOSE, letter_sent)
 
 
 def retake_for(

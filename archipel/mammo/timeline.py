@@ -2,8 +2,9 @@
 
 Every episode of the woman (by her master, or by a local identity linked to it) is an item, as far as the
 caller's read scope lets them see it, by the episode's screening site and her master, as for any read of the
-episode. It is *released* to her once the decision is taken and its results letter queued
-(``result_sent_at``): from then on the item carries the decision; before, only that the reading is under way.
+episode. It is *released* to her once the decision's letters have left the outbox
+(``result_sent_at``, the last letter's sent time): from then on the item carries the decision; before, only that
+the reading is under way (a decision whose letters are queued, or that queued none, is not released).
 """
 
 from __future__ import annotations
