@@ -2,16 +2,18 @@
 searches a patient by name, opens her timeline with the studies of two sites (and not the one she hid from
 professionals), narrows it to one site, opens the CT study, which shows in MPR (three rendered views); the
 notifications bell shows a critical result, which the doctor acknowledges. The page works at a tablet's size
-and by keyboard. Screenshots are kept in ``var/test-artifacts/web-professional/`` (or
-``$ARCHIPEL_TEST_ARTIFACTS``)."""
+and by keyboard. A report is found by a word of its text and opens the patient's timeline. Screenshots are kept
+in ``var/test-artifacts/web-professional/`` (or ``$ARCHIPEL_TEST_ARTIFACTS``)."""
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
@@ -176,5 +178,55 @@ def test_the_home_works_on_a_tablet_in_french(region: Region) -> None:
         assert search and timeline and search["y"] < timeline["y"]  # one column: search above the timeline
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         keep(page, "tablet-fr")
+    finally:
+        ctx.close()
+
+
+def test_a_doctor_finds_a_report_by_a_word_of_its_text_and_opens_the_patients_timeline(
+    region: Region,
+) -> None:
+    # A signed report of the other site; the word searched is in its text only, not in its title.
+    text = "Fissure horizontale de la corne posterieure du menisque interne. Pas d'epanchement articulaire."
+    body = {
+        "issuer": "SITE-B", "patient_id": AT_B.patient_id, "site": "SITE-B", "type_code": "18748-4",
+        "type_display": "Diagnostic imaging study", "title": "IRM du genou droit", "author": "Dr Invented",
+        "organisation": "Site B imaging", "content_type": "text/plain",
+        "content": base64.b64encode(text.encode()).decode(), "study_uids": [region.mr_b],
+    }  # fmt: skip
+    headers = region.srv.headers("radio-b")
+    r = httpx.post(region.srv.url + "/api/documents", json=body, headers=headers, timeout=60)
+    assert r.status_code == 201, r.text
+    report = r.json()["id"]
+    r = httpx.post(f"{region.srv.url}/api/documents/{report}/sign", headers=headers, timeout=60)
+    assert r.status_code == 200 and r.json()["status"] == "final", r.text
+
+    ctx, page = sign_in(region.browser, region.srv, "dr-suivi", "/app/index.html")
+    try:
+
+        def search(words: str) -> None:
+            page.fill("#search-q", words)
+            page.locator("#search-q").press("Enter")
+            page.wait_for_selector("body[data-search=done]")
+
+        page.select_option("#search-kind", "report")
+        search("menisque")
+        hits = page.locator("#report-list li.report-hit")
+        assert hits.count() == 1 and hits.first.get_attribute("data-id") == str(report)
+        assert "IRM du genou droit" in hits.first.inner_text() and "SITE-B" in hits.first.inner_text()
+        assert page.locator("#patient-results").is_hidden()
+        keep(page, "report-search")
+
+        # A word of no report finds nothing.
+        page.evaluate("document.body.dataset.search = 'idle'")
+        search("rotule")
+        assert page.locator("#report-results").is_hidden() and page.locator("#report-list li").count() == 0
+
+        # The hit opens the woman's timeline, where the report is listed.
+        page.evaluate("document.body.dataset.search = 'idle'")
+        search("menisque")
+        hits.first.locator("a").click()
+        page.wait_for_selector("body[data-timeline=done]")
+        assert f"patient={region.master}" in page.url
+        assert page.locator(f"#timeline-items li[data-id='{report}']").count() == 1
     finally:
         ctx.close()
