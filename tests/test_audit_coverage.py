@@ -74,8 +74,15 @@ def _patient_token(server: ArchipelServer) -> str:
     code = re.search(r"([0-9A-Z]{4}-){4}[0-9A-Z]{4}", made.stdout + made.stderr)
     assert code is not None, made.stdout
     httpx.post(server.url + "/api/patient/access", json={"code": code.group(0)}).raise_for_status()
-    outbox = sorted((server.data / "outbox").iterdir())[-1].read_text()
-    otp = re.search(r"one-time code is (\d{6})", outbox)
+    # the one-time code is sent just after the answer
+    folder = server.data / "outbox"
+
+    def sent() -> re.Match[str] | None:
+        files = sorted(folder.iterdir()) if folder.exists() else []
+        return re.search(r"one-time code is (\d{6})", files[-1].read_text()) if files else None
+
+    wait_until(lambda: sent() is not None, 30, "the one-time code in the outbox")
+    otp = sent()
     assert otp is not None
     r = httpx.post(server.url + "/api/patient/verify", json={"code": code.group(0), "otp": otp.group(1)})
     r.raise_for_status()

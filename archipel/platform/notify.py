@@ -231,30 +231,41 @@ def deliver_pending(
                 .limit(limit)
             ).scalars()
         )
-    sent = 0
-    for message_id in pending:
-        row = _lease(db, message_id, clock())
-        if row is None:
-            continue
-        message = Message(row.id, row.channel, row.recipient, row.subject, row.body)
-        error = ""
-        try:
-            sender.send(message)
-        except Exception as exc:
-            error = f"{type(exc).__name__}"[:255]
-            log.warning("event=notify_failed id=%d channel=%s error=%s", row.id, row.channel, error)
-        with db.write() as s:
-            fresh = s.get(OutboxMessage, row.id)
-            if fresh is None or fresh.sent_at is not None:
-                continue
-            fresh.attempts += 1
-            fresh.error = error
-            fresh.leased_until = None
-            if not error:
-                fresh.sent_at = clock()
-                fresh.body = ""
-                sent += 1
-                log.info("event=notify_sent id=%d channel=%s purpose=%s", row.id, row.channel, row.purpose)
-                s.flush()
-                _run_after_sent(s, fresh)
-    return sent
+    return sum(_attempt(db, sender, message_id, clock) for message_id in pending)
+
+
+def deliver_one(
+    db: Database, sender: Sender, message_id: int, clock: Callable[[], datetime] = utcnow
+) -> bool:
+    """Try to send one message now (e.g. the one-time code a patient waits for), and no other; return whether
+    it went out. A failure stays queued with its error for the outbox sweep."""
+    return _attempt(db, sender, message_id, clock)
+
+
+def _attempt(db: Database, sender: Sender, message_id: int, clock: Callable[[], datetime]) -> bool:
+    """One leased delivery attempt of one message; whether it went out."""
+    row = _lease(db, message_id, clock())
+    if row is None:
+        return False
+    message = Message(row.id, row.channel, row.recipient, row.subject, row.body)
+    error = ""
+    try:
+        sender.send(message)
+    except Exception as exc:
+        error = f"{type(exc).__name__}"[:255]
+        log.warning("event=notify_failed id=%d channel=%s error=%s", row.id, row.channel, error)
+    with db.write() as s:
+        fresh = s.get(OutboxMessage, row.id)
+        if fresh is None or fresh.sent_at is not None:
+            return False
+        fresh.attempts += 1
+        fresh.error = error
+        fresh.leased_until = None
+        if error:
+            return False
+        fresh.sent_at = clock()
+        fresh.body = ""
+        log.info("event=notify_sent id=%d channel=%s purpose=%s", row.id, row.channel, row.purpose)
+        s.flush()
+        _run_after_sent(s, fresh)
+    return True

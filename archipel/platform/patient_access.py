@@ -5,7 +5,9 @@ public id used to find the row, the other 12 a 60-bit secret stored only as an a
 all, well past guessing under the rate limits). Codes expire and can be revoked. Every failed attempt counts
 against the code (lock-out and hourly cap) and against the caller's address (hourly cap only, since addresses
 are shared); see ``throttle``. A one-time code is 6 digits, valid ``patient_otp_minutes`` (10 at most), good
-for one login and for 5 tries.
+for one login and for 5 tries. At most ``sends_per_hour`` one-time codes are sent for one access code in any
+sliding hour (``patient_otp_sends_per_hour``, 5 by default): a valid code cannot be used to flood a phone.
+Staff issue codes over HTTP too (``patient_codes_api``) and revoke them (:func:`revoke_access_code`).
 
 The patient is named by an opaque ``patient_ref``, ``"ISSUER/PATIENT_ID"`` for now; it becomes the master
 patient id once the MPI (``platform.identity``) is in place.
@@ -13,11 +15,12 @@ patient id once the MPI (``platform.identity``) is in place.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, Integer, String, select
+from sqlalchemy import ForeignKey, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform import notify, throttle
@@ -31,6 +34,8 @@ OTP_TRIES = 5
 MAX_OTP_MINUTES = 10
 
 INVALID_CODE = "invalid access code"
+TOO_MANY_SENDS = "too many one-time codes sent for this access code in the last hour"
+HOUR = timedelta(hours=1)
 EXPIRED_CODE = "access code expired"
 INVALID_OTP = "invalid one-time code"
 EXPIRED_OTP = "one-time code expired; ask for a new one"
@@ -91,6 +96,8 @@ class OtpSent:
 
     channel: str
     masked_contact: str
+    #: The outbox message carrying the code (to be delivered at once, and alone).
+    message_id: int = 0
 
 
 def _random(n: int) -> str:
@@ -188,13 +195,12 @@ def _fail(db: Database, keys: list[str], policy: throttle.Throttle, now: datetim
             throttle.fail(s, key, _policy_for(key, policy), now)
 
 
-def _find(s: Session, raw: str, now: datetime) -> PatientAccessCode:
+def _find(s: Session, raw: str, now: datetime, for_update: bool = False) -> PatientAccessCode:
     if len(raw) != PUBLIC_LEN + SECRET_LEN or any(c not in ALPHABET for c in raw):
         hash_secret(raw)  # same cost as a real check
         raise AuthError(INVALID_CODE)
-    row = s.execute(
-        select(PatientAccessCode).where(PatientAccessCode.public_id == raw[:PUBLIC_LEN])
-    ).scalar_one_or_none()
+    query = select(PatientAccessCode).where(PatientAccessCode.public_id == raw[:PUBLIC_LEN])
+    row = s.execute(query.with_for_update() if for_update else query).scalar_one_or_none()
     if row is None:
         hash_secret(raw)
         raise AuthError(INVALID_CODE)
@@ -213,17 +219,22 @@ def request_one_time_code(
     policy: throttle.Throttle,
     otp_minutes: int,
     source: str = "",
+    sends_per_hour: int = 5,
 ) -> tuple[str, OtpSent]:
     """Check an access code and queue a one-time code to its contact; return ``(patient_ref, where)``.
 
     Raises :class:`AuthError` (401, 423, 429) with the reason; failures count against the code and ``source``.
+    More than ``sends_per_hour`` codes in an hour is 429 with the seconds to wait, and is not a failure (the
+    code was right).
     """
     raw, keys = _keys(code, source)
     _check(db, keys, policy, now)
     otp = f"{secrets.randbelow(1_000_000):06d}"
     try:
         with db.write() as s:
-            row = _find(s, raw, now)
+            # The row lock makes concurrent requests for one code count one after the other (PostgreSQL).
+            row = _find(s, raw, now, for_update=True)
+            _check_sends(s, row, sends_per_hour, now)
             s.add(
                 PatientOneTimeCode(
                     access_code_id=row.id,
@@ -233,7 +244,7 @@ def request_one_time_code(
                     attempts=0,
                 )
             )
-            notify.enqueue(
+            message = notify.enqueue(
                 s,
                 row.channel,
                 row.contact,
@@ -242,11 +253,31 @@ def request_one_time_code(
                 "and works once. Never share it.",
                 purpose="patient-otp",
             )
-            ref, sent = row.patient_ref, OtpSent(row.channel, mask(row.channel, row.contact))
+            ref = row.patient_ref
+            sent = OtpSent(row.channel, mask(row.channel, row.contact), message.id)
+    except SendsThrottled:
+        raise
     except AuthError:
         _fail(db, keys, policy, now)
         raise
     return ref, sent
+
+
+class SendsThrottled(AuthError):
+    """Too many one-time codes were sent for one access code lately (429; not a failed attempt)."""
+
+
+def _check_sends(s: Session, row: PatientAccessCode, per_hour: int, now: datetime) -> None:
+    count, oldest = s.execute(
+        select(func.count(PatientOneTimeCode.id), func.min(PatientOneTimeCode.created_at)).where(
+            PatientOneTimeCode.access_code_id == row.id, PatientOneTimeCode.created_at > now - HOUR
+        )
+    ).one()
+    if count >= per_hour:
+        wait = math.ceil((oldest + HOUR - now).total_seconds()) if oldest is not None else 3600
+        raise SendsThrottled(
+            f"{TOO_MANY_SENDS} (limit {per_hour}); try again later", status=429, retry_after=max(1, wait)
+        )
 
 
 def verify_one_time_code(

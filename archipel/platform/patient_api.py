@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import BaseModel, Field
 
 from archipel.platform import audit, notify, patient_access
@@ -48,9 +48,22 @@ def _denied(rt: Runtime, request: Request, action: str, exc: AuthError) -> None:
     )
 
 
+def send_one_time_code(rt: Runtime, message_id: int) -> None:
+    """Send the one message carrying a one-time code, within ``patient_otp_send_seconds``; a failure leaves it
+    (and only it) for the outbox sweep. Runs after the answer, so a slow mail server never delays sign-in."""
+    try:
+        sender = notify.configured_sender(rt.settings, timeout=rt.settings.patient_otp_send_seconds)
+        notify.deliver_one(rt.db, sender, message_id, rt.clock)
+    except Exception:
+        log.exception("event=patient_otp_delivery_failed id=%d", message_id)
+
+
 @public.post("/access")
-def request_access(body: AccessRequest, request: Request, rt: RuntimeDep) -> dict[str, Any]:
-    """Check an access code and send a one-time code to the patient's registered e-mail or phone."""
+def request_access(
+    body: AccessRequest, request: Request, background: BackgroundTasks, rt: RuntimeDep
+) -> dict[str, Any]:
+    """Check an access code and send a one-time code to the patient's registered e-mail or phone (after the
+    answer). More than ``patient_otp_sends_per_hour`` codes for one access code is 429 with Retry-After."""
     source = client_address(request)
     try:
         ref, sent = patient_access.request_one_time_code(
@@ -60,11 +73,12 @@ def request_access(body: AccessRequest, request: Request, rt: RuntimeDep) -> dic
             policy=throttle_policy(rt.settings),
             otp_minutes=rt.settings.patient_otp_minutes,
             source=source,
+            sends_per_hour=rt.settings.patient_otp_sends_per_hour,
         )
     except AuthError as exc:
         _denied(rt, request, "patient-access", exc)
         raise auth_http_error(exc, challenge=False) from exc
-    notify.deliver_pending(rt.db, notify.configured_sender(rt.settings))
+    background.add_task(send_one_time_code, rt, sent.message_id)
     audit.record(
         rt.db,
         Principal(subject=ref, role=PATIENT_ROLE, kind="patient"),

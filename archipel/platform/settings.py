@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     #: Days a patient access code stays valid, and minutes a one-time code does.
     patient_code_days: int = 90
     patient_otp_minutes: int = 10
+    #: One-time codes sent at most per access code in any hour (the rest is answered 429 with Retry-After).
+    patient_otp_sends_per_hour: int = Field(default=5, ge=1)
+    #: Seconds the network senders may take for a one-time code, sent after the answer to the patient (a
+    #: failure stays in the outbox for the sweep).
+    patient_otp_send_seconds: float = Field(default=5.0, gt=0)
     #: Maximum number of simultaneous DICOM associations.
     max_associations: int = 16
     #: Seconds an orphan blob must be old before the start-up sweep removes it.
