@@ -66,6 +66,38 @@ def test_listen_sources_and_dead_letters_from_the_command_line(listening: tuple[
     assert "resolved" in archipel_cmd("hl7", "dead-letters", "list", "--all", data=data).stdout
 
 
+def test_a_malformed_dead_letter_is_corrected_and_replayed_from_the_command_line(
+    listening: tuple[Path, int], tmp_path: Path
+) -> None:
+    data, port = listening
+    header = "MSH|^~\\&|XPLORE-RIS|CH-ARMOR|ARCHIPEL|REGION|20261202||ADT^A01|{}|P|2.5|||AL|NE|FRA|8859/1"
+    assert msa(send(port, message(header.format(""), pid("IPP6010"))))[0] == "AR"
+    listed = archipel_cmd("hl7", "dead-letters", "list", data=data).stdout
+    dead_id = next(line.split("\t")[0] for line in listed.splitlines()[1:] if "ADT^A01" in line)
+    shown = archipel_cmd("hl7", "dead-letters", "show", dead_id, data=data).stdout
+    original = shown.split("\nmessage:\n", 1)[1]
+    assert original.startswith("MSH|") and "PID|1||IPP6010" in original
+    refused = archipel_cmd("hl7", "dead-letters", "replay", dead_id, data=data, check=False)
+    assert refused.returncode == 1 and "MSH-10" in refused.stderr  # replayed as received: still unreadable
+    fixed = tmp_path / "fixed.hl7"
+    fixed.write_text(original.replace("|ADT^A01||P|", "|ADT^A01|CLI-10|P|"), encoding="utf-8")
+    bad = tmp_path / "bad.hl7"
+    bad.write_text("PID|1||IPP6010\n", encoding="utf-8")
+    wrong = archipel_cmd(
+        "hl7", "dead-letters", "correct", dead_id, "--file", str(bad), data=data, check=False
+    )
+    assert wrong.returncode == 2 and "MSH" in wrong.stderr
+    done = archipel_cmd("hl7", "dead-letters", "replay", dead_id, "--file", str(fixed), data=data)
+    assert "corrected" in done.stderr + done.stdout and "accepted" in done.stderr + done.stdout
+    shown = archipel_cmd("hl7", "dead-letters", "show", dead_id, data=data).stdout
+    assert "state: resolved" in shown and "corrected: True" in shown
+    kept, corrected = shown.split("\nmessage:\n", 1)[1].split("\ncorrected message:\n", 1)
+    assert "|ADT^A01||P|" in kept and "|ADT^A01|CLI-10|P|" in corrected
+    # The RIS's message is applied: sending it again is a duplicate of the replayed one.
+    again = msa(send(port, message(header.format("CLI-10"), pid("IPP6010"))))
+    assert again[0] == "AA" and "duplicate" in again[2]
+
+
 @pytest.fixture
 def http_admin(runtime: Runtime, http: TestClient, clock: Clock) -> dict[str, dict[str, str]]:
     """Bearer headers of an administrator and a radiologist."""
@@ -101,6 +133,21 @@ def test_api_dead_letters_for_administrators_only(
     assert http.post(f"/api/hl7/dead-letters/{result.dead_letter}/replay", headers=root).status_code == 409
     assert http.get("/api/hl7/dead-letters", headers=root).json() == []
     assert http.get("/api/hl7/dead-letters?state=bogus", headers=root).status_code == 422
+    broken = receive(runtime, message(msh("ADT^A04", "", facility=UNKNOWN), pid("IPP6004")))
+    assert broken.code == "AR" and broken.dead_letter is not None
+    url = f"/api/hl7/dead-letters/{broken.dead_letter}"
+    shown = http.get(url, headers=root).json()
+    assert shown["corrected_message"] is None and shown["corrected"] is False
+    assert http.put(url + "/message", headers=rad, json={"message": "x"}).status_code == 403
+    unreadable = http.put(url + "/message", headers=root, json={"message": shown["message"]})
+    assert unreadable.status_code == 422 and "MSH-10" in unreadable.text
+    text = shown["message"].replace("|ADT^A04^ADT_A01||", "|ADT^A04^ADT_A01|API-2|")
+    put = http.put(url + "/message", headers=root, json={"message": text})
+    assert put.status_code == 200 and put.json()["corrected_by"] == "root"
+    shown = http.get(url, headers=root).json()
+    assert "|API-2|" in shown["corrected_message"] and "|API-2|" not in shown["message"]
+    assert http.post(url + "/replay", headers=root).json()["accepted"] is True
+    assert http.put(url + "/message", headers=root, json={"message": text}).status_code == 409
     add_source(runtime.db, "CH-ARMOR", "SITE-ARMOR")  # the registry is not only the API's
     assert {s["site"] for s in http.get("/api/hl7/sources", headers=root).json()} == {
         "SITE-KER",

@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy import select
 
+from archipel.platform.audit import AuditEvent
+from archipel.platform.authn import Principal
 from archipel.platform.identity import feed, review, store
 from archipel.platform.identity.ins import ins_key
 from archipel.platform.identity.models import LocalIdentity
@@ -337,6 +339,8 @@ def test_a_message_over_the_size_limit_gets_an_ar(runtime: Runtime) -> None:
         big = message(msh("ADT^A01", "L-2"), pid("IPP7061"), "NTE|1||" + "x" * 10_000)
         code, _control, reason = msa(send(small.port, big))
         assert code == "AR" and "larger than 4096" in reason
+        [whole] = deadletter.list_dead_letters(runtime.db)  # within the 64 KiB kept: kept whole, replayable
+        assert not whole.truncated and deadletter.get_dead_letter(runtime.db, whole.id)[1] == big
         with socket.create_connection(("127.0.0.1", small.port), timeout=60) as sock:
             sock.sendall(frame(big) + frame(message(msh("ADT^A01", "L-3"), pid("IPP7062"))))
             answers = b""
@@ -348,6 +352,64 @@ def test_a_message_over_the_size_limit_gets_an_ar(runtime: Runtime) -> None:
         assert b"MSA|AR" in answers.split(b"\x1c\r")[0] and b"MSA|AA|L-3" in answers.split(b"\x1c\r")[1]
     finally:
         small.stop()
+
+
+def test_a_message_over_the_size_limit_is_kept_truncated_and_replayed_only_once_corrected(
+    runtime: Runtime,
+) -> None:
+    add_source(runtime.db, FACILITY, SITE)
+    small = start_hl7_listener(runtime, "127.0.0.1", 0, max_bytes=4096)
+    try:
+        big = message(msh("ADT^A01", "T-1"), pid("IPP7090"), "NTE|1||" + "x" * 100_000, "NTE|2||fin")
+        code, control, reason = msa(send(small.port, big))
+        assert (code, control) == ("AR", "T-1") and "larger than 4096" in reason
+    finally:
+        small.stop()
+    [letter] = deadletter.list_dead_letters(runtime.db)
+    kept = deadletter.get_dead_letter(runtime.db, letter.id)[1]
+    assert letter.truncated and letter.received_size == len(big) and len(kept) < 4096
+    assert big.startswith(kept) and kept.endswith(b"\r") and b"PID|" in kept  # whole segments only
+    assert (letter.facility, letter.control_id, letter.message_type) == (FACILITY, "T-1", "ADT^A01")
+    with pytest.raises(deadletter.NeedsCorrection):
+        deadletter.replay(runtime, letter.id, "admin")  # half a message is never applied
+    assert identity(runtime, "IPP7090") is None
+    officer = Principal("admin-hl7", "admin", kind="user")
+    fixed = deadletter.readable(kept).replace("|T-1|", "|T-1-FIXED|")
+    corrected = deadletter.correct(runtime.db, letter.id, fixed, officer)
+    assert corrected.corrected and corrected.corrected_by == "admin-hl7"
+    assert deadletter.replay(runtime, letter.id, "admin-hl7").code == "AA"
+    assert identity(runtime, "IPP7090") is not None
+    assert deadletter.get_dead_letter(runtime.db, letter.id)[1] == kept  # the original as received is kept
+    assert (
+        deadletter.get_correction(runtime.db, letter.id)
+        == fixed.replace("\n", "\r").encode("latin-1") + b"\r"
+    )
+
+
+def test_a_malformed_message_is_corrected_then_replayed_and_the_correction_audited(
+    runtime: Runtime, listener: Hl7Listener
+) -> None:
+    broken = message(
+        "MSH|^~\\&|XPLORE-RIS|" + FACILITY + "|ARCHIPEL|REGION|20261202||ADT^A01||P|2.5|||AL|NE|FRA|8859/1",
+        pid("IPP7095"),
+    )
+    code, _control, reason = msa(send(listener.port, broken))
+    assert code == "AR" and "MSH-10" in reason
+    [letter] = deadletter.list_dead_letters(runtime.db)
+    officer = Principal("admin-hl7", "admin", kind="user")
+    with pytest.raises(deadletter.CorrectionInvalid, match="MSH-10"):
+        deadletter.correct(runtime.db, letter.id, deadletter.readable(broken), officer)
+    text = deadletter.readable(broken).replace("|ADT^A01||P|", "|ADT^A01|C-95|P|")
+    deadletter.correct(runtime.db, letter.id, text, officer, source="127.0.0.1")
+    assert deadletter.replay(runtime, letter.id, "admin-hl7").code == "AA"
+    row = identity(runtime, "IPP7095")
+    assert row is not None and row.birth_name == "Lefèvre"  # the Latin-1 correction was read as Latin-1
+    assert deadletter.get_dead_letter(runtime.db, letter.id)[1] == broken
+    with runtime.db.sessions() as s:
+        events = list(
+            s.execute(select(AuditEvent).where(AuditEvent.action == "hl7-dead-letter-corrected")).scalars()
+        )
+    assert [(e.actor, e.object) for e in events] == [("admin-hl7", f"dead-letter {letter.id}")]
 
 
 def test_a31_person_update_feeds_the_mpi_like_a08(runtime: Runtime, listener: Hl7Listener) -> None:

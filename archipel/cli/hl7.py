@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -112,7 +114,12 @@ def hl7_dead_show(
 ) -> None:
     """Show a dead letter and its message as received (the reading is audited: it holds patient data)."""
     from archipel.platform import audit
-    from archipel.radiology.hl7.deadletter import DeadLetterNotFound, get_dead_letter, readable
+    from archipel.radiology.hl7.deadletter import (
+        DeadLetterNotFound,
+        get_correction,
+        get_dead_letter,
+        readable,
+    )
 
     rt = setup(data)
     try:
@@ -129,22 +136,80 @@ def hl7_dead_show(
         source="cli",
     )
     for key, value in letter.as_dict().items():
-        out.print(f"{key}: {value}")
+        out.print(f"{key}: {value}", markup=False, highlight=False)
     out.print("message:")
     out.print(readable(raw), markup=False, highlight=False)
+    corrected = get_correction(rt.db, dead_id)
+    if corrected is not None:
+        out.print("corrected message:")
+        out.print(readable(corrected), markup=False, highlight=False)
+
+
+def _correct(rt: Any, dead_id: int, file: Path) -> None:
+    from archipel.radiology.hl7.deadletter import (
+        AlreadyResolved,
+        CorrectionInvalid,
+        DeadLetterNotFound,
+        correct,
+    )
+
+    text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    try:
+        letter = correct(rt.db, dead_id, text, _operator(), source="cli")
+    except (DeadLetterNotFound, AlreadyResolved, CorrectionInvalid) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"dead letter {dead_id} corrected by {letter.corrected_by}; the message as received is kept"
+    )
+
+
+FileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        help="The corrected message, as `show` prints it (segments on their own lines, UTF-8; - for stdin).",
+    ),
+]
+
+
+@dead_app.command("correct")
+def hl7_dead_correct(
+    dead_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    file: Annotated[
+        Path,
+        typer.Option(
+            "--file",
+            help="The corrected message, as `show` prints it (segments on their own lines, UTF-8; - for stdin).",
+        ),
+    ],
+    data: DataOpt = None,
+) -> None:
+    """Correct a dead letter's message before replaying it (audited; the message as received is kept)."""
+    _correct(setup(data), dead_id, file)
 
 
 @dead_app.command("replay")
 def hl7_dead_replay(
-    dead_id: Annotated[int, typer.Argument(help="Dead letter id.")], data: DataOpt = None
+    dead_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    file: FileOpt = None,
+    data: DataOpt = None,
 ) -> None:
-    """Apply a dead letter again (after the fix); it is resolved when it is accepted."""
-    from archipel.radiology.hl7.deadletter import AlreadyResolved, DeadLetterNotFound, replay
+    """Apply a dead letter again (after the fix; its correction if it has one, or ``--file``'s, kept first);
+    it is resolved when it is accepted."""
+    from archipel.radiology.hl7.deadletter import (
+        AlreadyResolved,
+        DeadLetterNotFound,
+        NeedsCorrection,
+        replay,
+    )
 
     rt = setup(data)
+    if file is not None:
+        _correct(rt, dead_id, file)
     try:
         result = replay(rt, dead_id, _operator().subject)
-    except (DeadLetterNotFound, AlreadyResolved) as exc:
+    except (DeadLetterNotFound, AlreadyResolved, NeedsCorrection) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if result.code != "AA":

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from archipel.platform import access, audit
 from archipel.platform.authn import Principal
-from archipel.platform.credentials import PrincipalDep, RuntimeDep
+from archipel.platform.credentials import PrincipalDep, RuntimeDep, client_address
 from archipel.platform.http import guard
 from archipel.platform.runtime import Runtime
 from archipel.radiology.hl7 import deadletter
@@ -85,20 +85,52 @@ def get_dead_letter(
     """One dead letter with its message as received (text, segments on their own lines)."""
     _admin(rt, principal, request, f"hl7 dead letter {dead_id}", audit.PATIENT_RECORD)
     letter, raw = _letter(rt, dead_id)
-    return {**letter.as_dict(), "message": deadletter.readable(raw), "size": len(raw)}
+    corrected = deadletter.get_correction(rt.db, dead_id)
+    return {
+        **letter.as_dict(),
+        "message": deadletter.readable(raw),
+        "size": len(raw),
+        "corrected_message": deadletter.readable(corrected) if corrected is not None else None,
+    }
+
+
+class CorrectionBody(BaseModel):
+    """The corrected message: segments on their own lines, as ``message`` shows them."""
+
+    message: str = Field(min_length=1, max_length=32 * 1024 * 1024)
+
+
+@router.put("/dead-letters/{dead_id}/message")
+def put_dead_letter_message(
+    dead_id: int, body: CorrectionBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Correct a dead letter's message before replaying it (audited; the message as received is kept): 422
+    for a text that is not a readable HL7 message, 409 for a resolved letter."""
+    _admin(rt, principal, request, f"hl7 dead letter {dead_id} correction", audit.PATIENT_RECORD)
+    _letter(rt, dead_id)
+    try:
+        letter = deadletter.correct(rt.db, dead_id, body.message, principal, source=client_address(request))
+    except deadletter.CorrectionInvalid as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    except deadletter.AlreadyResolved as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return letter.as_dict()
 
 
 @router.post("/dead-letters/{dead_id}/replay")
 def replay_dead_letter(
     dead_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    """Apply a dead letter again after a fix: ``AA`` resolves it; a new refusal keeps it open with its reason
-    (answered 200 with ``accepted: false``); replaying a resolved one is 409."""
+    """Apply a dead letter again after a fix (its correction, if it has one): ``AA`` resolves it; a new refusal
+    keeps it open with its reason (answered 200 with ``accepted: false``); replaying a resolved one, or a
+    truncated one not corrected, is 409."""
     _admin(rt, principal, request, f"hl7 dead letter {dead_id} replay", audit.PATIENT_RECORD)
     _letter(rt, dead_id)
     try:
         result = deadletter.replay(rt, dead_id, principal.subject)
     except deadletter.AlreadyResolved as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except deadletter.NeedsCorrection as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return {
         "id": dead_id,

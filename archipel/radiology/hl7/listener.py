@@ -2,7 +2,8 @@
 connection (a RIS waits for each acknowledgement before it sends the next), applied in worker threads.
 
 A frame is ``<VT> message <FS><CR>``. A frame without its ``<VT>`` is answered ``AR`` and kept as a dead letter
-(its bytes are read up to ``<FS><CR>`` first, so nothing is lost and the connection stays usable).
+(its bytes are read up to ``<FS><CR>`` first, so nothing is lost and the connection stays usable). A message over
+the size limit is answered ``AR`` and its beginning kept as a truncated dead letter.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from hl7.mllp import start_hl7_server
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
 from archipel.platform.runtime import Runtime
-from archipel.radiology.hl7.messages import SEGMENT_SEQUENCE, Rejected, ack
+from archipel.radiology.hl7.messages import SEGMENT_SEQUENCE, Rejected, ack, header_fields
 from archipel.radiology.hl7.receiver import keep_refused, receive, unkept
 
 log = logging.getLogger("archipel.hl7")
 
 #: Largest message accepted (an ORU may carry a PDF in base64).
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: How much of a message over the limit is kept in its dead letter (enough for its header and patient).
+KEPT_BYTES = 64 * 1024
 #: Seconds a connection may stay silent before we close it.
 IDLE_SECONDS = 600
 
@@ -74,19 +77,46 @@ def _answer(rt: Runtime, block: bytes, peer: str) -> bytes:
         return unkept(stripped[1:] if stripped.startswith(START_BLOCK) else body)
 
 
-async def _skip_frame(reader: Any, overrun: asyncio.LimitOverrunError) -> bool:
-    """Drop the rest of a frame that overran the limit, up to its ``<FS><CR>``, and keep what follows it;
-    ``False`` if the connection ended first."""
+async def _skip_frame(reader: Any, overrun: asyncio.LimitOverrunError) -> tuple[bytes, int] | None:
+    """Read past a frame that overran the limit, up to its ``<FS><CR>``, keeping what follows it; return its
+    first :data:`KEPT_BYTES` bytes and its whole size, or ``None`` if the connection ended first."""
     sep = END_BLOCK + CARRIAGE_RETURN
+    head, size = b"", 0
     while True:
         try:
-            await reader.readexactly(max(overrun.consumed, 1))
-            await reader.readuntil(sep)
-            return True
+            chunk = await reader.readexactly(max(overrun.consumed, 1))
+            size += len(chunk)
+            if len(head) < KEPT_BYTES:
+                head += chunk[: KEPT_BYTES - len(head)]
+            rest = await reader.readuntil(sep)
+            size += len(rest) - len(sep)
+            return head, size
         except asyncio.LimitOverrunError as again:
             overrun = again
         except (asyncio.IncompleteReadError, ConnectionError):
-            return False
+            return None
+
+
+def _keep_too_large(rt: Runtime, head: bytes, size: int, peer: str, max_bytes: int) -> bytes:
+    """The ``AR`` of a message over the size limit, kept as a dead letter: whole when it fits in
+    :data:`KEPT_BYTES`, else its beginning cut after its last whole segment (truncated), so an administrator sees
+    what it was and may correct it."""
+    body = head.lstrip(b"\r\n\t ")
+    body = body[1:] if body.startswith(START_BLOCK) else body
+    received = size - (len(head) - len(body))  # the message without what precedes its <VT>
+    kept = body
+    if size > len(head):
+        cut = body.rfind(b"\r")
+        kept = body[: cut + 1] if cut > 0 else body
+    reason = f"the message is larger than {max_bytes} bytes ({received})"
+    if len(kept) < received:
+        reason += f"; only its first {len(kept)} are kept"
+    try:
+        return keep_refused(rt.db, kept, peer, None, Rejected(reason, SEGMENT_SEQUENCE), None,
+                            received_size=received).ack  # fmt: skip
+    except Exception:  # the database is unavailable: still answer
+        log.exception("event=hl7_not_kept peer=%s", peer)
+        return ack(None, "AR", reason, SEGMENT_SEQUENCE, raw_fields=header_fields(kept))
 
 
 async def _connection(
@@ -106,12 +136,16 @@ async def _connection(
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 break
             except asyncio.LimitOverrunError as overrun:
-                # Nothing of it is kept: its end is skipped (the RIS waits for this answer before sending more).
+                # Its beginning is kept, its end skipped (the RIS waits for this answer before sending more).
                 log.warning("event=hl7_too_large peer=%s limit=%d", peer, max_bytes)
-                if not await _skip_frame(reader, overrun):
+                skipped = await _skip_frame(reader, overrun)
+                if skipped is None:
                     break
-                reason = f"the message is larger than {max_bytes} bytes"
-                writer.write(frame(ack(None, "AR", reason, SEGMENT_SEQUENCE)))
+                head, size = skipped
+                answer = await loop.run_in_executor(
+                    executor, _keep_too_large, rt, head, size, peer, max_bytes
+                )
+                writer.write(frame(answer))
                 await writer.drain()
                 continue
             answer = await loop.run_in_executor(executor, _answer, rt, block, peer)
@@ -126,7 +160,8 @@ def start_hl7_listener(
     rt: Runtime, host: str, port: int, *, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> Hl7Listener:
     """Listen for MLLP on ``host:port`` (``port`` 0: any free port) in a background thread; return once it
-    accepts connections. A message over ``max_bytes`` is answered ``AR`` and its connection closed."""
+    accepts connections. A message over ``max_bytes`` is answered ``AR`` and kept as a dead letter (truncated
+    when larger than :data:`KEPT_BYTES`); the connection stays open."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     failure: list[BaseException] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from archipel.platform.db import Base, UTCDateTime, utcnow
@@ -47,7 +47,11 @@ class Hl7Message(Base):
 
 class Hl7DeadLetter(Base):
     """A message we refused (``AE``) or could not read (``AR``), with its raw bytes exactly as received, so an
-    administrator can see why and replay it after a fix."""
+    administrator can see why and replay it after a fix.
+
+    A message over the size limit keeps only its beginning (``truncated``; ``received_size`` is what came). An
+    administrator may correct the message before replaying it: the correction is kept in ``corrected`` beside the
+    original ``raw``, which never changes, and a replay applies the correction."""
 
     __tablename__ = "hl7_dead_letters"
 
@@ -65,3 +69,8 @@ class Hl7DeadLetter(Base):
     replays: Mapped[int] = mapped_column(Integer, default=0)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     resolved_by: Mapped[str] = mapped_column(String(128), default="")
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_size: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    corrected: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    corrected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    corrected_by: Mapped[str] = mapped_column(String(128), default="")

@@ -182,10 +182,21 @@ def _accepted(db: Database, parsed: Parsed, sender: Sender, outcome: Outcome) ->
 
 
 def keep_refused(
-    db: Database, raw: bytes, peer: str, header: Header | None, exc: MessageError, replay_of: int | None
+    db: Database,
+    raw: bytes,
+    peer: str,
+    header: Header | None,
+    exc: MessageError,
+    replay_of: int | None,
+    *,
+    received_size: int | None = None,
 ) -> Result:
-    """Keep a refused message as a dead letter (or update the one being replayed) and return its NAK."""
+    """Keep a refused message as a dead letter (or update the one being replayed) and return its NAK.
+
+    ``received_size`` larger than ``raw``: ``raw`` is only the beginning of a message that was too large, kept
+    as a truncated dead letter (to be corrected before any replay)."""
     fields = header_fields(raw)
+    size = len(raw) if received_size is None else received_size
     with db.write() as s:
         row = s.get(Hl7DeadLetter, replay_of) if replay_of is not None else None
         if row is None:
@@ -199,6 +210,8 @@ def keep_refused(
                 raw=raw,
                 replays=0,
                 resolved_by="",
+                truncated=size > len(raw),
+                received_size=size,
             )
             s.add(row)
         else:
