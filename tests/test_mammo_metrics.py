@@ -9,16 +9,17 @@ import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import combinations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from archipel.cli.common import app
 from archipel.mammo.metrics import cohen_kappa
-from archipel.mammo.models import Episode, Reading
+from archipel.mammo.models import Episode, Programme, Reading, ScreeningDecision, ScreeningOutcome
 from archipel.platform.runtime import Runtime
 
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -299,3 +300,93 @@ def test_archipel_import_matches_an_mg_study_to_its_episode(
     with runtime.db.sessions() as s:
         assert [st.study_uid for st in episodes.studies_of(s, eid)] != []
         assert sorted(t.role for t in episodes.tasks_of(s, eid)) == ["first", "second"]
+
+
+def _episode(
+    s: Session,
+    prog: Programme,
+    woman: str,
+    day: date,
+    reads: list[tuple[str, str, int | str, int | str]],
+    decision: str,
+    outcome: str = "none",
+    retake_of: Episode | None = None,
+) -> Episode:
+    """An episode stored as the workflow leaves it: reads ``(role, reader, right, left)`` (ACR, or ``cti`` for a
+    breast technically insufficient), decision, outcome."""
+    at = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    ep = Episode(programme_id=prog.id, issuer="CENTRE-A", patient_id=woman, site="CENTRE-A", round="subsequent",
+                 screen_date=day, status="decided", retake_of=retake_of.id if retake_of else None,
+                 created_at=at)  # fmt: skip
+    s.add(ep)
+    s.flush()
+    for role, reader, right, left in reads:
+        results = ["cti" if x == "cti" else "" for x in (right, left)]
+        acr = [1 if x == "cti" else int(x) for x in (right, left)]
+        s.add(Reading(episode_id=ep.id, role=role, reader=reader, blind=role in ("first", "second"),
+                      right_assessment=acr[0], left_assessment=acr[1], right_result=results[0],
+                      left_result=results[1], density="b", findings="[]", quality="{}", form="{}",
+                      submitted_at=at))  # fmt: skip
+    s.add(
+        ScreeningDecision(episode_id=ep.id, decision=decision, reasons="[]", decided_by="test", decided_at=at)
+    )
+    if outcome != "none":
+        s.add(ScreeningOutcome(episode_id=ep.id, outcome=outcome, recorded_by="test", recorded_at=at))
+    s.flush()
+    return ep
+
+
+def _carry_l1(s: Session, original: Episode, retake: Episode) -> None:
+    """The L1 read carried over to the retake, as ``decision.retake_for`` copies it."""
+    l1 = s.query(Reading).filter_by(episode_id=original.id, role="l1").one()
+    copy = {c.key: getattr(l1, c.key) for c in Reading.__table__.columns if c.key not in ("id", "episode_id")}
+    s.add(Reading(**{**copy, "episode_id": retake.id}))
+    s.flush()
+
+
+@sqlite_only
+def test_a_french_retake_is_part_of_the_womans_screening_not_another_one(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with runtime.db.write() as s:
+        prog = Programme(code="fr-retakes", protocol="fr-depistage")
+        s.add(prog)
+        s.flush()
+        # A: L2 finds a breast technically insufficient (a technical recall); the retake, a week later, is normal.
+        a = _episode(s, prog, "A", date(2025, 3, 3), [("l1", "centre-0", 1, 1), ("l2", "second-0", "cti", 1)],
+                     "technical_recall")  # fmt: skip
+        a2 = _episode(s, prog, "A", date(2025, 3, 10), [("l2", "second-1", 1, 2)], "normal", retake_of=a)
+        _carry_l1(s, a, a2)
+        # B: the same, and the retake is a recall that finds a cancer.
+        b = _episode(s, prog, "B", date(2025, 3, 4), [("l1", "centre-0", 2, 1), ("l2", "second-0", "cti", "cti")],
+                     "technical_recall")  # fmt: skip
+        b2 = _episode(s, prog, "B", date(2025, 3, 12), [("l2", "second-1", 4, 1)], "recall",
+                      "cancer_invasive", retake_of=b)  # fmt: skip
+        _carry_l1(s, b, b2)
+        # C normal, D recalled by L2 and benign.
+        _episode(
+            s, prog, "C", date(2025, 3, 5), [("l1", "centre-1", 1, 1), ("l2", "second-0", 1, 1)], "normal"
+        )
+        _episode(s, prog, "D", date(2025, 3, 6), [("l1", "centre-1", 1, 2), ("l2", "second-1", 1, 4)], "recall",
+                 "benign")  # fmt: skip
+    code, output = run(runtime, monkeypatch, "mammo", "metrics", "--programme", "fr-retakes")
+    assert code == 0, output
+    got = json.loads(output)
+    # Four women screened: two technical recalls, two recalls (B after her retake, D), one cancer (B's).
+    assert got["screened"] == 4 and got["technical_recalls"] == 2 and got["cti_rate"] == 0.5
+    assert got["recalls"] == 2 and got["recall_rate"] == 0.5 and got["cancer_detection_rate"] == 250.0
+    assert got["ppv_recall"] == 0.5 and got["l2_only_cancer_share"] == 1.0  # B: L1 negative, the retake's L2
+    readers = {r["reader"]: r for r in got["readers"]}
+    # centre-0 made two L1 reads (A and B), not four; the technically insufficient L2 reads count as reads.
+    assert readers["centre-0"]["reads"] == 2 and readers["centre-1"]["reads"] == 2
+    assert readers["second-0"]["reads"] == 3 and readers["second-0"]["recall_rate"] == 0.0
+    assert readers["second-1"]["reads"] == 3 and readers["second-1"]["recall_rate"] == pytest.approx(2 / 3)
+    assert readers["second-1"]["cancers_found"] == 1 and readers["centre-0"]["cancers_found"] == 0
+    # Agreement is on each woman's L1 and final L2: centre-0 meets second-1 (the retakes), not second-0.
+    pairs = {tuple(p["readers"]): p["episodes"] for p in got["reader_pairs"]}
+    assert pairs == {("centre-0", "second-1"): 2, ("centre-1", "second-0"): 1, ("centre-1", "second-1"): 1}
+    # A period holding only the first exams still counts the retakes with them.
+    code, output = run(
+        runtime, monkeypatch, "mammo", "metrics", "--programme", "fr-retakes", "--to", "2025-03-06"
+    )
+    assert json.loads(output)["screened"] == 4 and json.loads(output)["recalls"] == 2

@@ -1,6 +1,9 @@
 """Programme and reader figures, with the definitions of the European guidelines and the French specifications.
 
-Over the episodes screened (decided) with a screening date in ``[start, end]``:
+Over the women screened (decided) with a screening date in ``[start, end]``. A French retake (the episode a
+technical recall asks for, ``Episode.retake_of``) is part of the screening it retakes, not another woman
+screened: its decision and outcome are the screening's final ones, its own reads count for their readers, and
+the L1 read carried over to it (the same reader's read, stamped the same time) is not counted again. So:
 
 - ``recall_rate``: recalls for assessment / screened (also per round, ``recall_rate_by_round``);
 - ``cancer_detection_rate``: screen-detected cancers (a recall whose outcome is a cancer, in situ or invasive)
@@ -8,7 +11,7 @@ Over the episodes screened (decided) with a screening date in ``[start, end]``:
 - ``ppv_recall``: screen-detected cancers / recalls;
 - ``l2_only_cancer_share``: screen-detected cancers whose first read (L1, or the first blind read) was negative
   and second (L2, or the second blind read) positive / screen-detected cancers;
-- ``cti_rate``: technical recalls / screened;
+- ``cti_rate``: screenings whose first decision was a technical recall / screened;
 - ``interval_cancer_rate``: interval cancers (after a normal decision) per 1,000 screened;
 - ``delays``: exam to file received, exam to L2 read, received to result sent (days: median, mean, count),
   and the share of results sent within the programme's deadline;
@@ -24,7 +27,8 @@ import csv
 import io
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import combinations
 from typing import Any
@@ -80,36 +84,81 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 @dataclass
 class _Episode:
+    """One woman's screening: its first episode ``ep`` and the retakes that followed (``chain``, in order).
+
+    ``decision`` is the first episode's, ``final`` the last decided one's; ``outcomes`` gathers the chain's;
+    ``reads`` holds one read per role, the latest episode's where a retake read again (its L2); ``all_reads``
+    every read made, without the L1 read a retake carries over."""
+
     ep: Episode
     decision: str
     outcomes: set[str]
     reads: dict[str, Reading]
+    final: str = ""
+    chain: list[Episode] = field(default_factory=list)
+    all_reads: list[Reading] = field(default_factory=list)
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for at in range(0, len(ids), 500):
+        yield ids[at : at + 500]
 
 
 def _load(s: Session, prog: Programme, start: date | None, end: date | None) -> list[_Episode]:
     stmt = (
         select(Episode, ScreeningDecision.decision)
         .join(ScreeningDecision, ScreeningDecision.episode_id == Episode.id)
-        .where(Episode.programme_id == prog.id)
+        .where(Episode.programme_id == prog.id, Episode.retake_of.is_(None))
     )
     if start is not None:
         stmt = stmt.where(Episode.screen_date >= start)
     if end is not None:
         stmt = stmt.where(Episode.screen_date <= end)
-    rows = {ep.id: _Episode(ep, d, set(), {}) for ep, d in s.execute(stmt)}
-    ids = list(rows)
-    for chunk in range(0, len(ids), 500):
-        part = ids[chunk : chunk + 500]
+    rows = {ep.id: _Episode(ep, d, set(), {}, d, [ep]) for ep, d in s.execute(stmt)}
+    # The decided retakes, generation by generation (a retake may itself be retaken), each under its screening.
+    screening_of = {eid: eid for eid in rows}
+    wave = list(rows)
+    while wave:
+        found = []
+        for part in _chunks(wave):
+            for ep, d in s.execute(
+                select(Episode, ScreeningDecision.decision)
+                .join(ScreeningDecision, ScreeningDecision.episode_id == Episode.id)
+                .where(Episode.retake_of.in_(part))
+                .order_by(Episode.id)
+            ):
+                assert ep.retake_of is not None
+                item = rows[screening_of[ep.retake_of]]
+                screening_of[ep.id] = screening_of[ep.retake_of]
+                item.chain.append(ep)
+                item.final = d
+                found.append(ep.id)
+        wave = found
+    ids = list(screening_of)
+    reads: dict[int, list[Reading]] = defaultdict(list)
+    for part in _chunks(ids):
         for eid, outcome in s.execute(
             select(ScreeningOutcome.episode_id, ScreeningOutcome.outcome).where(
                 ScreeningOutcome.episode_id.in_(part)
             )
         ):
-            rows[eid].outcomes.add(outcome)
+            rows[screening_of[eid]].outcomes.add(outcome)
         for r in s.execute(
             select(Reading).where(Reading.episode_id.in_(part)).order_by(Reading.id)
         ).scalars():
-            rows[r.episode_id].reads.setdefault(r.role, r)
+            reads[r.episode_id].append(r)
+    for item in rows.values():
+        carried: set[tuple[str, datetime]] = set()
+        for ep in item.chain:
+            latest: dict[str, Reading] = {}
+            for r in reads[ep.id]:
+                if r.role == L1 and (r.reader, r.submitted_at) in carried:
+                    continue  # the L1 read a retake carries over, counted with the first episode
+                if r.role == L1:
+                    carried.add((r.reader, r.submitted_at))
+                latest.setdefault(r.role, r)
+                item.all_reads.append(r)
+            item.reads.update(latest)
     return list(rows.values())
 
 
@@ -118,11 +167,15 @@ def _positive(r: Reading) -> bool:
 
 
 def _delays(prog: Programme, items: list[_Episode]) -> dict[str, Any]:
+    """Per episode (a retake's letters have their own deadline), with the episode's own second read."""
     received, l2, result, within = [], [], [], []
-    for it in items:
-        ep = it.ep
+    roles = PRIMARY[prog.protocol]
+    for ep, second in (
+        (ep, next((r for r in it.all_reads if r.episode_id == ep.id and r.role == roles[1]), None))
+        for it in items
+        for ep in it.chain
+    ):
         exam = datetime.combine(ep.screen_date, datetime.min.time(), tzinfo=UTC)
-        second = it.reads.get(PRIMARY[prog.protocol][1])
         if ep.received_at is not None:
             received.append((ep.received_at - exam).total_seconds() / 86400)
         if second is not None:
@@ -149,14 +202,13 @@ def _readers(
     counted: dict[str, int] = defaultdict(int)
     by_episode: dict[int, dict[str, bool]] = {}
     for it in items:
-        answers = {}
-        for role in roles:
-            r = it.reads.get(role)
-            if r is not None:
-                answers[r.reader] = _positive(r)
-                reads[r.reader].append((it, answers[r.reader]))
-                counted[r.reader] += role in MINIMUM_ROLES[prog.protocol]
-        by_episode[it.ep.id] = answers
+        for r in it.all_reads:
+            if r.role in roles:
+                reads[r.reader].append((it, _positive(r)))
+                counted[r.reader] += r.role in MINIMUM_ROLES[prog.protocol]
+        # Agreement on the screening's reads (the retake's L2 read, not the technically insufficient one).
+        final = [it.reads[role] for role in roles if role in it.reads]
+        by_episode[it.ep.id] = {read.reader: _positive(read) for read in final}
     pairs: list[dict[str, Any]] = []
     kappas: dict[str, dict[str, float | None]] = defaultdict(dict)
     co: dict[tuple[str, str], list[tuple[bool, bool]]] = defaultdict(list)
@@ -171,7 +223,7 @@ def _readers(
     for reader in sorted(reads):
         done = reads[reader]
         annual = counted[reader] * 365 / days if days else None
-        cancers = sum(1 for it, pos in done if pos and it.decision == RECALL and it.outcomes & CANCERS)
+        cancers = sum(1 for it, pos in done if pos and it.final == RECALL and it.outcomes & CANCERS)
         out.append(
             {
                 "reader": reader,
@@ -193,7 +245,7 @@ def programme_metrics(
     """The programme's figures over the episodes screened between ``start`` and ``end`` (inclusive)."""
     items = _load(s, prog, start, end)
     screened = len(items)
-    recalls = [it for it in items if it.decision == RECALL]
+    recalls = [it for it in items if it.final == RECALL]
     detected = [it for it in recalls if it.outcomes & CANCERS]
     first, second = PRIMARY[prog.protocol]
 
@@ -204,8 +256,8 @@ def programme_metrics(
     by_round = {}
     for rnd in ("first", "subsequent"):
         part = [it for it in items if it.ep.round == rnd]
-        by_round[rnd] = _ratio(sum(1 for it in part if it.decision == RECALL), len(part))
-    interval = [it for it in items if it.decision == "normal" and "interval_cancer" in it.outcomes]
+        by_round[rnd] = _ratio(sum(1 for it in part if it.final == RECALL), len(part))
+    interval = [it for it in items if it.final == "normal" and "interval_cancer" in it.outcomes]
     dates = [it.ep.screen_date for it in items]
     lo, hi = start or (min(dates) if dates else None), end or (max(dates) if dates else None)
     days = (hi - lo).days + 1 if lo and hi else 0
