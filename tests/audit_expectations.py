@@ -128,7 +128,8 @@ _SCREENING: dict[tuple[str, str], Entry] = {
     ),
     ("GET", _MG + "/worklist"): Audited("GET", _MG + "/worklist", _MG_DENIED_SEARCH, user="auditor", status=403),
     ("GET", _MG + "/metrics"): Audited(
-        "GET", _MG + "/metrics?programme=audit", _MG_DENIED_SEARCH, user="auditor", status=403
+        "GET", _MG + "/metrics?programme=audit", ((audit.QUERY, "read:screening-programme", DENIED, ""),),
+        user="auditor", status=403,
     ),
     ("POST", _MG + "/tasks/{task_id}/claim"): Audited(
         "POST", _MG + "/tasks/999999/claim", (), user="auditor", status=404
@@ -214,10 +215,6 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", _HL7 + "/dead-letters/{dead_id}/replay"): Audited(
         "POST", _HL7 + "/dead-letters/999999/replay", ((audit.PATIENT_RECORD, _HL7_DENIED, DENIED, ""),),
         user="auditor", status=403,
-    ),
-    ("PUT", _HL7 + "/dead-letters/{dead_id}/message"): Audited(
-        "PUT", _HL7 + "/dead-letters/999999/message", ((audit.PATIENT_RECORD, _HL7_DENIED, DENIED, ""),),
-        user="auditor", send="json", body={"message": "MSH|^~\\&|RIS|CH-AUDIT"}, status=403,
     ),
 }  # fmt: skip
 

@@ -42,6 +42,7 @@ PEOPLE = {
     "r1": ("reader-one", "screening-reader", COORDINATION),
     "r2": ("reader-two", "screening-reader", COORDINATION),
     "arb": ("arbitrator", "screening-reader", COORDINATION),
+    "coord": ("coordinatrice", "screening-reader", COORDINATION),
 }
 NORMAL_READ = {"right": {"assessment": 1}, "left": {"assessment": 2}, "density": "b"}
 POSITIVE_LEFT = {
@@ -97,6 +98,7 @@ class Programme:
         assert r.status_code == 201, r.text
         quals = {"fr-depistage": [("centre", "l1"), ("centre", "l2"), ("l2a", "l2"), ("l2b", "l2")]}
         quals["eu-blinded"] = [("r1", "reader"), ("r2", "reader"), ("arb", "arbitrator")]
+        quals[protocol].append(("coord", "coordinator"))
         for who, q in quals[protocol]:
             r = self.post(
                 "admin",
@@ -271,12 +273,13 @@ def test_french_programme_from_l1_form_to_metrics(prog: Programme) -> None:
     # The outcome, then the metrics.
     outcome = {"outcome": "cancer_invasive", "workup": "biopsy", "biopsy": True, "size_mm": 12}
     assert p.post("centre", f"/api/mammo/episodes/{ep['id']}/outcomes", outcome).status_code == 201
-    m = p.get("l2a", "/api/mammo/metrics?programme=fr").json()
+    assert p.get("l2a", "/api/mammo/metrics?programme=fr").status_code == 403
+    m = p.get("coord", "/api/mammo/metrics?programme=fr").json()
     assert m["screened"] == 1 and m["recall_rate"] == 1.0 and m["cancer_detection_rate"] == 1000.0
     assert m["ppv_recall"] == 1.0 and m["l2_only_cancer_share"] == 1.0
     readers = {r["reader"]: r for r in m["readers"]}
     assert readers["lecteur-un"]["cancers_found"] == 1 and readers["lecteur-un"]["yearly_minimum"] == 1500
-    csv_text = p.get("l2a", "/api/mammo/metrics?programme=fr&format=csv").text
+    csv_text = p.get("coord", "/api/mammo/metrics?programme=fr&format=csv").text
     assert "programme,,recall_rate,1.0" in csv_text
 
 
@@ -341,7 +344,7 @@ def test_blinded_programme_with_discordance_and_blind_arbitration(prog: Programm
         )
         assert sorted(recipients.scalars()) == ["gp2@example.org", "woman2@example.org"]
     assert p.post("centre", f"/api/mammo/episodes/{eid}/outcomes", {"outcome": "benign"}).status_code == 201
-    m = p.get("r1", "/api/mammo/metrics?programme=eu").json()
+    m = p.get("coord", "/api/mammo/metrics?programme=eu").json()
     assert m["screened"] == 1 and m["recall_rate_by_round"] == {"first": None, "subsequent": 1.0}
     assert m["ppv_recall"] == 0.0
     readers = {r["reader"]: r for r in m["readers"]}

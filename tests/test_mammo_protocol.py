@@ -188,6 +188,22 @@ def test_the_arbitrator_sees_the_first_reads_only_if_the_programme_allows() -> N
     assert protocol.blinding_refusal(eu(sees=False), "r3", both[0], after, claims) == ""
 
 
+def test_a_qualified_arbitrator_is_blinded_before_claiming_while_an_arbitration_is_pending() -> None:
+    both = [read(FIRST, "r1"), read(SECOND, "r2", 4, 1)]
+    # Not yet claimed: the arbitrator qualification is enough to be blinded.
+    assert "blinded arbitration" in protocol.blinding_refusal(eu(sees=False), "r3", both[0], both, [], True)
+    # Anyone else (not in a reading role) sees the first reads once both are in.
+    assert protocol.blinding_refusal(eu(sees=False), "r3", both[0], both, [], False) == ""
+    # No arbitration to come (concordant reads), or one already read: nothing to blind.
+    concordant = [read(FIRST, "r1"), read(SECOND, "r2")]
+    assert protocol.blinding_refusal(eu(sees=False), "r3", concordant[0], concordant, [], True) == ""
+    after = [*both, read(ARBITRATION, "r4", 4, 1)]
+    assert protocol.blinding_refusal(eu(sees=False), "r3", both[0], after, [], True) == ""
+    # A first reader who is also an arbitrator sees the other read: they never arbitrate this episode.
+    assert protocol.blinding_refusal(eu(sees=False), "r1", both[1], both, [], True) == ""
+    assert protocol.blinding_refusal(eu(sees=True), "r3", both[0], both, [], True) == ""
+
+
 def test_l2_sees_the_l1_form_in_the_french_programme() -> None:
     l1 = read(L1, "centre")
     assert protocol.blinding_refusal(FR, "second", l1, [l1], [(L2, "second")]) == ""

@@ -126,7 +126,7 @@ def programme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Programme]:
             srv.url + "/api/mammo/programmes", json={"code": "fr", "protocol": "fr-depistage"}, **admin
         )
         assert r.status_code == 201, r.text
-        for reader, q in (("radio-centre", "l1"), ("lecteur-deux", "l2")):
+        for reader, q in (("radio-centre", "l1"), ("lecteur-deux", "l2"), ("lecteur-deux", "coordinator")):
             r = httpx.post(
                 srv.url + "/api/mammo/programmes/fr/readers",
                 json={"reader": reader, "qualification": q},

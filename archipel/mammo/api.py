@@ -8,14 +8,16 @@ denials too. The worklist and metrics routes are in ``worklist_api``.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
+from sqlalchemy.orm import Session
 
 from archipel.mammo import decision, episodes, priors, protocol, reading
 from archipel.mammo.episodes import ScreeningError
-from archipel.mammo.intake import reconciliation
 from archipel.mammo.models import Episode, Programme, Reading, ScreeningStudy
+from archipel.mammo.reconciliation import reconciliation
 from archipel.mammo.schemas import (
     EpisodeBody,
     L1FormBody,
@@ -56,6 +58,13 @@ def check(
     """The access guard, with the facts (care relationships) taken at the runtime's clock."""
     resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
     guard(rt, principal, action, resource, event_type=event, request=request, facts=facts)
+
+
+def programme_facts(rt: Runtime, principal: Principal, code: str) -> access.Facts:
+    """The caller's facts for a programme's lists and figures: whether they coordinate programme ``code``."""
+    _, facts = access_facts.load(rt.db, principal, None, rt.clock())
+    with rt.db.sessions() as s:
+        return replace(facts, coordinator=bool(code) and reading.coordinates(s, code, principal.subject))
 
 
 def deny(
@@ -144,16 +153,37 @@ def qualify_reader(
     return {"programme": code, "reader": body.reader, "qualification": body.qualification, "added": added}
 
 
-def episode_view(rt: Runtime, ep: Episode) -> dict[str, Any]:
+def blinding(s: Session, prog: Programme, ep: Episode, subject: str, target: Reading) -> str:
+    """Why ``subject`` may not see ``target``'s assessment yet (empty: they may): the protocol's blinding,
+    with the reader's arbitrator qualification, so that a would-be arbitrator is blinded before claiming too."""
+    return protocol.blinding_refusal(
+        episodes.settings_of(prog),
+        subject,
+        episodes.as_rule_read(target),
+        episodes.rule_reads(s, ep.id),
+        episodes.claims_of(s, ep.id),
+        "arbitrator" in reading.qualifications(s, prog.id, subject),
+    )
+
+
+def _withheld(s: Session, prog: Programme, ep: Episode, subject: str, reads: list[Reading]) -> str:
+    """Why the next step's reasons (which say what the reads found) are withheld from ``subject``, or empty:
+    they are whenever one of the reads they speak of is still hidden from them."""
+    return next((why for r in reads if (why := blinding(s, prog, ep, subject, r))), "")
+
+
+def episode_view(rt: Runtime, ep: Episode, principal: Principal, request: Request) -> dict[str, Any]:
     """What anyone who may read the episode sees: state, studies and views, tasks, who read (not what), the
-    next step, the decision and the delays."""
+    next step, the decision and the delays. The next step's reasons are left out (``withheld`` says why, and
+    the refusal is audited) while the protocol hides a read they speak of from the caller."""
     with rt.db.sessions() as s:
         prog = s.get(Programme, ep.programme_id)
         assert prog is not None
         reads = episodes.reading_rows(s, ep.id)
         step = protocol.next_step(episodes.settings_of(prog), [episodes.as_rule_read(r) for r in reads])
         decided = episodes.decision_of(s, ep.id)
-        return {
+        withheld = _withheld(s, prog, ep, principal.subject, reads) if step.reasons and not decided else ""
+        view = {
             "id": ep.id,
             "programme": prog.code,
             "protocol": prog.protocol,
@@ -183,7 +213,8 @@ def episode_view(rt: Runtime, ep: Episode) -> dict[str, Any]:
                 "step": step.kind,
                 "role": step.role,
                 "waiting_for": step.waiting_for,
-                "reasons": list(step.reasons),
+                "reasons": [] if withheld else list(step.reasons),
+                "withheld": withheld,
             }
             if decided is None
             else None,
@@ -201,6 +232,10 @@ def episode_view(rt: Runtime, ep: Episode) -> dict[str, Any]:
             },
             "delays": decision.delays(s, ep),
         }
+    if withheld:
+        resource = episode_resource(ep, f"next step's reasons of screening episode {ep.id}")
+        deny(rt, principal, request, "read:screening-reading", resource, withheld)
+    return view
 
 
 @router.post("/episodes", status_code=status.HTTP_201_CREATED)
@@ -222,7 +257,7 @@ def register_episode(
             ep = reading.register(s, episodes.programme(s, body.programme), body, rt.clock())
     except ScreeningError as exc:
         raise refused(exc) from exc
-    return episode_view(rt, ep)
+    return episode_view(rt, ep, principal, request)
 
 
 @router.post("/l1-forms", status_code=status.HTTP_201_CREATED)
@@ -243,7 +278,7 @@ def submit_l1_form(
         if exc.status == status.HTTP_403_FORBIDDEN:  # not qualified as L1 reader
             raise deny(rt, principal, request, "create:screening-episode", resource, str(exc)) from exc
         raise refused(exc) from exc
-    return episode_view(rt, ep)
+    return episode_view(rt, ep, principal, request)
 
 
 @router.get("/episodes/{episode_id}")
@@ -251,7 +286,7 @@ def get_episode(episode_id: int, request: Request, rt: RuntimeDep, principal: Pr
     """The episode: state, views, tasks, who read it, next step, decision and delays (no assessments)."""
     ep = load_episode(rt, episode_id)
     check(rt, principal, access.READ, episode_resource(ep), request, audit.PATIENT_RECORD)
-    return episode_view(rt, ep)
+    return episode_view(rt, ep, principal, request)
 
 
 def reading_view(r: Reading) -> dict[str, Any]:
@@ -288,13 +323,7 @@ def get_reading(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reading {reading_id} in episode {ep.id}")
         prog = s.get(Programme, ep.programme_id)
         assert prog is not None
-        why = protocol.blinding_refusal(
-            episodes.settings_of(prog),
-            principal.subject,
-            episodes.as_rule_read(row),
-            episodes.rule_reads(s, ep.id),
-            episodes.claims_of(s, ep.id),
-        )
+        why = blinding(s, prog, ep, principal.subject, row)
     if why:
         raise deny(rt, principal, request, "read:screening-reading", resource, why)
     return reading_view(row)
@@ -329,7 +358,7 @@ def set_priors(
         raise refused(exc) from exc
     except access.AccessDenied as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, exc.reason) from exc
-    return episode_view(rt, load_episode(rt, ep.id))
+    return episode_view(rt, load_episode(rt, ep.id), principal, request)
 
 
 @router.post("/episodes/{episode_id}/decision", status_code=status.HTTP_201_CREATED)
@@ -346,7 +375,7 @@ def take_decision(
             decision.decide(s, fresh, prog, principal.subject, rt.clock())
     except ScreeningError as exc:
         raise refused(exc) from exc
-    return episode_view(rt, fresh)
+    return episode_view(rt, fresh, principal, request)
 
 
 @router.post("/episodes/{episode_id}/outcomes", status_code=status.HTTP_201_CREATED)
@@ -364,23 +393,36 @@ def record_outcome(
 
 
 @router.get("/reconciliation")
-def get_reconciliation(request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    """MG studies with no episode, and episodes (forms) with no study, among those the caller may see."""
-    resource = access.Resource(kind=access.SCREENING, ident="screening reconciliation list")
-    check(rt, principal, access.SEARCH, resource, request, audit.QUERY)
-    _, facts = access_facts.load(rt.db, principal, None, rt.clock())
-    scope = access.read_scope(principal, facts)
+def get_reconciliation(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep, programme: str = ""
+) -> dict[str, Any]:
+    """MG studies with no episode, and episodes (forms) with no study (of ``programme`` when given): the
+    whole list for the programme's coordinators and administrators, the rows of the caller's site for the
+    others (a study's site is the archive's producing site)."""
+    facts = programme_facts(rt, principal, programme)
     with rt.db.sessions() as s:
-        lists = reconciliation(s)
-    visible = {
-        key: [
-            row
-            for row in rows
-            if scope.grant_for(str(row["patient"]).split("/")[0], None, frozenset(), False)
-        ]
-        for key, rows in lists.items()
-    }
-    return visible
+        try:
+            programme_id = episodes.programme(s, programme).id if programme else None
+        except ScreeningError as exc:
+            raise refused(exc) from exc
+    whole = access.Resource(
+        kind=access.SCREENING_PROGRAMME,
+        ident=f"screening reconciliation list{f' of {programme}' if programme else ''}",
+    )
+    if access.allow(principal, access.READ, whole, facts).allowed:
+        guard(rt, principal, access.READ, whole, event_type=audit.QUERY, request=request, facts=facts)
+        with rt.db.sessions() as s:
+            return reconciliation(s, programme_id)
+    resource = access.Resource(kind=access.SCREENING, ident="screening reconciliation list")
+    guard(rt, principal, access.SEARCH, resource, event_type=audit.QUERY, request=request, facts=facts)
+    scope = access.read_scope(principal, facts)
+
+    def own_site(site: str, codes: frozenset[str]) -> bool:
+        # A row names a site and no master: only the grants of the caller's own site cover it.
+        return scope.grant_for(site, None, codes, False) is not None
+
+    with rt.db.sessions() as s:
+        return reconciliation(s, programme_id, own_site)
 
 
 @router.post("/studies/{study_uid}/match")
@@ -405,4 +447,4 @@ def match_study(
             episodes.advance(s, fresh, prog, rt.clock())
     except ScreeningError as exc:
         raise refused(exc) from exc
-    return episode_view(rt, fresh)
+    return episode_view(rt, fresh, principal, request)

@@ -222,37 +222,3 @@ schedule.every(SETTLE_SECONDS, SETTLE_TASK, queue="prefetch")
 def install() -> None:
     """Listen to the archive's stores (idempotent)."""
     stored.on_stored("screening-intake", record_image)
-
-
-def reconciliation(s: Session) -> dict[str, list[dict[str, object]]]:
-    """Studies with no episode, and episodes (forms) with no study, oldest first."""
-    studies = s.execute(
-        select(ScreeningStudy)
-        .where(ScreeningStudy.episode_id.is_(None), ScreeningStudy.prior_of.is_(None))
-        .order_by(ScreeningStudy.id)
-    ).scalars()
-    with_study = select(ScreeningStudy.episode_id).where(ScreeningStudy.episode_id.is_not(None))
-    forms = s.execute(
-        select(Episode).where(Episode.id.not_in(with_study), Episode.status != "decided").order_by(Episode.id)
-    ).scalars()
-    return {
-        "studies_without_episode": [
-            {
-                "study_uid": st.study_uid,
-                "patient": f"{st.issuer}/{st.patient_id}",
-                "study_date": st.study_date,
-                "received_at": st.received_at.isoformat(),
-                "flag": st.flag,
-            }
-            for st in studies
-        ],
-        "episodes_without_study": [
-            {
-                "episode_id": ep.id,
-                "patient": f"{ep.issuer}/{ep.patient_id}",
-                "screen_date": ep.screen_date.isoformat(),
-                "site": ep.site,
-            }
-            for ep in forms
-        ],
-    }

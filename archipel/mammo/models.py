@@ -39,8 +39,10 @@ CONSENSUS, ARBITRATION = "consensus", "arbitration"
 L1, L2, L2_CONSENSUS = "l1", "l2", "l2-consensus"
 FIRST, SECOND = "first", "second"
 ROLES = (L1, L2, L2_CONSENSUS, FIRST, SECOND, CONSENSUS, ARBITRATION)
-#: Qualifications a reader may hold in a programme (``reader``: first or second blind read).
-QUALIFICATIONS = ("l1", "l2", "reader", "arbitrator")
+#: Qualifications a reader may hold in a programme (``reader``: first or second blind read). ``coordinator``
+#: reads no case: it lets its holder see the programme's whole reconciliation list and its metrics.
+COORDINATOR = "coordinator"
+QUALIFICATIONS = ("l1", "l2", "reader", "arbitrator", COORDINATOR)
 
 NORMAL, RECALL, TECHNICAL_RECALL = "normal", "recall", "technical_recall"
 DECISIONS = (NORMAL, RECALL, TECHNICAL_RECALL)

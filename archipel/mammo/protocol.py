@@ -236,16 +236,41 @@ def eligibility_refusal(
     return ""
 
 
+def blind_arbitrator(
+    settings: Settings,
+    requester: str,
+    reads: Sequence[Read],
+    claims: Sequence[tuple[str, str]],
+    arbitrator: bool = False,
+) -> bool:
+    """Whether ``requester`` is, or may yet be, this episode's blinded arbitrator: the programme's arbitrator
+    does not see the first reads, an arbitration is claimed by them or pending, and they hold the arbitrator
+    qualification (``arbitrator``) or the claim. A first reader never arbitrates, and an arbitrator who has
+    submitted may look back."""
+    if settings.protocol != EU_BLINDED or settings.arbitrator_sees_reads:
+        return False
+    if any(r.reader == requester and r.role in (*BLIND_ROLES, ARBITRATION) for r in reads):
+        return False
+    if (ARBITRATION, requester) in set(claims):
+        return True
+    step = next_step(settings, reads)
+    return arbitrator and step.kind == "task" and step.role == ARBITRATION
+
+
 def blinding_refusal(
-    settings: Settings, requester: str, target: Read, reads: Sequence[Read], claims: Sequence[tuple[str, str]]
+    settings: Settings,
+    requester: str,
+    target: Read,
+    reads: Sequence[Read],
+    claims: Sequence[tuple[str, str]],
+    arbitrator: bool = False,
 ) -> str:
-    """Why ``requester`` may not yet see ``target``'s assessment (empty: they may), given the submitted reads and
-    the ``(role, reader)`` claims in progress on the episode."""
+    """Why ``requester`` may not yet see ``target``'s assessment (empty: they may), given the submitted reads,
+    the ``(role, reader)`` claims in progress on the episode, and whether the requester holds the programme's
+    arbitrator qualification (so is blinded as a would-be arbitrator before claiming, too)."""
     if settings.protocol != EU_BLINDED or target.role not in BLIND_ROLES or target.reader == requester:
         return ""
-    submitted = {(r.role, r.reader) for r in reads}
-    arbitrating = (ARBITRATION, requester) in set(claims) and (ARBITRATION, requester) not in submitted
-    if arbitrating and not settings.arbitrator_sees_reads:
+    if blind_arbitrator(settings, requester, reads, claims, arbitrator):
         return "blinded arbitration: the arbitrator does not see the first reads in this programme"
     if not (_one(reads, FIRST) and _one(reads, SECOND)):
         return "blind double reading: another reader's assessment is hidden until both reads are submitted"

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from archipel.mammo import balance, episodes, protocol
 from archipel.mammo.episodes import ScreeningError
 from archipel.mammo.models import (
+    COORDINATOR,
     L1,
     PRIORS_FAILED,
     PRIORS_HELD,
@@ -50,6 +51,21 @@ def qualifications(s: Session, programme_id: int, reader: str) -> set[str]:
             )
         ).scalars()
     )
+
+
+def coordinates(s: Session, code: str, subject: str) -> bool:
+    """Whether ``subject`` holds the ``coordinator`` qualification of programme ``code`` (False when there
+    is no such programme)."""
+    found = s.execute(
+        select(ReaderQualification.id)
+        .join(Programme, Programme.id == ReaderQualification.programme_id)
+        .where(
+            Programme.code == code,
+            ReaderQualification.reader == subject,
+            ReaderQualification.qualification == COORDINATOR,
+        )
+    ).first()
+    return found is not None
 
 
 def qualify(s: Session, prog: Programme, reader: str, qualification: str, by: str, now: datetime) -> bool:

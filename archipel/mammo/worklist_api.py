@@ -14,13 +14,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
 
 from archipel.mammo import episodes, metrics, reading, volumes
-from archipel.mammo.api import check, deny, episode_resource, reading_view, refused
+from archipel.mammo.api import check, deny, episode_resource, programme_facts, reading_view, refused
 from archipel.mammo.episodes import ScreeningError
 from archipel.mammo.models import Episode
 from archipel.mammo.schemas import ReadBody, ReasonBody
 from archipel.platform import access, audit
 from archipel.platform.authn import Principal
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
+from archipel.platform.http import guard
 from archipel.platform.runtime import Runtime
 
 router = APIRouter(prefix="/api/mammo", tags=["screening"])
@@ -65,8 +66,10 @@ def get_metrics(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "format is json or csv")
     if start and end and end < start:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "'to' is before 'from'")
-    resource = access.Resource(kind=access.SCREENING, ident=f"screening metrics of {programme}")
-    check(rt, principal, access.SEARCH, resource, request, audit.QUERY)
+    # Every reader's figures: the programme's coordinators and administrators only (docs/mammo.md).
+    resource = access.Resource(kind=access.SCREENING_PROGRAMME, ident=f"screening metrics of {programme}")
+    facts = programme_facts(rt, principal, programme)
+    guard(rt, principal, access.READ, resource, event_type=audit.QUERY, request=request, facts=facts)
     with rt.db.sessions() as s:
         try:
             prog = episodes.programme(s, programme)

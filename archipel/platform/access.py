@@ -45,6 +45,7 @@ from archipel.platform.access_terms import (
     READING_TASK,
     RECORDING_ROLES,
     SCREENING,
+    SCREENING_PROGRAMME,
     SCREENING_ROLES,
     SEARCH,
     SECOND_OPINION,
@@ -99,6 +100,7 @@ __all__ = [
     "READING_TASK",
     "RECORDING_ROLES",
     "SCREENING",
+    "SCREENING_PROGRAMME",
     "SCREENING_ROLES",
     "SEARCH",
     "SECOND_OPINION",
@@ -316,6 +318,21 @@ def _screening(principal: Principal, action: str, resource: Resource, facts: Fac
     return _read(principal, resource, facts)
 
 
+def _screening_programme(principal: Principal, facts: Facts) -> Decision:
+    """A programme's lists and figures across its sites (the whole reconciliation list, every reader's
+    figures): its administrators and coordinators, for the programme's operations. Anyone else sees only the
+    reconciliation rows of their own site, and no metrics."""
+    if principal.kind != "user":
+        return Decision(False, "a screening programme's lists and figures are read by a person")
+    if principal.role == "admin":
+        return Decision(True, "administrator: the screening programme's operations", PURPOSE_OPERATIONS)
+    if facts.coordinator:
+        return Decision(True, "coordinator of the screening programme", PURPOSE_OPERATIONS)
+    return Decision(
+        False, "a screening programme's lists and figures are for its coordinators and administrators"
+    )
+
+
 def _reading_request(principal: Principal, action: str, resource: Resource, facts: Facts) -> Decision:
     """Asking for a reading (or a second opinion), and working on one: the module orders the steps."""
     own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
@@ -391,6 +408,8 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         return Decision(False, "notifications are for professionals, each their own")
     if kind == FROZEN_SECTION and action in (CREATE, UPDATE):
         return _frozen_section(principal, action, resource, facts)
+    if kind == SCREENING_PROGRAMME:
+        return _screening_programme(principal, facts)
     if kind in (SCREENING, READING_TASK) and action in (CREATE, UPDATE):
         return _screening(principal, action, resource, facts)
     if kind == DOCUMENT and action == UPDATE:

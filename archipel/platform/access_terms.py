@@ -54,6 +54,10 @@ DOCUMENT = "document"
 #: module checks the reader's qualification and the protocol's rules; the policy checks role and record.
 SCREENING, READING_TASK = "screening-episode", "reading-task"
 SCREENING_ROLES = frozenset({"screening-reader", "radiologist"})
+#: A screening programme's own lists and figures across its sites (the whole reconciliation list, the metrics
+#: with every reader's figures): for the programme's coordinators (a qualification of the programme, the
+#: fact ``Facts.coordinator``) and administrators.
+SCREENING_PROGRAMME = "screening-programme"
 #: A professional's in-app notifications: each reads and acknowledges their own (the module keeps to the
 #: recipient in its SQL, as a search keeps to the read scope).
 INBOX = "inbox"
@@ -101,7 +105,8 @@ class Facts:
     ``care``: the principal's relationships in force, by master (merges followed); ``break_glass``: masters
     of the principal's emergency accesses in force; ``refused``: masters, among the resource's and the
     relationships', whose patients refuse sharing; ``own_masters``: a patient principal's master(s);
-    ``patient_sites``: the sites (issuers) holding an identity of the resource's patient.
+    ``patient_sites``: the sites (issuers) holding an identity of the resource's patient; ``coordinator``:
+    the principal coordinates the screening programme the resource is about (set by the screening module).
     """
 
     care: Mapping[int, CareLink] = field(default_factory=lambda: MappingProxyType({}))
@@ -109,6 +114,7 @@ class Facts:
     refused: frozenset[int] = frozenset()
     own_masters: frozenset[int] = frozenset()
     patient_sites: frozenset[str] = frozenset()
+    coordinator: bool = False
 
 
 NO_FACTS = Facts()
