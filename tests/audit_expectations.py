@@ -216,6 +216,10 @@ _HL7_ROUTES: dict[tuple[str, str], Entry] = {
         "POST", _HL7 + "/dead-letters/999999/replay", ((audit.PATIENT_RECORD, _HL7_DENIED, DENIED, ""),),
         user="auditor", status=403,
     ),
+    ("PUT", _HL7 + "/dead-letters/{dead_id}/message"): Audited(
+        "PUT", _HL7 + "/dead-letters/999999/message", ((audit.PATIENT_RECORD, _HL7_DENIED, DENIED, ""),),
+        user="auditor", send="json", body={"message": "MSH|^~\\&|RIS|CH-AUDIT"}, status=403,
+    ),
 }  # fmt: skip
 
 _RET = "/api/retention"
