@@ -263,14 +263,16 @@ def cancel(
 
 @router.get("/requests/{request_id}/priors")
 def priors(request_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    """The patient's other studies at every site (through the MPI) that the caller may see, newest first;
-    recorded on the request as listed."""
+    """The patient's other studies at every site (through the MPI) that the caller may see, newest first, each
+    with its status (``listed``; for a study the request's prefetch found at a remote node,
+    ``prefetch-requested``, ``available`` once here, or ``failed`` with its reason); recorded on the request."""
     req = _load(rt, request_id)
     _guard(rt, principal, access.READ, req, request)
     _, facts = access_facts.load(rt.db, principal, None, rt.clock())
     scope = access.read_scope(principal, facts)
     with rt.db.write() as s:
-        found = telerad_priors.record_priors(s, telerad.get_for_update(s, request_id), scope, rt.clock())
+        req = telerad.get_for_update(s, request_id)
+        found = telerad_priors.record_priors(s, req, scope, rt.clock(), viewer=principal.subject)
     return {"request_id": request_id, "priors": found}
 
 

@@ -101,6 +101,8 @@ class ReadingRequest(Base):
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
     #: When the SLA task warned that the due time was near (once per request).
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The last prefetch job that asked the region's PACS for the patient's priors (empty: none yet).
+    prefetch_job_id: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
     @property
     def patient(self) -> str:
@@ -179,7 +181,9 @@ class PriorStudy(Base):
     study_date: Mapped[str] = mapped_column(String(8), default="")
     modalities: Mapped[str] = mapped_column(String(128), default="")
     description: Mapped[str] = mapped_column(String(64), default="")
-    #: ``listed`` (in this archive), or ``prefetch-requested`` once remote retrieval was asked for.
+    #: ``listed`` (in this archive when listed); for a study the request's prefetch found at a remote node:
+    #: ``prefetch-requested`` while it is being fetched, ``available`` once it is here, ``failed`` if that
+    #: node's fetch failed (see :mod:`archipel.radiology.telerad_priors`).
     status: Mapped[str] = mapped_column(String(24), default="listed")
     listed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
