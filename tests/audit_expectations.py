@@ -104,6 +104,10 @@ _SCREENING: dict[tuple[str, str], Entry] = {
         "POST", _MG + "/episodes/999999/priors", (), user="auditor", send="json", body={"status": "received"},
         status=404,
     ),
+    ("POST", _MG + "/episodes/{episode_id}/flag"): Audited(
+        "POST", _MG + "/episodes/999999/flag", (), user="auditor", send="json",
+        body={"action": "release", "reason": "audit walk"}, status=404,
+    ),
     ("POST", _MG + "/episodes/{episode_id}/decision"): Audited(
         "POST", _MG + "/episodes/999999/decision", (), user="auditor", status=404
     ),

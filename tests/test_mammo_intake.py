@@ -10,13 +10,26 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
+from sqlalchemy import select
 
 from archipel.mammo import intake
+from archipel.mammo.models import Episode
 from archipel.platform import schedule
+from archipel.platform.audit import AuditEvent
+from archipel.platform.notify import OutboxMessage
 from archipel.radiology.archive import Archive
 from archipel.radiology.samples import mammo_study, rejection_note, to_bytes, uid
 from tests.access_support import ensure_master
-from tests.test_mammo_api import CENTRE, EXAM, Programme, prog, woman  # noqa: F401
+from tests.auth_helpers import make_account
+from tests.test_mammo_api import (  # noqa: F401
+    CENTRE,
+    EXAM,
+    NORMAL_READ,
+    Programme,
+    l1_form,
+    prog,
+    woman,
+)
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -167,3 +180,110 @@ def test_a_programme_sets_the_views_its_exams_need(prog: Programme) -> None:  # 
     assert episode(p, eid)["status"] == "incomplete"
     store(p, images[1])  # the two CC views are all this programme asks for
     assert episode(p, eid)["status"] == "reading"
+
+
+def technician(p: Programme) -> None:
+    p.accounts["tech"] = make_account(p.rt, "manip-centre", "technician", CENTRE)
+
+
+def test_a_technician_of_the_centre_releases_a_flag_and_only_a_new_problem_flags_the_exam_again(
+    prog: Programme,  # noqa: F811
+) -> None:
+    p = prog
+    blinded(p, settle_minutes=0)
+    technician(p)
+    eid, images = register(p, 107)
+    store(p, *images[:3])
+    assert episode(p, eid)["flag"] == "missing view L-MLO"
+    url = f"/api/mammo/episodes/{eid}/flag"
+    # A reader of the coordination centre may not; refused and audited.
+    r = p.post("r1", url, {"action": "release", "reason": "mastectomy of the left breast"})
+    assert r.status_code == 403
+    assert p.denied("update:screening-intake")[-1].actor == "reader-one"
+    assert p.post("tech", url, {"action": "release", "reason": ""}).status_code == 422
+    assert p.post("tech", url, {"action": "forget", "reason": "no"}).status_code == 422
+    assert listed(p) == []
+
+    r = p.post("tech", url, {"action": "release", "reason": "mastectomy of the left breast"})
+    assert r.status_code == 200, r.text
+    ep = r.json()
+    assert (ep["status"], ep["flag"]) == ("reading", "")
+    assert (
+        ep["resolution"]["lines"] == ["missing view L-MLO"]
+        and ep["resolution"]["resolved_by"] == "manip-centre"
+    )
+    assert sorted(t["role"] for t in ep["tasks"]) == ["first", "second"]
+    assert listed(p) == [eid, eid]
+    with p.rt.db.sessions() as s:
+        event = (
+            s.execute(
+                select(AuditEvent)
+                .where(AuditEvent.action == "update:screening-intake", AuditEvent.outcome == "success")
+                .order_by(AuditEvent.id.desc())
+            )
+            .scalars()
+            .first()
+        )
+        assert event is not None and event.actor == "manip-centre"
+        assert event.patient == f"{CENTRE}/{woman(107).patient_id}"
+    # Nothing holds it any more.
+    r = p.post("tech", url, {"action": "release", "reason": "again"})
+    assert r.status_code == 409 and "not held at intake" in r.json()["detail"]
+    # A new image without laterality flags the exam again, with that image only: the missing view stays accepted.
+    extra = corrected(images[0])
+    del extra.ImageLaterality, extra.Laterality
+    store(p, extra)
+    ep = episode(p, eid)
+    assert (ep["status"], ep["flag"]) == ("flagged", f"image {extra.SOPInstanceUID} has no laterality")
+    assert listed(p) == []
+
+
+def test_an_exam_sent_for_a_retake_at_intake_is_a_technical_recall_and_its_retake_is_read(
+    prog: Programme,  # noqa: F811
+) -> None:
+    p = prog
+    p.setup("fr", "fr-depistage", settle_minutes=0)
+    mg = woman(108)
+    ensure_master(p.rt.db, CENTRE, mg.patient_id, f"MAMMO{mg.patient_id}", "19600101")
+    r = p.post("centre", "/api/mammo/l1-forms", l1_form(mg, NORMAL_READ))
+    assert r.status_code == 201, r.text
+    eid = r.json()["id"]
+    images = mammo_study(mg, key="intake-108")
+    # Before any image there is nothing to retake.
+    assert (
+        p.post(
+            "centre", f"/api/mammo/episodes/{eid}/flag", {"action": "retake", "reason": "x" * 3}
+        ).status_code
+        == 409
+    )
+    store(p, *images[:3])
+    assert episode(p, eid)["flag"] == "missing view L-MLO"
+    before = p.counts()
+    r = p.post("centre", f"/api/mammo/episodes/{eid}/flag", {"action": "retake", "reason": "the woman left"})
+    assert r.status_code == 200, r.text
+    decided = r.json()["decision"]
+    assert r.json()["status"] == "decided" and decided["decision"] == "technical_recall"
+    assert decided["reasons"] == [
+        "not readable at intake: missing view L-MLO",
+        "retake asked: the woman left",
+    ]
+    with p.rt.db.sessions() as s:
+        letters = s.execute(select(OutboxMessage).where(OutboxMessage.id.in_(decided["letters"]))).scalars()
+        assert sorted(m.recipient for m in letters) == ["gp@example.org", "woman@example.org"]
+    assert p.counts()[2:] == (before[2] + 1, before[3] + 2)
+    assert (
+        p.post(
+            "centre", f"/api/mammo/episodes/{eid}/flag", {"action": "release", "reason": "late"}
+        ).status_code
+        == 409
+    )
+    assert listed(p, "l2a") == []
+
+    # The retake a week later: a new episode with the L1 form carried over, read by L2 once complete.
+    p.later(days=7)
+    store(p, *mammo_study(mg, key="intake-108-retake", study_date="20260312"))
+    with p.rt.db.sessions() as s:
+        retake = s.execute(select(Episode).where(Episode.retake_of == eid)).scalar_one()
+    ep = episode(p, retake.id)
+    assert ep["status"] == "reading" and [t["role"] for t in ep["tasks"]] == ["l2"]
+    assert listed(p, "l2a") == [retake.id]

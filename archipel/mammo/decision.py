@@ -218,10 +218,13 @@ def retake_for(
     )
     s.add(retake)
     s.flush()
-    l1 = next(r for r in episodes.reading_rows(s, ep.id) if r.role == L1)
-    copy = {c.key: getattr(l1, c.key) for c in Reading.__table__.columns if c.key not in ("id", "episode_id")}
-    s.add(Reading(**{**copy, "episode_id": retake.id}))
-    s.flush()
+    l1 = next((r for r in episodes.reading_rows(s, ep.id) if r.role == L1), None)
+    if l1 is not None:  # none when the exam was sent for a retake at intake, before its L1 form
+        copy = {
+            c.key: getattr(l1, c.key) for c in Reading.__table__.columns if c.key not in ("id", "episode_id")
+        }
+        s.add(Reading(**{**copy, "episode_id": retake.id}))
+        s.flush()
     return retake
 
 

@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 
 from archipel.mammo import protocol, views
 from archipel.mammo.models import (
+    FLAG_RELEASE,
     Episode,
+    FlagResolution,
     Programme,
     Reading,
     ReadingTask,
@@ -146,29 +148,44 @@ def required_views(prog: Programme) -> tuple[str, ...]:
 
 def accepted_problems(s: Session, episode_id: int) -> set[str]:
     """The flag lines of the episode someone released by hand (they no longer hold it)."""
-    return set()
+    rows = s.execute(
+        select(FlagResolution.problems).where(
+            FlagResolution.episode_id == episode_id, FlagResolution.action == FLAG_RELEASE
+        )
+    ).scalars()
+    return {line for problems in rows for line in json.loads(problems)}
 
 
-def refresh_flag(s: Session, ep: Episode, prog: Programme, now: datetime) -> list[str]:
-    """Set the episode's flag from its images, and return the required views it still waits for.
+def intake_problems(s: Session, ep: Episode, prog: Programme, now: datetime) -> tuple[list[str], list[str]]:
+    """What holds the episode at intake: the flag's lines, and the required views it still waits for.
 
     The flag lists each image without a view or a laterality, and each required view missing once the exam has
     settled: :attr:`Programme.settle_minutes` after its latest image, or at once when its reading had begun (a
-    view lost then, say by a rejected image, is no longer one on its way). Lines released by hand are left out.
-    Until the exam has settled, the missing views are returned: the episode waits for them, unread and unflagged.
+    view lost then, say by a rejected image, is no longer one on its way). Lines released by hand are left out,
+    and so are the views they accepted as missing. Until the exam has settled, its missing views are awaited:
+    the episode waits for them, unread and unflagged.
     """
     studies = studies_of(s, ep.id)
     shown = [v for st in studies for v in json.loads(st.views)]
-    problems = views.image_problems(shown)
-    missing = views.missing_screening_views(shown, required_views(prog))
+    accepted = accepted_problems(s, ep.id)
+    problems = [p for p in views.image_problems(shown) if p not in accepted]
+    missing = [
+        view
+        for view in views.missing_screening_views(shown, required_views(prog))
+        if f"missing view {view}" not in accepted
+    ]
     latest = max((st.last_image_at or st.received_at for st in studies), default=None)
     settled = latest is not None and latest + timedelta(minutes=prog.settle_minutes) <= now
     if missing and (settled or tasks_of(s, ep.id)):
-        problems += [f"missing view {view}" for view in missing]
-        missing = []
-    accepted = accepted_problems(s, ep.id)
-    ep.flag = views.clip("; ".join(p for p in problems if p not in accepted))
-    return missing
+        return problems + [f"missing view {view}" for view in missing], []
+    return problems, missing
+
+
+def refresh_flag(s: Session, ep: Episode, prog: Programme, now: datetime) -> list[str]:
+    """Set the episode's flag from its images (:func:`intake_problems`); return the views it still waits for."""
+    problems, waiting = intake_problems(s, ep, prog, now)
+    ep.flag = views.clip("; ".join(problems))
+    return waiting
 
 
 def attach_study(s: Session, study: ScreeningStudy, ep: Episode) -> None:

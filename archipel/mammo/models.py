@@ -270,6 +270,26 @@ class DeferredWorkup(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+#: What a technician or coordinator does with a flagged episode: read it as it is, or have it taken again.
+FLAG_RELEASE, FLAG_RETAKE = "release", "retake"
+
+
+class FlagResolution(Base):
+    """A flag at intake resolved by hand: released (the exam is read as it is, the listed problems accepted) or
+    sent for a retake (a technical recall), with who, when and why. ``problems`` (JSON list) are the flag's
+    lines that were accepted; a new problem flags the episode again."""
+
+    __tablename__ = "screening_flag_resolutions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    episode_id: Mapped[int] = mapped_column(ForeignKey("screening_episodes.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    problems: Mapped[str] = mapped_column(Text, default="[]")
+    reason: Mapped[str] = mapped_column(String(255))
+    resolved_by: Mapped[str] = mapped_column(String(128))
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 #: Where an episode's priors stand (``Episode.priors``): none needed, requested (a fetch is queued), retrieving,
 #: received, or failed (the fetch's reason is on its :class:`PriorFetch`). The last three but one hold the case.
 PRIORS_NONE, PRIORS_REQUESTED, PRIORS_RETRIEVING = "none", "requested", "retrieving"

@@ -32,6 +32,7 @@ from archipel.platform.access_terms import (
     FROZEN_UPDATERS,
     IDENTITY_KINDS,
     INBOX,
+    INTAKE_ROLES,
     LEGAL_REPRESENTATIVE,
     NO_FACTS,
     PATIENT,
@@ -45,6 +46,7 @@ from archipel.platform.access_terms import (
     READING_TASK,
     RECORDING_ROLES,
     SCREENING,
+    SCREENING_INTAKE,
     SCREENING_PROGRAMME,
     SCREENING_ROLES,
     SEARCH,
@@ -87,6 +89,7 @@ __all__ = [
     "FROZEN_UPDATERS",
     "IDENTITY_KINDS",
     "INBOX",
+    "INTAKE_ROLES",
     "LEGAL_REPRESENTATIVE",
     "NO_FACTS",
     "PATIENT",
@@ -100,6 +103,7 @@ __all__ = [
     "READING_TASK",
     "RECORDING_ROLES",
     "SCREENING",
+    "SCREENING_INTAKE",
     "SCREENING_PROGRAMME",
     "SCREENING_ROLES",
     "SEARCH",
@@ -333,6 +337,14 @@ def _screening_programme(principal: Principal, facts: Facts) -> Decision:
     )
 
 
+def _screening_intake(principal: Principal, resource: Resource, facts: Facts) -> Decision:
+    """Releasing a flag raised at screening intake, or sending the exam for a retake: a technician or
+    radiologist who may read the woman's record (a site holding it)."""
+    if principal.kind != "user" or principal.role not in INTAKE_ROLES:
+        return Decision(False, "a flag at screening intake is resolved by a technician or radiologist")
+    return _read(principal, resource, facts)
+
+
 def _reading_request(principal: Principal, action: str, resource: Resource, facts: Facts) -> Decision:
     """Asking for a reading (or a second opinion), and working on one: the module orders the steps."""
     own_site = bool(_site_of(principal)) and resource.site == _site_of(principal)
@@ -406,6 +418,8 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         if principal.kind == "user" and action in (READ, SEARCH, UPDATE):
             return Decision(True, "own notifications")
         return Decision(False, "notifications are for professionals, each their own")
+    if kind == SCREENING_INTAKE:
+        return _screening_intake(principal, resource, facts)
     if kind == FROZEN_SECTION and action in (CREATE, UPDATE):
         return _frozen_section(principal, action, resource, facts)
     if kind == SCREENING_PROGRAMME:

@@ -54,6 +54,10 @@ DOCUMENT = "document"
 #: module checks the reader's qualification and the protocol's rules; the policy checks role and record.
 SCREENING, READING_TASK = "screening-episode", "reading-task"
 SCREENING_ROLES = frozenset({"screening-reader", "radiologist"})
+#: A flag raised at screening intake (a view or a laterality missing), released or sent for a retake by the
+#: imaging centre's technicians and radiologists at a site holding the woman's record.
+SCREENING_INTAKE = "screening-intake"
+INTAKE_ROLES = frozenset({"technician", "radiologist"})
 #: A screening programme's own lists and figures across its sites (the whole reconciliation list, the metrics
 #: with every reader's figures): for the programme's coordinators (a qualification of the programme, the
 #: fact ``Facts.coordinator``) and administrators.
