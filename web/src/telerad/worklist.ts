@@ -57,6 +57,10 @@ interface Prior {
   study_date: string;
   description: string;
   site: string;
+  /** listed, prefetch-requested, available or failed (docs/teleradiology.md). */
+  status: string;
+  reason: string;
+  /** Empty while the study is not here. */
   viewer_url: string;
 }
 
@@ -277,9 +281,12 @@ function card(r: ReadingRequest): HTMLLIElement {
   if (note) item.append(el("p", { role: "status" }, note));
   const found = priors.get(r.request_id);
   if (found) {
-    const rows = found.map((p) =>
-      el("li", {}, el("a", { href: p.viewer_url, target: "_blank" }, `${p.study_date} ${p.description} (${p.site})`)),
-    );
+    const rows = found.map((p) => {
+      const label = `${p.study_date || p.study_uid} ${p.description} (${p.site})`;
+      const state = p.status === "listed" ? "" : ` - ${t(`telerad.prior.${p.status}`)}${p.reason ? `: ${p.reason}` : ""}`;
+      const link = p.viewer_url ? el("a", { href: p.viewer_url, target: "_blank" }, label) : el("span", {}, label);
+      return el("li", { "data-status": p.status }, link, state);
+    });
     item.append(found.length ? el("ul", { class: "telerad-priors" }, ...rows) : el("p", {}, t("telerad.priors.none")));
   }
   for (const c of r.critical_results ?? []) item.append(criticalBox(r, c));
