@@ -23,6 +23,7 @@ from archipel.platform import (
     care_api,
     consent_api,
     inbox_api,
+    notify_api,
     patient_portal_api,
     patient_session_api,
     storage_api,
@@ -95,6 +96,7 @@ def create_app() -> FastAPI:
     app.include_router(care_api.router)
     app.include_router(breakglass_api.router)
     app.include_router(inbox_api.router)
+    app.include_router(notify_api.router)
     app.include_router(storage_api.router)
     app.include_router(confidentiality_api.router)
     app.include_router(radiology_api.router)

@@ -243,6 +243,21 @@ _RETENTION: dict[tuple[str, str], Entry] = {
                                         user="auditor", status=403),
 }  # fmt: skip
 
+_NOTIFY = "/api/admin/notify/outbox"
+# --- the notify outbox (owner: notify): administrators only; as the auditor, whom the policy refuses ---
+_NOTIFY_ROUTES: dict[tuple[str, str], Entry] = {
+    ("GET", _NOTIFY): Audited("GET", _NOTIFY + "?failed=true", ((audit.QUERY, _HL7_DENIED, DENIED, ""),),
+                              user="auditor", status=403),
+    ("POST", _NOTIFY + "/{message_id}/retry"): Audited(
+        "POST", _NOTIFY + "/999999/retry", ((audit.SECURITY_ALERT, _HL7_DENIED, DENIED, ""),), user="auditor",
+        status=403,
+    ),
+    ("POST", _NOTIFY + "/retry-failed"): Audited(
+        "POST", _NOTIFY + "/retry-failed", ((audit.SECURITY_ALERT, _HL7_DENIED, DENIED, ""),), user="auditor",
+        status=403,
+    ),
+}  # fmt: skip
+
 # --- storage lifecycle (owner: life): administrators only; as the auditor, whom the policy refuses ---
 _STORAGE: dict[tuple[str, str], Entry] = {
     ("GET", "/api/storage/fixity"): Audited(
@@ -932,6 +947,7 @@ ROUTES: dict[tuple[str, str], Entry] = {
     **_TUMOR_BOARDS,
     **_STORAGE,
     **_RETENTION,
+    **_NOTIFY_ROUTES,
 }
 
 #: DIMSE services that touch patient data, with the events one operation adds (see the test for the calls).

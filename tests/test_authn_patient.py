@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -201,7 +201,10 @@ def test_the_outbox_keeps_a_message_whose_sending_failed(runtime: Runtime) -> No
     with runtime.db.write() as s:
         notify.enqueue(s, "email", "x@example.org", "subject", "body", purpose="test")
     assert notify.deliver_pending(runtime.db, Broken()) == 0
-    assert notify.deliver_pending(runtime.db, notify.sender_for("", runtime.settings.data_dir)) == 1
+    files = notify.sender_for("", runtime.settings.data_dir)
+    assert notify.deliver_pending(runtime.db, files) == 0  # it waits its backoff (30 s) first
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    assert notify.deliver_pending(runtime.db, files, clock=lambda: later) == 1
     with pytest.raises(ValueError, match="no notify sender"):
         notify.sender_for("pigeon://loft.example.org", runtime.settings.data_dir)
 

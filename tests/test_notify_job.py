@@ -50,6 +50,9 @@ def test_a_worker_with_beat_retries_a_failed_message_until_the_mail_server_answe
     env = {
         "ARCHIPEL_NOTIFY_URL": f"smtp://127.0.0.1:{smtp_port}?from=archipel@example.org",
         "ARCHIPEL_NOTIFY_SWEEP_SECONDS": "0.5",
+        # retried every second while the server is down (the default backoff starts at 30 s)
+        "ARCHIPEL_NOTIFY_RETRY_SECONDS": "0.5",
+        "ARCHIPEL_NOTIFY_RETRY_MAX_SECONDS": "1",
     }
     archipel_cmd("db", "upgrade", data=data, env=env)
     db = Database(f"sqlite:///{(data / 'index.sqlite').resolve()}")
@@ -77,7 +80,7 @@ def test_a_worker_with_beat_retries_a_failed_message_until_the_mail_server_answe
         # Nobody listens on the SMTP port yet: the sweep fails, and the message stays queued with its error.
         wait_until(lambda: outbox_row().attempts >= 1, timeout=90, what="a first delivery attempt")
         failed = outbox_row()
-        assert failed.sent_at is None and failed.error
+        assert failed.sent_at is None and failed.error and failed.next_attempt_at is not None
 
         controller.start()
         wait_until(lambda: outbox_row().sent_at is not None, timeout=60, what="the retried delivery")

@@ -11,6 +11,7 @@ from archipel.cli import (  # noqa: F401  (they register their commands)
     hl7,
     identity,
     mammo,
+    notify,
     probes,
     retention,
     services,

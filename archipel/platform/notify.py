@@ -1,8 +1,11 @@
 """Messages to people (one-time codes, results letters): an outbox table and pluggable senders.
 
 A message is first written to the outbox in the caller's transaction, then handed to the configured sender.
-Once sent, its body is blanked in the outbox, so one-time codes do not linger in the database; logs carry the
-message id and channel only, never the recipient or the body.
+A failed delivery is tried again later, with exponential backoff (:class:`Retry`: ``next_attempt_at``), until
+its attempt budget is spent; it is then marked failed (``failed_at``) for an operator, who lists and requeues
+failed messages (``archipel notify list --failed``, ``archipel notify retry``, ``/api/admin/notify``). Once
+sent, its body is blanked in the outbox, so one-time codes do not linger in the database; logs carry the message
+id and channel only, never the recipient or the body.
 
 Senders are chosen by URL scheme (``notify_url``): empty or ``file://DIR`` writes one file per message (the
 default, in DATA/outbox, mode 0600); ``smtp(s)://`` and ``http(s)://`` (an SMS gateway) are in
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
-from sqlalchemy import Integer, String, Text, select
+from sqlalchemy import Integer, String, Text, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform.db import Base, Database, UTCDateTime, utcnow
@@ -33,8 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("archipel.notify")
 
 CHANNELS = ("email", "sms")
-#: Deliveries tried before a message is left for an operator to look at (its error stays in the outbox).
-MAX_ATTEMPTS = 10
+#: Deliveries tried before a message is left for an operator to look at (its error stays in the outbox); with
+#: the default backoff (30 s doubling up to an hour) the last one comes about 13 hours after the first.
+MAX_ATTEMPTS = 20
 #: How long a sweep holds a message while sending it (an SMTP exchange takes seconds, not minutes).
 LEASE = timedelta(minutes=5)
 
@@ -56,6 +60,33 @@ class OutboxMessage(Base):
     error: Mapped[str] = mapped_column(String(255), default="")
     #: Until when a sweep holds the message while it sends it; another sweep leaves it alone meanwhile.
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: After a failed attempt, when the next one is due (the sweep leaves the message alone until then).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When the attempt budget ran out: no sweep sends it any more, until an operator requeues it.
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How often a failed message is tried again: ``first`` seconds after the first failure, twice as long
+    after each further one, never more than ``longest``, and ``max_attempts`` attempts in all."""
+
+    max_attempts: int = MAX_ATTEMPTS
+    first: float = 30.0
+    longest: float = 3600.0
+
+    def wait_after(self, attempts: int) -> timedelta:
+        """The wait before the next attempt, once ``attempts`` attempts failed."""
+        exponent = min(max(attempts - 1, 0), 32)
+        return timedelta(seconds=min(self.first * 2**exponent, self.longest))
+
+
+def retry_policy(settings: Settings) -> Retry:
+    """The retry policy of the settings (``notify_max_attempts``, ``notify_retry_seconds``,
+    ``notify_retry_max_seconds``)."""
+    return Retry(
+        settings.notify_max_attempts, settings.notify_retry_seconds, settings.notify_retry_max_seconds
+    )
 
 
 @dataclass(frozen=True)
@@ -215,34 +246,56 @@ def _run_after_sent(s: Session, message: OutboxMessage) -> None:
 
 
 def deliver_pending(
-    db: Database, sender: Sender, limit: int = 100, clock: Callable[[], datetime] = utcnow
+    db: Database,
+    sender: Sender,
+    limit: int = 100,
+    clock: Callable[[], datetime] = utcnow,
+    retry: Retry | None = None,
 ) -> int:
-    """Send unsent messages, oldest first; return how many went out. Failures stay queued with their error.
+    """Send the unsent messages that are due, oldest first; return how many went out. A failure stays queued
+    with its error and its next attempt's time (``retry``), or is marked failed once its budget is spent.
     ``clock`` stamps the leases and the sent times (the runtime's clock: tests replace it).
 
     Several sweeps may run at once (periodic runs, an immediate delivery, two workers): each message is leased
     before it is sent, so it goes out once."""
+    now = clock()
     with db.session() as s:
         pending = list(
             s.execute(
                 select(OutboxMessage.id)
-                .where(OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < MAX_ATTEMPTS)
+                .where(
+                    OutboxMessage.sent_at.is_(None),
+                    OutboxMessage.failed_at.is_(None),
+                    or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
+                )
                 .order_by(OutboxMessage.id)
                 .limit(limit)
             ).scalars()
         )
-    return sum(_attempt(db, sender, message_id, clock) for message_id in pending)
+    return sum(_attempt(db, sender, message_id, clock, retry or Retry()) for message_id in pending)
+
+
+def deliver_now(db: Database, settings: Settings, clock: Callable[[], datetime] = utcnow) -> int:
+    """:func:`deliver_pending` with the settings' senders and retry policy (what a module calls after a step
+    that queued messages)."""
+    return deliver_pending(db, configured_sender(settings), clock=clock, retry=retry_policy(settings))
 
 
 def deliver_one(
-    db: Database, sender: Sender, message_id: int, clock: Callable[[], datetime] = utcnow
+    db: Database,
+    sender: Sender,
+    message_id: int,
+    clock: Callable[[], datetime] = utcnow,
+    retry: Retry | None = None,
 ) -> bool:
     """Try to send one message now (e.g. the one-time code a patient waits for), and no other; return whether
     it went out. A failure stays queued with its error for the outbox sweep."""
-    return _attempt(db, sender, message_id, clock)
+    return _attempt(db, sender, message_id, clock, retry or Retry())
 
 
-def _attempt(db: Database, sender: Sender, message_id: int, clock: Callable[[], datetime]) -> bool:
+def _attempt(
+    db: Database, sender: Sender, message_id: int, clock: Callable[[], datetime], retry: Retry
+) -> bool:
     """One leased delivery attempt of one message; whether it went out."""
     row = _lease(db, message_id, clock())
     if row is None:
@@ -262,10 +315,99 @@ def _attempt(db: Database, sender: Sender, message_id: int, clock: Callable[[], 
         fresh.error = error
         fresh.leased_until = None
         if error:
+            now = clock()
+            if fresh.attempts >= retry.max_attempts:
+                fresh.failed_at, fresh.next_attempt_at = now, None
+                log.warning(
+                    "event=notify_gave_up id=%d channel=%s purpose=%s attempts=%d error=%s",
+                    fresh.id,
+                    fresh.channel,
+                    fresh.purpose,
+                    fresh.attempts,
+                    error,
+                )
+            else:
+                fresh.next_attempt_at = now + retry.wait_after(fresh.attempts)
             return False
+        fresh.next_attempt_at = None
         fresh.sent_at = clock()
         fresh.body = ""
         log.info("event=notify_sent id=%d channel=%s purpose=%s", row.id, row.channel, row.purpose)
         s.flush()
         _run_after_sent(s, fresh)
     return True
+
+
+def list_messages(db: Database, *, failed_only: bool = False, limit: int = 200) -> list[OutboxMessage]:
+    """Messages not yet sent, newest first: waiting ones and failed ones, or only the failed (detached rows;
+    their bodies are not for display)."""
+    query = select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+    if failed_only:
+        query = query.where(OutboxMessage.failed_at.is_not(None))
+    with db.session() as s:
+        rows = list(s.execute(query.order_by(OutboxMessage.id.desc()).limit(limit)).scalars())
+        for row in rows:
+            s.expunge(row)
+        return rows
+
+
+def describe(row: OutboxMessage) -> dict[str, object]:
+    """What an operator sees of a message: never its body, and its recipient only masked."""
+    return {
+        "id": row.id,
+        "channel": row.channel,
+        "to": _masked(row.channel, row.recipient),
+        "purpose": row.purpose,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "state": "sent" if row.sent_at else "failed" if row.failed_at else "waiting",
+        "attempts": row.attempts,
+        "error": row.error,
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+        "failed_at": row.failed_at.isoformat() if row.failed_at else None,
+    }
+
+
+def _masked(channel: str, contact: str) -> str:
+    if channel == "email" and "@" in contact:
+        local, domain = contact.split("@", 1)
+        return f"{local[:1]}***@{domain}"
+    return "*" * max(0, len(contact) - 2) + contact[-2:]
+
+
+class NotRequeued(LookupError):
+    """The message cannot be requeued: unknown (:class:`MessageNotFound`), or already sent (:class:`AlreadySent`)."""
+
+
+class MessageNotFound(NotRequeued):
+    """No such message in the outbox."""
+
+
+class AlreadySent(NotRequeued):
+    """The message went out already."""
+
+
+def requeue(db: Database, message_ids: list[int] | None = None) -> list[int]:
+    """Give failed messages (these, or all failed when ``None``) a new attempt budget, due now; return the
+    ids requeued. An unknown or sent id raises :class:`NotRequeued`; a waiting one is made due now."""
+    with db.write() as s:
+        if message_ids is None:
+            rows = list(
+                s.execute(
+                    select(OutboxMessage).where(
+                        OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_not(None)
+                    )
+                ).scalars()
+            )
+        else:
+            rows = []
+            for message_id in message_ids:
+                row = s.get(OutboxMessage, message_id)
+                if row is None:
+                    raise MessageNotFound(f"no message {message_id} in the outbox")
+                if row.sent_at is not None:
+                    raise AlreadySent(f"message {message_id} was sent already")
+                rows.append(row)
+        for row in rows:
+            row.attempts, row.failed_at, row.next_attempt_at = 0, None, None
+            log.info("event=notify_requeued id=%d channel=%s purpose=%s", row.id, row.channel, row.purpose)
+        return [row.id for row in rows]

@@ -2,7 +2,8 @@
 
 Callers enqueue in their own transaction and may ask for an immediate delivery (:func:`deliver_soon`); the
 periodic run picks up whatever a failure or a crash left behind. A message that fails stays in the outbox with
-its error and is tried again on the next run, up to ``notify.MAX_ATTEMPTS`` times.
+its error and is tried again by the first run after its backoff (``notify.Retry``, from the settings), until its
+attempt budget is spent.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ SWEEP_SECONDS = 30.0
 def deliver() -> int:
     """Send the outbox's pending messages through the configured sender; return how many went out."""
     rt = get_runtime()
-    sent = notify.deliver_pending(rt.db, notify.configured_sender(rt.settings))
+    sent = notify.deliver_now(rt.db, rt.settings)
     if sent:
         log.info("event=notify_sweep sent=%d", sent)
     return sent

@@ -53,7 +53,7 @@ def send_one_time_code(rt: Runtime, message_id: int) -> None:
     (and only it) for the outbox sweep. Runs after the answer, so a slow mail server never delays sign-in."""
     try:
         sender = notify.configured_sender(rt.settings, timeout=rt.settings.patient_otp_send_seconds)
-        notify.deliver_one(rt.db, sender, message_id, rt.clock)
+        notify.deliver_one(rt.db, sender, message_id, rt.clock, notify.retry_policy(rt.settings))
     except Exception:
         log.exception("event=patient_otp_delivery_failed id=%d", message_id)
 

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     notify_sms_url: str = ""
     #: Seconds between two sweeps of the outbox by the ``notify`` job (0: its default, 30 s).
     notify_sweep_seconds: float = 0.0
+    #: A failed message is tried again after ``notify_retry_seconds``, then twice as long each time up to
+    #: ``notify_retry_max_seconds``, ``notify_max_attempts`` times in all (by default about 13 hours), and is
+    #: then listed as failed (``archipel notify list --failed``).
+    notify_max_attempts: int = Field(default=20, ge=1)
+    notify_retry_seconds: float = Field(default=30.0, gt=0)
+    notify_retry_max_seconds: float = Field(default=3600.0, gt=0)
     #: Days a patient access code stays valid, and minutes a one-time code does.
     patient_code_days: int = 90
     patient_otp_minutes: int = 10

@@ -104,7 +104,7 @@ def http_error(exc: TeleradError) -> HTTPException:
 def deliver(rt: Runtime) -> None:
     """Send what the step put in the outbox, after the response; a failure leaves it for the outbox sweep."""
     try:
-        notify.deliver_pending(rt.db, notify.configured_sender(rt.settings))
+        notify.deliver_now(rt.db, rt.settings)
     except Exception:  # the sweep sends it later
         log.exception("event=telerad_notify_delivery_failed")
 

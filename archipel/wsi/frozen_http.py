@@ -77,6 +77,6 @@ def deliver(rt: Runtime) -> None:
     """Send what the workflow put in the outbox (run after the response: a slow mail server must not delay it).
     A failure leaves the messages queued for the next round."""
     try:
-        notify.deliver_pending(rt.db, notify.configured_sender(rt.settings))
+        notify.deliver_now(rt.db, rt.settings)
     except Exception:
         log.exception("event=frozen_notify_delivery_failed")
