@@ -1,9 +1,9 @@
 """Two steps on the same request at the same moment, on PostgreSQL (READ COMMITTED, where a plain read takes no
-lock): two teleradiologists claim one reading request, an expert's answer to a second opinion is sent twice, two
-pathologists claim one frozen section. Through the API, in process, in two threads: the first step is held just
-after it read the request, the second is let go, and the first goes on once the second waits for the first's
-row lock (or has finished, which is the race these tests catch). Exactly one step wins; the other is refused
-with its reason and leaves nothing behind."""
+lock): two teleradiologists claim one reading request, a preliminary report is saved twice, two experts take one
+centre's question, an expert's answer is sent twice, two pathologists claim one frozen section. Through the API,
+in process, in two threads: the first step is held just after it read the request, the second is let go, and the
+first goes on once the second waits for the first's row lock (or has finished, which is the race these tests
+catch). Exactly one step wins; the other is refused with its reason and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from sqlalchemy import func, select, text
 from archipel.platform import care, inbox
 from archipel.platform.db import Database
 from archipel.platform.runtime import Runtime
-from archipel.radiology import telerad
+from archipel.radiology import second_opinion, telerad, telerad_reports
 from archipel.radiology.archive import Archive
 from archipel.radiology.documents_models import Document
-from archipel.radiology.telerad_models import ReadingRequest, SecondOpinion
+from archipel.radiology.telerad_models import ReadingReport, ReadingRequest, SecondOpinion
 from archipel.wsi import frozen
 from archipel.wsi.frozen import FrozenSectionRequest
 from tests.support import wait_until
 from tests.test_frozen_section import Ward, frozen_slide, ward  # noqa: F401  (the frozen-section fixtures)
 from tests.test_telerad import PATIENT, Desk, open_desk
-from tests.test_telerad_second_opinion import _ask, _claimed
+from tests.test_telerad_second_opinion import CENTRE, _ask, _claimed
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -116,6 +116,59 @@ def test_two_claims_at_once_give_one_holder_and_one_conflict(
             )
         ).scalars()
         assert list(readers) == ["radio-garde"]  # one reading assignment: the loser got none
+
+
+def test_a_first_preliminary_report_saved_twice_at_once_makes_one_draft(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk.store_study(PATIENT, "TR26-1")
+    rid = desk.ask().json()["request_id"]
+    assert desk.post("radio1", f"/requests/{rid}/claim").status_code == 200
+    hold = HoldFirst(telerad_reports._record)  # inside the document's transaction, after the locked re-check
+    monkeypatch.setattr(telerad_reports, "_record", hold)
+
+    def save(words: str) -> Callable[[], httpx.Response]:
+        return lambda: desk.post("radio1", f"/requests/{rid}/report", {"text": words})
+
+    first, second = _interleave(desk.rt.db, hold, save("No bleeding."), save("No bleeding (double click)."))
+
+    assert first.status_code == 200, first.text
+    assert second.status_code == 409 and "changed meanwhile" in second.json()["detail"]
+    with desk.rt.db.sessions() as s:
+        drafts = list(s.execute(select(ReadingReport).where(ReadingReport.request_id == rid)).scalars())
+        titled = s.execute(
+            select(func.count())
+            .select_from(Document)
+            .where(Document.title == f"Teleradiology report, request #{rid}")
+        ).scalar_one()
+    assert [(d.kind, d.text) for d in drafts] == [("preliminary", "No bleeding.")]
+    assert titled == 1  # the refused save left no document
+
+
+def test_two_experts_taking_a_centres_question_at_once_give_it_to_one(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _desk, rid, study = _claimed(desk)
+    oid = _ask(desk, study, rid, to_site=CENTRE)["opinion_id"]
+    hold = HoldFirst(second_opinion.take)
+    monkeypatch.setattr(second_opinion, "take", hold)
+
+    first, second = _interleave(
+        desk.rt.db,
+        hold,
+        lambda: desk.post("expert", f"/second-opinions/{oid}/take"),
+        lambda: desk.post("expert2", f"/second-opinions/{oid}/take"),
+    )
+
+    assert first.status_code == 200 and first.json()["to_user"] == "pr-neuro", first.text
+    assert second.status_code == 409 and "pr-neuro has this second-opinion request" in second.json()["detail"]
+    with desk.rt.db.sessions() as s:
+        experts = s.execute(
+            select(care.CareRelationship.professional).where(
+                care.CareRelationship.context == f"second-opinion:{oid} expert"
+            )
+        ).scalars()
+        assert list(experts) == ["pr-neuro"]
 
 
 def test_an_answer_sent_twice_at_once_is_registered_once(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
