@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from archipel.mammo import protocol, views
 from archipel.mammo.models import (
     FLAG_RELEASE,
+    FR_DEPISTAGE,
+    L1,
     Episode,
     FlagResolution,
     Programme,
@@ -189,15 +191,13 @@ def refresh_flag(s: Session, ep: Episode, prog: Programme, now: datetime) -> lis
 
 
 def attach_study(s: Session, study: ScreeningStudy, ep: Episode) -> None:
-    """Attach ``study`` to ``ep``: the episode is received when its first study is (its flag is set when it
-    moves on, :func:`advance`)."""
+    """Attach ``study`` to ``ep`` (its flag is set, and its file received once complete, when it moves on,
+    :func:`advance`)."""
     if study.episode_id is not None and study.episode_id != ep.id:
         raise ScreeningError(f"study {study.study_uid} belongs to episode {study.episode_id} already")
     if study.issuer != ep.issuer or study.patient_id != ep.patient_id:
         raise ScreeningError(f"study {study.study_uid} is of another patient than episode {ep.id}", 422)
     study.episode_id = ep.id
-    if ep.received_at is None or study.received_at < ep.received_at:
-        ep.received_at = study.received_at
     s.flush()
 
 
@@ -221,12 +221,20 @@ def _open_task(s: Session, episode_id: int, role: str) -> ReadingTask | None:
     return next((t for t in tasks_of(s, episode_id) if t.role == role and t.status in OPEN_TASK_STATES), None)
 
 
+def file_complete(prog: Programme, reads: list[protocol.Read]) -> bool:
+    """Whether an episode whose exam is complete (every required view, no flag) has its whole file: in the French
+    programme the L1 form too. The file is *received* (``Episode.received_at``, where the delays start) when the
+    last of them comes."""
+    return prog.protocol != FR_DEPISTAGE or any(r.role == L1 for r in reads)
+
+
 def advance(s: Session, ep: Episode, prog: Programme, now: datetime) -> protocol.Step:
     """Move ``ep`` to its next step: create the reading task it needs (once), or mark it ready for decision.
 
     An episode without images waits for them; one whose exam lacks a required view waits for it (``incomplete``)
     until the exam settles, then is flagged (:func:`refresh_flag`); a flagged one is held until its images are
-    corrected or the flag is released. Only a complete exam gets reading tasks.
+    corrected or the flag is released. Only a complete exam gets reading tasks, and its file is received at
+    ``now`` once complete (:func:`file_complete`).
     """
     if decision_of(s, ep.id) is not None:
         ep.status = "decided"
@@ -245,6 +253,8 @@ def advance(s: Session, ep: Episode, prog: Programme, now: datetime) -> protocol
     if waiting:
         ep.status = "incomplete"
         return protocol.Step("wait", waiting_for=f"the views {', '.join(waiting)}")
+    if ep.received_at is None and file_complete(prog, reads):
+        ep.received_at = now
     pending = [role for role in protocol.initial_roles(settings) if not any(r.role == role for r in reads)]
     for role in pending:
         if _open_task(s, ep.id, role) is None:

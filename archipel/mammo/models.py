@@ -94,8 +94,9 @@ class Episode(Base):
     """One woman's screening round: who (local identity and master), where, when, its state and contacts.
 
     ``flag`` says why an episode must not be read silently (a view or laterality missing at intake).
-    ``received_at`` is when the images reached the archive; ``result_sent_at`` when the last results letter was
-    sent (empty while one waits in the outbox, or when none was queued).
+    ``received_at`` is when the file was complete (every required view and, in France, the L1 form:
+    ``episodes.file_complete``); ``result_sent_at`` when the last results letter was sent (empty while one
+    waits in the outbox, or when none was queued).
     """
 
     __tablename__ = "screening_episodes"
