@@ -287,3 +287,22 @@ def test_an_exam_sent_for_a_retake_at_intake_is_a_technical_recall_and_its_retak
     ep = episode(p, retake.id)
     assert ep["status"] == "reading" and [t["role"] for t in ep["tasks"]] == ["l2"]
     assert listed(p, "l2a") == [retake.id]
+
+
+def test_a_coordinator_of_the_programme_releases_a_flag_a_reader_of_another_programme_may_not(
+    prog: Programme,  # noqa: F811
+) -> None:
+    p = prog
+    blinded(p, settle_minutes=0)
+    blinded(p, "eu-other")
+    for code, reader in (("eu", "reader-two"), ("eu-other", "reader-one")):
+        body = {"reader": reader, "qualification": "coordinator"}
+        assert p.post("admin", f"/api/mammo/programmes/{code}/readers", body).status_code == 201
+    eid, images = register(p, 109)
+    store(p, *images[:3])
+    url, release = f"/api/mammo/episodes/{eid}/flag", {"action": "release", "reason": "view not possible"}
+    # reader-one coordinates another programme only: refused.
+    assert p.post("r1", url, release).status_code == 403
+    r = p.post("r2", url, release)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "reading" and r.json()["resolution"]["resolved_by"] == "reader-two"

@@ -1,25 +1,27 @@
 """HTTP route for an exam held at intake: release its flag, or send it for a retake (``flags``).
 
-The policy asks about a ``screening-intake`` resource (a technician or radiologist of a site holding the woman's
-record), and the call is audited like every screening route; the resolution keeps who, when, why and the flag's
-lines it resolved.
+The policy asks about a ``screening-intake`` resource (a technician or radiologist who may read the episode, or a
+coordinator of its programme), and the call is audited like every screening route; the resolution keeps who,
+when, why and the flag's lines it resolved.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from archipel.mammo import episodes, flags
-from archipel.mammo.api import check, load_episode, refused
+from archipel.mammo import episodes, flags, reading
+from archipel.mammo.api import load_episode, refused
 from archipel.mammo.episodes import ScreeningError
 from archipel.mammo.models import Programme
 from archipel.mammo.schemas import Strict
-from archipel.platform import access, audit
+from archipel.platform import access, access_facts, audit
 from archipel.platform.credentials import PrincipalDep, RuntimeDep
+from archipel.platform.http import guard
 
 router = APIRouter(prefix="/api/mammo", tags=["screening"])
 
@@ -46,7 +48,14 @@ def resolve_flag(
         master=ep.master_id,
         ident=f"intake flag ({body.action}) of screening episode {ep.id}",
     )
-    check(rt, principal, access.UPDATE, resource, request, audit.PATIENT_RECORD)
+    resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
+    with rt.db.sessions() as s:
+        prog_row = s.get(Programme, ep.programme_id)
+        assert prog_row is not None
+        facts = replace(facts, coordinator=reading.coordinates(s, prog_row.code, principal.subject))
+    guard(
+        rt, principal, access.UPDATE, resource, event_type=audit.PATIENT_RECORD, request=request, facts=facts
+    )
     try:
         with rt.db.write() as s:
             fresh = episodes.episode(s, ep.id)

@@ -339,9 +339,15 @@ def _screening_programme(principal: Principal, facts: Facts) -> Decision:
 
 def _screening_intake(principal: Principal, resource: Resource, facts: Facts) -> Decision:
     """Releasing a flag raised at screening intake, or sending the exam for a retake: a technician or
-    radiologist who may read the woman's record (a site holding it)."""
-    if principal.kind != "user" or principal.role not in INTAKE_ROLES:
-        return Decision(False, "a flag at screening intake is resolved by a technician or radiologist")
+    radiologist who may read the episode (its producing site), or a coordinator of its programme."""
+    if principal.kind != "user":
+        return Decision(False, "a flag at screening intake is resolved by a person")
+    if facts.coordinator:
+        return Decision(True, "coordinator of the screening programme", PURPOSE_OPERATIONS)
+    if principal.role not in INTAKE_ROLES:
+        return Decision(
+            False, "a flag at screening intake is resolved by a technician, a radiologist or a coordinator"
+        )
     return _read(principal, resource, facts)
 
 
