@@ -109,5 +109,5 @@ def test_a_decision_with_nobody_to_write_to_is_not_a_sent_result(prog: Programme
     assert ep["decision"]["result"] == "no-letter" and ep["decision"]["within_deadline"] is False
     assert ep["delays"]["received_to_result_days"] is None
     assert screening_items(p.http, _sign_in(p.rt, p.clock, p.http, woman(62))) == []
-    m = p.get("l2a", "/api/mammo/metrics?programme=fr").json()
+    m = p.get("coord", "/api/mammo/metrics?programme=fr").json()
     assert m["screened"] == 1 and m["delays"]["received_to_result_days"]["n"] == 0
