@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from archipel.cli import app
-from archipel.mammo import intake
+from archipel.mammo import intake, reconciliation
 from archipel.mammo.models import (
     Episode,
     ReaderQualification,
@@ -112,7 +112,7 @@ def test_the_cli_loads_l1_forms_whole_or_not_at_all_and_matches_them_to_their_st
         s.add(ReaderQualification(programme_id=prog.id, reader="lecteur-un", qualification="l2"))
     arrived = store_study(runtime, "MG0101", "forms-1")  # the images came before the form
     with runtime.db.sessions() as s:
-        assert [r["study_uid"] for r in intake.reconciliation(s)["studies_without_episode"]] == [arrived]
+        assert [r["study_uid"] for r in reconciliation.reconciliation(s)["studies_without_episode"]] == [arrived]
     before = counts(runtime)
 
     good = [
@@ -150,7 +150,7 @@ def test_the_cli_loads_l1_forms_whole_or_not_at_all_and_matches_them_to_their_st
     assert "has its L1 form already" in listed[-1]
     assert counts(runtime) == before  # nothing half-loaded: not even the good lines
     with runtime.db.sessions() as s:
-        assert [r["study_uid"] for r in intake.reconciliation(s)["studies_without_episode"]] == [arrived]
+        assert [r["study_uid"] for r in reconciliation.reconciliation(s)["studies_without_episode"]] == [arrived]
 
     path.write_bytes(csv_bytes(good))
     result = cli(runtime, monkeypatch, "mammo", "forms", "import", str(path), "--programme", "fr")
@@ -166,7 +166,7 @@ def test_the_cli_loads_l1_forms_whole_or_not_at_all_and_matches_them_to_their_st
     ep3, tasks3, _ = episode_of(runtime, "MG0103")
     assert tasks3 == []  # a positive L1 goes to no L2
     with runtime.db.sessions() as s:
-        rec = intake.reconciliation(s)
+        rec = reconciliation.reconciliation(s)
         assert rec["studies_without_episode"] == []
         assert sorted(r["episode_id"] for r in rec["episodes_without_study"]) == sorted([ep2.id, ep3.id])
         form = json.loads(s.execute(select(Reading.form).where(Reading.episode_id == ep3.id)).scalar_one())

@@ -167,7 +167,7 @@ def test_the_deferred_work_up_form_records_the_outcome_after_the_biopsy(prog: Pr
     assert w["diagnostic_views"] == SUSPICIOUS["diagnostic_views"] and w["biopsy_laterality"] == "L"
     assert (w["right_assessment"], w["left_assessment"], w["recorded_by"]) == (1, 4, "radio-centre")
     assert stored(p) == (1, 0)
-    m = p.get("l2a", "/api/mammo/metrics?programme=fr").json()
+    m = p.get("coord", "/api/mammo/metrics?programme=fr").json()
     assert m["recall_rate"] == 1.0 and m["cancer_detection_rate"] == 0.0
 
     # The biopsy's result: a cancer, which is the episode's outcome and a screen-detected cancer.
@@ -181,7 +181,7 @@ def test_the_deferred_work_up_form_records_the_outcome_after_the_biopsy(prog: Pr
         row = s.get(ScreeningOutcome, outcome["id"])
         assert row is not None and row.episode_id == eid and row.size_mm == 14
         assert row.diagnosed_on is not None and row.diagnosed_on.isoformat() == "2026-03-27"
-    m = p.get("l2a", "/api/mammo/metrics?programme=fr").json()
+    m = p.get("coord", "/api/mammo/metrics?programme=fr").json()
     assert m["cancer_detection_rate"] == 1000.0 and m["ppv_recall"] == 1.0
 
     # A final work-up is recorded once.
