@@ -135,6 +135,9 @@ _SCREENING: dict[tuple[str, str], Entry] = {
         "GET", _MG + "/metrics?programme=audit", ((audit.QUERY, "read:screening-programme", DENIED, ""),),
         user="auditor", status=403,
     ),
+    ("POST", _MG + "/tasks/{task_id}/prepare"): Audited(
+        "POST", _MG + "/tasks/999999/prepare", (), user="auditor", status=404
+    ),
     ("POST", _MG + "/tasks/{task_id}/claim"): Audited(
         "POST", _MG + "/tasks/999999/claim", (), user="auditor", status=404
     ),

@@ -1,14 +1,19 @@
 """Who sees what in screening, through the HTTP API: the blinded arbitrator sees neither the first reads nor the
 next step's reasons (claimed or not); the reconciliation list by the rows' site, whole for the programme's
-coordinator and administrators; and the metrics for coordinators and administrators only."""
+coordinator and administrators; the metrics for coordinators and administrators only; and a case prepared
+ahead is not claimed, while the reading assignment a claim gives ends with the claim (skip, lapse)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
+from archipel.mammo.models import ReadingTask
 from archipel.platform import access
 from archipel.platform.audit import AuditEvent
 from archipel.platform.authn import ROLES, Principal
+from archipel.platform.care import CareRelationship
 from archipel.radiology.archive import Archive
 from archipel.radiology.samples import SyntheticPatient, mammo_study, to_bytes
 from tests.access_support import ensure_master
@@ -65,6 +70,12 @@ def last_event(p: Programme, action: str) -> AuditEvent:
     with p.rt.db.sessions() as s:
         q = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id.desc()).limit(1)
         return s.execute(q).scalar_one()
+
+
+def assignments(p: Programme, subject: str) -> list[CareRelationship]:
+    with p.rt.db.sessions() as s:
+        q = select(CareRelationship).where(CareRelationship.professional == subject)
+        return list(s.execute(q.order_by(CareRelationship.id)).scalars())
 
 
 @sqlite_only
@@ -199,3 +210,53 @@ def test_the_policy_opens_a_programmes_lists_to_administrators_and_coordinators_
             Principal("x", "", CENTRE, kind=kind), access.READ, lists, coordinator
         ).allowed
     assert access.allow(Principal("a", "admin"), access.READ, lists).purpose == "operations"
+
+
+@sqlite_only
+def test_preparing_a_case_claims_nothing_and_a_claims_assignment_ends_with_the_claim(prog: Programme) -> None:
+    p = prog
+    p.setup("eu", "eu-blinded")
+    eid = episode(p, 41)
+    first, second = p.task(eid, "first"), p.task(eid, "second")
+    # r1 prepares the case: it stays open (r2 may still claim it), r1 sees its images for a few minutes only.
+    assert p.get("r1", f"/api/mammo/episodes/{eid}").status_code == 403
+    r = p.post("r1", f"/api/mammo/tasks/{first}/prepare")
+    assert r.status_code == 200, r.text
+    assert r.json()["until"] == (p.clock() + timedelta(minutes=15)).isoformat()
+    with p.rt.db.sessions() as s:
+        task = s.get(ReadingTask, first)
+        assert task is not None and (task.status, task.claimed_by) == ("open", "")
+    assert p.get("r1", f"/api/mammo/episodes/{eid}").status_code == 200
+    (preview,) = assignments(p, "reader-one")
+    assert preview.context == f"screening-preview:{first}"
+    assert preview.valid_to == p.clock() + timedelta(minutes=15)
+    p.later(minutes=16)
+    assert p.get("r1", f"/api/mammo/episodes/{eid}").status_code == 403
+
+    # A claim gives the assignment for as long as it holds; a skip ends it at once.
+    assert p.post("r1", f"/api/mammo/tasks/{first}/claim").status_code == 200
+    claimed = assignments(p, "reader-one")[-1]
+    assert claimed.valid_to == p.clock() + timedelta(hours=4)
+    assert p.get("r1", f"/api/mammo/episodes/{eid}").status_code == 200
+    assert p.post("r1", f"/api/mammo/tasks/{first}/skip", {"reason": "known patient"}).status_code == 200
+    assert p.get("r1", f"/api/mammo/episodes/{eid}").status_code == 403
+    assert all(a.valid_to is not None and a.valid_to <= p.clock() for a in assignments(p, "reader-one"))
+
+    # A claim that lapses takes its assignment with it; claiming again renews both; a submitted read keeps it.
+    assert p.post("r2", f"/api/mammo/tasks/{second}/claim").status_code == 200
+    p.later(hours=5)
+    assert p.get("r2", f"/api/mammo/episodes/{eid}").status_code == 403
+    assert p.post("r2", f"/api/mammo/tasks/{second}/claim").status_code == 200
+    assert p.get("r2", f"/api/mammo/episodes/{eid}").status_code == 200
+    assert p.post("r2", f"/api/mammo/tasks/{second}/reading", NORMAL_READ).status_code == 201
+    p.later(days=30)
+    assert p.get("r2", f"/api/mammo/episodes/{eid}").status_code == 200
+    assert not any(
+        a.valid_to is not None and a.valid_to - a.valid_from > timedelta(hours=4)
+        for a in assignments(p, "reader-one")
+    )
+
+    # Preparing is refused, and audited, when claiming would be: r2 made the second read.
+    r = p.post("r2", f"/api/mammo/tasks/{first}/prepare")
+    assert r.status_code == 403 and "two different readers" in r.json()["detail"]
+    assert p.denied("update:reading-task")[-1].actor == "reader-two"

@@ -241,6 +241,10 @@ def test_french_programme_from_l1_form_to_metrics(prog: Programme) -> None:
 
     # L2 positive: the decision is a recall, letters to the woman and her GP go to the outbox.
     p.later(days=2)
+    # The claim lapsed after four hours, and the reading assignment with it: the reader claims again.
+    r = p.post("l2a", f"/api/mammo/tasks/{task}/reading", POSITIVE_LEFT)
+    assert r.status_code == 403 and "no care relationship" in r.json()["detail"]
+    assert p.post("l2a", f"/api/mammo/tasks/{task}/claim").status_code == 200
     r = p.post("l2a", f"/api/mammo/tasks/{task}/reading", POSITIVE_LEFT)
     assert r.status_code == 201, r.text
     read_once = p.counts()

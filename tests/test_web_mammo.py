@@ -381,6 +381,12 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
     assert page.evaluate("archipelMammo.pagePoint('L-MLO', 128, 160)") == before
     assert page.evaluate(where) == before_zoom
 
+    # The next case is prepared ahead, not claimed: its task stays open to every reader.
+    page.wait_for_function("archipelMammo.preparing", timeout=15_000)
+    assert page.evaluate("archipelMammo.nextReady()")
+    ahead = p.api("radio-centre", "GET", f"/api/mammo/episodes/{p.episodes[1]}").json()
+    assert [(t["status"], t["claimed_by"]) for t in ahead["tasks"] if t["role"] == "l2"] == [("open", "")]
+
     page.select_option("#findings li.finding .quadrant", "UOQ")
     page.select_option("#findings li.finding .suspicion", "4")
     page.fill("#further-tests", "ultrasound")
@@ -398,7 +404,7 @@ def test_the_l2_reader_reads_a_hung_case_marks_a_finding_and_the_next_case_opens
     assert mark["view"] == "L-CC" and mark["sop_uid"] == sops["L-CC"]
     assert abs(mark["x"] - 100) < 3 and abs(mark["y"] - 160) < 3, mark
 
-    # The next case was claimed and fetched while the first was read: it opens in under a second.
+    # The next case was prepared and fetched while the first was read: claimed as it opens, in under a second.
     page.wait_for_selector(f"body[data-case='{p.episodes[1]}']", timeout=15_000)
     opened = page.evaluate("archipelMammo.lastOpen")
     assert opened["episode"] == p.episodes[1] and opened["preloaded"], opened

@@ -1,5 +1,6 @@
-"""Readers at work: qualifications, worklists, claiming a case (a lock, and the care relationship that lets the
-reader see the woman's images), skipping or deferring it, and submitting a read (the L1 form included).
+"""Readers at work: qualifications, worklists, preparing the next case (its images fetched ahead, not claimed),
+claiming a case (a lock, and the care relationship that lets the reader see the woman's images for as long as
+the claim holds), skipping or deferring it, and submitting a read (the L1 form included).
 
 Each function runs in the caller's transaction and raises :class:`~archipel.mammo.episodes.ScreeningError`
 before changing anything when the request breaks a rule.
@@ -30,16 +31,22 @@ from archipel.mammo.models import (
 )
 from archipel.mammo.schemas import L1FormBody, ReadBody
 from archipel.platform import care
+from archipel.platform.care import CareRelationship
 from archipel.platform.identity.models import LocalIdentity
 
 log = logging.getLogger("archipel.mammo.reading")
 
-#: A claim not finished within this time may be taken by another reader.
+#: A claim not finished within this time may be taken by another reader; the reading assignment it gives
+#: lapses with it (a reader renews both by claiming again).
 CLAIM_TTL = timedelta(hours=4)
 #: How many cases one reader may hold claimed at once, so that a batch is shared among the readers.
 MAX_CLAIMS = 20
-#: How long the reading assignment lets a reader see the woman's images (follow-up questions included).
+#: How long the reading assignment lets a reader see the woman's images once they have read her case
+#: (follow-up questions included).
 ASSIGNMENT_DAYS = 90
+#: How long preparing a case (the next one of the worklist, fetched ahead without claiming it) lets the
+#: reader see its images.
+PREVIEW = timedelta(minutes=15)
 
 
 def qualifications(s: Session, programme_id: int, reader: str) -> set[str]:
@@ -212,31 +219,27 @@ def claim_refusal(s: Session, task: ReadingTask, ep: Episode, prog: Programme, r
     )
 
 
-def claim(s: Session, task_id: int, reader: str, now: datetime) -> ReadingTask:
-    """Lock the task to ``reader`` and give them the reading assignment to the woman's record."""
-    task, ep, prog = task_context(s, task_id, lock=True)
-    if task.status == "done":
-        raise ScreeningError(f"reading task {task_id} is done")
-    if task.status == "claimed" and task.claimed_by == reader:
-        return task
-    if not _available(task, reader, now):
-        raise ScreeningError(f"reading task {task_id} is claimed by another reader or deferred")
-    held = _held(ep)
-    if held:
-        raise ScreeningError(held)
-    refusal = claim_refusal(s, task, ep, prog, reader)
-    if refusal:
-        raise ScreeningError(refusal, 403)
-    mine = s.execute(
-        select(ReadingTask.id).where(ReadingTask.status == "claimed", ReadingTask.claimed_by == reader)
-    ).all()
-    if len(mine) >= MAX_CLAIMS:
-        raise ScreeningError(f"{reader} holds {len(mine)} cases already; submit or release one first")
-    if ep.master_id is None:
-        ep.master_id = master_of_episode(s, ep)
-    if ep.master_id is None:
-        raise ScreeningError(f"the woman of episode {ep.id} is not linked in the MPI yet (identity review)")
-    task.status, task.claimed_by, task.claimed_at = "claimed", reader, now
+def _assign(s: Session, ep: Episode, reader: str, context: str, now: datetime, until: datetime) -> None:
+    """Let ``reader`` see the woman's record until ``until``: the reading assignment of ``context`` in force
+    is extended (never shortened), or a new one is recorded."""
+    assert ep.master_id is not None
+    row = s.execute(
+        select(CareRelationship)
+        .where(
+            CareRelationship.professional == reader,
+            CareRelationship.master_id == ep.master_id,
+            CareRelationship.kind == care.READING_ASSIGNMENT,
+            CareRelationship.context == context,
+            CareRelationship.valid_from <= now,
+            CareRelationship.valid_to > now,
+        )
+        .order_by(CareRelationship.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if row is not None:
+        assert row.valid_to is not None
+        row.valid_to = max(row.valid_to, until)
+        return
     care.record(
         s,
         reader,
@@ -244,9 +247,88 @@ def claim(s: Session, task_id: int, reader: str, now: datetime) -> ReadingTask:
         care.READING_ASSIGNMENT,
         recorded_by=reader,
         valid_from=now,
-        valid_to=now + timedelta(days=ASSIGNMENT_DAYS),
-        context=f"screening-task:{task.id}",
+        valid_to=until,
+        context=context,
     )
+
+
+def _end_assignments(s: Session, task: ReadingTask, reader: str, now: datetime) -> int:
+    """End the reading assignments the task's claim and preparation gave ``reader``; returns how many."""
+    rows = s.execute(
+        select(CareRelationship).where(
+            CareRelationship.professional == reader,
+            CareRelationship.kind == care.READING_ASSIGNMENT,
+            CareRelationship.context.in_((_claim_context(task), _preview_context(task))),
+            CareRelationship.valid_to > now,
+        )
+    ).scalars()
+    ended = 0
+    for row in rows:
+        care.end(s, row.id, ended_by=reader, at=now)
+        ended += 1
+    return ended
+
+
+def _claim_context(task: ReadingTask) -> str:
+    return f"screening-task:{task.id}"
+
+
+def _preview_context(task: ReadingTask) -> str:
+    return f"screening-preview:{task.id}"
+
+
+def _claimable(s: Session, task: ReadingTask, ep: Episode, prog: Programme, reader: str, now: datetime) -> None:
+    """Raise why ``reader`` may not claim the task now (done, someone else's, held back, not for them), and
+    make sure the woman is linked in the MPI (the reading assignment names her master record)."""
+    if task.status == "done":
+        raise ScreeningError(f"reading task {task.id} is done")
+    if not _available(task, reader, now):
+        raise ScreeningError(f"reading task {task.id} is claimed by another reader or deferred")
+    held = _held(ep)
+    if held:
+        raise ScreeningError(held)
+    refusal = claim_refusal(s, task, ep, prog, reader)
+    if refusal:
+        raise ScreeningError(refusal, 403)
+    if ep.master_id is None:
+        ep.master_id = master_of_episode(s, ep)
+    if ep.master_id is None:
+        raise ScreeningError(f"the woman of episode {ep.id} is not linked in the MPI yet (identity review)")
+
+
+def prepare(s: Session, task_id: int, reader: str, now: datetime) -> datetime:
+    """Let ``reader`` fetch a case ahead (the next one of their worklist) without claiming it: only a case
+    they could claim now, only what a claim would show them, and for :data:`PREVIEW`. Returns when that
+    ends. The task stays open to every reader; opening the case claims it."""
+    task, ep, prog = task_context(s, task_id)
+    _claimable(s, task, ep, prog, reader, now)
+    until = now + PREVIEW
+    _assign(s, ep, reader, _preview_context(task), now, until)
+    s.flush()
+    log.info("event=screening_task_prepared task=%d role=%s", task.id, task.role)
+    return until
+
+
+def claim(s: Session, task_id: int, reader: str, now: datetime) -> ReadingTask:
+    """Lock the task to ``reader`` and give them the reading assignment to the woman's record for as long as
+    the claim holds (:data:`CLAIM_TTL`); claiming again renews a lapsed claim of theirs."""
+    task, ep, prog = task_context(s, task_id, lock=True)
+    if task.status == "claimed" and task.claimed_by == reader:
+        assert task.claimed_at is not None
+        if task.claimed_at + CLAIM_TTL <= now:
+            task.claimed_at = now
+        if ep.master_id is not None:
+            _assign(s, ep, reader, _claim_context(task), now, task.claimed_at + CLAIM_TTL)
+        s.flush()
+        return task
+    _claimable(s, task, ep, prog, reader, now)
+    mine = s.execute(
+        select(ReadingTask.id).where(ReadingTask.status == "claimed", ReadingTask.claimed_by == reader)
+    ).all()
+    if len(mine) >= MAX_CLAIMS:
+        raise ScreeningError(f"{reader} holds {len(mine)} cases already; submit or release one first")
+    task.status, task.claimed_by, task.claimed_at = "claimed", reader, now
+    _assign(s, ep, reader, _claim_context(task), now, now + CLAIM_TTL)
     s.flush()
     log.info("event=screening_task_claimed task=%d role=%s", task.id, task.role)
     return task
@@ -264,12 +346,14 @@ def master_of_episode(s: Session, ep: Episode) -> int | None:
 def release(
     s: Session, task_id: int, reader: str, reason: str, now: datetime, defer_hours: int = 0
 ) -> ReadingTask:
-    """Skip the case (it goes back to the others, never again to ``reader``) or defer it by ``defer_hours``."""
+    """Skip the case (it goes back to the others, never again to ``reader``) or defer it by ``defer_hours``;
+    the reading assignments its claim and preparation gave ``reader`` end now."""
     task, _, _ = task_context(s, task_id, lock=True)
     if task.status == "done":
         raise ScreeningError(f"reading task {task_id} is done")
     if task.status == "claimed" and task.claimed_by != reader and not _available(task, reader, now):
         raise ScreeningError(f"reading task {task_id} is claimed by another reader")
+    _end_assignments(s, task, reader, now)
     task.note = reason
     task.claimed_by, task.claimed_at = "", None
     if defer_hours:
@@ -315,6 +399,8 @@ def submit(s: Session, task_id: int, reader: str, body: ReadBody, now: datetime)
     row.task_id, row.opened_at = task.id, task.claimed_at
     s.add(row)
     task.status, task.done_at = "done", now
+    if ep.master_id is not None:
+        _assign(s, ep, reader, _claim_context(task), now, now + timedelta(days=ASSIGNMENT_DAYS))
     s.flush()
     episodes.advance(s, ep, prog, now)
     log.info("event=screening_read_submitted task=%d role=%s episode=%d", task.id, task.role, ep.id)

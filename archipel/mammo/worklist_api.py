@@ -1,8 +1,10 @@
 """HTTP routes of reading work: the worklist, claiming, skipping and deferring a case, submitting a read, and
 the programme's metrics.
 
-A claim asks the policy about a ``reading-task`` (any screening reader), then the programme's rules (the
-reader's qualification, the same reader never twice on one exam); their refusals are 403 and audited.
+A claim (and the preparation of the next case, which claims nothing) asks the policy about a ``reading-task``
+(any screening reader), then the programme's rules (the reader's qualification, the same reader never twice
+on one exam); their refusals are 403 and audited. The metrics, with every reader's figures, are the
+programme's coordinators' and administrators' (kind ``screening-programme``).
 """
 
 from __future__ import annotations
@@ -90,17 +92,39 @@ def _task_episode(rt: Runtime, task_id: int) -> Episode:
     return ep
 
 
-@router.post("/tasks/{task_id}/claim")
-def claim_task(task_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Claim a case: it is locked to the caller, who gets the reading assignment to the woman's images."""
+@router.post("/tasks/{task_id}/prepare")
+def prepare_task(task_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Fetch a case ahead without claiming it (the reading screen's next case): a case the caller could claim
+    now, whose images they may then see for a few minutes; it stays open to every reader."""
     ep = _task_episode(rt, task_id)
-    resource = access.Resource(
+    resource = _task_resource(ep, task_id, f"preparation of screening task {task_id} of episode {ep.id}")
+    check(rt, principal, access.UPDATE, resource, request, audit.PATIENT_RECORD)
+    try:
+        with rt.db.write() as s:
+            until = reading.prepare(s, task_id, principal.subject, rt.clock())
+    except ScreeningError as exc:
+        if exc.status == status.HTTP_403_FORBIDDEN:
+            raise deny(rt, principal, request, "update:reading-task", resource, str(exc)) from exc
+        raise refused(exc) from exc
+    return {"task_id": task_id, "episode_id": ep.id, "until": until.isoformat()}
+
+
+def _task_resource(ep: Episode, task_id: int, ident: str = "") -> access.Resource:
+    return access.Resource(
         kind=access.READING_TASK,
         site=ep.site,
         patient=f"{ep.issuer}/{ep.patient_id}",
         master=ep.master_id,
-        ident=f"screening task {task_id} of episode {ep.id}",
+        ident=ident or f"screening task {task_id} of episode {ep.id}",
     )
+
+
+@router.post("/tasks/{task_id}/claim")
+def claim_task(task_id: int, request: Request, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Claim a case: it is locked to the caller, who gets the reading assignment to the woman's images for as
+    long as the claim holds (claiming again renews it)."""
+    ep = _task_episode(rt, task_id)
+    resource = _task_resource(ep, task_id)
     check(rt, principal, access.UPDATE, resource, request, audit.PATIENT_RECORD)
     try:
         with rt.db.write() as s:
@@ -116,13 +140,7 @@ def _release(
     task_id: int, body: ReasonBody, request: Request, rt: Runtime, principal: Principal, hours: int
 ) -> dict[str, Any]:
     ep = _task_episode(rt, task_id)
-    resource = access.Resource(
-        kind=access.READING_TASK,
-        site=ep.site,
-        patient=f"{ep.issuer}/{ep.patient_id}",
-        master=ep.master_id,
-        ident=f"screening task {task_id} of episode {ep.id}",
-    )
+    resource = _task_resource(ep, task_id)
     check(rt, principal, access.UPDATE, resource, request, audit.PATIENT_RECORD)
     try:
         with rt.db.write() as s:

@@ -4,7 +4,8 @@
 // opening in its own viewport, the reading tools, findings marked on the images and structured in the form, and
 // the submit.
 // Blinding and refusals are the server's: its reason is shown as it is. While a case is read the next one is
-// claimed and its images fetched into the cache, so that it opens at once.
+// prepared (not claimed: the server lets the reader see its images for a few minutes) and its images fetched
+// into the cache, so that it opens at once; opening it claims it.
 
 import { type CurrentUser, getJson, requireUser, sendJson } from "../api";
 import { Hanging, type ToolName, startCornerstone } from "./hanging";
@@ -51,7 +52,7 @@ interface ReadingView {
   form: Record<string, unknown>;
 }
 
-/** A case claimed and fetched, ready to hang. */
+/** A case fetched (claimed, or prepared ahead and claimed when opened), ready to hang. */
 interface Prepared extends CaseImages {
   item: WorkItem;
   episode: EpisodeView;
@@ -146,9 +147,10 @@ class ReadingScreen {
     }
   }
 
-  /** Claim (unless already ours) and fetch a case: the episode, its images and its prior's, into the cache. */
-  private async prepare(item: WorkItem): Promise<Prepared> {
-    if (!item.claimed) await sendJson(`/api/mammo/tasks/${item.task_id}/claim`, {});
+  /** Claim the case (unless ours already), or only prepare it (`ahead`: the next case, not claimed), and fetch
+   * it: the episode, its images and its prior's, into the cache. */
+  private async prepare(item: WorkItem, ahead = false): Promise<Prepared> {
+    if (!item.claimed) await this.claimOrPrepare(item.task_id, ahead);
     const episode = await getJson<EpisodeView>(`/api/mammo/episodes/${item.episode_id}`);
     const study = episode.studies[episode.studies.length - 1];
     if (!study) throw new Error(`episode ${episode.id} has no study`);
@@ -162,7 +164,7 @@ class ReadingScreen {
     // The extra views' first frames too: opening one is then immediate; a stack's other frames load on scroll.
     await preload([...current.values(), ...(prior?.values() ?? []), ...more]);
     return {
-      item: { ...item, claimed: true },
+      item: { ...item, claimed: item.claimed || !ahead },
       episode,
       current,
       extras: more,
@@ -170,6 +172,10 @@ class ReadingScreen {
       prior,
       priorLabel: latest ? priorLabel(latest) : "",
     };
+  }
+
+  private async claimOrPrepare(task: number, ahead: boolean): Promise<void> {
+    await sendJson(`/api/mammo/tasks/${task}/${ahead ? "prepare" : "claim"}`, {});
   }
 
   async claimNext(): Promise<void> {
@@ -182,7 +188,7 @@ class ReadingScreen {
     await this.openCase(item);
   }
 
-  /** Open a case: the prepared next one when it is this one, else claim and fetch it now. */
+  /** Open a case: the prepared next one when it is this one (claimed now), else claim and fetch it now. */
   async openCase(item: WorkItem): Promise<void> {
     const started = performance.now();
     byId("read-error").textContent = "";
@@ -191,8 +197,13 @@ class ReadingScreen {
     try {
       if (this.next !== null && this.nextTask === item.task_id) prepared = await this.next;
       preloaded = prepared !== null;
+      if (prepared !== null && !prepared.item.claimed) {
+        await this.claimOrPrepare(prepared.item.task_id, false);
+        prepared.item.claimed = true;
+      }
       prepared ??= await this.prepare(item);
     } catch (error) {
+      this.next = null;
       byId("worklist-error").textContent = reasonOf(error);
       await this.refresh();
       return;
@@ -250,13 +261,13 @@ class ReadingScreen {
     }
   }
 
-  /** Claim the next case and fetch its images while this one is read. */
+  /** Prepare the next case (no claim) and fetch its images while this one is read. */
   private async prepareNext(): Promise<void> {
     const items = await this.worklist().catch(() => [] as WorkItem[]);
     const item = items.find((w) => w.task_id !== this.open?.item.task_id);
     if (!item) return;
     this.nextTask = item.task_id;
-    this.next = this.prepare(item).catch(() => null);
+    this.next = this.prepare(item, true).catch(() => null);
   }
 
   private async submit(): Promise<void> {
@@ -266,6 +277,8 @@ class ReadingScreen {
     const button = byId<HTMLButtonElement>("submit-read");
     button.disabled = true;
     try {
+      // Claiming again renews a claim that lapsed while the case was open (409 if someone else took it).
+      await this.claimOrPrepare(open.item.task_id, false);
       await sendJson(`/api/mammo/tasks/${open.item.task_id}/reading`, this.form.body());
     } catch (error) {
       byId("read-error").textContent = reasonOf(error);
