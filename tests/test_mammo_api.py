@@ -276,6 +276,14 @@ def test_french_programme_from_l1_form_to_metrics(prog: Programme) -> None:
 
     # The outcome, then the metrics.
     outcome = {"outcome": "cancer_invasive", "workup": "biopsy", "biopsy": True, "size_mm": 12}
+    # Not an interval cancer (she was recalled), and nothing is diagnosed before the screening.
+    interval = {"outcome": "interval_cancer", "diagnosed_on": "2027-01-05"}
+    r = p.post("centre", f"/api/mammo/episodes/{ep['id']}/outcomes", interval)
+    assert r.status_code == 422 and "it was recall" in r.text, r.text
+    r = p.post(
+        "centre", f"/api/mammo/episodes/{ep['id']}/outcomes", {**outcome, "diagnosed_on": "2001-01-01"}
+    )
+    assert r.status_code == 422 and "before the screening" in r.text, r.text
     assert p.post("centre", f"/api/mammo/episodes/{ep['id']}/outcomes", outcome).status_code == 201
     assert p.get("l2a", "/api/mammo/metrics?programme=fr").status_code == 403
     m = p.get("coord", "/api/mammo/metrics?programme=fr").json()
@@ -284,7 +292,7 @@ def test_french_programme_from_l1_form_to_metrics(prog: Programme) -> None:
     readers = {r["reader"]: r for r in m["readers"]}
     assert readers["lecteur-un"]["cancers_found"] == 1 and readers["lecteur-un"]["yearly_minimum"] == 1500
     csv_text = p.get("coord", "/api/mammo/metrics?programme=fr&format=csv").text
-    assert "programme,,recall_rate,1.0" in csv_text
+    assert ",recall_rate,1,1,1.0,proportion,Recall rate: women recalled" in csv_text
 
 
 def test_blinded_programme_with_discordance_and_blind_arbitration(prog: Programme) -> None:

@@ -5,6 +5,7 @@ assessments need their reader. Each refusal names its line and reason, and store
 from __future__ import annotations
 
 import csv
+import json
 from datetime import date
 from pathlib import Path
 
@@ -122,3 +123,40 @@ def test_blinded_history_refuses_second_assessments_without_their_reader(
     assert "line 3: l2_left given but l2_reader is empty" in output
     assert "line 4: the blinded protocol has two reads; l2_reader is empty" in output
     assert sorted(episodes(runtime)) == ["BX1"]
+
+
+@sqlite_only
+def test_diagnosed_on_is_optional_and_kept_on_the_outcome(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archipel.mammo.models import ScreeningOutcome
+
+    old = [c for c in COLUMNS if c != "diagnosed_on"]
+    # A file of before the column: its interval cancer imports undated.
+    path = tmp_path / "old.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old)
+        w.writeheader()
+        w.writerow(line("DX-OLD", "DX1", "", (1, 1), ("second-0", "1", "1"), outcome="interval_cancer"))
+    code, output = run(runtime, monkeypatch, "mammo", "import", str(path), "--protocol", "fr-depistage")
+    assert code == 0 and "imported 1, refused 0" in output, output
+    dated = line("DX-NEW", "DX2", "", (1, 1), ("second-0", "1", "1"), outcome="interval_cancer",
+                 diagnosed_on="2026-02-01")  # fmt: skip
+    bad = line("DX-BAD", "DX3", "", (1, 1), ("second-0", "1", "1"), outcome="interval_cancer",
+               diagnosed_on="2026-02-30")  # fmt: skip
+    code, output = run(runtime, monkeypatch, "mammo", "import", str(write(tmp_path / "new.csv", [dated, bad])),
+                       "--protocol", "fr-depistage")  # fmt: skip
+    assert "imported 1, refused 1" in output and "line 3: diagnosed_on '2026-02-30' is not a date" in output
+    eps = episodes(runtime)
+    assert "DX-BAD" not in eps
+    with runtime.db.sessions() as s:
+        got = {
+            o.episode_id: o.diagnosed_on
+            for o in s.execute(select(ScreeningOutcome)).scalars()
+            if o.episode_id in (eps["DX-OLD"].id, eps["DX-NEW"].id)
+        }
+    assert got == {eps["DX-OLD"].id: None, eps["DX-NEW"].id: date(2026, 2, 1)}
+    code, output = run(runtime, monkeypatch, "mammo", "metrics", "--programme", "fr-depistage")
+    figures = json.loads(output)
+    assert figures["interval_cancers"] == 2 and figures["interval_cancers_undated"] == 1
+    assert figures["interval_cancers_by_period"] == {"first_12_months": 1, "12_months_to_end": 0}

@@ -466,7 +466,7 @@ def test_the_dashboard_shows_the_programmes_figures_trends_and_csv(
     href = page.get_attribute("#csv", "href")
     assert href and "format=csv" in href
     csv_text = page.evaluate("href => fetch(href).then(r => r.text())", href)
-    assert f"programme,,screened,{figures['screened']}" in csv_text
+    assert f",screened,{figures['screened']},,{figures['screened']},women," in csv_text
     page.close()
 
 

@@ -76,7 +76,7 @@ def metrics_cmd(
     cancers, delays, and one entry per reader)."""
     from sqlalchemy import select
 
-    from archipel.mammo import metrics
+    from archipel.mammo import metrics, metrics_export
     from archipel.mammo.models import Programme
 
     if fmt not in ("json", "csv"):
@@ -96,7 +96,7 @@ def metrics_cmd(
             )
         figures = metrics.programme_metrics(s, chosen[0], lo, hi)
     if fmt == "csv":
-        out.print(metrics.as_csv(figures), end="", markup=False, highlight=False)
+        out.print(metrics_export.as_csv(figures), end="", markup=False, highlight=False)
     else:
         out.print_json(json.dumps(figures))
 

@@ -105,6 +105,7 @@ def _programme_row(p: Programme) -> dict[str, Any]:
         "arbitrator_sees_reads": p.arbitrator_sees_reads,
         "min_yearly_reads": p.min_yearly_reads,
         "result_deadline_days": p.result_deadline_days,
+        "interval_months": p.interval_months,
         "screening_views": p.screening_views.split(","),
         "settle_minutes": p.settle_minutes,
     }

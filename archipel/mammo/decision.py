@@ -229,10 +229,18 @@ def retake_for(
 
 
 def record_outcome(s: Session, ep: Episode, body: OutcomeBody, by: str, now: datetime) -> ScreeningOutcome:
-    """Record what became of the woman; an interval cancer is one found after a normal decision."""
+    """Record what became of the woman; an interval cancer is one found after a normal decision, and nothing is
+    diagnosed before the screening (``diagnosed_on``)."""
     decided = episodes.decision_of(s, ep.id)
     if body.outcome == "interval_cancer" and (decided is None or decided.decision != "normal"):
-        raise ScreeningError("an interval cancer is reported after a normal screening decision", 422)
+        got = f"it was {decided.decision}" if decided is not None else "it has no decision yet"
+        raise ScreeningError(f"an interval cancer is reported after a normal screening decision; {got}", 422)
+    if body.diagnosed_on is not None and body.diagnosed_on < ep.screen_date:
+        raise ScreeningError(
+            f"diagnosed_on {body.diagnosed_on.isoformat()} is before the screening of "
+            f"{ep.screen_date.isoformat()}",
+            422,
+        )
     if body.outcome != "interval_cancer" and decided is None:
         raise ScreeningError(f"episode {ep.id} has no decision yet; record its outcome after it", 409)
     row = ScreeningOutcome(

@@ -2,7 +2,9 @@
 metrics cover the years before Archipel.
 
 Columns: ``episode_id, issuer, patient_id, birth_date, screen_date, round, site, l1_reader, l1_right, l1_left,
-density, l2_reader, l2_right, l2_left, decision, outcome``. Assessments are ACR 0-5; an empty ``l2_reader``
+density, l2_reader, l2_right, l2_left, decision, outcome``, and optionally ``diagnosed_on`` (YYYY-MM-DD: when the
+outcome's cancer was diagnosed, not before the screening; files without the column import as before, their
+interval cancers undated). Assessments are ACR 0-5; an empty ``l2_reader``
 means not read by L2, which in the French programme only a positive L1 (ACR 0 or 3-5 on a breast) may be: an
 exam ACR 1-2 at L1 is decided after its L2 read. L2 assessments without an ``l2_reader`` are refused. In the
 blinded protocol L1 and L2 are the first and second blind reads.
@@ -60,6 +62,8 @@ COLUMNS = (
     "decision",
     "outcome",
 )
+#: Columns a file may have (files without them import as before).
+OPTIONAL_COLUMNS = ("diagnosed_on",)
 _FRENCH_TO_ACR = {"1": "a", "2": "b", "3": "c", "4": "d"}
 IMPORTER = "history-import"
 
@@ -92,6 +96,7 @@ class HistoryRow:
     l2: tuple[str, int, int] | None
     decision: str
     outcome: str
+    diagnosed_on: date | None = None
 
 
 def _acr(row: dict[str, str], name: str) -> int:
@@ -103,7 +108,7 @@ def _acr(row: dict[str, str], name: str) -> int:
 
 def parse_row(row: dict[str, str], protocol: str) -> HistoryRow:
     """Validate one line; raises ``ValueError`` naming the column and value at fault."""
-    v = {k: (row.get(k) or "").strip() for k in COLUMNS}
+    v = {k: (row.get(k) or "").strip() for k in (*COLUMNS, *OPTIONAL_COLUMNS)}
     for name in ("episode_id", "issuer", "patient_id", "site", "l1_reader"):
         if not v[name]:
             raise ValueError(f"{name} is empty")
@@ -145,9 +150,19 @@ def parse_row(row: dict[str, str], protocol: str) -> HistoryRow:
         raise ValueError(f"outcome {v['outcome']!r} is not one of {', '.join(OUTCOMES)}")
     if v["outcome"] == "interval_cancer" and v["decision"] != "normal":
         raise ValueError("an interval cancer follows a normal decision")
+    diagnosed = None
+    if v["diagnosed_on"]:
+        try:
+            diagnosed = date.fromisoformat(v["diagnosed_on"])
+        except ValueError:
+            raise ValueError(f"diagnosed_on {v['diagnosed_on']!r} is not a date (YYYY-MM-DD)") from None
+        if v["outcome"] == "none":
+            raise ValueError("diagnosed_on given but the outcome is none")
+        if diagnosed < screen_date:
+            raise ValueError("diagnosed_on is before screen_date")
     return HistoryRow(
         v["episode_id"], v["issuer"], v["patient_id"], born, screen_date, v["round"], v["site"], l1, density,
-        l2, v["decision"], v["outcome"],
+        l2, v["decision"], v["outcome"], diagnosed,
     )  # fmt: skip
 
 
@@ -239,6 +254,7 @@ def _store(s: Session, prog: Programme, lines: list[tuple[int, HistoryRow]]) -> 
                     outcome=r.outcome,
                     workup="",
                     biopsy=False,
+                    diagnosed_on=r.diagnosed_on,
                     recorded_by=IMPORTER,
                     recorded_at=at,
                 )

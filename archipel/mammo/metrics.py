@@ -9,22 +9,32 @@ the L1 read carried over to it (the same reader's read, stamped the same time) i
 - ``cancer_detection_rate``: screen-detected cancers (a recall whose outcome is a cancer, in situ or invasive)
   per 1,000 screened;
 - ``ppv_recall``: screen-detected cancers / recalls;
-- ``l2_only_cancer_share``: screen-detected cancers whose first read (L1, or the first blind read) was negative
-  and second (L2, or the second blind read) positive / screen-detected cancers;
+- ``l2_only_cancer_share`` (its meaning in ``l2_only_cancer_share_meaning``): in ``fr-depistage``, screen-detected
+  cancers whose L1 read was negative and L2 read positive / screen-detected cancers, the L2 read being the L2
+  consensus when one was held (it is final); in ``eu-blinded``, where the two blind reads are symmetrical, the
+  single-reader-only share: screen-detected cancers where exactly one of the two blind reads was positive /
+  screen-detected cancers. ``single_reader_detected_cancers`` gives both counts (``first_only``,
+  ``second_only``);
 - ``cti_rate``: screenings whose first decision was a technical recall / screened;
-- ``interval_cancer_rate``: interval cancers (after a normal decision) per 1,000 screened;
+- ``interval_cancer_rate``: interval cancers per 1,000 screened. An interval cancer is reported after a normal
+  screening and diagnosed (``ScreeningOutcome.diagnosed_on``) on or after its date and before
+  ``Programme.interval_months`` months from it (24 in France, 36 in the UK); ``interval_cancers_by_period``
+  splits them as the EU guidelines do (0-11 months, 12 months to the end of the interval); one reported without
+  a date is counted and in ``interval_cancers_undated``, one diagnosed after the interval is not counted
+  (``interval_cancers_after_interval``);
 - ``delays``: exam to file received, exam to L2 read, received to result sent (days: median, mean, count),
   and the share of results sent within the programme's deadline;
 - ``readers``: per reader, reads in the period (first and second reads only: in the blinded protocol the blind
   reads), the yearly minimum and the annualised volume it applies to (L2 reads in the French programme, blind
   reads in the blinded one), recall rate, cancers found, Cohen's kappa with each
-  other reader; ``reader_pairs``: kappa per pair on the episodes both read (positive = recall).
+  other reader (in France an L2 consensus read counts for its reader, and kappa is on L1 and the L2 read that
+  decided); ``reader_pairs``: kappa per pair on the episodes both read (positive = recall).
+
+The CSV export with each figure's numerator, denominator and definition is ``metrics_export``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
@@ -42,6 +52,8 @@ from archipel.mammo.models import (
     FIRST,
     L1,
     L2,
+    L2_CONSENSUS,
+    NORMAL,
     RECALL,
     SECOND,
     TECHNICAL_RECALL,
@@ -54,6 +66,8 @@ from archipel.mammo.models import (
 
 #: The two reads each episode's statistics use: (first, second) per protocol.
 PRIMARY = {"fr-depistage": (L1, L2), "eu-blinded": (FIRST, SECOND)}
+#: The reads each reader's figures count: in France also an L2 consensus (its reader read the case as L2).
+READER_ROLES = {"fr-depistage": (L1, L2, L2_CONSENSUS), "eu-blinded": (FIRST, SECOND)}
 #: The reads the yearly minimum counts: L2 reads in the French programme, every blind read in the blinded one.
 MINIMUM_ROLES = {"fr-depistage": (L2,), "eu-blinded": (FIRST, SECOND)}
 
@@ -97,6 +111,14 @@ class _Episode:
     final: str = ""
     chain: list[Episode] = field(default_factory=list)
     all_reads: list[Reading] = field(default_factory=list)
+    #: When each interval cancer reported was diagnosed (``None``: undated).
+    interval_dates: list[date | None] = field(default_factory=list)
+
+    def second(self, prog: Programme) -> Reading | None:
+        """The screening's second read: in France the L2 consensus when one was held (it is then final)."""
+        if prog.protocol == "fr-depistage" and L2_CONSENSUS in self.reads:
+            return self.reads[L2_CONSENSUS]
+        return self.reads.get(PRIMARY[prog.protocol][1])
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:
@@ -137,12 +159,14 @@ def _load(s: Session, prog: Programme, start: date | None, end: date | None) -> 
     ids = list(screening_of)
     reads: dict[int, list[Reading]] = defaultdict(list)
     for part in _chunks(ids):
-        for eid, outcome in s.execute(
-            select(ScreeningOutcome.episode_id, ScreeningOutcome.outcome).where(
-                ScreeningOutcome.episode_id.in_(part)
-            )
+        for eid, outcome, diagnosed in s.execute(
+            select(
+                ScreeningOutcome.episode_id, ScreeningOutcome.outcome, ScreeningOutcome.diagnosed_on
+            ).where(ScreeningOutcome.episode_id.in_(part))
         ):
             rows[screening_of[eid]].outcomes.add(outcome)
+            if outcome == "interval_cancer":
+                rows[screening_of[eid]].interval_dates.append(diagnosed)
         for r in s.execute(
             select(Reading).where(Reading.episode_id.in_(part)).order_by(Reading.id)
         ).scalars():
@@ -191,13 +215,15 @@ def _delays(prog: Programme, items: list[_Episode]) -> dict[str, Any]:
         "exam_to_l2_days": _summary(l2),
         "received_to_result_days": _summary(result),
         "result_within_deadline": _ratio(sum(within), len(within)),
+        "results_sent": len(within),
+        "results_sent_within_deadline": sum(within),
     }
 
 
 def _readers(
     prog: Programme, items: list[_Episode], days: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    roles = PRIMARY[prog.protocol]
+    roles = READER_ROLES[prog.protocol]
     reads: dict[str, list[tuple[_Episode, bool]]] = defaultdict(list)
     counted: dict[str, int] = defaultdict(int)
     by_episode: dict[int, dict[str, bool]] = {}
@@ -206,8 +232,9 @@ def _readers(
             if r.role in roles:
                 reads[r.reader].append((it, _positive(r)))
                 counted[r.reader] += r.role in MINIMUM_ROLES[prog.protocol]
-        # Agreement on the screening's reads (the retake's L2 read, not the technically insufficient one).
-        final = [it.reads[role] for role in roles if role in it.reads]
+        # Agreement on the screening's reads (the retake's L2 read, not the technically insufficient one; an L2
+        # consensus, not the read that asked for it).
+        final = [r for r in (it.reads.get(PRIMARY[prog.protocol][0]), it.second(prog)) if r is not None]
         by_episode[it.ep.id] = {read.reader: _positive(read) for read in final}
     pairs: list[dict[str, Any]] = []
     kappas: dict[str, dict[str, float | None]] = defaultdict(dict)
@@ -231,12 +258,50 @@ def _readers(
                 "yearly_minimum": prog.min_yearly_reads,
                 "annualised_reads": annual,
                 "below_minimum": annual is not None and annual < prog.min_yearly_reads,
+                "positive_reads": sum(1 for _, pos in done if pos),
                 "recall_rate": _ratio(sum(1 for _, pos in done if pos), len(done)),
                 "cancers_found": cancers,
                 "kappa": dict(sorted(kappas[reader].items())),
             }
         )
     return out, pairs
+
+
+#: What ``l2_only_cancer_share`` counts, per protocol.
+L2_ONLY_MEANING = {
+    "fr-depistage": "l2-only: L1 negative, L2 (or the L2 consensus) positive",
+    "eu-blinded": "single-reader-only: exactly one of the two blind reads positive",
+}
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` plus ``months`` calendar months (the 31st becomes the month's last day)."""
+    m = day.month - 1 + months
+    year, month = day.year + m // 12, m % 12 + 1
+    last = (date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)).day
+    return date(year, month, min(day.day, last))
+
+
+def _interval(prog: Programme, items: list[_Episode]) -> dict[str, Any]:
+    """Interval cancers after a normal screening: diagnosed after its date and within ``interval_months``
+    (EU guidelines: 0-11 months, then 12 months to the end of the interval); undated ones are counted and
+    reported apart, those diagnosed after the interval are not counted."""
+    counted = undated = after = 0
+    by_period = {"first_12_months": 0, "12_months_to_end": 0}
+    for it in items:
+        if it.final != NORMAL:
+            continue
+        screen = it.chain[-1].screen_date  # the normal screening: the last retake's when retaken
+        for day in it.interval_dates[:1]:  # one woman, one interval cancer
+            if day is None:
+                undated += 1
+                counted += 1
+            elif day >= add_months(screen, prog.interval_months):
+                after += 1
+            else:
+                counted += 1
+                by_period["first_12_months" if day < add_months(screen, 12) else "12_months_to_end"] += 1
+    return {"counted": counted, "undated": undated, "after": after, "by_period": by_period}
 
 
 def programme_metrics(
@@ -247,17 +312,32 @@ def programme_metrics(
     screened = len(items)
     recalls = [it for it in items if it.final == RECALL]
     detected = [it for it in recalls if it.outcomes & CANCERS]
-    first, second = PRIMARY[prog.protocol]
+    first = PRIMARY[prog.protocol][0]
 
-    def l2_only(it: _Episode) -> bool:
-        a, b = it.reads.get(first), it.reads.get(second)
-        return a is not None and b is not None and not _positive(a) and _positive(b)
+    def single(it: _Episode) -> str:
+        """Which read alone was positive: ``first``, ``second``, or ``""`` (both, neither, or one read)."""
+        a, b = it.reads.get(first), it.second(prog)
+        if a is None or b is None or _positive(a) == _positive(b):
+            return ""
+        return "first" if _positive(a) else "second"
 
-    by_round = {}
+    single_counts = {"first_only": 0, "second_only": 0}
+    for it in detected:
+        if single(it):
+            single_counts[f"{single(it)}_only"] += 1
+    # France: L2 finds what L1 missed (L1 negative, L2 positive). Blinded: the reads are symmetrical, so the
+    # share is of the cancers ONE reader found, whichever (single-reader-only).
+    one_reader = single_counts["second_only"] + (
+        single_counts["first_only"] if prog.protocol == "eu-blinded" else 0
+    )
+
+    by_round, screened_by_round, recalls_by_round = {}, {}, {}
     for rnd in ("first", "subsequent"):
         part = [it for it in items if it.ep.round == rnd]
-        by_round[rnd] = _ratio(sum(1 for it in part if it.final == RECALL), len(part))
-    interval = [it for it in items if it.final == "normal" and "interval_cancer" in it.outcomes]
+        screened_by_round[rnd] = len(part)
+        recalls_by_round[rnd] = sum(1 for it in part if it.final == RECALL)
+        by_round[rnd] = _ratio(recalls_by_round[rnd], len(part))
+    interval = _interval(prog, items)
     dates = [it.ep.screen_date for it in items]
     lo, hi = start or (min(dates) if dates else None), end or (max(dates) if dates else None)
     days = (hi - lo).days + 1 if lo and hi else 0
@@ -271,44 +351,23 @@ def programme_metrics(
         "recalls": len(recalls),
         "recall_rate": _ratio(len(recalls), screened),
         "recall_rate_by_round": by_round,
+        "screened_by_round": screened_by_round,
+        "recalls_by_round": recalls_by_round,
         "screen_detected_cancers": len(detected),
         "cancer_detection_rate": _ratio(len(detected), screened, 1000),
         "ppv_recall": _ratio(len(detected), len(recalls)),
-        "l2_only_cancer_share": _ratio(sum(1 for it in detected if l2_only(it)), len(detected)),
+        "l2_only_cancer_share": _ratio(one_reader, len(detected)),
+        "l2_only_cancer_share_meaning": L2_ONLY_MEANING[prog.protocol],
+        "single_reader_detected_cancers": single_counts,
         "technical_recalls": sum(1 for it in items if it.decision == TECHNICAL_RECALL),
         "cti_rate": _ratio(sum(1 for it in items if it.decision == TECHNICAL_RECALL), screened),
-        "interval_cancers": len(interval),
-        "interval_cancer_rate": _ratio(len(interval), screened, 1000),
+        "interval_months": prog.interval_months,
+        "interval_cancers": interval["counted"],
+        "interval_cancer_rate": _ratio(interval["counted"], screened, 1000),
+        "interval_cancers_by_period": interval["by_period"],
+        "interval_cancers_undated": interval["undated"],
+        "interval_cancers_after_interval": interval["after"],
         "delays": _delays(prog, items),
         "readers": readers,
         "reader_pairs": pairs,
     }
-
-
-def as_csv(figures: dict[str, Any]) -> str:
-    """The figures as CSV rows ``scope,reader,metric,value`` (programme figures, then one block per reader)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["scope", "reader", "metric", "value"])
-    for key, value in figures.items():
-        if key in ("readers", "reader_pairs"):
-            continue
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                if isinstance(v, dict):
-                    for leaf, x in v.items():
-                        w.writerow(["programme", "", f"{key}.{sub}.{leaf}", "" if x is None else x])
-                else:
-                    w.writerow(["programme", "", f"{key}.{sub}", "" if v is None else v])
-        else:
-            w.writerow(["programme", "", key, "" if value is None else value])
-    for r in figures["readers"]:
-        for key, value in r.items():
-            if key == "reader":
-                continue
-            if isinstance(value, dict):
-                for other, k in value.items():
-                    w.writerow(["reader", r["reader"], f"kappa.{other}", "" if k is None else k])
-            else:
-                w.writerow(["reader", r["reader"], key, "" if value is None else value])
-    return buf.getvalue()

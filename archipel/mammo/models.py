@@ -54,7 +54,7 @@ DEFAULT_SCREENING_VIEWS = "R-CC,R-MLO,L-CC,L-MLO"
 
 class Programme(Base):
     """A screening programme: its protocol and settings (arbitration, blinding of the arbitrator, minimum
-    yearly reads, deadline for the results letter)."""
+    yearly reads, deadline for the results letter, screening interval)."""
 
     __tablename__ = "screening_programmes"
 
@@ -67,6 +67,9 @@ class Programme(Base):
     arbitrator_sees_reads: Mapped[bool] = mapped_column(Boolean, default=True)
     min_yearly_reads: Mapped[int] = mapped_column(Integer, default=0)
     result_deadline_days: Mapped[int] = mapped_column(Integer, default=15)
+    #: The screening interval: a cancer diagnosed within it after a normal screening is an interval cancer
+    #: (24 months in France, 36 in the UK).
+    interval_months: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
     #: The views an exam needs before it is read (comma-separated), and how long after its last image an exam
     #: still lacking one waits for it before it is flagged (0: at once).
     screening_views: Mapped[str] = mapped_column(

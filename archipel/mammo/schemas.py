@@ -202,6 +202,8 @@ class ProgrammeBody(Strict):
     arbitrator_sees_reads: bool = True
     min_yearly_reads: int = Field(default=0, ge=0, le=100_000)
     result_deadline_days: int = Field(default=15, ge=1, le=365)
+    #: The screening interval in months (interval cancers are counted within it after a normal screening).
+    interval_months: int = Field(default=24, ge=1, le=120)
     #: The views an exam needs before it is read, comma-separated; and the minutes an exam lacking one waits
     #: after its latest image before it is flagged (0: at once).
     screening_views: str = Field(default=DEFAULT_SCREENING_VIEWS, min_length=4, max_length=128)

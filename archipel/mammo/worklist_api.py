@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
 
-from archipel.mammo import episodes, metrics, reading, volumes
+from archipel.mammo import episodes, metrics, metrics_export, reading, volumes
 from archipel.mammo.api import check, deny, episode_resource, programme_facts, reading_view, refused
 from archipel.mammo.episodes import ScreeningError
 from archipel.mammo.models import Episode
@@ -79,7 +79,7 @@ def get_metrics(
             raise refused(exc) from exc
         figures = metrics.programme_metrics(s, prog, start, end)
     if format == "csv":
-        return PlainTextResponse(metrics.as_csv(figures), media_type="text/csv")
+        return PlainTextResponse(metrics_export.as_csv(figures), media_type="text/csv")
     return figures
 
 
