@@ -15,6 +15,7 @@ from archipel.radiology.samples import uid
 TOMOSYNTHESIS = "1.2.840.10008.5.1.4.1.1.13.1.3"
 VIEW_CODE = {
     "CC": ("399162004", "cranio-caudal"),
+    "MLO": ("399368009", "medio-lateral oblique"),
     "XCCL": ("399192008", "cranio-caudal exaggerated laterally"),
 }
 SPOT = ("399055006", "Spot Compression")
@@ -34,11 +35,15 @@ def tomosynthesis(
     frames: int = 8,
     size: int = 256,
     levels: list[int] | None = None,
+    chest_wall: int = 0,
+    view_in_groups: bool = False,
 ) -> Dataset:
     """A tomosynthesis stack of ``like``'s study (same woman, new series): ``frames`` frames of ``size`` x
     ``size``, frame ``n`` a flat grey of ``levels[n]`` (default 100 + 100 n), the laterality in the shared
     functional groups' Frame Anatomy and the view in the View Code Sequence (no ImageLaterality, no
-    ViewPosition, as the IOD has them)."""
+    ViewPosition, as the IOD has them). With ``chest_wall``, a band of that level along the chest wall (the
+    posterior edge, as PatientOrientation says: the right edge of a left view, the left edge of a right one);
+    with ``view_in_groups``, the View Code Sequence in the shared functional groups instead of the top level."""
     levels = levels or [100 + 100 * n for n in range(frames)]
     ds = Dataset()
     for keyword in (
@@ -61,7 +66,8 @@ def tomosynthesis(
     ds.FrameOfReferenceUID = uid()
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.BodyPartExamined = "BREAST"
-    ds.ViewCodeSequence = Sequence([_code(*VIEW_CODE[view])])
+    if not view_in_groups:
+        ds.ViewCodeSequence = Sequence([_code(*VIEW_CODE[view])])
     anatomy = Dataset()
     anatomy.FrameLaterality = laterality
     anatomy.AnatomicRegionSequence = Sequence([_code("76752008", "Breast")])
@@ -70,6 +76,8 @@ def tomosynthesis(
     voi = Dataset()
     voi.WindowCenter, voi.WindowWidth = "600", "1200"
     shared.FrameVOILUTSequence = Sequence([voi])
+    if view_in_groups:
+        shared.ViewCodeSequence = Sequence([_code(*VIEW_CODE[view])])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame = []
     for n in range(frames):
@@ -86,6 +94,12 @@ def tomosynthesis(
     ds.WindowCenter, ds.WindowWidth = "600", "1200"
     ds.PatientOrientation = ["P", "F"] if laterality == "L" else ["A", "F"]
     pixels = np.stack([np.full((size, size), level, dtype=np.uint16) for level in levels])
+    if chest_wall:
+        band = max(size // 8, 1)
+        if laterality == "L":
+            pixels[:, :, size - band :] = chest_wall
+        else:
+            pixels[:, :, :band] = chest_wall
     ds.PixelData = pixels.tobytes()
     return ds
 
@@ -104,3 +118,19 @@ def extra_view(like: Dataset, view: str, *, spot: bool = False, level: int = 400
     ds.ViewPosition = view
     ds.PixelData = np.full((int(like.Rows), int(like.Columns)), level, dtype=np.uint16).tobytes()
     return ds
+
+
+def tomosynthesis_exam(
+    like: Dataset, levels: dict[str, list[int]], *, size: int = 256, chest_wall: int = 0
+) -> list[Dataset]:
+    """A tomosynthesis-only screening exam of ``like``'s study: one stack per view of ``levels`` (``"R-CC"`` ->
+    the level of each of its frames), R-CC, L-CC, R-MLO, L-MLO as given, no 2D image."""
+    out = []
+    for number, (name, frames) in enumerate(levels.items()):
+        laterality, view = name.split("-")
+        ds = tomosynthesis(
+            like, laterality, view, frames=len(frames), size=size, levels=frames, chest_wall=chest_wall
+        )
+        ds.SeriesNumber = 90 + number
+        out.append(ds)
+    return out

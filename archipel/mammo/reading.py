@@ -29,7 +29,7 @@ from archipel.mammo.models import (
     Reading,
     ReadingTask,
 )
-from archipel.mammo.schemas import L1FormBody, ReadBody
+from archipel.mammo.schemas import Finding, L1FormBody, ReadBody
 from archipel.platform import care
 from archipel.platform.care import CareRelationship
 from archipel.platform.identity.models import LocalIdentity
@@ -277,7 +277,9 @@ def _preview_context(task: ReadingTask) -> str:
     return f"screening-preview:{task.id}"
 
 
-def _claimable(s: Session, task: ReadingTask, ep: Episode, prog: Programme, reader: str, now: datetime) -> None:
+def _claimable(
+    s: Session, task: ReadingTask, ep: Episode, prog: Programme, reader: str, now: datetime
+) -> None:
     """Raise why ``reader`` may not claim the task now (done, someone else's, held back, not for them), and
     make sure the woman is linked in the MPI (the reading assignment names her master record)."""
     if task.status == "done":
@@ -365,6 +367,47 @@ def release(
     return task
 
 
+def _finding_json(finding: Finding) -> dict[str, Any]:
+    """A finding as stored: a mark's frame only when it has one (a mark on a 2D image is as it always was)."""
+    out = finding.model_dump()
+    for mark in out["views"]:
+        if mark.get("frame") is None:
+            mark.pop("frame", None)
+    return out
+
+
+def check_frames(s: Session, ep: Episode, body: ReadBody, images_in: bool = True) -> None:
+    """Refuse (422) a finding's mark whose frame is not one of its image's: the image (``sop_uid``) must be one of
+    the episode's, and the frame at most its number of frames. An L1 form may come before the images
+    (``images_in`` false): a mark on an image not in yet is then taken as it is."""
+    marks = [m for f in body.findings for m in f.views if m.frame is not None]
+    if not marks:
+        return
+    frames = {
+        v["sop"]: int(v.get("frames") or 1)
+        for st in episodes.studies_of(s, ep.id)
+        for v in json.loads(st.views)
+    }
+    for mark in marks:
+        if not mark.sop_uid:
+            raise ScreeningError(
+                f"the mark on {mark.view} gives frame {mark.frame} but not its image's sop_uid", 422
+            )
+        count = frames.get(mark.sop_uid)
+        if count is None:
+            if images_in:
+                raise ScreeningError(
+                    f"the mark on {mark.view} is on image {mark.sop_uid}, not one of episode {ep.id}'s", 422
+                )
+            continue
+        if mark.frame is not None and mark.frame > count:
+            raise ScreeningError(
+                f"the mark on {mark.view} is on frame {mark.frame} of image {mark.sop_uid}, which has "
+                f"{count} frame{'s' if count > 1 else ''}",
+                422,
+            )
+
+
 def _reading(
     ep: Episode, role: str, reader: str, body: ReadBody, now: datetime, extra: dict[str, Any]
 ) -> Reading:
@@ -379,7 +422,7 @@ def _reading(
         right_result=body.right.result or "",
         left_result=body.left.result or "",
         density=body.density,
-        findings=json.dumps([f.model_dump() for f in body.findings]),
+        findings=json.dumps([_finding_json(f) for f in body.findings]),
         quality=json.dumps({view: q.model_dump() for view, q in body.quality.items()}),
         form=json.dumps(form),
         submitted_at=now,
@@ -395,6 +438,7 @@ def submit(s: Session, task_id: int, reader: str, body: ReadBody, now: datetime)
         raise ScreeningError(f"claim reading task {task_id} before submitting its read")
     if body.consensus_requested and task.role != protocol.L2:
         raise ScreeningError("only an L2 read may ask for an L2 consensus", 422)
+    check_frames(s, ep, body)
     row = _reading(ep, task.role, reader, body, now, {})
     row.task_id, row.opened_at = task.id, task.claimed_at
     s.add(row)
@@ -430,6 +474,7 @@ def submit_l1(
         "ultrasound": body.ultrasound,
         "workup_result": body.workup_result,
     }
+    check_frames(s, ep, body.read, images_in=False)
     row = _reading(ep, L1, reader, body.read, now, extra)
     s.add(row)
     s.flush()

@@ -40,12 +40,14 @@ class Strict(BaseModel):
 
 
 class FindingMark(Strict):
-    """Where a finding is seen on one view, in image pixel coordinates."""
+    """Where a finding is seen on one view, in image pixel coordinates; on a multi-frame image (a tomosynthesis
+    stack) also its frame, the slice, counted from 1 (checked against the image's number of frames when read)."""
 
     view: str
     x: float = Field(ge=0)
     y: float = Field(ge=0)
     sop_uid: str = Field(default="", max_length=64)
+    frame: int | None = Field(default=None, ge=1)
 
     @field_validator("view")
     @classmethod

@@ -6,7 +6,9 @@ present, else from ViewPosition; its modifier from the View Modifier Code Sequen
 ImageLaterality, else Laterality, else, for the enhanced and tomosynthesis images, the Frame Laterality of the
 shared (or first per-frame) functional groups. An image for which either is missing is reported, so that its
 episode is flagged rather than read silently. A tomosynthesis instance (Breast Tomosynthesis Image Storage) has a
-view and a laterality like any other; it is an extra view, never one of the four screening views.
+view and a laterality like any other, its View Code Sequence at the top level or, as some modalities write it, in
+the functional groups; a plain (unmodified) tomosynthesis stack gives its view to an exam as a 2D image does, so a
+tomosynthesis-only exam is complete with its four stacks.
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ class ImageView:
 
     @property
     def screening(self) -> bool:
-        """Whether the image may hang as one of the four screening views (a plain 2D CC or MLO)."""
-        return not self.tomo and not self.modifier and self.view in SCREENING_VIEWS
+        """Whether the image may hang as one of the four screening views: a plain CC or MLO, 2D or (when the
+        view has no 2D image) a tomosynthesis stack."""
+        return not self.modifier and self.view in SCREENING_VIEWS
 
     def as_dict(self) -> dict[str, str | int | bool]:
         """JSON form."""
@@ -104,8 +107,25 @@ class ImageView:
         }
 
 
+def _view_codes(ds: Dataset) -> list[Dataset]:
+    """The View Code Sequence's items: the image's own, else those of the shared (or first per-frame) functional
+    groups, directly in the group item or in one of its macros (enhanced and tomosynthesis images)."""
+    if ds.get("ViewCodeSequence"):
+        return list(ds.ViewCodeSequence)
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for item in (ds.get(groups) or [])[:1]:
+            if item.get("ViewCodeSequence"):
+                return list(item.ViewCodeSequence)
+            for element in item:
+                if element.VR == "SQ":
+                    for macro in element.value[:1]:
+                        if macro.get("ViewCodeSequence"):
+                            return list(macro.ViewCodeSequence)
+    return []
+
+
 def _code_view(ds: Dataset) -> tuple[str, str]:
-    for item in ds.get("ViewCodeSequence") or []:
+    for item in _view_codes(ds):
         name = VIEW_CODES.get(str(item.get("CodeValue", "")).strip())
         if name:
             modifiers = [
@@ -168,8 +188,9 @@ def parse_required(text: str) -> tuple[str, ...]:
 def missing_screening_views(
     views: list[dict[str, Any]], required: tuple[str, ...] = STANDARD_VIEWS
 ) -> list[str]:
-    """The ``required`` views (``R-CC``, ``L-MLO``...) that no plain 2D image of ``views`` provides."""
-    have = {f"{v['laterality']}-{v['view']}" for v in views if not v.get("tomo") and not v.get("modifier")}
+    """The ``required`` views (``R-CC``, ``L-MLO``...) that no plain image of ``views`` provides, 2D or
+    tomosynthesis (a spot compression or a magnification gives no view)."""
+    have = {f"{v['laterality']}-{v['view']}" for v in views if not v.get("modifier")}
     return [view for view in required if view not in have]
 
 

@@ -102,7 +102,7 @@ export class CaseChoices {
     if (!open || !chosen) return;
     try {
       const prior = byView(await studyImages(chosen.study_uid));
-      await preload([...prior.values()]);
+      await preload([...prior.values()], new Set([...prior.values()].map((i) => i.sop)));
       if (this.current() !== open) return;
       open.prior = prior;
       open.priorLabel = priorLabel(chosen);

@@ -1,8 +1,10 @@
 // The hanging protocol on Cornerstone3D: one stack viewport per view (the current study's four, and the prior's
 // four beside them), the chest walls facing each other, the reading tools (zoom, pan, window/level, magnifier)
-// on one tool group, and the finding marks drawn over the images in image coordinates. One more stack viewport
-// (extra-view.ts) shows an extra view or a tomosynthesis stack, its frames scrolled with the mouse wheel
-// (StackScrollTool, bound here on the same tool group).
+// on one tool group, and the finding marks drawn over the images in image coordinates. A view with no 2D image
+// hangs its tomosynthesis stack instead, at its middle slice; its slices scroll with the mouse wheel
+// (StackScrollTool, bound here on the same tool group) and the arrow keys, its label says which slice is shown,
+// and a mark placed on it keeps its slice. One more stack viewport (extra-view.ts) shows an extra view or a
+// tomosynthesis stack beside the hanging.
 
 import {
   Enums,
@@ -24,7 +26,7 @@ import {
   init as toolsInit,
 } from "@cornerstonejs/tools";
 import { EXTRA_VIEWPORT, ExtraView } from "./extra-view";
-import { type MammoImage, SCREENING_VIEWS, mirrored } from "./images";
+import { type MammoImage, SCREENING_VIEWS, hangingFrame, mirrored } from "./images";
 
 /** A reading tool of the primary mouse button; "mark" places a finding instead. */
 export type ToolName = "zoom" | "pan" | "window" | "magnify" | "mark";
@@ -38,22 +40,37 @@ const TOOL_OF: Record<Exclude<ToolName, "mark">, string> = {
 const ENGINE = "mammo-engine";
 const GROUP = "mammo-tools";
 
-/** A mark of a finding on one view, in image pixel coordinates (column x, row y). */
+/** A mark of a finding on one view, in image pixel coordinates (column x, row y), and on a tomosynthesis stack
+ * its slice (1-based). */
 export interface Mark {
   label: string;
   view: string;
   x: number;
   y: number;
+  frame?: number;
   selected: boolean;
 }
 
-/** Where a click on a view landed: the view, its SOP Instance UID and the image coordinates. */
+/** Where a click on a view landed: the view, its SOP Instance UID, the image coordinates and, on a
+ * tomosynthesis stack, the slice shown (1-based). */
 export interface ViewClick {
   view: string;
   sop: string;
   x: number;
   y: number;
+  frame?: number;
   shift: boolean;
+}
+
+/** What hangs in a view, for tests and the status bar. */
+export interface HungView {
+  sop: string;
+  mirrored: boolean;
+  columns: number;
+  rows: number;
+  tomo: boolean;
+  frame: number;
+  frames: number;
 }
 
 let started: Promise<void> | null = null;
@@ -71,10 +88,13 @@ export function startCornerstone(): Promise<void> {
 }
 
 interface Slot {
-  id: string; // viewport id, also the cell's data-view
+  key: string; // the cell's data-view: "L-CC", "prior:L-CC"
+  id: string; // viewport id
   view: string;
   element: HTMLDivElement;
   overlay: SVGSVGElement;
+  label: HTMLSpanElement;
+  name: string; // the label of a 2D view ("L CC", "prior R MLO")
   image: MammoImage | null;
 }
 
@@ -88,6 +108,9 @@ export class Hanging {
   private renderWaiters: (() => void)[] = [];
   private readonly pending = new Set<string>();
   private pressedToMark = false;
+  /** The cell under the pointer ("extra" for the extra viewport), and the last stack cell pointed at. */
+  private pointed: string | null = null;
+  private lastStack: string | null = null;
   /** The viewport of an extra view or a tomosynthesis stack, beside the hanging. */
   readonly extra: ExtraView;
 
@@ -114,11 +137,18 @@ export class Hanging {
         overlay.classList.add("marks");
         const label = document.createElement("span");
         label.className = "view-label";
-        label.textContent = (prefix ? "prior " : "") + view.replace("-", " ");
+        const name = (prefix ? "prior " : "") + view.replace("-", " ");
+        label.textContent = name;
         cell.append(element, overlay, label);
         grid.append(cell);
         const id = `vp-${prefix.replace(":", "-")}${view}`;
-        this.slots.set(prefix + view, { id, view, element, overlay, image: null });
+        this.slots.set(prefix + view, { key: prefix + view, id, view, element, overlay, label, name, image: null });
+        element.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => {
+          this.relabel(prefix + view);
+          this.drawMarks(prefix + view);
+        });
+        element.addEventListener("mouseenter", () => this.point(prefix + view));
+        element.addEventListener("mouseleave", () => (this.pointed = null));
         inputs.push({ viewportId: id, type: Enums.ViewportType.STACK, element, defaultOptions: {} });
         element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
           this.drawMarks(prefix + view);
@@ -135,6 +165,8 @@ export class Hanging {
       }
     }
     this.extra = new ExtraView(this.engine, extra);
+    this.extra.element.addEventListener("mouseenter", () => (this.pointed = "extra"));
+    this.extra.element.addEventListener("mouseleave", () => (this.pointed = null));
     inputs.push(this.extra.input);
     this.engine.setViewports(inputs);
     const group = ToolGroupManager.createToolGroup(GROUP);
@@ -162,6 +194,7 @@ export class Hanging {
       if (!key.startsWith("prior:")) continue;
       const image = prior?.get(slot.view) ?? null;
       slot.image = image;
+      this.relabel(key);
       slot.element.parentElement?.classList.toggle("empty", image === null);
       this.rendered.delete(key);
       if (image === null) continue;
@@ -217,6 +250,7 @@ export class Hanging {
       const isPrior = key.startsWith("prior:");
       const image = (isPrior ? prior : current)?.get(slot.view) ?? null;
       slot.image = image;
+      this.relabel(key);
       slot.element.parentElement?.classList.toggle("empty", image === null);
       if (image === null) {
         if (!isPrior) missing.push(slot.view);
@@ -238,7 +272,9 @@ export class Hanging {
 
   private async hang(slot: Slot, image: MammoImage): Promise<void> {
     const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
-    await viewport.setStack([image.imageId], 0);
+    // A tomosynthesis stack hangs every slice, the middle one shown.
+    await viewport.setStack(image.tomo ? image.imageIds : [image.imageId], hangingFrame(image));
+    this.relabel(slot.key);
     viewport.resetCamera();
     viewport.setCamera({ flipHorizontal: mirrored(image) });
     if (image.window) {
@@ -281,31 +317,83 @@ export class Hanging {
     const slot = this.slots.get(view);
     if (!slot?.image) return null;
     const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
-    const world = utilities.imageToWorldCoords(slot.image.imageId, [x, y]);
+    const world = utilities.imageToWorldCoords(this.shownId(slot), [x, y]);
     if (!world) return null;
     const [cx, cy] = viewport.worldToCanvas(world);
     const box = slot.element.getBoundingClientRect();
     return [box.left + cx, box.top + cy];
   }
 
-  /** The image hung in each current view (view -> SOP Instance UID), and whether it is mirrored. */
-  hung(): Record<string, { sop: string; mirrored: boolean; columns: number; rows: number }> {
-    const out: Record<string, { sop: string; mirrored: boolean; columns: number; rows: number }> = {};
+  /** The image hung in each view (view -> SOP Instance UID), whether it is mirrored and, for a tomosynthesis
+   * stack, the slice shown (1-based) of how many. */
+  hung(): Record<string, HungView> {
+    const out: Record<string, HungView> = {};
     for (const [key, slot] of this.slots) {
       if (!slot.image) continue;
-      const camera = (this.engine.getViewport(slot.id) as Types.IStackViewport).getCamera();
+      const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+      const camera = viewport.getCamera();
       out[key] = {
         sop: slot.image.sop,
         mirrored: Boolean(camera.flipHorizontal),
         columns: slot.image.columns,
         rows: slot.image.rows,
+        tomo: slot.image.tomo,
+        frame: slot.image.tomo ? viewport.getCurrentImageIdIndex() + 1 : 1,
+        frames: slot.image.tomo ? slot.image.imageIds.length : 1,
       };
     }
     return out;
   }
 
+  /** What the arrow keys scroll: the stack under the pointer, else the extra viewport when open (`extraOpen`),
+   * else the stack last pointed at; null when none. */
+  scrollTarget(extraOpen: boolean): string | null {
+    if (this.pointed === "extra" && extraOpen) return "extra";
+    if (this.pointed && this.slots.get(this.pointed)?.image?.tomo) return this.pointed;
+    if (extraOpen) return "extra";
+    return this.lastStack && this.slots.get(this.lastStack)?.image?.tomo ? this.lastStack : null;
+  }
+
+  /** Move a hung stack by `delta` slices (held at its ends); resolves once the slice is set. */
+  async scroll(key: string, delta: number): Promise<void> {
+    const slot = this.slots.get(key);
+    if (!slot?.image?.tomo) return;
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+    const now = viewport.getCurrentImageIdIndex();
+    const target = Math.min(Math.max(now + delta, 0), slot.image.imageIds.length - 1);
+    if (target !== now) await viewport.setImageIdIndex(target);
+  }
+
+  private point(key: string): void {
+    this.pointed = key;
+    if (this.slots.get(key)?.image?.tomo) this.lastStack = key;
+  }
+
+  /** A stack's label says which slice is shown ("L CC tomosynthesis · slice 4/8"); a 2D view's its name. */
+  private relabel(key: string): void {
+    const slot = this.slots.get(key);
+    if (!slot) return;
+    const image = slot.image;
+    if (!image?.tomo) {
+      slot.label.textContent = slot.name;
+      return;
+    }
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+    const slice = viewport.getCurrentImageIdIndex() + 1;
+    slot.label.textContent = `${slot.name} tomosynthesis · slice ${slice}/${image.imageIds.length}`;
+  }
+
+  /** The image id a view shows now (a stack's current slice). */
+  private shownId(slot: Slot): string {
+    const image = slot.image;
+    if (!image) return "";
+    if (!image.tomo) return image.imageId;
+    const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
+    return image.imageIds[viewport.getCurrentImageIdIndex()] ?? image.imageId;
+  }
+
   /** A current view's camera and window, to see the tools act (zoom is the camera's parallel scale). */
-  state(view: string): { scale: number; lower: number; upper: number; mirrored: boolean } | null {
+  state(view: string): { scale: number; lower: number; upper: number; mirrored: boolean; frame: number } | null {
     const slot = this.slots.get(view);
     if (!slot?.image) return null;
     const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
@@ -316,6 +404,7 @@ export class Hanging {
       lower: voi?.lower ?? Number.NaN,
       upper: voi?.upper ?? Number.NaN,
       mirrored: Boolean(camera.flipHorizontal),
+      frame: viewport.getCurrentImageIdIndex() + 1,
     };
   }
 
@@ -327,10 +416,11 @@ export class Hanging {
     const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport;
     const box = slot.element.getBoundingClientRect();
     const world = viewport.canvasToWorld([event.clientX - box.left, event.clientY - box.top]);
-    const [x, y] = utilities.worldToImageCoords(slot.image.imageId, world) ?? [Number.NaN, Number.NaN];
+    const [x, y] = utilities.worldToImageCoords(this.shownId(slot), world) ?? [Number.NaN, Number.NaN];
     // A click outside the image is not a place on the breast.
     if (!(x >= 0 && y >= 0 && x <= slot.image.columns && y <= slot.image.rows)) return;
-    this.onClick({ view, sop: slot.image.sop, x: round(x), y: round(y), shift: event.shiftKey });
+    const frame = slot.image.tomo ? viewport.getCurrentImageIdIndex() + 1 : undefined;
+    this.onClick({ view, sop: slot.image.sop, x: round(x), y: round(y), frame, shift: event.shiftKey });
   }
 
   /** Redraw the marks of a view on the next frame, once the camera's change has been rendered. */
@@ -350,20 +440,23 @@ export class Hanging {
     if (!slot.image || key.startsWith("prior:")) return;
     const viewport = this.engine.getViewport(slot.id) as Types.IStackViewport | undefined;
     if (!viewport) return;
+    const slice = slot.image.tomo ? viewport.getCurrentImageIdIndex() + 1 : 0;
     for (const mark of this.marks.filter((m) => m.view === key)) {
-      const world = utilities.imageToWorldCoords(slot.image.imageId, [mark.x, mark.y]);
+      const world = utilities.imageToWorldCoords(this.shownId(slot), [mark.x, mark.y]);
       if (!world) continue;
       const [cx, cy] = viewport.worldToCanvas(world);
+      // On a stack a mark is drawn in full on its own slice, dashed (with its slice) on the others.
+      const elsewhere = slice > 0 && mark.frame !== undefined && mark.frame !== slice;
       const ns = "http://www.w3.org/2000/svg";
       const ring = document.createElementNS(ns, "circle");
       ring.setAttribute("cx", String(cx));
       ring.setAttribute("cy", String(cy));
       ring.setAttribute("r", "9");
-      ring.setAttribute("class", mark.selected ? "mark selected" : "mark");
+      ring.setAttribute("class", `mark${mark.selected ? " selected" : ""}${elsewhere ? " other-slice" : ""}`);
       const label = document.createElementNS(ns, "text");
       label.setAttribute("x", String(cx + 12));
       label.setAttribute("y", String(cy - 10));
-      label.textContent = mark.label;
+      label.textContent = elsewhere ? `${mark.label} (slice ${mark.frame})` : mark.label;
       slot.overlay.append(ring, label);
     }
   }

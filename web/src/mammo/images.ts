@@ -106,8 +106,11 @@ export async function studyImages(studyUid: string, views: Map<string, ServerVie
     const known = views.get(sop);
     const frames = Math.max(1, Math.round(num(ds, "00280008") ?? 1));
     const orientation = ds["00200020"]?.Value ?? [];
-    const center = num(ds, "00281050");
-    const width = num(ds, "00281051");
+    // The window is the image's, else (enhanced and tomosynthesis images) the shared functional groups' Frame
+    // VOI LUT.
+    const voi = item(item(ds, "52009229") ?? {}, "00289132");
+    const center = num(ds, "00281050") ?? (voi ? num(voi, "00281050") : null);
+    const width = num(ds, "00281051") ?? (voi ? num(voi, "00281051") : null);
     out.push({
       imageId,
       imageIds: Array.from({ length: frames }, (_, n) => `${base}${n + 1}`),
@@ -124,16 +127,27 @@ export async function studyImages(studyUid: string, views: Map<string, ServerVie
   return out;
 }
 
-/** Whether an image may hang as one of the four screening views: a plain 2D CC or MLO. */
+/** Whether an image may hang as one of the four screening views: a plain (unmodified) CC or MLO, 2D or a
+ * tomosynthesis stack. */
 function screening(image: MammoImage): boolean {
-  return !image.tomo && !image.modifier && (SCREENING_VIEWS as readonly string[]).includes(image.view);
+  return !image.modifier && (SCREENING_VIEWS as readonly string[]).includes(image.view);
 }
 
-/** The image of each screening view (the last one stored wins when a view was retaken in the study). */
+/**
+ * The image of each screening view: its 2D image (a synthesised 2D too; the last one stored wins when a view was
+ * retaken in the study), else its tomosynthesis stack, which then hangs scrolled to its middle slice. A stack
+ * beside a 2D image of its view stays an extra view.
+ */
 export function byView(images: MammoImage[]): Map<string, MammoImage> {
   const out = new Map<string, MammoImage>();
-  for (const image of images) if (screening(image)) out.set(image.view, image);
+  for (const image of images.filter((i) => screening(i) && i.tomo)) out.set(image.view, image);
+  for (const image of images.filter((i) => screening(i) && !i.tomo)) out.set(image.view, image);
   return out;
+}
+
+/** The frame (0-based) an image hangs at: the middle slice of a tomosynthesis stack (slice ⌈N/2⌉ of N). */
+export function hangingFrame(image: MammoImage): number {
+  return image.tomo ? Math.floor((image.imageIds.length - 1) / 2) : 0;
 }
 
 /** What the four views leave out: extra views (XCCL, ML, spot compression...), retakes that did not hang,
@@ -153,8 +167,13 @@ export function extraLabel(image: MammoImage): string {
 }
 
 /** Fetch and decode the images into Cornerstone's cache (what opening the case then finds ready). */
-export async function preload(images: MammoImage[]): Promise<void> {
-  await Promise.all(images.map((image) => imageLoader.loadAndCacheImage(image.imageId)));
+export async function preload(images: MammoImage[], hung: Set<string> = new Set()): Promise<void> {
+  // A hung stack's middle slice (what it opens at) too, not only its first frame.
+  const ids = images.flatMap((image) => {
+    const frame = hung.has(image.sop) ? hangingFrame(image) : 0;
+    return frame ? [image.imageId, image.imageIds[frame] ?? image.imageId] : [image.imageId];
+  });
+  await Promise.all(ids.map((id) => imageLoader.loadAndCacheImage(id)));
 }
 
 /**

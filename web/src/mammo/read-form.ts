@@ -10,6 +10,8 @@ export interface FindingMark {
   x: number;
   y: number;
   sop_uid: string;
+  /** The slice of a tomosynthesis stack (1-based); absent on a 2D image. */
+  frame?: number;
 }
 
 export interface Finding {
@@ -118,7 +120,8 @@ export class ReadForm {
 
   /** A click on a view: a new finding there, or (shift-click) one more view of the selected finding. */
   place(click: ViewClick): void {
-    const mark = { view: click.view, x: click.x, y: click.y, sop_uid: click.sop };
+    const mark: FindingMark = { view: click.view, x: click.x, y: click.y, sop_uid: click.sop };
+    if (click.frame !== undefined) mark.frame = click.frame;
     const laterality = click.view.charAt(0) as "R" | "L";
     const current = this.findings[this.selected];
     if (click.shift && current && current.laterality === laterality) {
@@ -167,7 +170,8 @@ export class ReadForm {
     list.replaceChildren(...this.findings.map((f, i) => this.row(f, i)));
     const marks: Mark[] = [];
     this.findings.forEach((f, i) => {
-      for (const v of f.views) marks.push({ label: String(i + 1), view: v.view, x: v.x, y: v.y, selected: i === this.selected });
+      for (const v of f.views)
+        marks.push({ label: String(i + 1), view: v.view, x: v.x, y: v.y, frame: v.frame, selected: i === this.selected });
     });
     this.changed(marks);
   }
@@ -179,7 +183,7 @@ export class ReadForm {
     const where = document.createElement("span");
     where.className = "where";
     where.textContent = `${f.laterality === "R" ? "right" : "left"} breast — ${f.views
-      .map((v) => `${v.view} (${v.x}, ${v.y})`)
+      .map((v) => `${v.view}${v.frame !== undefined ? ` slice ${v.frame}` : ""} (${v.x}, ${v.y})`)
       .join(", ")}`;
     where.onclick = () => {
       this.selected = i;

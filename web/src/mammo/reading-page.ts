@@ -98,11 +98,14 @@ class ReadingScreen {
 
   private key(e: KeyboardEvent): void {
     if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
-    // The arrow keys scroll an open tomosynthesis stack (or any extra view) frame by frame.
+    // The arrow keys scroll a tomosynthesis stack slice by slice: the hung stack under the pointer, else the
+    // open extra view, else the hung stack last pointed at.
     const step: Record<string, number> = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 };
-    if (e.key in step && this.hanging.extra.state()) {
+    const target = e.key in step ? this.hanging.scrollTarget(this.hanging.extra.state() !== null) : null;
+    if (target !== null) {
       e.preventDefault();
-      void this.hanging.extra.scroll(step[e.key] ?? 0);
+      const delta = step[e.key] ?? 0;
+      void (target === "extra" ? this.hanging.extra.scroll(delta) : this.hanging.scroll(target, delta));
       return;
     }
     if (e.key === "Escape" && this.hanging.extra.state()) {
@@ -162,7 +165,8 @@ class ReadingScreen {
     const latest = priors[0];
     const prior = latest ? byView(await studyImages(latest.study_uid)) : null;
     // The extra views' first frames too: opening one is then immediate; a stack's other frames load on scroll.
-    await preload([...current.values(), ...(prior?.values() ?? []), ...more]);
+    const hung = [...current.values(), ...(prior?.values() ?? [])];
+    await preload([...hung, ...more], new Set(hung.map((i) => i.sop)));
     return {
       item: { ...item, claimed: item.claimed || !ahead },
       episode,
