@@ -24,6 +24,7 @@ from archipel.platform import (
     consent_api,
     inbox_api,
     notify_api,
+    patient_codes_api,
     patient_portal_api,
     patient_session_api,
     storage_api,
@@ -109,6 +110,7 @@ def create_app() -> FastAPI:
     app.include_router(timeline_api.router)
     app.include_router(search_api.router)
     app.include_router(patient_portal_api.router)
+    app.include_router(patient_codes_api.router)
     app.include_router(patient_session_api.public)
     app.include_router(patient_session_api.ways_in)
     app.include_router(patient_download.router)

@@ -871,6 +871,32 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/api/care-relationships/{relationship_id}/end"): Audited(
         "POST", "/api/care-relationships/999999/end", (), user="auditor", status=404
     ),
+    # --- patients' portal access codes (owner: patient access): as the auditor, whom the policy refuses ---
+    ("POST", "/api/access-codes"): Audited(
+        "POST",
+        "/api/access-codes",
+        ((audit.PATIENT_RECORD, "create:patient-access", DENIED, P),),
+        user="auditor",
+        send="json",
+        body={"patient": "SITE-A/AUD0001", "email": "p@example.org"},
+        status=403,
+    ),
+    ("GET", "/api/access-codes"): Audited(
+        "GET",
+        "/api/access-codes?patient={patient}",
+        ((audit.PATIENT_RECORD, "read:patient-access", DENIED, P),),
+        user="auditor",
+        status=403,
+    ),
+    ("POST", "/api/access-codes/{code_id}/revoke"): Audited(
+        "POST",
+        "/api/access-codes/999999/revoke",
+        (),
+        user="auditor",
+        send="json",
+        body={"reason": "audit walk"},
+        status=404,
+    ),
     ("GET", "/api/studies/{study_uid}/confidentiality"): Audited(
         "GET", "/api/studies/{study}/confidentiality", ((audit.PATIENT_RECORD, "read:study", OK, P),)
     ),

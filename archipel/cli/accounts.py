@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from archipel.cli.common import DataOpt, app, console, out, setup
+
+if TYPE_CHECKING:
+    from archipel.platform.authn import Principal
+    from archipel.platform.runtime import Runtime
 
 users_app = typer.Typer(help="Local user accounts.", no_args_is_help=True)
 patients_app = typer.Typer(help="Patients' access to their results.", no_args_is_help=True)
@@ -137,6 +141,79 @@ def patients_access_code(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    _audit_cli_issue(rt, f"{issuer}/{patient_id}")
     holder = "their legal representative" if representative else issuer + "/" + patient_id
     console.print(f"access code for {holder}, valid {valid.days} days (shown once):")
     out.print(code)
+
+
+def _operator() -> Principal:
+    """The operator at the command line acts as an administrator, named by their login."""
+    from archipel.platform.authn import Principal
+
+    return Principal(subject=os.environ.get("USER", "cli"), role="admin")
+
+
+def _audit_cli_issue(rt: Runtime, ref: str) -> None:
+    from archipel.platform import audit
+
+    audit.record(
+        rt.db,
+        _operator(),
+        audit.PATIENT_RECORD,
+        "create:patient-access",
+        patient=ref,
+        obj=f"new access code of {ref}",
+        source="cli",
+        purpose=audit.OPERATIONS,
+        detail="issued from the command line",
+    )
+
+
+@patients_app.command("codes")
+def patients_codes(
+    patient: Annotated[str, typer.Argument(help="Master patient id, or ISSUER/PATIENT_ID.")],
+    data: DataOpt = None,
+) -> None:
+    """List a patient's access codes (never the codes themselves): issued at and by, expiry, last sign-in,
+    revocation."""
+    from rich.table import Table
+
+    from archipel.platform import patient_codes
+    from archipel.platform.db import utcnow
+
+    rt = setup(data)
+    now = utcnow()
+    try:
+        name = patient_codes.PatientName.parse(patient)
+        codes = patient_codes.list_codes(rt.db, _operator(), name, now=now, source="cli")
+    except (ValueError, patient_codes.CodeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table("id", "patient", "holder", "to", "issued", "by", "expires", "last used", "status", "reason")
+    for c in codes:
+        d = c.as_dict(now)
+        table.add_row(
+            str(c.id), c.patient, c.holder, c.to, d["issued_at"], c.issued_by, d["expires_at"],
+            d["last_used_at"] or "-", d["status"], c.revoked_reason,
+        )  # fmt: skip
+    out.print(table)
+
+
+@patients_app.command("revoke-code")
+def patients_revoke_code(
+    code_id: Annotated[int, typer.Argument(help="The access code's id (see: archipel patients codes).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the code and in the audit trail).")],
+    data: DataOpt = None,
+) -> None:
+    """Revoke an access code at once: it opens no new session and its portal sessions end."""
+    from archipel.platform import patient_codes
+    from archipel.platform.db import utcnow
+
+    rt = setup(data)
+    try:
+        _, ended = patient_codes.revoke(rt.db, _operator(), code_id, reason, now=utcnow(), source="cli")
+    except (ValueError, patient_codes.CodeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"access code {code_id} revoked; {ended} portal session(s) ended")

@@ -36,6 +36,8 @@ from archipel.platform.access_terms import (
     LEGAL_REPRESENTATIVE,
     NO_FACTS,
     PATIENT,
+    PATIENT_ACCESS,
+    PATIENT_ACCESS_ROLES,
     PRODUCER_ROLES,
     PURPOSE_BREAK_GLASS,
     PURPOSE_CARE,
@@ -93,6 +95,8 @@ __all__ = [
     "LEGAL_REPRESENTATIVE",
     "NO_FACTS",
     "PATIENT",
+    "PATIENT_ACCESS",
+    "PATIENT_ACCESS_ROLES",
     "PRODUCER_ROLES",
     "PURPOSE_BREAK_GLASS",
     "PURPOSE_CARE",
@@ -374,6 +378,28 @@ def _reading_request(principal: Principal, action: str, resource: Resource, fact
     return Decision(False, f"role {principal.role or principal.kind} takes no part in teleradiology")
 
 
+def _patient_access(principal: Principal, resource: Resource, facts: Facts) -> Decision:
+    """A patient's portal access codes: issued, listed and revoked by reception staff of a site holding the
+    patient's record (or whose site issued the patient ID named), and administrators."""
+    purpose = PURPOSE_OPERATIONS
+    if principal.kind != "user":
+        return Decision(False, "patients' access codes are handed out by staff", purpose)
+    if principal.role == "admin":
+        return Decision(True, "administrator: patient portal access", purpose)
+    site = _site_of(principal)
+    if (
+        principal.role in PATIENT_ACCESS_ROLES
+        and site
+        and (site in facts.patient_sites or resource.site == site)
+    ):
+        return Decision(True, f"role {principal.role} of a site holding the patient's record", purpose)
+    return Decision(
+        False,
+        "patients' access codes are for reception staff of a site holding the patient's record and administrators",
+        purpose,
+    )
+
+
 def _tumor_board(principal: Principal, resource: Resource) -> Decision:
     """Tumor board sessions are the organising site's clinical professionals' (and administrators')."""
     if principal.kind == "user" and principal.role == "admin":
@@ -402,6 +428,8 @@ def allow(principal: Principal, action: str, resource: Resource, facts: Facts = 
         return Decision(True, "job status")
     if kind == TUMOR_BOARD:
         return _tumor_board(principal, resource)
+    if kind == PATIENT_ACCESS:
+        return _patient_access(principal, resource, facts)
     if kind in (READING_REQUEST, SECOND_OPINION):
         return _reading_request(principal, action, resource, facts)
     if kind in ADMIN_KINDS:

@@ -66,6 +66,11 @@ SCREENING_PROGRAMME = "screening-programme"
 #: recipient in its SQL, as a search keeps to the read scope).
 INBOX = "inbox"
 
+#: A patient's portal access codes (issue, list, revoke): reception and records staff of a site holding the
+#: patient's record (or whose site issued the patient ID given), and administrators, for operations.
+PATIENT_ACCESS = "patient-access"
+PATIENT_ACCESS_ROLES = frozenset({"reception"})
+
 #: Audit purposes (the same strings as ``audit``'s).
 PURPOSE_CARE = "care"
 PURPOSE_BREAK_GLASS = "break-glass"

@@ -29,6 +29,8 @@ ROLES = (
     "identity-officer",
     "auditor",
     "technician",
+    #: Reception and records staff of a site: hand out (and revoke) patients' portal access codes.
+    "reception",
 )
 
 _hasher = PasswordHasher()

@@ -7,7 +7,8 @@ against the code (lock-out and hourly cap) and against the caller's address (hou
 are shared); see ``throttle``. A one-time code is 6 digits, valid ``patient_otp_minutes`` (10 at most), good
 for one login and for 5 tries. At most ``sends_per_hour`` one-time codes are sent for one access code in any
 sliding hour (``patient_otp_sends_per_hour``, 5 by default): a valid code cannot be used to flood a phone.
-Staff issue codes over HTTP too (``patient_codes_api``) and revoke them (:func:`revoke_access_code`).
+Staff also issue, list and revoke codes over HTTP and the CLI (``patient_codes``): a portal session remembers
+the code it was opened with (:func:`open_portal_session`), so revoking the code ends it.
 
 The patient is named by an opaque ``patient_ref``, ``"ISSUER/PATIENT_ID"`` for now; it becomes the master
 patient id once the MPI (``platform.identity``) is in place.
@@ -23,8 +24,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import ForeignKey, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from archipel.platform import notify, throttle
-from archipel.platform.authn import AuthError, hash_secret, secret_matches
+from archipel.platform import notify, sessions, throttle
+from archipel.platform.authn import AuthError, Principal, hash_secret, secret_matches
 from archipel.platform.db import Base, Database, UTCDateTime
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -54,6 +55,8 @@ class PatientLogin:
 
     patient_ref: str
     holder: str
+    #: The access code used (its row id): the portal session is tied to it.
+    access_code_id: int = 0
 
 
 class PatientAccessCode(Base):
@@ -74,6 +77,9 @@ class PatientAccessCode(Base):
     #: Who logs in with the code: the patient, or their legal representative (parent, guardian), who does not
     #: see what is marked INVISIBLE_REPRESENTANTS_LEGAUX.
     holder: Mapped[str] = mapped_column(String(32), default=PATIENT, server_default=PATIENT)
+    #: Who revoked the code (staff user name) and why.
+    revoked_by: Mapped[str] = mapped_column(String(160), default="", server_default="")
+    revoked_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
 
 
 class PatientOneTimeCode(Base):
@@ -312,10 +318,32 @@ def verify_one_time_code(
             if not secret_matches(challenge.code_hash, otp.strip()):
                 raise AuthError(INVALID_OTP)
             challenge.used_at = now
-            login = PatientLogin(row.patient_ref, row.holder or PATIENT)
+            login = PatientLogin(row.patient_ref, row.holder or PATIENT, row.id)
         except AuthError as exc:
             error = exc
     if error is not None:
         _fail(db, keys, policy, now)
         raise error
     return login
+
+
+def open_portal_session(
+    db: Database, login: PatientLogin, method: str, policy: sessions.SessionPolicy, now: datetime
+) -> sessions.AuthSession:
+    """Open the patient's session, tied to the access code of ``login``; :class:`AuthError` (401) if the code
+    was revoked or expired since the one-time code was checked.
+
+    The code's row is locked (PostgreSQL; SQLite serialises writers) as a revocation locks it, so a session is
+    either opened before the revocation, which then ends it, or refused."""
+    who = Principal(subject=login.patient_ref, role=login.holder, kind="patient")
+    with db.write() as s:
+        row = s.execute(
+            select(PatientAccessCode).where(PatientAccessCode.id == login.access_code_id).with_for_update()
+        ).scalar_one_or_none()
+        if row is None or row.revoked_at is not None:
+            raise AuthError(INVALID_CODE)
+        if now >= row.expires_at:
+            raise AuthError(EXPIRED_CODE)
+        session = sessions.new_session(who, method, policy, now, access_code_id=row.id)
+        s.add(session)
+    return session

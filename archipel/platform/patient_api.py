@@ -13,7 +13,7 @@ from archipel.platform.authn import AuthError, Principal
 from archipel.platform.credentials import RuntimeDep, auth_http_error, client_address
 from archipel.platform.login import session_policy, throttle_policy
 from archipel.platform.runtime import Runtime
-from archipel.platform.sessions import issue_token, open_session
+from archipel.platform.sessions import AuthSession, issue_token
 
 log = logging.getLogger("archipel.auth")
 
@@ -56,6 +56,17 @@ def send_one_time_code(rt: Runtime, message_id: int) -> None:
         notify.deliver_one(rt.db, sender, message_id, rt.clock, notify.retry_policy(rt.settings))
     except Exception:
         log.exception("event=patient_otp_delivery_failed id=%d", message_id)
+
+
+def open_portal_session(rt: Runtime, request: Request, login: patient_access.PatientLogin) -> AuthSession:
+    """The patient's new session, tied to their access code; 401 (audited) if the code was revoked meanwhile."""
+    try:
+        return patient_access.open_portal_session(
+            rt.db, login, METHOD, session_policy(rt.settings), rt.clock()
+        )
+    except AuthError as exc:
+        _denied(rt, request, "patient-login", exc)
+        raise auth_http_error(exc, challenge=False) from exc
 
 
 @public.post("/access")
@@ -111,6 +122,6 @@ def verify(body: VerifyRequest, request: Request, rt: RuntimeDep) -> dict[str, A
     )
     policy = session_policy(rt.settings)
     now = rt.clock()
-    row = open_session(rt.db, who, METHOD, policy, now)
+    row = open_portal_session(rt, request, login)
     issued = issue_token(row, rt.settings.signing_key(), policy, now)
     return {"access_token": issued.token, "token_type": "bearer", "expires_in": issued.seconds_left(now)}

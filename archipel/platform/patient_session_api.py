@@ -15,9 +15,8 @@ from archipel.platform import audit, patient_access
 from archipel.platform.auth_api import set_session_cookies
 from archipel.platform.authn import AuthError, Principal
 from archipel.platform.credentials import RuntimeDep, auth_http_error, client_address
-from archipel.platform.login import session_policy, throttle_policy
-from archipel.platform.patient_api import METHOD, PATIENT_ROLE, VerifyRequest
-from archipel.platform.sessions import open_session
+from archipel.platform.login import throttle_policy
+from archipel.platform.patient_api import METHOD, PATIENT_ROLE, VerifyRequest, open_portal_session
 
 public = APIRouter(prefix="/api/patient", tags=["patient"])
 ways_in = APIRouter(prefix="/api/sign-in", tags=["auth"])
@@ -66,6 +65,6 @@ def patient_web_session(
         source=source,
         detail=METHOD,
     )
-    row = open_session(rt.db, who, METHOD, session_policy(rt.settings), rt.clock())
+    row = open_portal_session(rt, request, login)
     csrf, max_age = set_session_cookies(rt, response, row)
     return {"csrf_token": csrf, "session_expires_in": max_age}

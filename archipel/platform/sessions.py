@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
-from sqlalchemy import String, select, update
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Integer, String, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from archipel.platform.authn import AuthError, Principal
 from archipel.platform.db import Base, Database, UTCDateTime
@@ -51,6 +51,8 @@ class AuthSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_reason: Mapped[str] = mapped_column(String(64), default="")
+    #: The patient access code a portal session was opened with: revoking the code ends the session.
+    access_code_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,12 @@ class IssuedToken:
         return max(0, int((self.expires_at - now).total_seconds()))
 
 
-def open_session(
-    db: Database, who: Principal, method: str, policy: SessionPolicy, now: datetime
+def new_session(
+    who: Principal, method: str, policy: SessionPolicy, now: datetime, access_code_id: int | None = None
 ) -> AuthSession:
-    """Start a session for ``who``, authenticated by ``method`` just now."""
-    row = AuthSession(
+    """A session row for ``who``, authenticated by ``method`` just now, not yet stored (the caller adds it in
+    its own transaction)."""
+    return AuthSession(
         id=secrets.token_urlsafe(24),
         subject=who.subject,
         role=who.role,
@@ -93,7 +96,15 @@ def open_session(
         last_seen=now,
         expires_at=now + policy.absolute,
         revoked_reason="",
+        access_code_id=access_code_id,
     )
+
+
+def open_session(
+    db: Database, who: Principal, method: str, policy: SessionPolicy, now: datetime
+) -> AuthSession:
+    """Start a session for ``who``, authenticated by ``method`` just now."""
+    row = new_session(who, method, policy, now)
     with db.write() as s:
         s.add(row)
     log.info("event=session_open kind=%s method=%s", who.kind, method)
@@ -240,6 +251,18 @@ def revoke_all(db: Database, subject: str, reason: str, now: datetime, kind: str
     count = int(getattr(result, "rowcount", 0) or 0)
     log.info("event=sessions_revoked count=%d reason=%s", count, reason)
     return count
+
+
+def revoke_for_access_code(s: Session, access_code_id: int, reason: str, now: datetime) -> int:
+    """End, in the caller's transaction, every live session opened with patient access code
+    ``access_code_id``; return how many were ended."""
+    result = s.execute(
+        update(AuthSession)
+        .where(AuthSession.access_code_id == access_code_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason[:64])
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def live_sessions(db: Database, subject: str, now: datetime, kind: str = "user") -> list[AuthSession]:
