@@ -8,6 +8,7 @@ The server is the session's shared one: the patients, accounts, node and program
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from pydicom.dataset import Dataset
 
-from archipel.radiology.samples import SyntheticPatient, mammo_study
+from archipel.radiology.samples import SyntheticPatient, mammo_study, uid
 from tests.dimse_peers import dcmtk, write_files
 from tests.support import ArchipelServer, wait_until
 
@@ -158,4 +159,39 @@ def test_an_exam_sent_by_c_store_without_a_view_is_flagged_and_read_only_once_re
     r = site.call(TECH, "POST", f"/api/mammo/episodes/{eid}/flag", release)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "reading" and r.json()["resolution"]["lines"] == ["missing view L-MLO"]
+    assert sorted(site.listed(READER_1, eid)) == ["first", "second"]
+
+
+def test_a_corrected_image_sent_by_c_store_clears_the_flag_by_itself(site: Site, tmp_path: Path) -> None:
+    mg = woman(3)
+    body = {"programme": "cs-eu", "issuer": CENTRE, "patient_id": mg.patient_id, "site": CENTRE,
+            "round": "first", "screen_date": EXAM}  # fmt: skip
+    r = site.call(RADIO, "POST", "/api/mammo/episodes", body)
+    assert r.status_code == 201, r.text
+    eid = int(r.json()["id"])
+    images = mammo_study(mg, key="cstore-eu-3")
+    wrong = images[3]
+    del wrong.ImageLaterality, wrong.Laterality
+    site.send(tmp_path / "exam", images)
+    bad = f"image {wrong.SOPInstanceUID} has no laterality"
+    flag = f"{bad}; missing view L-MLO"  # settle time 0: the view it does not give is missing at once
+    wait_until(lambda: site.episode(eid)["flag"] == flag, 30, "the exam to be flagged")
+    assert site.listed(READER_1, eid) == []
+
+    # The modality sends the image again, corrected, under a new SOP Instance UID.
+    fixed = copy.deepcopy(wrong)
+    fixed.ImageLaterality = "L"
+    fixed.SOPInstanceUID = fixed.file_meta.MediaStorageSOPInstanceUID = uid()
+    site.send(tmp_path / "fixed", [fixed])
+    wait_until(lambda: site.episode(eid)["status"] == "reading", 30, "the flag to clear")
+    ep = site.episode(eid)
+    assert ep["flag"] == ""
+    assert [(x["action"], x["resolved_by"], x["reason"], x["lines"]) for x in ep["flag_resolutions"]] == [
+        (
+            "corrected",
+            "system",
+            f"corrected image received: {fixed.SOPInstanceUID}",
+            [bad, "missing view L-MLO"],
+        )
+    ]
     assert sorted(site.listed(READER_1, eid)) == ["first", "second"]

@@ -25,6 +25,7 @@ from tests.test_mammo_api import (  # noqa: F401
     CENTRE,
     EXAM,
     NORMAL_READ,
+    PEOPLE,
     Programme,
     l1_form,
     prog,
@@ -139,18 +140,166 @@ def test_an_unlabelled_image_flags_the_exam_until_a_rejection_note_withdraws_it(
     ep = episode(p, eid)
     bad = str(images[3].SOPInstanceUID)
     assert ep["status"] == "flagged" and ep["flag"] == f"image {bad} has no laterality"
-    # The corrected image under a new UID alone does not clear the flag: the unlabelled one is still there.
+    assert listed(p) == []
+    # The modality withdraws the wrong image (IOCM, rejected for quality reasons): no longer flagged, the exam
+    # waits for its L-MLO (within the settle time), which completes it.
+    store(p, rejection_note([images[3]]))
+    ep = episode(p, eid)
+    assert (ep["status"], ep["flag"]) == ("incomplete", "")
+    assert bad not in {v["sop"] for v in ep["studies"][0]["views"]}
     fixed = corrected(images[3])
     fixed.ImageLaterality = "L"
     store(p, fixed)
-    assert episode(p, eid)["flag"] == f"image {bad} has no laterality"
-    assert listed(p) == []
-    # The modality withdraws the wrong image (IOCM, rejected for quality reasons): the exam is read.
-    store(p, rejection_note([images[3]]))
+    assert episode(p, eid)["status"] == "reading"
+    assert listed(p) == [eid, eid]
+
+
+def test_a_corrected_image_under_a_new_uid_clears_the_flag_by_itself(prog: Programme) -> None:  # noqa: F811
+    p = prog
+    blinded(p)
+    eid, images = register(p, 110)
+    del images[3].ImageLaterality, images[3].Laterality
+    store(p, *images)
+    bad = str(images[3].SOPInstanceUID)
+    assert episode(p, eid)["flag"] == f"image {bad} has no laterality" and listed(p) == []
+    # A well-labelled image of another view does not complete anything: still flagged.
+    store(p, corrected(images[0]))
+    assert episode(p, eid)["status"] == "flagged" and episode(p, eid)["flag_resolutions"] == []
+    # The site sends the image again, corrected, under a new SOP Instance UID: the exam now has its four views,
+    # each with a laterality, so the system clears the flag and the exam goes to the readers.
+    fixed = corrected(images[3])
+    fixed.ImageLaterality = "L"
+    store(p, fixed)
     ep = episode(p, eid)
     assert (ep["status"], ep["flag"]) == ("reading", "")
-    assert bad not in {v["sop"] for v in ep["studies"][0]["views"]}
+    (resolution,) = ep["flag_resolutions"]
+    assert resolution["action"] == "corrected" and resolution["resolved_by"] == "system"
+    assert resolution["reason"] == f"corrected image received: {fixed.SOPInstanceUID}"
+    assert resolution["lines"] == [f"image {bad} has no laterality"]
+    assert sorted(t["role"] for t in ep["tasks"]) == ["first", "second"]
     assert listed(p) == [eid, eid]
+    with p.rt.db.sessions() as s:
+        event = (
+            s.execute(
+                select(AuditEvent)
+                .where(AuditEvent.actor == "screening-intake")
+                .order_by(AuditEvent.id.desc())
+            )
+            .scalars()
+            .first()
+        )
+        assert event is not None and event.action == "update:screening-intake"
+        assert event.outcome == "success" and event.actor_kind == "system"
+        assert (
+            event.patient == f"{CENTRE}/{woman(110).patient_id}" and str(fixed.SOPInstanceUID) in event.detail
+        )
+    # The view the correction gives, withdrawn later, flags the exam again: only the superseded image is accepted.
+    store(p, rejection_note([fixed]))
+    ep = episode(p, eid)
+    assert ep["status"] == "flagged" and "missing view L-MLO" in ep["flag"]
+
+
+def test_a_missing_view_that_comes_later_clears_the_flag_as_a_correction(prog: Programme) -> None:  # noqa: F811
+    p = prog
+    blinded(p, settle_minutes=0)
+    eid, images = register(p, 111)
+    store(p, *images[:3])
+    assert episode(p, eid)["flag"] == "missing view L-MLO"
+    late = corrected(images[3])
+    store(p, late)
+    ep = episode(p, eid)
+    assert ep["status"] == "reading"
+    assert [(r["resolved_by"], r["lines"], r["reason"]) for r in ep["flag_resolutions"]] == [
+        ("system", ["missing view L-MLO"], f"corrected image received: {late.SOPInstanceUID}")
+    ]
+
+
+def test_a_technical_recall_in_the_blinded_programme_registers_the_retake_read_blind_again(
+    prog: Programme,  # noqa: F811
+) -> None:
+    p = prog
+    blinded(p)
+    eid, images = register(p, 112)
+    store(p, *images)
+    quality = {"L-MLO": {"adequate": False, "reason": "pectoral muscle not shown"}}
+    cti = {"right": {"assessment": 1, "result": "normal"}, "left": {"assessment": 0, "result": "cti"},
+           "density": "b", "quality": quality}  # fmt: skip
+    for who, role in (("r1", "first"), ("r2", "second")):
+        task = p.task(eid, role)
+        assert p.post(who, f"/api/mammo/tasks/{task}/claim").status_code == 200
+        assert p.post(who, f"/api/mammo/tasks/{task}/reading", cti).status_code == 201
+    r = p.post("centre", f"/api/mammo/episodes/{eid}/decision")
+    assert r.status_code == 201 and r.json()["decision"]["decision"] == "technical_recall"
+    # The retake a week later matches a new episode of hers, registered by itself, read by both blind readers.
+    p.later(days=7)
+    again = mammo_study(woman(112), key="intake-112-retake", study_date="20260312")
+    store(p, *again)
+    with p.rt.db.sessions() as s:
+        retake = s.execute(select(Episode).where(Episode.retake_of == eid)).scalar_one()
+    ep = episode(p, retake.id)
+    assert ep["retake_of"] == eid and ep["screen_date"] == "2026-03-12"
+    assert [st["study_uid"] for st in ep["studies"]] == [str(again[0].StudyInstanceUID)]
+    assert ep["status"] == "reading" and sorted(t["role"] for t in ep["tasks"]) == ["first", "second"]
+    assert ep["readings"] == []
+    assert sorted(listed(p)) == [retake.id, retake.id]
+    rec = p.get("centre", "/api/mammo/reconciliation").json()
+    assert str(again[0].StudyInstanceUID) not in {x["study_uid"] for x in rec["studies_without_episode"]}
+    # A later study of hers is no second retake.
+    store(p, *mammo_study(woman(112), key="intake-112-later", study_date="20260313"))
+    with p.rt.db.sessions() as s:
+        assert len(s.execute(select(Episode).where(Episode.retake_of == eid)).scalars().all()) == 1
+
+
+def test_a_coordinator_of_the_programme_attaches_an_unmatched_study_others_may_not(
+    prog: Programme,  # noqa: F811
+) -> None:
+    p = prog
+    blinded(p)
+    blinded(p, "eu-elsewhere")
+    mg = woman(113)
+    ensure_master(p.rt.db, CENTRE, mg.patient_id, f"MAMMO{mg.patient_id}", "19600101")
+    images = mammo_study(mg, key="intake-113", study_date="20260304")  # dated the day before her episode
+    store(p, *images)
+    study = str(images[0].StudyInstanceUID)
+    body = {"programme": "eu", "issuer": CENTRE, "patient_id": mg.patient_id, "site": CENTRE,
+            "round": "first", "screen_date": EXAM}  # fmt: skip
+    eid = p.post("centre", "/api/mammo/episodes", body).json()["id"]
+    assert episode(p, eid)["studies"] == []
+    rec = p.get("coord", "/api/mammo/reconciliation?programme=eu").json()
+    assert study in {x["study_uid"] for x in rec["studies_without_episode"]}
+    url = f"/api/mammo/studies/{study}/match"
+    # A reader of the programme, and the coordinator of another programme, may not: 403, audited.
+    assert p.post("r1", url, {"episode_id": eid}).status_code == 403
+    body = {"reader": PEOPLE["r2"][0], "qualification": "coordinator"}
+    assert p.post("admin", "/api/mammo/programmes/eu-elsewhere/readers", body).status_code == 201
+    r = p.post("r2", url, {"episode_id": eid})
+    assert r.status_code == 403
+    with p.rt.db.sessions() as s:
+        refused = s.execute(
+            select(AuditEvent).where(AuditEvent.outcome == "denied", AuditEvent.actor.in_(["reader-one", "reader-two"]),
+                                     AuditEvent.object.contains(study))
+        ).scalars().all()  # fmt: skip
+        assert {e.actor for e in refused} == {"reader-one", "reader-two"}
+    assert episode(p, eid)["studies"] == []
+    # The programme's coordinator attaches it from the reconciliation list: the exam goes to the readers.
+    r = p.post("coord", url, {"episode_id": eid})
+    assert r.status_code == 200, r.text
+    assert [st["study_uid"] for st in r.json()["studies"]] == [study] and r.json()["status"] == "reading"
+    with p.rt.db.sessions() as s:
+        event = (
+            s.execute(
+                select(AuditEvent).where(
+                    AuditEvent.actor == "coordinatrice", AuditEvent.object.contains(study)
+                )
+            )
+            .scalars()
+            .one()
+        )
+        assert event.outcome == "success" and event.purpose == "operations"
+    rec = p.get("coord", "/api/mammo/reconciliation?programme=eu").json()
+    assert study not in {x["study_uid"] for x in rec["studies_without_episode"]}
+    # The centre's radiologist still matches by hand as before (the same match again changes nothing).
+    assert p.post("centre", url, {"episode_id": eid}).status_code == 200
 
 
 def test_withdrawing_a_view_of_an_exam_being_read_flags_it_at_once(prog: Programme) -> None:  # noqa: F811

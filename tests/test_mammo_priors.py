@@ -118,12 +118,17 @@ def test_a_dead_node_leaves_the_case_held_with_its_reason_until_released_by_hand
     add_node(p, "DEADPACS", closed_port(), "SITE-B", timeout_seconds=1, attempts=1)
     _, eid = screened_woman(p, 2, "B-PRIOR-2")
 
-    fetch = p.post("centre", f"/api/mammo/episodes/{eid}/priors", {"status": "requested"}).json()[
-        "prior_fetch"
-    ]
+    before = p.get("centre", f"/api/mammo/episodes/{eid}").json()["next"]
+    assert before["step"] == "wait" and "priors" not in before["waiting_for"]
+    asked = p.post("centre", f"/api/mammo/episodes/{eid}/priors", {"status": "requested"}).json()
+    fetch = asked["prior_fetch"]
+    # Held back: the episode's next step says it waits for its priors, not for the blind reads.
+    assert asked["next"]["step"] == "wait" and asked["next"]["waiting_for"] == "the priors (requested)"
     assert priors.run_fetch(p.rt.db, fetch["id"]) == "failed"
 
     ep = p.get("centre", f"/api/mammo/episodes/{eid}").json()
+    assert ep["next"]["step"] == "wait" and "fetching them failed" in ep["next"]["waiting_for"]
+    assert "DEADPACS" in ep["next"]["waiting_for"]
     assert ep["priors"] == "failed" and ep["prior_fetch"]["state"] == "failed"
     assert "DEADPACS" in ep["prior_fetch"]["reason"] and "after 1 attempt" in ep["prior_fetch"]["reason"]
     assert ep["prior_fetch"]["nodes"][0]["state"] == "failed"
@@ -147,6 +152,7 @@ def test_a_dead_node_leaves_the_case_held_with_its_reason_until_released_by_hand
     assert resent == [again["prior_fetch"]["id"]]
     r = p.post("centre", f"/api/mammo/episodes/{eid}/priors", {"status": "none"})
     assert r.status_code == 200 and r.json()["priors"] == "none"
+    assert r.json()["next"] == before
     assert r.json()["prior_fetch"]["state"] == "released"
     assert "released by radio-centre" in r.json()["prior_fetch"]["reason"]
     assert sorted(open_tasks(p)) == [eid, eid]

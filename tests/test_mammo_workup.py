@@ -215,3 +215,36 @@ def test_a_work_up_follows_a_recall_only(prog: Programme) -> None:
     assert r.status_code == 409 and "was decided normal" in r.json()["detail"]
     assert stored(p) == (0, 0)
     assert p.post("centre", WORKUP.format(999999), SUSPICIOUS).status_code == 404
+
+
+def test_the_episode_view_shows_the_work_up_its_state_result_and_outcome(prog: Programme) -> None:
+    p = prog
+    p.setup("fr", "fr-depistage")
+    eid = read_by_l2(p, 24, POSITIVE_LEFT, centre_contact=CENTRE_DESK)
+    url = f"/api/mammo/episodes/{eid}"
+    assert p.get("centre", url).json()["workup"] is None  # not decided: no work-up to show
+    p.later(days=1)
+    assert p.post("l2a", f"/api/mammo/episodes/{eid}/decision").status_code == 201
+    assert p.get("centre", url).json()["workup"] == {"state": "awaited", "final": None, "outcome": None,
+                                                     "forms": []}  # fmt: skip
+    assert p.post("centre", WORKUP.format(eid), SUSPICIOUS).status_code == 201
+    shown = p.get("centre", url).json()["workup"]
+    assert (shown["state"], shown["final"], shown["outcome"]) == ("pathology-awaited", None, None)
+    assert [(f["conclusion"], f["left_assessment"]) for f in shown["forms"]] == [("suspicious", 4)]
+    assert p.post("centre", WORKUP.format(eid), CANCER).status_code == 201
+    shown = p.get("centre", url).json()["workup"]
+    assert (shown["state"], shown["final"]) == ("done", "cancer")
+    assert shown["outcome"]["outcome"] == "cancer_invasive" and shown["outcome"]["biopsy"] is True
+    assert [f["conclusion"] for f in shown["forms"]] == ["suspicious", "cancer"]
+    # The view is read under the access policy as before: a radiologist of another centre gets 403, audited.
+    p.accounts["elsewhere"] = make_account(p.rt, "radio-loin", "radiologist", "CENTRE-B")
+    assert p.get("elsewhere", url).status_code == 403
+    with p.rt.db.sessions() as s:
+        denied = (
+            s.execute(
+                select(AuditEvent).where(AuditEvent.actor == "radio-loin", AuditEvent.outcome == "denied")
+            )
+            .scalars()
+            .all()
+        )
+        assert denied

@@ -14,9 +14,18 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
-from archipel.mammo import decision, episodes, priors, protocol, reading
+from archipel.mammo import decision, episodes, priors, protocol, reading, workup
 from archipel.mammo.episodes import ScreeningError
-from archipel.mammo.models import Episode, Programme, Reading, ScreeningStudy
+from archipel.mammo.models import (
+    PRIORS_FAILED,
+    PRIORS_HELD,
+    RECALL,
+    Episode,
+    Programme,
+    Reading,
+    ScreeningDecision,
+    ScreeningStudy,
+)
 from archipel.mammo.reconciliation import reconciliation
 from archipel.mammo.schemas import (
     EpisodeBody,
@@ -173,6 +182,40 @@ def _withheld(s: Session, prog: Programme, ep: Episode, subject: str, reads: lis
     return next((why for r in reads if (why := blinding(s, prog, ep, subject, r))), "")
 
 
+def _held_for(s: Session, ep: Episode) -> str:
+    """What a case whose next step is a read is held back for (empty: nothing): its exam at intake (flagged or
+    incomplete), or its priors (requested and not here yet, or failed), as the worklists hold it back."""
+    if ep.status in ("awaiting-images", "awaiting-l1-form"):
+        return ""  # the protocol's own wait says it (the images, the L1 form)
+    if ep.status == "flagged":
+        return f"the intake flag to be resolved ({ep.flag})"
+    if ep.status == "incomplete":
+        return "the exam's missing views"
+    if ep.priors in PRIORS_HELD:
+        if ep.priors == PRIORS_FAILED:
+            fetch = priors.latest_fetch(s, ep.id)
+            why = f": {fetch.reason}" if fetch is not None and fetch.reason else ""
+            return f"the priors (fetching them failed{why}; ask again or release the case)"
+        return f"the priors ({ep.priors})"
+    return ""
+
+
+def _workup_state(decided: ScreeningDecision | None, forms: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The deferred work-up after a recall: ``awaited`` (no form yet), ``pathology-awaited`` (a suspicious
+    form, the biopsy's result to come) or ``done`` (a final form), with the forms and the outcome recorded;
+    ``None`` when the episode was not recalled."""
+    if decided is None or decided.decision != RECALL:
+        return None
+    final = next((w for w in forms if w["conclusion"] != "suspicious"), None)
+    state = "done" if final is not None else ("pathology-awaited" if forms else "awaited")
+    return {
+        "state": state,
+        "final": final["conclusion"] if final is not None else None,
+        "outcome": final["outcome"] if final is not None else None,
+        "forms": forms,
+    }
+
+
 def episode_view(rt: Runtime, ep: Episode, principal: Principal, request: Request) -> dict[str, Any]:
     """What anyone who may read the episode sees: state, studies and views, tasks, who read (not what), the
     next step, the decision and the delays. The next step's reasons are left out (``withheld`` says why, and
@@ -184,6 +227,18 @@ def episode_view(rt: Runtime, ep: Episode, principal: Principal, request: Reques
         step = protocol.next_step(episodes.settings_of(prog), [episodes.as_rule_read(r) for r in reads])
         decided = episodes.decision_of(s, ep.id)
         withheld = _withheld(s, prog, ep, principal.subject, reads) if step.reasons and not decided else ""
+        held = _held_for(s, ep) if step.kind != "decide" and decided is None else ""
+        workups = [workup.view(s, w) for w in workup.workups_of(s, ep.id)]
+        resolutions = [
+            {
+                "action": f.action,
+                "lines": json.loads(f.problems),
+                "reason": f.reason,
+                "resolved_by": f.resolved_by,
+                "resolved_at": f.resolved_at.isoformat(),
+            }
+            for f in episodes.flag_resolutions(s, ep.id)
+        ]
         view = {
             "id": ep.id,
             "programme": prog.code,
@@ -198,6 +253,7 @@ def episode_view(rt: Runtime, ep: Episode, principal: Principal, request: Reques
             "priors": ep.priors,
             "prior_fetch": priors.view(rt.db, ep.id),
             "retake_of": ep.retake_of,
+            "flag_resolutions": resolutions,
             "studies": [
                 {"study_uid": st.study_uid, "views": json.loads(st.views), "flag": st.flag}
                 for st in episodes.studies_of(s, ep.id)
@@ -211,9 +267,9 @@ def episode_view(rt: Runtime, ep: Episode, principal: Principal, request: Reques
                 for r in reads
             ],
             "next": {
-                "step": step.kind,
+                "step": "wait" if held else step.kind,
                 "role": step.role,
-                "waiting_for": step.waiting_for,
+                "waiting_for": held or step.waiting_for,
                 "reasons": [] if withheld else list(step.reasons),
                 "withheld": withheld,
             }
@@ -232,6 +288,7 @@ def episode_view(rt: Runtime, ep: Episode, principal: Principal, request: Reques
                 "within_deadline": decision.within_deadline(ep, prog, rt.clock()),
             },
             "delays": decision.delays(s, ep),
+            "workup": _workup_state(decided, workups),
         }
     if withheld:
         resource = episode_resource(ep, f"next step's reasons of screening episode {ep.id}")
@@ -430,8 +487,35 @@ def get_reconciliation(
 def match_study(
     study_uid: str, body: MatchBody, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    """Attach a study from the reconciliation list to its episode by hand."""
-    ep = _update(rt, principal, request, body.episode_id, f"match of study {study_uid}")
+    """Attach a study from the reconciliation list to its episode by hand: staff of a site holding the woman's
+    record, as for any step of her episode, or a coordinator of the episode's programme (an intake task of the
+    programme's operations, policy kind ``screening-intake``). A refusal is audited."""
+    ep = load_episode(rt, body.episode_id)
+    with rt.db.sessions() as s:
+        prog_row = s.get(Programme, ep.programme_id)
+        assert prog_row is not None
+        coordinator = reading.coordinates(s, prog_row.code, principal.subject)
+    if coordinator:
+        resource = access.Resource(
+            kind=access.SCREENING_INTAKE,
+            site=ep.site,
+            patient=f"{ep.issuer}/{ep.patient_id}",
+            master=ep.master_id,
+            ident=f"match of study {study_uid} to screening episode {ep.id}",
+        )
+        resource, facts = access_facts.load(rt.db, principal, resource, rt.clock())
+        facts = replace(facts, coordinator=True)
+        guard(
+            rt,
+            principal,
+            access.UPDATE,
+            resource,
+            event_type=audit.PATIENT_RECORD,
+            request=request,
+            facts=facts,
+        )
+    else:
+        _update(rt, principal, request, ep.id, f"match of study {study_uid}")
     from sqlalchemy import select
 
     try:

@@ -192,10 +192,11 @@ notify.after_sent(PURPOSE, letter_sent)
 def retake_for(
     s: Session, ep: Episode, prog: Programme, now: datetime, day: date | None = None
 ) -> Episode | None:
-    """After a technical recall in the French programme, the retake's episode: the same woman, the L1 form
-    carried over, so that the new images (taken on ``day``) go straight to L2."""
+    """After a technical recall, the retake's episode: the same woman and, in the French programme, the L1 form
+    carried over, so that the new images (taken on ``day``) go straight to L2; in the blinded programme the
+    retake is read again by two blind readers."""
     decided = episodes.decision_of(s, ep.id)
-    if decided is None or decided.decision != TECHNICAL_RECALL or prog.protocol != FR_DEPISTAGE:
+    if decided is None or decided.decision != TECHNICAL_RECALL:
         return None
     retake = Episode(
         programme_id=prog.id,

@@ -148,14 +148,33 @@ def required_views(prog: Programme) -> tuple[str, ...]:
     return views.parse_required(prog.screening_views) if prog.screening_views else views.STANDARD_VIEWS
 
 
+#: A flag cleared by the system when a corrected image completed the exam (``intake``).
+FLAG_CORRECTED = "corrected"
+#: Who clears it.
+SYSTEM_RESOLVER = "system"
+
+
+def flag_resolutions(s: Session, episode_id: int) -> list[FlagResolution]:
+    """The episode's flag resolutions, oldest first: released or sent for a retake by hand, or cleared by a
+    corrected image."""
+    return list(
+        s.execute(
+            select(FlagResolution).where(FlagResolution.episode_id == episode_id).order_by(FlagResolution.id)
+        ).scalars()
+    )
+
+
 def accepted_problems(s: Session, episode_id: int) -> set[str]:
-    """The flag lines of the episode someone released by hand (they no longer hold it)."""
-    rows = s.execute(
-        select(FlagResolution.problems).where(
-            FlagResolution.episode_id == episode_id, FlagResolution.action == FLAG_RELEASE
-        )
-    ).scalars()
-    return {line for problems in rows for line in json.loads(problems)}
+    """The flag lines that no longer hold the episode: those someone released by hand, and the images a
+    corrected image superseded (an image's line names its SOP Instance UID; a view missing again flags again)."""
+    accepted: set[str] = set()
+    for row in flag_resolutions(s, episode_id):
+        lines = json.loads(row.problems)
+        if row.action == FLAG_RELEASE:
+            accepted.update(lines)
+        elif row.action == FLAG_CORRECTED:
+            accepted.update(line for line in lines if line.startswith("image "))
+    return accepted
 
 
 def intake_problems(s: Session, ep: Episode, prog: Programme, now: datetime) -> tuple[list[str], list[str]]:

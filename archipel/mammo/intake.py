@@ -24,9 +24,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archipel.mammo import decision, episodes, reading
-from archipel.mammo.models import TECHNICAL_RECALL, Episode, Programme, ScreeningDecision, ScreeningStudy
-from archipel.mammo.views import flag_of, image_view
-from archipel.platform import jobs, schedule
+from archipel.mammo.models import (
+    TECHNICAL_RECALL,
+    Episode,
+    FlagResolution,
+    Programme,
+    ScreeningDecision,
+    ScreeningStudy,
+)
+from archipel.mammo.views import ImageView, flag_of, image_view
+from archipel.platform import audit, jobs, schedule
+from archipel.platform.authn import Principal
 from archipel.platform.db import Database, utcnow
 from archipel.platform.runtime import get_runtime
 from archipel.radiology import stored
@@ -40,6 +48,10 @@ HELD_AT_INTAKE = ("incomplete", "flagged")
 SETTLE_TASK = "mammo.settle_incomplete_exams"
 #: How often the incomplete exams are looked at (their settle time is the programme's, in minutes).
 SETTLE_SECONDS = 60
+#: The reason a flag cleared by a corrected image is recorded with (and the image's SOP Instance UID).
+CORRECTED_IMAGE = "corrected image received"
+#: Who the audit trail names for it.
+INTAKE_PRINCIPAL = Principal(subject="screening-intake", role="system", kind="system")
 
 
 def _now(db: Database) -> datetime:
@@ -136,7 +148,7 @@ def record_image(db: Database, obj: stored.StoredObject) -> None:
         study.last_image_at = now
         ep = s.get(Episode, study.episode_id) if study.episode_id is not None else _match(s, study, now)
         if ep is not None:
-            _move_on(s, study, ep, now)
+            _move_on(s, study, ep, now, view)
         log.info(
             "event=screening_image study_id=%d episode=%s flagged=%s status=%s",
             study.id,
@@ -146,14 +158,54 @@ def record_image(db: Database, obj: stored.StoredObject) -> None:
         )
 
 
-def _move_on(s: Session, study: ScreeningStudy, ep: Episode, now: datetime) -> None:
+def _move_on(
+    s: Session, study: ScreeningStudy, ep: Episode, now: datetime, image: ImageView | None = None
+) -> None:
     if study.episode_id != ep.id:
         episodes.attach_study(s, study, ep)
     if ep.master_id is None:
         ep.master_id = reading.master_of_episode(s, ep)
     prog = s.get(Programme, ep.programme_id)
     assert prog is not None
+    if image is not None:
+        _corrected(s, ep, prog, image, now)
     episodes.advance(s, ep, prog, now)
+
+
+def _corrected(s: Session, ep: Episode, prog: Programme, image: ImageView, now: datetime) -> None:
+    """A flagged exam that a new, well-labelled screening image (``image``, already in its study's views) makes
+    whole again: every required view given by an image with a view and a laterality. Its flag is cleared by
+    the system, the images the correction supersedes accepted, the resolution kept and audited."""
+    if ep.status != "flagged" or image.problem or not image.screening:
+        return
+    problems, waiting = episodes.intake_problems(s, ep, prog, now)
+    if waiting or any(line.startswith("missing view ") for line in problems):
+        return  # a required view still lacks an image
+    before = [line for line in ep.flag.split("; ") if line]
+    reason = f"{CORRECTED_IMAGE}: {image.sop_uid}"
+    s.add(
+        FlagResolution(
+            episode_id=ep.id,
+            action=episodes.FLAG_CORRECTED,
+            problems=json.dumps(list(dict.fromkeys(before + problems))),
+            reason=reason,
+            resolved_by=episodes.SYSTEM_RESOLVER,
+            resolved_at=now,
+        )
+    )
+    s.flush()
+    audit.append(
+        s,
+        INTAKE_PRINCIPAL,
+        audit.PATIENT_RECORD,
+        "update:screening-intake",
+        patient=f"{ep.issuer}/{ep.patient_id}",
+        master=ep.master_id,
+        obj=f"intake flag of screening episode {ep.id}",
+        purpose=audit.OPERATIONS,
+        detail=reason,
+    )
+    log.info("event=screening_flag_corrected episode=%d lines=%d", ep.id, len(before))
 
 
 def _record_rejection(db: Database, obj: stored.StoredObject) -> None:
@@ -216,7 +268,7 @@ def settle_task() -> int:
     return settle_incomplete(rt.db, rt.clock())
 
 
-schedule.every(SETTLE_SECONDS, SETTLE_TASK, queue="prefetch")
+schedule.every(SETTLE_SECONDS, SETTLE_TASK, queue="prefetch", setting="screening_settle_seconds")
 
 
 def install() -> None:

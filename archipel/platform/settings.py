@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     notify_sms_url: str = ""
     #: Seconds between two sweeps of the outbox by the ``notify`` job (0: its default, 30 s).
     notify_sweep_seconds: float = 0.0
+    #: Seconds between two looks at the screening exams still missing a view (0: its default, 60 s).
+    screening_settle_seconds: float = 0.0
     #: A failed message is tried again after ``notify_retry_seconds``, then twice as long each time up to
     #: ``notify_retry_max_seconds``, ``notify_max_attempts`` times in all (by default about 13 hours), and is
     #: then listed as failed (``archipel notify list --failed``).
