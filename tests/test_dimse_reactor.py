@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 
+from archipel.radiology.dimse import wire
 from archipel.radiology.dimse.reactor import ListenerServer, serve
 from tests.support import free_port, wait_until
 
@@ -194,3 +195,30 @@ def test_associations_share_the_servers_contexts_without_changing_them(recorder:
     finally:
         srv.shutdown()
     assert [(cx.abstract_syntax, list(cx.transfer_syntax), cx.context_id) for cx in srv.contexts] == before
+
+
+def test_c_store_requests_are_decoded_directly_unless_they_carry_more(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[object] = []
+
+    def spy(command: bytes) -> object:
+        request = original(command)
+        decoded.append(request)
+        return request
+
+    original = wire.store_request
+    monkeypatch.setattr(wire, "store_request", spy)
+    srv = start(scp_ae(), recorder)
+    try:
+        assoc = connect(srv.server_address[1])
+        plain, moved = ct_instance(), ct_instance()
+        assert assoc.send_c_store(plain).Status == 0  # type: ignore[attr-defined]
+        # A C-STORE sent on behalf of a C-MOVE names its originator: pynetdicom decodes that one.
+        assert assoc.send_c_store(moved, originator_aet="MOVER", originator_id=9).Status == 0  # type: ignore[attr-defined]
+        assoc.release()  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+    assert recorder.stored == [plain.SOPInstanceUID, moved.SOPInstanceUID]
+    assert [type(r).__name__ for r in decoded] == ["StoreRequest", "NoneType"]
+    assert isinstance(decoded[0], wire.StoreRequest) and decoded[0].sop_instance_uid == plain.SOPInstanceUID
