@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from archipel import __version__
 from archipel.mammo import api as mammo_api
+from archipel.mammo import deadlines_api as mammo_deadlines_api
 from archipel.mammo import flags_api as mammo_flags_api
 from archipel.mammo import forms_api as mammo_forms_api
 from archipel.mammo import intake as mammo_intake
@@ -87,6 +88,7 @@ def create_app() -> FastAPI:
     app.include_router(mammo_api.router)
     app.include_router(mammo_worklist_api.router)
     app.include_router(mammo_flags_api.router)
+    app.include_router(mammo_deadlines_api.router)
     app.include_router(mammo_workup_api.router)
     app.include_router(mammo_forms_api.router)
     mammo_intake.install()

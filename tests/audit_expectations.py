@@ -135,6 +135,14 @@ _SCREENING: dict[tuple[str, str], Entry] = {
         "GET", _MG + "/metrics?programme=audit", ((audit.QUERY, "read:screening-programme", DENIED, ""),),
         user="auditor", status=403,
     ),
+    ("GET", _MG + "/programmes/{code}/deadlines"): Audited(
+        "GET", _MG + "/programmes/audit/deadlines", ((audit.QUERY, "read:screening-programme", DENIED, ""),),
+        user="auditor", status=403,
+    ),
+    ("GET", _MG + "/programmes/{code}/ready-for-decision"): Audited(
+        "GET", _MG + "/programmes/audit/ready-for-decision",
+        ((audit.QUERY, "read:screening-programme", DENIED, ""),), user="auditor", status=403,
+    ),
     ("POST", _MG + "/tasks/{task_id}/prepare"): Audited(
         "POST", _MG + "/tasks/999999/prepare", (), user="auditor", status=404
     ),

@@ -101,6 +101,71 @@ def metrics_cmd(
         out.print_json(json.dumps(figures))
 
 
+@mammo_app.command("deadlines")
+def deadlines_cmd(
+    programme: Annotated[str, typer.Option("--programme", help="Programme code.")] = "",
+    state: Annotated[str, typer.Option("--state", help="fine, at_risk or late (all when empty).")] = "",
+    warning_days: Annotated[
+        int, typer.Option("--warning-days", help="Days before the deadline that are at risk.")
+    ] = 3,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    data: DataOpt = None,
+) -> None:
+    """List the episodes whose results letter is not sent yet, most urgent first: due date, days left (negative
+    once late) and the stage each waits at."""
+    import os
+
+    from sqlalchemy import select
+
+    from archipel.mammo import deadlines
+    from archipel.mammo.models import Programme
+    from archipel.platform import audit
+    from archipel.platform.authn import Principal
+    from archipel.platform.db import utcnow
+
+    if fmt not in ("table", "json"):
+        raise _fail("--format is table or json")
+    if state and state not in deadlines.STATES:
+        raise _fail(f"--state is one of {', '.join(deadlines.STATES)}")
+    if warning_days < 0:
+        raise _fail("--warning-days is 0 or more")
+    rt = setup(data)
+    with rt.db.sessions() as s:
+        progs = list(s.execute(select(Programme).order_by(Programme.id)).scalars())
+        chosen = [p for p in progs if p.code == programme] if programme else progs
+        if not chosen:
+            raise _fail(f"no programme {programme!r}" if programme else "no screening programme yet")
+        rows = [
+            {"programme": prog.code, **due.row()}
+            for prog in chosen
+            for due in deadlines.watch(s, prog, utcnow().date(), warning_days, state)
+        ]
+    # The list names women: the operator (an administrator at the command line) reads it on the record.
+    audit.record(
+        rt.db,
+        Principal(subject=os.environ.get("USER", "cli"), role="admin"),
+        audit.QUERY,
+        "read:screening-programme",
+        obj="results-letter deadlines of " + ", ".join(p.code for p in chosen),
+        source="cli",
+        purpose=audit.OPERATIONS,
+        detail=f"{len(rows)} episodes listed from the command line",
+    )
+    if fmt == "json":
+        out.print_json(json.dumps(rows))
+        return
+    for r in rows:
+        out.print(
+            f"{r['programme']}\t{r['episode_id']}\t{r['issuer']}/{r['patient_id']}\t{r['screen_date']}\t"
+            f"due {r['due']}\t{r['days_left']:+d} d\t{r['state']}\t{r['stage']}",
+            markup=False,
+            highlight=False,
+        )
+    late = sum(1 for r in rows if r["state"] == deadlines.LATE)
+    risk = sum(1 for r in rows if r["state"] == deadlines.AT_RISK)
+    out.print(f"{len(rows)} results not sent: {late} late, {risk} at risk", markup=False, highlight=False)
+
+
 forms_app = typer.Typer(help="L1 forms of the French programme for live intake.", no_args_is_help=True)
 mammo_app.add_typer(forms_app, name="forms")
 
