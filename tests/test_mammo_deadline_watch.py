@@ -140,3 +140,40 @@ def test_the_command_line_lists_the_watch_on_the_record(
             ).scalars()
         )
     assert len(events) == 2 and all(e.source == "cli" for e in events)
+
+
+def test_the_watch_warns_the_coordinators_once_when_a_result_turns_at_risk_and_once_when_late(
+    p: Programme,
+) -> None:
+    from archipel.mammo import deadline_warnings
+    from archipel.platform.inbox import Notification
+
+    p.setup("fr", "fr-depistage")
+    p.h("coord")  # the coordinator's account exists
+    risk = registered(p, 77, "2026-02-22")  # due 9 March: at risk on 6 March
+    registered(p, 78, "2026-03-05")  # due 20 March: fine
+
+    def warnings() -> list[Notification]:
+        with p.rt.db.sessions() as s:
+            q = select(Notification).where(Notification.kind == deadline_warnings.KIND)
+            return list(s.execute(q.order_by(Notification.id)).scalars())
+
+    assert deadline_warnings.sweep(p.rt.db, p.clock()) == {"at_risk": 1, "late": 0}
+    assert deadline_warnings.sweep(p.rt.db, p.clock()) == {"at_risk": 0, "late": 0}  # once per state
+    first = warnings()
+    assert [(n.recipient, n.title) for n in first] == [
+        ("coordinatrice", f"Screening episode #{risk} (fr): the result is due in 3 day(s)")
+    ]
+    assert "MG0077" not in first[0].title + first[0].body  # the bell names the episode, not the woman
+    assert "waiting for the images" in first[0].body
+
+    # Four days on, the first is late (warned again, once) and nothing else has turned yet.
+    p.later(days=4)
+    assert deadline_warnings.sweep(p.rt.db, p.clock()) == {"at_risk": 0, "late": 1}
+    assert deadline_warnings.sweep(p.rt.db, p.clock()) == {"at_risk": 0, "late": 0}
+    assert warnings()[-1].title == f"Screening episode #{risk} (fr): the result is 1 day(s) late"
+    with p.rt.db.sessions() as s:
+        events = list(
+            s.execute(select(AuditEvent).where(AuditEvent.action == "notify:screening-programme")).scalars()
+        )
+    assert [e.patient for e in events] == [f"{CENTRE}/MG0077", f"{CENTRE}/MG0077"]

@@ -83,6 +83,7 @@ def check_dicom_tls(settings: Settings) -> None:
 
 
 def _load_tasks() -> None:
+    import archipel.mammo.deadline_warnings
     import archipel.mammo.priors
     import archipel.mammo.volumes
     import archipel.platform.notify_tasks

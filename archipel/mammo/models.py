@@ -316,3 +316,17 @@ class PriorFetch(Base):
     requested_by: Mapped[str] = mapped_column(String(128), default="")
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class DeadlineWarning(Base):
+    """A warning sent to the programme's coordinators that an episode's result is at risk of missing its
+    deadline, or late: one per episode and state, so that the periodic watch warns once for each."""
+
+    __tablename__ = "screening_deadline_warnings"
+    __table_args__ = (UniqueConstraint("episode_id", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    episode_id: Mapped[int] = mapped_column(ForeignKey("screening_episodes.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    warned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
