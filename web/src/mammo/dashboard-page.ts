@@ -104,6 +104,12 @@ function tile(name: string, value: string): HTMLElement {
   return div;
 }
 
+/** In the blinded protocol the two reads are symmetrical: the share is of cancers found by one reader only. */
+function singleReaderLabel(m: Metrics, title = false): string {
+  const text = m.protocol === "eu-blinded" ? "cancers found by one reader only" : "cancers found by L2 only";
+  return title ? text[0].toUpperCase() + text.slice(1) : text;
+}
+
 function tiles(m: Metrics): void {
   const d = m.delays;
   byId("tiles").replaceChildren(
@@ -113,7 +119,7 @@ function tiles(m: Metrics): void {
     tile("recall rate, subsequent rounds", show(m.recall_rate_by_round.subsequent, pct)),
     tile("cancer detection rate", show(m.cancer_detection_rate, per1000)),
     tile("PPV of recall", show(m.ppv_recall, pct)),
-    tile("cancers found by L2 only", show(m.l2_only_cancer_share, pct)),
+    tile(singleReaderLabel(m), show(m.l2_only_cancer_share, pct)),
     tile("CTI rate", show(m.cti_rate, pct)),
     tile("interval cancers", `${m.interval_cancers} (${show(m.interval_cancer_rate, per1000)})`),
     tile("exam → file received (median)", show(d.exam_to_received_days.median, days)),
@@ -189,7 +195,12 @@ async function render(): Promise<void> {
       ),
       lineChart("Cancer detection rate", labels, [line((m) => m.cancer_detection_rate)], per1000),
       lineChart("PPV of recall", labels, [line((m) => m.ppv_recall)], pct),
-      lineChart("Cancers found by L2 only", labels, [line((m) => m.l2_only_cancer_share)], pct),
+      lineChart(
+        each.length ? singleReaderLabel(each[0], true) : "Cancers found by L2 only",
+        labels,
+        [line((m) => m.l2_only_cancer_share)],
+        pct,
+      ),
       lineChart("CTI rate", labels, [line((m) => m.cti_rate)], pct),
       lineChart("Interval cancer rate", labels, [line((m) => m.interval_cancer_rate)], per1000),
       lineChart(
