@@ -182,7 +182,12 @@ def test_a_tomosynthesis_only_exam_hangs_scrolls_and_takes_a_finding_with_its_sl
         while abs(grey - want) >= TOLERANCE and time.monotonic() < deadline:
             grey = tissue(cell(screenshot(page), page, view))  # redrawn on a coming animation frame
         assert abs(grey - want) < TOLERANCE, (view, frame, grey, want)
-        assert f"slice {frame}/8" in page.locator(f'.view-cell[data-view="{view}"] .view-label').inner_text()
+        label = page.locator(f'.view-cell[data-view="{view}"] .view-label')
+        page.wait_for_function(
+            "([el, text]) => el.textContent.includes(text)",
+            arg=[label.element_handle(), f"slice {frame}/8"],
+            timeout=10_000,
+        )
 
     # The wheel over the left CC stack moves it one slice on; the arrow keys move the stack under the pointer.
     box = page.locator('.view-cell[data-view="L-CC"] .view-element').bounding_box()

@@ -151,6 +151,8 @@ export class Hanging {
         element.addEventListener("mouseleave", () => (this.pointed = null));
         inputs.push({ viewportId: id, type: Enums.ViewportType.STACK, element, defaultOptions: {} });
         element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+          // The slice shown is the one rendered: STACK_NEW_IMAGE alone can leave the label a slice behind.
+          this.relabel(prefix + view);
           this.drawMarks(prefix + view);
           this.rendered.add(prefix + view);
           this.notifyRendered();
