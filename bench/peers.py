@@ -74,9 +74,15 @@ class ArchipelTarget:
         self.ports: list[int] = []
         self.server: ArchipelServer | None = None
         self.extra: list[subprocess.Popen[bytes]] = []
+        self.starts = 0
 
     def start(self) -> None:
-        data = self.root / self.name
+        # A new folder per start: the index database of this process is cached by its URL
+        # (platform.db.get_database), and a folder removed and made again under the same name would leave
+        # the cached engine on the deleted file, so the next start's migrations would miss the new one.
+        self.starts += 1
+        data = self.root / f"{self.name}-{self.starts}"
+        shutil.rmtree(self.root / f"{self.name}-{self.starts - 1}", ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
         self.server = ArchipelServer(data, env={"ARCHIPEL_DICOM_HOST": "127.0.0.1"})

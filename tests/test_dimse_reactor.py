@@ -7,6 +7,7 @@ several processes share one port.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -222,3 +223,35 @@ def test_c_store_requests_are_decoded_directly_unless_they_carry_more(
     assert recorder.stored == [plain.SOPInstanceUID, moved.SOPInstanceUID]
     assert [type(r).__name__ for r in decoded] == ["StoreRequest", "NoneType"]
     assert isinstance(decoded[0], wire.StoreRequest) and decoded[0].sop_instance_uid == plain.SOPInstanceUID
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.INFO])
+def test_plain_stores_take_the_direct_path_only_when_no_logging_handler_reads_them(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, level: int
+) -> None:
+    """At WARNING (how ``archipel`` runs pynetdicom) its logging handlers are not bound to an association, so a
+    plain C-STORE request is decoded directly; at INFO they are bound and read the decoded command set, so
+    pynetdicom decodes it. Either way no handler fails (one did, with a KeyError logged per instance)."""
+    decoded: list[int] = []
+    direct = wire.store_request
+
+    def counting(data: bytes) -> object:
+        decoded.append(1)
+        return direct(data)
+
+    monkeypatch.setattr(wire, "store_request", counting)
+    caplog.set_level(logging.ERROR, logger="pynetdicom.events")
+    pynetdicom_log = logging.getLogger("pynetdicom")
+    before = pynetdicom_log.level
+    pynetdicom_log.setLevel(level)  # setLevel, not the attribute: isEnabledFor caches its answers
+    srv = start(scp_ae(), recorder)
+    try:
+        assoc = connect(srv.server_address[1])
+        statuses = [assoc.send_c_store(ct_instance()).Status for _ in range(3)]  # type: ignore[attr-defined]
+        assoc.release()  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+        pynetdicom_log.setLevel(before)
+    assert statuses == [0, 0, 0] and len(recorder.stored) == 3
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert len(decoded) == (3 if level == logging.WARNING else 0)

@@ -234,8 +234,9 @@ class StoreResponseDIMSE(DIMSEServiceProvider):
         # pynetdicom writes a chunked data set's File Meta Information from that command set.
         if _config.STORE_RECV_CHUNKED_DATASET:
             return False
-        watchers = cast(list[tuple[Any, Any]], self.assoc.get_handlers(evt.EVT_DIMSE_RECV))
-        if any(handler is not standard_dimse_recv_handler for handler, _ in watchers):
+        # pynetdicom's own logging handler is one of them: it looks the message's class up in a table of its own
+        # and reads the command set, so it must not be bound either (it is not when its logger drops INFO).
+        if self.assoc.get_handlers(evt.EVT_DIMSE_RECV):
             return False
         return not _PYNETDICOM_LOG.isEnabledFor(logging.DEBUG)
 
@@ -372,11 +373,17 @@ class EventDrivenRequestHandler(RequestHandler):
         # (negotiate_as_acceptor builds new result contexts), so the association gets the list, not copies.
         acceptor.supported_contexts = list(self.server.contexts)
         assoc.requestor.address_info = self.remote
+        # The server binds pynetdicom's standard logging handlers too; the association has unbound them when
+        # the logger would drop their lines, and they are not bound again here.
+        quiet = not _PYNETDICOM_LOG.isEnabledFor(logging.INFO)
+        logging_handlers = set(_LOGGING_HANDLERS)
         for event, bound in self.server._handlers.items():
             if event.is_intervention and bound:
                 assoc.bind(event, *bound)
             elif isinstance(event, evt.NotificationEvent):
                 for handler, args in cast(list[tuple[Any, Any]], bound):
+                    if quiet and (event, handler) in logging_handlers:
+                        continue
                     assoc.bind(event, handler, args)
         return assoc
 
