@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from archipel import __version__
 from archipel.mammo import api as mammo_api
@@ -74,16 +75,23 @@ log = logging.getLogger("archipel.http")
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
+class ArchipelApp(FastAPI):
+    """FastAPI with the tile fast path ahead of its whole middleware stack."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Tiles come by dozens a second per viewer: cached ones are answered ahead of the framework and of its
+        # own middleware (errors, telemetry, body limit), each of which wraps every request (tiles/fastpath.py).
+        return TileFastPath(super().build_middleware_stack())
+
+
 def create_app() -> FastAPI:
     """The Archipel HTTP application."""
-    app = FastAPI(
+    app = ArchipelApp(
         title="Archipel",
         version=__version__,
         description="Regional imaging platform: DICOM archive, whole-slide imaging, screening mammography.",
     )
-    # Tiles come by dozens a second per viewer: cached ones are answered ahead of the framework (tiles/fastpath.py),
-    # and the tile routes come first, since routes are matched in order.
-    app.add_middleware(TileFastPath)
+    # The tile routes come first, since routes are matched in order (cached tiles do not even get here: ArchipelApp).
     app.include_router(tiles_api.router)
     app.include_router(mammo_api.router)
     app.include_router(mammo_worklist_api.router)

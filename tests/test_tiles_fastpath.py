@@ -3,6 +3,7 @@ rules), and signed tile URLs that nginx checks itself (secure_link) in front of 
 
 from __future__ import annotations
 
+import gc
 import os
 import pwd
 import shutil
@@ -18,10 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from archipel.cli.services import http_app
 from archipel.platform.audit import AuditEvent
 from archipel.platform.runtime import Runtime
 from archipel.tiles import api as tiles_api
 from archipel.tiles import signed
+from archipel.tiles.cache import GrantCache
 from archipel.tiles.export import ExportRefused, export_slide
 from archipel.wsi import tile_source
 from archipel.wsi.intake import SlideMetadata
@@ -121,6 +124,89 @@ def test_a_cached_tile_is_answered_from_memory_with_the_route_s_bytes_and_only_t
     tiles_api.service(runtime).principals.ttl = 0
     assert http.post("/api/auth/logout", headers=patho).status_code in (200, 204)
     assert http.get(slide.tile(), headers=patho).status_code == 401
+
+
+@sqlite_only
+def test_the_raw_answer_ahead_of_the_framework_has_the_route_s_status_headers_and_body(
+    runtime: Runtime, http: TestClient, slide: Slide
+) -> None:
+    patho = _token(http, make_account(runtime, "patho", "pathologist", SITE))
+    by_route = http.get(slide.tile(2, 1), headers=patho)  # a first request: the route's full path
+    assert by_route.status_code == 200 and by_route.headers["x-tile-cache"] == "miss"
+    ahead = http.get(slide.tile(2, 1), headers=patho)  # the credential is remembered now: the raw answer
+    assert ahead.status_code == 200 and ahead.content == by_route.content
+    assert ahead.headers["x-tile-cache"] == "hit"
+    same = ("etag", "cache-control", "content-type", "content-length", "x-tile-source")
+    assert {k: ahead.headers[k] for k in same} == {k: by_route.headers[k] for k in same}
+    assert ahead.headers["content-type"] == "image/jpeg" and "immutable" in ahead.headers["cache-control"]
+    assert int(ahead.headers["content-length"]) == len(ahead.content)
+
+    # A tile read from its stored bytes ahead of the framework (not cached yet) is the route's too.
+    fresh = http.get(slide.tile(3, 2), headers=patho)
+    assert fresh.headers["x-tile-cache"] == "miss" and fresh.headers["x-tile-source"] == "stored"
+    assert fresh.content.startswith(b"\xff\xd8")
+
+    # 304 to a matching If-None-Match (also in a list, or weak), with the ETag and Cache-Control and no body.
+    for sent in (ahead.headers["etag"], f'"other", W/{ahead.headers["etag"]}', "*"):
+        r = http.get(slide.tile(2, 1), headers={**patho, "If-None-Match": sent})
+        assert r.status_code == 304 and r.content == b""
+        assert r.headers["etag"] == ahead.headers["etag"]
+        assert r.headers["cache-control"] == ahead.headers["cache-control"]
+    assert http.get(slide.tile(2, 1), headers={**patho, "If-None-Match": '"other"'}).status_code == 200
+
+
+@sqlite_only
+def test_a_credential_in_use_is_checked_again_in_the_background_so_a_logout_ends_its_tiles_early(
+    runtime: Runtime, http: TestClient, slide: Slide
+) -> None:
+    patho = _token(http, make_account(runtime, "patho", "pathologist", SITE))
+    assert http.get(slide.tile(), headers=patho).status_code == 200
+    svc = tiles_api.service(runtime)
+    key = ("bearer", patho["Authorization"].removeprefix("Bearer "))
+    assert svc.principals.get(key) is not None
+    # A long memory, past its half: the next tile starts a check of the credential.
+    svc.principals.ttl = 3600.0
+    svc.principals._clock = lambda: time.monotonic() + 1800.5
+    assert http.post("/api/auth/logout", headers=patho).status_code in (200, 204)
+    # This tile is still answered from memory (no tile waits for the check) ...
+    assert http.get(slide.tile(), headers=patho).status_code == 200
+    # ... and the check, in the background, finds the session ended: the credential is forgotten long before
+    # its memory would have ended, and the next tile goes through the route, which refuses it.
+    wait_until(lambda: svc.principals.get(key) is None, 30, "the credential to be checked again")
+    assert http.get(slide.tile(), headers=patho).status_code == 401
+
+
+def test_a_fresh_value_is_due_for_one_refresh_after_half_its_time_and_ends_at_its_time() -> None:
+    now = [0.0]
+    grants = GrantCache(ttl=10.0, clock=lambda: now[0])
+    grants.put("k", True)
+    assert grants.decision("k") == ((True, ""), False)
+    now[0] = 5.0
+    assert grants.decision("k") == ((True, ""), True)  # one caller refreshes ...
+    assert grants.decision("k") == ((True, ""), False)  # ... the others go on with the value
+    now[0] = 9.9
+    assert grants.decision("k") == ((True, ""), False)
+    grants.put("k", True)  # the refresh's result: fresh again
+    now[0] = 14.0
+    assert grants.decision("k") == ((True, ""), False)
+    now[0] = 19.9
+    assert grants.decision("k") == ((True, ""), True)
+    now[0] = 20.0  # the refresh never came back: the decision ends in its time
+    assert grants.decision("k") == (None, False) and grants.get("k") is None
+    grants.put("k", False, "not in the care team")
+    assert grants.get("k") == (False, "not in the care team")
+    grants.drop("k")
+    assert grants.decision("k") == (None, False)
+
+
+def test_the_http_process_freezes_its_start_up_heap_out_of_the_garbage_collector(runtime: Runtime) -> None:
+    gc.unfreeze()
+    try:
+        app = http_app()
+        assert gc.get_freeze_count() > 10_000
+        assert app.build_middleware_stack().__class__.__name__ == "TileFastPath"  # ahead of every middleware
+    finally:
+        gc.unfreeze()
 
 
 @sqlite_only

@@ -37,6 +37,30 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+#: uvicorn's settings for every HTTP process (``serve`` and ``api``): uvloop and httptools (``uvicorn[standard]``)
+#: named rather than found, each response's writes sent in one system call (platform/http_protocol.py), and no
+#: access log (a line per tile; the requests that matter are in the audit log).
+HTTP_SERVER: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "archipel.platform.http_protocol:HttpProtocol",
+    "access_log": False,
+}
+
+
+def http_app() -> Any:
+    """The HTTP application (:func:`archipel.app.create_app`), its start-up heap then frozen out of the cyclic
+    garbage collector: the collector's full passes otherwise walk every module, route and model object under
+    load, a pause of milliseconds for every request in flight (docs/performance.md, "Tile service")."""
+    import gc
+
+    from archipel.app import create_app
+
+    app = create_app()
+    gc.collect()
+    gc.freeze()
+    return app
+
+
 def refuse_embedded_secrets(command: str, data: Path | None) -> None:
     """Exit with a clear error when a shared deployment would fall back on keys made in the data dir.
 
@@ -192,13 +216,14 @@ def api_cmd(
     rt = setup(data, http_port=http_port)
     configure_logging()
     uvicorn.run(
-        "archipel.app:create_app",
+        "archipel.cli.services:http_app",
         factory=True,
         host=rt.settings.http_host,
         port=rt.settings.http_port,
         workers=workers,
         log_level="info",
         timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+        **HTTP_SERVER,
         **http_tls(rt.settings),
     )
 
@@ -224,7 +249,6 @@ def serve(
     """Run everything on one machine: HTTP API, DICOM listener and a job worker."""
     import uvicorn
 
-    from archipel.app import create_app
     from archipel.platform.audit_checkpoints import CheckpointScheduler
     from archipel.radiology.archive import Archive
     from archipel.radiology.dimse.listener import start_listener
@@ -271,22 +295,24 @@ def serve(
             # Worker processes build the app themselves from the environment (ARCHIPEL_DATA and the rest), as
             # ``archipel api`` does; each holds its own tile caches (docs/tiles.md).
             uvicorn.run(
-                "archipel.app:create_app",
+                "archipel.cli.services:http_app",
                 factory=True,
                 host=rt.settings.http_host,
                 port=rt.settings.http_port,
                 workers=http_workers,
                 log_level="warning",
                 timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+                **HTTP_SERVER,
                 **tls,
             )
         else:
             uvicorn.run(
-                create_app(),
+                http_app(),
                 host=rt.settings.http_host,
                 port=rt.settings.http_port,
                 log_level="warning",
                 timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+                **HTTP_SERVER,
                 **tls,
             )
     finally:

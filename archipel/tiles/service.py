@@ -68,8 +68,12 @@ def tile_etag(ref: SlideRef, level: int, col: int, row: int) -> str:
 
 def matches(request: Request, etag: str) -> bool:
     """Whether the request's ``If-None-Match`` names ``etag`` (or ``*``)."""
-    header = request.headers.get("if-none-match", "")
-    if not header:
+    return tags_match(request.headers.get("if-none-match", ""), etag)
+
+
+def tags_match(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header's value names ``etag`` (or ``*``); weak tags compare equal."""
+    if not if_none_match:
         return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return "*" in tags or etag in tags

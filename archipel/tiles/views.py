@@ -106,22 +106,46 @@ class ViewCache:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, threading.Lock] = {}
+        self._refreshing: set[str] = set()
         self._retired: list[_Entry] = []
 
     def peek(self, slide_id: str) -> tuple[SlideRef, Pyramid] | None:
         """The slide's reference and open pyramid when they were described recently enough to be used as they
         are (no database read, no file opened: safe on the event loop); ``None`` when :meth:`get` must run."""
-        with self._lock:
-            entry = self._entries.get(slide_id)
-            if entry is None or self._clock() - entry.checked >= (
-                self.final_recheck if entry.ref.final else self.recheck
-            ):
-                return None
-            return entry.ref, entry.pyramid
+        return self.peek_due(slide_id)[0]
 
-    def get(self, rt: Runtime, slide_id: str) -> tuple[SlideRef, Pyramid] | None:
-        """The slide's current reference and open pyramid, or ``None`` when the slide does not exist."""
-        now = self._clock()
+    def peek_due(self, slide_id: str) -> tuple[tuple[SlideRef, Pyramid] | None, bool]:
+        """:meth:`peek`, and whether the caller is the one to re-describe the slide ahead of time
+        (``get(rt, slide_id, refresh=True)``, off the event loop): true once, after half of the recheck
+        period, so that a slide being viewed is re-described before its tiles find it stale. Lock-free: one
+        dict read."""
+        entry = self._entries.get(slide_id)
+        if entry is None:
+            return None, False
+        limit = self.final_recheck if entry.ref.final else self.recheck
+        age = self._clock() - entry.checked
+        if age >= limit:
+            return None, False
+        if age < limit / 2 or slide_id in self._refreshing:
+            return (entry.ref, entry.pyramid), False
+        with self._lock:
+            if slide_id in self._refreshing:
+                return (entry.ref, entry.pyramid), False
+            self._refreshing.add(slide_id)
+        return (entry.ref, entry.pyramid), True
+
+    def get(self, rt: Runtime, slide_id: str, *, refresh: bool = False) -> tuple[SlideRef, Pyramid] | None:
+        """The slide's current reference and open pyramid, or ``None`` when the slide does not exist;
+        ``refresh``: described again even when it was described recently."""
+        try:
+            return self._get(rt, slide_id, refresh)
+        finally:
+            if refresh:
+                with self._lock:
+                    self._refreshing.discard(slide_id)
+
+    def _get(self, rt: Runtime, slide_id: str, refresh: bool) -> tuple[SlideRef, Pyramid] | None:
+        now = float("inf") if refresh else self._clock()
         with self._lock:
             entry = self._entries.get(slide_id)
             if entry is not None and now - entry.checked < (
