@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -130,6 +132,31 @@ def test_encapsulated_frames_are_indexed_by_fragment(
     for [[offset, length]] in frames:
         frame = runtime.blobs.read_range(row.blob_key, offset, length)
         assert frame[:2] == b"\xff\xd8" and frame.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+
+
+def test_the_row_waits_for_the_blob_flush_and_a_failed_flush_commits_nothing(
+    archive: Archive, runtime: Runtime, patient: SyntheticPatient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index statements run while the blob is flushed (a lone store), but the commit waits for the flush:
+    a flush that fails (a full disk) leaves no row, and the store raises it."""
+    blobs = archive.blobs
+    real_put = blobs.put
+    seen: list[int] = []
+
+    def slow_put(key: str, data: bytes) -> None:
+        real_put(key, data)
+        time.sleep(0.2)  # the flush, long enough for the row's statements to run first
+        seen.append(count(runtime, Instance))  # nothing committed while the blob is not durable
+        if len(seen) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(blobs, "put", slow_put)
+    first, second = (to_bytes(ds) for ds in ct_series(patient, 2))
+    assert archive.store(first).status == "stored"
+    with pytest.raises(OSError, match="No space left"):
+        archive.store(second)
+    assert seen == [0, 1]
+    assert count(runtime, Instance) == 1
 
 
 def test_orphan_blobs_are_swept_and_indexed_ones_kept(

@@ -1,7 +1,8 @@
 """Storing instances: validate, write the blob durably, then commit the index row.
 
 The order is the durability contract: a sender is acknowledged only after :meth:`Archive.store` returns, by
-which time the blob is fsynced and the row committed. A crash between the two leaves an orphan blob that
+which time the blob is fsynced and the row committed. The row's statements may run while the blob is being
+flushed, but its transaction commits only after the flush. A crash between the two leaves an orphan blob that
 :meth:`Archive.sweep_orphans` removes at start-up, never a row without its bytes.
 
 Every object also creates or updates its patient's local identity in the master patient index, before its row
@@ -192,14 +193,17 @@ class Archive:
 
     def _store(self, data: bytes, source_ae: str, default_issuer: str, overlap: bool) -> StoreResult:
         writing: Future[tuple[str, bool]]
+        hashed: Future[str] = Future()
         if overlap:
-            writing = _blob_writers().submit(self._put, data)
+            writing = _blob_writers().submit(self._put, data, hashed)
         else:
             writing = Future()
             try:
-                writing.set_result(self._put(data))
+                writing.set_result(self._put(data, hashed))
             except Exception as exc:
                 writing.set_exception(exc)
+                if not hashed.done():
+                    hashed.set_exception(exc)
         try:
             parsed = parse_part10(data, default_issuer=default_issuer)
             note = read_rejection_note(data) if parsed.sop_class_uid == KOS_SOP_CLASS else None
@@ -207,13 +211,13 @@ class Archive:
             self._discard(writing, None)
             raise
         try:
-            digest = writing.result()[0]
             # The MPI update runs outside the index transaction (no write lock held for other stores while
             # linking) and before it (so that a crash never leaves an acknowledged object unlinked). It
             # writes only for a new patient or changed demographics, and not for an object that the index
-            # transaction is bound to refuse.
+            # transaction is bound to refuse. It does not wait for the blob's flush.
             if self.link_identities:
-                link_object(self.db, parsed, lambda: self._refused(parsed, digest))
+                link_object(self.db, parsed, lambda: self._refused(parsed, hashed.result()))
+            digest = hashed.result()
         except BaseException:
             self._discard(writing, parsed.sop_uid)
             raise
@@ -224,12 +228,16 @@ class Archive:
             try:
                 # SQLite undoes a failed statement alone; elsewhere a savepoint keeps the transaction usable.
                 with nullcontext() if self.db.is_sqlite else conn.begin_nested():
-                    return self._index(conn, parsed, digest, len(data), source_ae, learned, note)
+                    status = self._index(conn, parsed, digest, len(data), source_ae, learned, note)
             except IntegrityError:
                 # A cached series that is gone, or a row another process inserted first: look again.
                 self._known.clear()
                 learned.clear()
-                return self._index(conn, parsed, digest, len(data), source_ae, learned, note)
+                status = self._index(conn, parsed, digest, len(data), source_ae, learned, note)
+            # The row's statements ran while the blob was being flushed; it is committed only once the blob
+            # is durable (this raises, and the row is undone, if the write failed).
+            writing.result()
+            return status
 
         # Instances from concurrent associations share one commit: the blob is durable already, and this
         # returns only once the row is committed.
@@ -278,9 +286,15 @@ class Archive:
             ).scalar_one_or_none()
             return study is not None and study != p.study_uid
 
-    def _put(self, data: bytes) -> tuple[str, bool]:
-        """Hash ``data`` and write it durably; return its key and whether this call created the blob."""
-        digest = hashlib.sha256(data).hexdigest()
+    def _put(self, data: bytes, hashed: Future[str]) -> tuple[str, bool]:
+        """Hash ``data`` (its key goes to ``hashed`` at once) and write it durably; return its key and whether
+        this call created the blob."""
+        try:
+            digest = hashlib.sha256(data).hexdigest()
+        except BaseException as exc:
+            hashed.set_exception(exc)
+            raise
+        hashed.set_result(digest)
         fresh = not self.blobs.exists(digest)
         self.blobs.put(digest, data)
         return digest, fresh

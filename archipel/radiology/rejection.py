@@ -26,7 +26,7 @@ from io import BytesIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
 from archipel.platform.db import utcnow
 from archipel.radiology.dicomfile import InvalidInstance
@@ -115,11 +115,15 @@ def read_rejection_note(data: bytes) -> RejectionNote | None:
     return RejectionNote(note_uid, value, tuple(refs))
 
 
+# Built once: every store asks.
+_REJECTED_ROW = select(_REJECTED.c.code, _REJECTED.c.note_uid).where(
+    _REJECTED.c.sop_uid == bindparam("sop_uid")
+)
+
+
 def refuse_if_rejected(c: Connection, sop_uid: str) -> None:
     """Raise :class:`InvalidInstance` (0xA771, HTTP 409) when ``sop_uid`` was rejected by a note."""
-    row = c.execute(
-        select(_REJECTED.c.code, _REJECTED.c.note_uid).where(_REJECTED.c.sop_uid == sop_uid)
-    ).first()
+    row = c.execute(_REJECTED_ROW, {"sop_uid": sop_uid}).first()
     if row is not None:
         raise InvalidInstance(
             # The reason first: a C-STORE Error Comment keeps only 64 characters.

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import astuple, replace
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_
@@ -185,12 +185,12 @@ class IdentityFeed:
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
-        self._seen: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], LocalIdentityInput] = OrderedDict()
         self._lock = threading.Lock()
 
     def knows(self, inp: LocalIdentityInput) -> bool:
         """Whether ``inp`` is exactly what this identity said last time (then :meth:`note` writes nothing)."""
-        key, said = (inp.issuer, inp.local_id), astuple(inp)
+        key, said = (inp.issuer, inp.local_id), inp  # frozen, all text: compared field by field
         with self._lock:
             if self._seen.get(key) == said:
                 self._seen.move_to_end(key)
@@ -205,7 +205,7 @@ class IdentityFeed:
         """
         if self.knows(inp):
             return None
-        key, said = (inp.issuer, inp.local_id), astuple(inp)
+        key, said = (inp.issuer, inp.local_id), inp  # frozen, all text: compared field by field
         outcomes = update_identities(db, [inp])
         with self._lock:
             self._seen[key] = said
