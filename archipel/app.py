@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from archipel import __version__
 from archipel.mammo import api as mammo_api
@@ -54,7 +54,7 @@ from archipel.radiology import (
 from archipel.radiology import timeline as radiology_timeline
 from archipel.radiology.hl7 import api as hl7_api
 from archipel.tiles import api as tiles_api
-from archipel.tiles.fastpath import TileFastPath
+from archipel.tiles.fastpath import answered_ahead
 from archipel.wsi import (
     annotations_api,
     duty_api,
@@ -76,12 +76,14 @@ WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
 class ArchipelApp(FastAPI):
-    """FastAPI with the tile fast path ahead of its whole middleware stack."""
+    """FastAPI with the tile fast path ahead of everything it does for a request."""
 
-    def build_middleware_stack(self) -> ASGIApp:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Tiles come by dozens a second per viewer: cached ones are answered ahead of the framework and of its
-        # own middleware (errors, telemetry, body limit), each of which wraps every request (tiles/fastpath.py).
-        return TileFastPath(super().build_middleware_stack())
+        # own middleware and telemetry, each of which wraps every request (tiles/fastpath.py).
+        if await answered_ahead(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app() -> FastAPI:

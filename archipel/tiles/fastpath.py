@@ -10,9 +10,10 @@ full check: signature, then the session row in the database). So:
 - :func:`reply` gives a tile from memory (the LRU, or a matching ETag) or reads a stored JPEG tile as it is (one
   small file read, no decode), provided the slide's view is fresh and the session's grant is cached and allowed:
   the same checks as the route's, so both give the same bytes, headers and refusals;
-- :class:`TileFastPath`, an ASGI middleware, calls :func:`reply` before the framework for a credential in that
-  short memory, and sends the answer as two raw ASGI messages. Anything else (a first request, a refusal, which
-  the route audits, a tile to encode, a test's override of ``current_principal``) goes on to the application.
+- :func:`answered_ahead`, called by the application before anything else (``ArchipelApp.__call__``), calls
+  :func:`reply` for a credential in that short memory, and sends the answer as two raw ASGI messages. Anything
+  else (a first request, a refusal, which the route audits, a tile to encode, a test's override of
+  ``current_principal``) goes on to the application.
 
 Under a steady stream of tiles, the credential, the grant and the slide's description are each checked again in
 the background after half of their period (:class:`~archipel.tiles.cache.FreshMap`), one thread-pool call at a
@@ -32,7 +33,7 @@ from fastapi import HTTPException, status
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request, cookie_parser
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from archipel.platform import access, access_facts
 from archipel.platform.authn import Principal
@@ -240,24 +241,22 @@ def answer(
     return response
 
 
-class TileFastPath:
-    """ASGI middleware: Deep Zoom tiles of recently verified credentials, answered before the framework as two raw
-    ASGI messages (the same status, headers and body as the route's)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith("/tiles/"):
-            found = TILE_PATH.match(scope["path"])
-            if found is not None:
-                answered = _ahead(scope, found)
-                if answered is not None:
-                    code, head, body = answered
-                    await send({"type": "http.response.start", "status": code, "headers": head})
-                    await send({"type": "http.response.body", "body": body})
-                    return
-        await self.app(scope, receive, send)
+async def answered_ahead(scope: Scope, send: Send) -> bool:
+    """Answer a Deep Zoom tile of a recently verified credential before the application (its routing, its
+    middleware, its telemetry) when :func:`reply` can, as two raw ASGI messages with the route's status, headers
+    and body; ``False`` when the application must answer."""
+    if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith("/tiles/"):
+        return False
+    found = TILE_PATH.match(scope["path"])
+    if found is None:
+        return False
+    answered = _ahead(scope, found)
+    if answered is None:
+        return False
+    code, head, body = answered
+    await send({"type": "http.response.start", "status": code, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+    return True
 
 
 def _ahead(scope: Scope, found: re.Match[str]) -> tuple[int, Headers, bytes] | None:
