@@ -255,3 +255,106 @@ def test_plain_stores_take_the_direct_path_only_when_no_logging_handler_reads_th
     assert statuses == [0, 0, 0] and len(recorder.stored) == 3
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert len(decoded) == (3 if level == logging.WARNING else 0)
+
+
+class DataRecorder(Recorder):
+    """Also keeps each received data set's bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: list[bytes] = []
+
+    def on_store(self, event: evt.Event) -> int:
+        self.data.append(event.request.DataSet.getvalue())  # type: ignore[union-attr]
+        return super().on_store(event)
+
+
+def encoded(ds: Dataset) -> bytes:
+    """``ds`` as pynetdicom sends it on an Explicit VR Little Endian context."""
+    from pynetdicom.dsutils import encode
+
+    data = encode(ds, False, True)
+    assert data is not None
+    return data
+
+
+def test_a_data_set_spread_over_many_pdus_arrives_byte_for_byte() -> None:
+    """A data set several times the largest PDU (pynetdicom sends PDUs of at most 16 KiB to this acceptor)."""
+    recorder = DataRecorder()
+    srv = start(scp_ae(), recorder)
+    try:
+        assoc = connect(srv.server_address[1])
+        ds = ct_instance()
+        ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 128, 128, 16, 16, 15
+        ds.SamplesPerPixel, ds.PixelRepresentation, ds.PhotometricInterpretation = 1, 0, "MONOCHROME2"
+        ds.PixelData = bytes(range(256)) * 128  # 32 KiB, three PDUs and more
+        assert assoc.send_c_store(ds).Status == 0  # type: ignore[attr-defined]
+        assoc.release()  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+    assert recorder.data == [encoded(ds)]
+
+
+def store_command(message_id: int, sop_instance: str) -> bytes:
+    """A plain C-STORE-RQ command set, Implicit VR Little Endian (PS3.7 9.3.1.1)."""
+    import struct
+
+    def element(tag: int, value: bytes) -> bytes:
+        return struct.pack("<HHI", 0, tag, len(value)) + value
+
+    def uid(text: str) -> bytes:
+        raw = text.encode()
+        return raw + b"\0" * (len(raw) % 2)
+
+    body = (
+        element(0x0002, uid(CT_IMAGE))
+        + element(0x0100, struct.pack("<H", 0x0001))
+        + element(0x0110, struct.pack("<H", message_id))
+        + element(0x0700, struct.pack("<H", 0))
+        + element(0x0800, struct.pack("<H", 0x0000))
+        + element(0x1000, uid(sop_instance))
+    )
+    return element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def pdata(*values: tuple[int, int, bytes]) -> bytes:
+    """A P-DATA-TF PDU of (context ID, message control header, fragment) values."""
+    import struct
+
+    items = b"".join(struct.pack(">LBB", len(f) + 2, ctx, control) + f for ctx, control, f in values)
+    return struct.pack(">BBL", 0x04, 0, len(items)) + items
+
+
+def test_a_command_and_its_data_set_in_one_pdu_are_one_request_and_a_stray_command_aborts() -> None:
+    recorder = DataRecorder()
+    srv = start(scp_ae(), recorder)
+    try:
+        assoc = connect(srv.server_address[1])
+        [ctx] = [c.context_id for c in assoc.accepted_contexts if c.abstract_syntax == CT_IMAGE]  # type: ignore[attr-defined]
+        ds = ct_instance()
+        data = encoded(ds)
+        half = len(data) // 2
+        # Command (0x03: command, last) and the data set in two fragments (0x00, then 0x02: last), one PDU.
+        raw = pdata(
+            (ctx, 0x03, store_command(7, ds.SOPInstanceUID)),
+            (ctx, 0x00, data[:half]),
+            (ctx, 0x02, data[half:]),
+        )
+        # As pynetdicom's own send_c_store does: pause the requestor's reactor so the response waits for us.
+        assoc._reactor_checkpoint.clear()  # type: ignore[attr-defined]
+        wait_until(lambda: assoc._is_paused, 5, "the requestor's reactor to pause")  # type: ignore[attr-defined]
+        assoc.dul.socket.send(raw)  # type: ignore[attr-defined]
+        _ctx, response = assoc.dimse.get_msg(block=True)  # type: ignore[attr-defined]
+        assoc._reactor_checkpoint.set()  # type: ignore[attr-defined]
+        assert (response.MessageIDBeingRespondedTo, response.Status) == (7, 0)
+        assert recorder.data == [data]
+        # A command fragment in the middle of a data set breaks PS3.8 9.3.1: the association is aborted.
+        other = ct_instance()
+        stray = pdata(
+            (ctx, 0x03, store_command(8, other.SOPInstanceUID)), (ctx, 0x00, b"\0" * 8), (ctx, 0x03, b"x")
+        )
+        assoc.dul.socket.send(stray)  # type: ignore[attr-defined]
+        wait_until(lambda: not assoc.is_established, 10, "the abort")  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+    assert recorder.stored == [ds.SOPInstanceUID]
