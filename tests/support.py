@@ -116,6 +116,7 @@ class ArchipelServer:
     def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.env = {**os.environ, **(env or {}), "ARCHIPEL_DATA": str(data)}
+        self._own_hl7_port = "ARCHIPEL_HL7_PORT" not in self.env
         self.env.setdefault("ARCHIPEL_HL7_PORT", str(free_port()))  # the HL7 MLLP listener of ``serve``
         self.http_port = free_port()
         self.dicom_port = free_port()
@@ -217,7 +218,23 @@ class ArchipelServer:
             node.port, node.site, node.regional_consumer = port, site, regional
 
     def start(self) -> ArchipelServer:
-        """Start serving and wait until HTTP and DICOM answer."""
+        """Start serving and wait until HTTP and DICOM answer.
+
+        A port that :func:`free_port` found free can be taken before the server binds it (by another test's
+        server, or as the local port of some outgoing connection): the server then exits with "address already
+        in use", and it is started again on other ports, at most three times."""
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except AssertionError as exc:
+                if "address already in use" not in str(exc).lower() or attempt == 2:
+                    raise
+                self.http_port, self.dicom_port = free_port(), free_port()
+                if self._own_hl7_port:
+                    self.env["ARCHIPEL_HL7_PORT"] = str(free_port())
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> ArchipelServer:
         self.data.mkdir(parents=True, exist_ok=True)
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(

@@ -47,7 +47,30 @@ class RecordingTransport:
         return f"extra:{name}"
 
 
+def in_own_thread(body: Any) -> None:
+    """Run ``body`` in a thread of its own: an earlier test of the same worker (a Playwright session, say) may
+    have left an event loop running in this one, and a second loop cannot run there."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as exc:  # handed back to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the loop did not stop"
+    if errors:
+        raise errors[0]
+
+
 def test_writes_of_one_callback_go_out_in_one_call_at_its_end_and_a_close_sends_them_first() -> None:
+    in_own_thread(_writes_of_one_callback)
+
+
+def _writes_of_one_callback() -> None:
     loop = asyncio.new_event_loop()
     try:
         raw = RecordingTransport()

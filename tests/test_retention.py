@@ -157,9 +157,11 @@ def test_rejected_instances_are_deleted_after_their_delay_and_113039_at_once(
     keys = [archive.store(to_bytes(ds)).sha256 for ds in ct]
     archive.store(to_bytes(rejection_note(ct[:1], "113001")))
     archive.store(to_bytes(rejection_note(ct[1:2], "113039")))
-    due = plan_retention(runtime.db, french_rules(), TODAY, 30).due
+    # The notes are dated by the clock (rejected_at), so the delays count from today, not from TODAY.
+    today = datetime.now(UTC).date()
+    due = plan_retention(runtime.db, french_rules(), today, 30).due
     assert [(i.kind, i.ident, i.rule) for i in due] == [("rejected", ct[1].SOPInstanceUID, "iocm-113039")]
-    later = plan_retention(runtime.db, french_rules(), TODAY + timedelta(days=31), 30).due
+    later = plan_retention(runtime.db, french_rules(), today + timedelta(days=31), 30).due
     assert {i.ident for i in later} == {ct[0].SOPInstanceUID, ct[1].SOPInstanceUID}
 
     # The storage lifecycle (tiers, fixity) still counts the rejected blobs as referenced until they are deleted.
