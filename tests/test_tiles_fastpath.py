@@ -4,12 +4,14 @@ rules), and signed tile URLs that nginx checks itself (secure_link) in front of 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pwd
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ from archipel.platform.audit import AuditEvent
 from archipel.platform.runtime import Runtime
 from archipel.tiles import api as tiles_api
 from archipel.tiles import signed
-from archipel.tiles.cache import GrantCache
+from archipel.tiles.cache import GrantCache, RecentPrincipals
 from archipel.tiles.export import ExportRefused, export_slide
 from archipel.wsi import tile_source
 from archipel.wsi.intake import SlideMetadata
@@ -349,27 +351,100 @@ def test_the_nginx_block_refuses_a_key_or_prefix_that_would_break_its_syntax(tmp
     assert os.fspath(tmp_path) in signed.nginx_location("/static-tiles", KEY, tmp_path)
 
 
-def _children(pid: int) -> list[str]:
-    found: list[str] = []
+def _workers(pid: int) -> list[int]:
+    """The PIDs of uvicorn's HTTP worker processes (spawned children) under the serve process ``pid``."""
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
-                found.append(Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
             except OSError:
-                continue  # ended meanwhile
+                continue
     return found
 
 
-def test_serve_with_two_http_workers_answers_from_two_processes_on_one_port(tmp_path: Path) -> None:
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _upload(srv: ArchipelServer, path: Path) -> str:
+    meta = {"patient_id": "TWO0001", "issuer": SITE, "accession": "TWOACC1", "stain": "HE"}
+    with path.open("rb") as f:
+        r = httpx.post(
+            srv.url + "/api/slides",
+            headers=srv.headers("pathologist"),
+            data={"metadata": json.dumps(meta)},
+            files={"file": (path.name, f, "application/octet-stream")},
+            timeout=60,
+        )
+    assert r.status_code == 202, r.text
+    slide_id = str(r.json()["slide_id"])
+
+    def converted() -> bool:
+        state = httpx.get(f"{srv.url}/api/slides/{slide_id}", headers=srv.headers("pathologist")).json()
+        assert state["status"] != "failed", state
+        return bool(state["status"] == "ready")
+
+    wait_until(converted, 120, "the slide's conversion")
+    return slide_id
+
+
+def _fetch_all(urls: list[str], headers: dict[str, str]) -> list[tuple[int, bytes]]:
+    """GET each URL on a connection of its own (as many browsers do), 16 at a time."""
+
+    def one(url: str) -> tuple[int, bytes]:
+        with httpx.Client(timeout=30) as client:
+            r = client.get(url, headers=headers)
+            return r.status_code, r.content
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, urls))
+
+
+@pytest.mark.e2e
+def test_two_http_workers_serve_tiles_on_one_port_and_both_end_them_soon_after_a_logout(
+    tmp_path: Path,
+) -> None:
+    """Each HTTP worker process keeps its own memory of credentials and tiles (docs/tiles.md): tiles come from
+    both over one port, and once the session is logged out neither answers one more than the credential memory's
+    time later."""
     srv = ArchipelServer(tmp_path / "data", env={"ARCHIPEL_HTTP_WORKERS": "2"})
+    srv.data.mkdir(parents=True)
+    srv.cli("identity", "issuers", "add", SITE)
+    srv.add_user("pathologist", "pathologist", SITE)
     srv.start()
     try:
         assert srv.proc is not None
         assert httpx.get(srv.url + "/healthz").status_code == 200
-        # uvicorn's supervisor is the serve process; its HTTP workers are spawned children (beside the job workers).
-        wait_until(
-            lambda: sum("spawn_main" in c for c in _children(srv.proc.pid)) == 2, 60, "two HTTP workers"
-        )
+        wait_until(lambda: len(_workers(srv.proc.pid)) == 2, 60, "two HTTP workers")  # type: ignore[union-attr]
+        workers = _workers(srv.proc.pid)
         assert httpx.get(srv.url + "/tiles/nosuchslide.dzi").status_code == 401
+        slide_id = _upload(srv, write_svs(tmp_path / "two.svs", 1100, 800, tile=256, seed=5))
+        level = (1100 - 1).bit_length()
+        urls = [
+            f"{srv.url}/tiles/{slide_id}_files/{level}/{col}_{row}.jpeg"
+            for col in range(5)
+            for row in range(4)
+        ]
+        signed_in = {"Authorization": f"Bearer {srv.token('pathologist', fresh=True)}"}
+        before = {pid: _cpu_ticks(pid) for pid in workers}
+
+        def both_served() -> bool:
+            answers = _fetch_all(urls * 4, signed_in)
+            assert all(status == 200 and body[:2] == b"\xff\xd8" for status, body in answers)
+            # 30 ms of CPU or more in each: an idle worker spends next to nothing in the seconds this takes.
+            return all(_cpu_ticks(pid) - before[pid] >= 3 for pid in workers)
+
+        wait_until(both_served, 60, "tiles from both HTTP workers")
+        # Both workers answer each tile with the same bytes (from memory or from the pyramid).
+        answers = _fetch_all(urls * 4, signed_in)
+        assert all(len({body for _, body in answers[k :: len(urls)]}) == 1 for k in range(len(urls)))
+        assert httpx.post(srv.url + "/api/auth/logout", headers=signed_in).status_code in (200, 204)
+        time.sleep(RecentPrincipals().ttl + 0.5)
+        after = _fetch_all(urls * 4, signed_in)
+        assert {status for status, _ in after} == {401}
+        assert all(_cpu_ticks(pid) > 0 for pid in _workers(srv.proc.pid))  # neither worker died meanwhile
     finally:
         srv.stop()
