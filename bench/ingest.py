@@ -31,7 +31,9 @@ from bench.peers import CALLING_AET, ArchipelTarget, BareScpTarget, OrthancTarge
 from bench.qido import run_qido
 
 TARGETS = ("archipel", "orthanc", "orthanc-nagle", "bare")
-#: Also accepted: ``archipel-Nproc``, Archipel with N DICOM listener processes on one data dir.
+#: Also accepted: ``archipel-Nproc``, Archipel with N DICOM listener processes on one data dir, each on a port of
+#: its own (associations dealt out in turn), and ``archipel-Nlisteners``, ``archipel serve --dicom-listeners N``:
+#: N processes on one port, associations spread by the kernel (SO_REUSEPORT), as a site would run it.
 
 
 @dataclass
@@ -211,6 +213,8 @@ def main() -> None:
                 targets.append(ArchipelTarget(out / "targets"))
             elif name.startswith("archipel-") and name.endswith("proc") and name[9:-4].isdigit():
                 targets.append(ArchipelTarget(out / "targets", listeners=int(name[9:-4])))
+            elif name.startswith("archipel-") and name.endswith("listeners") and name[9:-9].isdigit():
+                targets.append(ArchipelTarget(out / "targets", listeners=int(name[9:-9]), one_port=True))
             elif name in ("orthanc", "orthanc-nagle"):
                 targets.append(OrthancTarget(out / "targets", args.orthanc, nodelay=name == "orthanc"))
             elif name == "bare":

@@ -61,15 +61,18 @@ class ArchipelTarget:
 
     With ``listeners`` > 1, that many more ``archipel dicom`` processes serve the same data dir on ports of
     their own (the many-process layout of the architecture, on one machine); associations are spread over
-    all ports.
+    all ports. With ``one_port`` as well, ``serve --dicom-listeners`` runs them on its own port instead
+    (SO_REUSEPORT: the kernel spreads the associations).
     """
 
     aet = "ARCHIPEL"
 
-    def __init__(self, root: Path, listeners: int = 1) -> None:
+    def __init__(self, root: Path, listeners: int = 1, one_port: bool = False) -> None:
         self.root = root
         self.listeners = listeners
-        self.name = "archipel" if listeners == 1 else f"archipel-{listeners}proc"
+        self.one_port = one_port
+        kind = "listeners" if one_port else "proc"
+        self.name = "archipel" if listeners == 1 else f"archipel-{listeners}{kind}"
         self.port = 0
         self.ports: list[int] = []
         self.server: ArchipelServer | None = None
@@ -85,12 +88,23 @@ class ArchipelTarget:
         shutil.rmtree(self.root / f"{self.name}-{self.starts - 1}", ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
-        self.server = ArchipelServer(data, env={"ARCHIPEL_DICOM_HOST": "127.0.0.1"})
+        env = {"ARCHIPEL_DICOM_HOST": "127.0.0.1"}
+        if self.one_port:
+            env["ARCHIPEL_DICOM_LISTENERS"] = str(self.listeners)
+        self.server = ArchipelServer(data, env=env)
         self.server.add_node(CALLING_AET, site=SITE)
         self.server.start()
         self.port = self.server.dicom_port
         self.ports = [self.port]
         self.aet = self.server.aet
+        if self.one_port:
+            log = self.server.log
+            wait_until(
+                lambda: log.read_text().count("event=dicom_listening") == self.listeners,
+                60,
+                "every DICOM listener process",
+            )
+            return
         for k in range(1, self.listeners):
             port = free_port()
             log = (data / f"dicom-{k}.log").open("ab")

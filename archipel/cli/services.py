@@ -182,6 +182,14 @@ def worker(
 def dicom_cmd(
     dicom_port: Annotated[int | None, typer.Option("--dicom-port")] = None,
     aet: Annotated[str | None, typer.Option("--aet")] = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-port",
+            help="Share the port with other listener processes of this user (SO_REUSEPORT): the kernel "
+            "spreads new associations over them.",
+        ),
+    ] = False,
     data: DataOpt = None,
 ) -> None:
     """Run a DICOM listener only."""
@@ -191,6 +199,8 @@ def dicom_cmd(
     from archipel.radiology.dimse.listener import start_listener
 
     refuse_embedded_secrets("dicom", data)
+    if os.environ.get("ARCHIPEL_PARENT_PID"):
+        _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))  # a listener of ``serve --dicom-listeners``
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
     check_dicom_tls(rt.settings)
     configure_logging()
@@ -198,7 +208,7 @@ def dicom_cmd(
     telerad.install()  # a study that arrives here is linked to the reading requests waiting for its accession
     documents_expected.install()  # ... and to the reports that came before it
     Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=True))
-    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
+    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port, reuse_port=reuse_port)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
     listener.stop()
 
@@ -244,6 +254,15 @@ def serve(
             help="HTTP worker processes (1: the API runs in this process).",
         ),
     ] = 1,
+    dicom_listeners: Annotated[
+        int,
+        typer.Option(
+            "--dicom-listeners",
+            envvar="ARCHIPEL_DICOM_LISTENERS",
+            min=1,
+            help="DICOM listener processes on the DICOM port (1: the listener runs in this process).",
+        ),
+    ] = 1,
     data: DataOpt = None,
 ) -> None:
     """Run everything on one machine: HTTP API, DICOM listener and a job worker."""
@@ -278,7 +297,22 @@ def serve(
     # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
     urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
     urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
-    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port)
+    shared = dicom_listeners > 1
+    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port, reuse_port=shared)
+    # More listener processes share the port (SO_REUSEPORT): associations then use more than one core, which
+    # one process cannot (the GIL). Each is an ``archipel dicom`` of its own, as in the many-process layout.
+    listener_procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "archipel.cli", "dicom", "--reuse-port"),
+                *("--dicom-port", str(listener.port), "--aet", rt.settings.ae_title),
+            ],
+            env=env,
+        )
+        for _ in range(dicom_listeners - 1)
+    ]
+    if shared:
+        log.info("event=dicom_listeners count=%d port=%d", dicom_listeners, listener.port)
     from archipel.radiology.hl7.listener import start_hl7_listener
 
     # HL7 v2 from the sites' RIS (docs/hl7.md), beside the DICOM listener. A taken port stops only HL7: the
@@ -320,9 +354,9 @@ def serve(
         if hl7_listener is not None:
             hl7_listener.stop()
         listener.stop()
-        for proc in (worker_proc, urgent_proc):
+        for proc in (worker_proc, urgent_proc, *listener_procs):
             proc.terminate()
-        for proc in (worker_proc, urgent_proc):
+        for proc in (worker_proc, urgent_proc, *listener_procs):
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -93,8 +93,9 @@ def dicom_tls(settings: Settings) -> TlsFiles | None:
     return tls_files(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca, prefix="dicom")
 
 
-def start_listener(rt: Runtime, host: str, port: int) -> Listener:
-    """Start serving on ``host:port`` in background threads and return at once."""
+def start_listener(rt: Runtime, host: str, port: int, *, reuse_port: bool = False) -> Listener:
+    """Start serving on ``host:port`` in background threads and return at once; with ``reuse_port``, share the
+    port with the listeners of other processes (SO_REUSEPORT)."""
     ae = build_ae(rt)
     archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
     nodes = NodeRegistry(rt.db)
@@ -111,7 +112,9 @@ def start_listener(rt: Runtime, host: str, port: int) -> Listener:
         (evt.EVT_C_GET, handle_get, [rt, nodes]),
     ]
     tls = dicom_tls(rt.settings)
-    server = serve(ae, (host, port), handlers, ssl_context=server_context(tls) if tls else None)
+    server = serve(
+        ae, (host, port), handlers, reuse_port=reuse_port, ssl_context=server_context(tls) if tls else None
+    )
     actual = server.server_address[1]
     log.info(
         "event=dicom_listening host=%s port=%d aet=%s tls=%s client_certs=%s",
