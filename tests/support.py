@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -296,6 +297,29 @@ class ArchipelServer:
     def headers(self, user: str) -> dict[str, str]:
         """Authorization headers for ``user``."""
         return {"Authorization": f"Bearer {self.token(user)}"}
+
+    def upload_slide(self, path: Path, meta: dict[str, str], user: str = "pathologist") -> str:
+        """Upload a slide file through ``POST /api/slides`` as ``user``; return its slide ID (it converts after)."""
+        with path.open("rb") as f:
+            r = httpx.post(
+                self.url + "/api/slides",
+                headers=self.headers(user),
+                data={"metadata": json.dumps(meta)},
+                files={"file": (path.name, f, "application/octet-stream")},
+                timeout=60,
+            )
+        assert r.status_code == 202, r.text
+        return str(r.json()["slide_id"])
+
+    def wait_converted(self, slide_id: str, user: str = "pathologist", timeout: float = 120) -> None:
+        """Wait for a slide's conversion to end, as ``user`` sees it (fails at once if it failed)."""
+
+        def converted() -> bool:
+            state = httpx.get(f"{self.url}/api/slides/{slide_id}", headers=self.headers(user)).json()
+            assert state["status"] != "failed", state
+            return bool(state["status"] == "ready")
+
+        wait_until(converted, timeout, "the slide's conversion")
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM to the whole process group)."""

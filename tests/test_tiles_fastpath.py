@@ -4,7 +4,6 @@ rules), and signed tile URLs that nginx checks itself (secure_link) in front of 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import pwd
 import shutil
@@ -369,28 +368,6 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _upload(srv: ArchipelServer, path: Path) -> str:
-    meta = {"patient_id": "TWO0001", "issuer": SITE, "accession": "TWOACC1", "stain": "HE"}
-    with path.open("rb") as f:
-        r = httpx.post(
-            srv.url + "/api/slides",
-            headers=srv.headers("pathologist"),
-            data={"metadata": json.dumps(meta)},
-            files={"file": (path.name, f, "application/octet-stream")},
-            timeout=60,
-        )
-    assert r.status_code == 202, r.text
-    slide_id = str(r.json()["slide_id"])
-
-    def converted() -> bool:
-        state = httpx.get(f"{srv.url}/api/slides/{slide_id}", headers=srv.headers("pathologist")).json()
-        assert state["status"] != "failed", state
-        return bool(state["status"] == "ready")
-
-    wait_until(converted, 120, "the slide's conversion")
-    return slide_id
-
-
 def _fetch_all(urls: list[str], headers: dict[str, str]) -> list[tuple[int, bytes]]:
     """GET each URL on a connection of its own (as many browsers do), 16 at a time."""
 
@@ -421,7 +398,9 @@ def test_two_http_workers_serve_tiles_on_one_port_and_both_end_them_soon_after_a
         wait_until(lambda: len(_workers(srv.proc.pid)) == 2, 60, "two HTTP workers")  # type: ignore[union-attr]
         workers = _workers(srv.proc.pid)
         assert httpx.get(srv.url + "/tiles/nosuchslide.dzi").status_code == 401
-        slide_id = _upload(srv, write_svs(tmp_path / "two.svs", 1100, 800, tile=256, seed=5))
+        meta = {"patient_id": "TWO0001", "issuer": SITE, "accession": "TWOACC1", "stain": "HE"}
+        slide_id = srv.upload_slide(write_svs(tmp_path / "two.svs", 1100, 800, tile=256, seed=5), meta)
+        srv.wait_converted(slide_id)
         level = (1100 - 1).bit_length()
         urls = [
             f"{srv.url}/tiles/{slide_id}_files/{level}/{col}_{row}.jpeg"

@@ -9,10 +9,8 @@ the visible width (the follower applies each received viewport at once; the last
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
 
@@ -46,16 +44,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchipelSer
     try:
         path = write_svs(root / "he.svs", 1600, 1200, tile=256, downsamples=(1, 4), seed=7)
         meta = {"patient_id": "MHWEB01", "issuer": SITE, "accession": "MHWEB1", "stain": "HE"}
-        with path.open("rb") as f:
-            r = httpx.post(
-                srv.url + "/api/slides",
-                headers=srv.headers("presenter"),
-                data={"metadata": json.dumps(meta)},
-                files={"file": (path.name, f, "application/octet-stream")},
-                timeout=60,
-            )
-        assert r.status_code == 202, r.text
-        yield srv, str(r.json()["slide_id"])
+        yield srv, srv.upload_slide(path, meta, user="presenter")
     finally:
         srv.stop()
 

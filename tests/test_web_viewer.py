@@ -12,11 +12,9 @@ region is shifted by 7 pixels (about 22), so that the check fails for a view of 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -41,16 +39,7 @@ PAGE_READY, SETTLED = 45_000, 30_000
 
 def _upload(srv: ArchipelServer, path: Path, stain: str) -> str:
     meta = {"patient_id": "WEB0001", "issuer": SITE, "accession": "WEBACC1", "stain": stain}
-    with path.open("rb") as f:
-        r = httpx.post(
-            srv.url + "/api/slides",
-            headers=srv.headers("pathologist"),
-            data={"metadata": json.dumps(meta)},
-            files={"file": (path.name, f, "application/octet-stream")},
-            timeout=60,
-        )
-    assert r.status_code == 202, r.text
-    return str(r.json()["slide_id"])
+    return srv.upload_slide(path, meta)
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +87,6 @@ def context(browser: Browser, site: tuple[ArchipelServer, list[str]]) -> Iterato
     ctx.close()
 
 
-def wait_converted(srv: ArchipelServer, slide_id: str) -> None:
-    """Wait for the slide's conversion (it runs while the browser starts and logs in)."""
-
-    def converted() -> bool:
-        state = httpx.get(f"{srv.url}/api/slides/{slide_id}", headers=srv.headers("pathologist")).json()
-        assert state["status"] != "failed", state
-        return bool(state["status"] == "ready")
-
-    wait_until(converted, 120, "the slide's conversion")
-
-
 def open_viewer(ctx: BrowserContext, url: str) -> Page:
     page = ctx.new_page()
     page.goto(url)
@@ -126,7 +104,7 @@ def test_the_pathologist_goes_to_20x_and_the_screen_shows_the_slides_own_pixels(
     context: BrowserContext, site: tuple[ArchipelServer, list[str]]
 ) -> None:
     srv, slides = site
-    wait_converted(srv, slides[0])  # viewed converted; the IHC may still be read from its source
+    srv.wait_converted(slides[0])  # viewed converted; the IHC may still be read from its source
     page = open_viewer(context, f"{srv.url}/app/viewer.html?slide={slides[0]}")
     page.keyboard.press("4")  # the fourth preset: 20x
     # 20x is 0.5 µm per screen pixel: on a 0.5 µm/px slide, one screen pixel per level-0 pixel.
