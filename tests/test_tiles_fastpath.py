@@ -7,7 +7,9 @@ import gc
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,7 @@ from archipel.wsi.synthetic import write_svs
 from archipel.wsi.tasks import convert_job
 from tests.access_support import ensure_master
 from tests.auth_helpers import Account, bearer, login, make_account
-from tests.support import ArchipelServer, archipel_cmd, free_port, wait_until
+from tests.support import ArchipelServer, archipel_cmd, free_port, port_answers, wait_until
 
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -427,3 +429,53 @@ def test_two_http_workers_serve_tiles_on_one_port_and_both_end_them_soon_after_a
         assert all(_cpu_ticks(pid) > 0 for pid in _workers(srv.proc.pid))  # neither worker died meanwhile
     finally:
         srv.stop()
+
+
+@pytest.mark.e2e
+def test_archipel_api_with_two_workers_answers_from_both_processes_on_one_port(tmp_path: Path) -> None:
+    """``archipel api --workers 2`` (the deployments' API, decision 0050's transport): both processes answer."""
+    data = tmp_path / "data"
+    data.mkdir()
+    port = free_port()
+    log = (tmp_path / "api.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "archipel.cli",
+            "api",
+            "--workers",
+            "2",
+            "--http-port",
+            str(port),
+            "--data",
+            str(data),
+        ],
+        env={**os.environ, "ARCHIPEL_DATA": str(data)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: len(_workers(proc.pid)) == 2, 90, "two HTTP workers")
+        workers = _workers(proc.pid)
+        wait_until(lambda: port_answers("127.0.0.1", port), 60, "the API")
+        before = {pid: _cpu_ticks(pid) for pid in workers}
+
+        def both_answered() -> bool:
+            # Each request on a connection of its own; unauthenticated tiles are refused by the fast path.
+            answers = [httpx.get(url + "/healthz").status_code for _ in range(20)]
+            answers += [httpx.get(url + "/tiles/nosuchslide.dzi").status_code for _ in range(20)]
+            assert answers == [200] * 20 + [401] * 20
+            return all(_cpu_ticks(pid) - before[pid] >= 2 for pid in workers)
+
+        wait_until(both_answered, 90, "answers from both HTTP workers")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
