@@ -13,7 +13,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from sqlalchemy import select
 
-from archipel.platform import audit
+from archipel.platform import access, audit
+from archipel.platform.access_terms import Decision
 from archipel.platform.runtime import Runtime
 from archipel.radiology.dicomfile import SUPPORTED_TRANSFER_SYNTAXES
 from archipel.radiology.dimse.listener import (
@@ -190,6 +191,10 @@ def test_bad_instances_are_refused_with_a_status_and_reason_and_nothing_stored_i
         assert dataset_part(kept) == dataset_part(good)
         assert other.SOPInstanceUID not in after
         assert mismatched.SOPInstanceUID not in after
+        # Each data set was written to a blob as it arrived: what was refused is removed again, and no
+        # temporary file is left behind.
+        assert set(look.blobs.keys()) == {row.blob_key for row in after.values()}
+    assert list((server.data / "blobs" / "tmp").iterdir()) == []
 
 
 def scu_store(server: ArchipelServer, path: Path) -> tuple[int, str]:
@@ -309,3 +314,23 @@ def test_a_transfer_syntax_we_do_not_keep_is_refused_at_negotiation(server: Arch
         assert assoc.send_c_echo().Status == 0x0000
     finally:
         assoc.release()
+
+
+def test_a_store_refused_by_the_access_policy_leaves_no_blob_of_what_was_written_as_it_arrived(
+    local_listener: Listener, runtime: Runtime, patient: SyntheticPatient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The data set is written to its blob as it arrives, before the handler asks the policy.
+    monkeypatch.setattr(access, "allow", lambda *args, **kw: Decision(False, "site closed for a test"))
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(CT_IMAGE, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", local_listener.port, ae_title="ARCHIPEL")
+    try:
+        assert assoc.is_established
+        [ds] = ct_series(patient, 1)
+        rsp = assoc.send_c_store(ds)
+        assert rsp.Status == 0x0124, rsp
+    finally:
+        assoc.release()
+    store = runtime.blobs
+    wait_until(lambda: not list(store.tmp.iterdir()), 10, "the temporary file to go")  # type: ignore[attr-defined]
+    assert list(store.keys()) == []

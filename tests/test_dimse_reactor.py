@@ -358,3 +358,96 @@ def test_a_command_and_its_data_set_in_one_pdu_are_one_request_and_a_stray_comma
     finally:
         srv.shutdown()
     assert recorder.stored == [ds.SOPInstanceUID]
+
+
+class Sink:
+    """An incoming sink (reactor.IncomingSink) that keeps what it is given."""
+
+    def __init__(self, request: wire.StoreRequest, transfer_syntax: str) -> None:
+        self.request, self.transfer_syntax = request, transfer_syntax
+        self.pieces: list[bytes] = []
+        self.finished = self.discarded = False
+
+    def write(self, piece: memoryview) -> None:
+        self.pieces.append(bytes(piece))
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
+class SinkRecorder(DataRecorder):
+    """Offers a :class:`Sink` for every plain C-STORE, and notes which one each handled request carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sinks: list[Sink] = []
+        self.handed: list[object] = []
+
+    def sink(self, request: wire.StoreRequest, transfer_syntax: str) -> Sink:
+        made = Sink(request, transfer_syntax)
+        self.sinks.append(made)
+        return made
+
+    def on_store(self, event: evt.Event) -> int:
+        self.handed.append(getattr(event.request, "incoming", None))
+        return super().on_store(event)
+
+
+def start_with_sinks(recorder: SinkRecorder) -> ListenerServer:
+    handlers = [(evt.EVT_C_STORE, recorder.on_store), (evt.EVT_ABORTED, recorder.on_end)]
+    return serve(scp_ae(), ("127.0.0.1", free_port()), handlers, incoming_sinks=recorder.sink)
+
+
+def test_a_sink_is_given_the_data_set_piece_by_piece_as_it_arrives_and_the_handler_gets_it() -> None:
+    recorder = SinkRecorder()
+    srv = start_with_sinks(recorder)
+    try:
+        assoc = connect(srv.server_address[1])
+        ds = ct_instance()
+        ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 128, 128, 16, 16, 15
+        ds.SamplesPerPixel, ds.PixelRepresentation, ds.PhotometricInterpretation = 1, 0, "MONOCHROME2"
+        ds.PixelData = bytes(range(256)) * 128  # several PDUs
+        # The response is sent by the association thread itself (StoreResponseDIMSE._send_now).
+        assert assoc.send_c_store(ds).Status == 0  # type: ignore[attr-defined]
+        assert assoc.send_c_echo().Status == 0  # type: ignore[attr-defined]
+        assoc.release()  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+    [sink] = recorder.sinks
+    assert len(sink.pieces) > 1 and b"".join(sink.pieces) == encoded(ds) == recorder.data[0]
+    assert sink.finished and not sink.discarded
+    assert (sink.request.sop_instance_uid, sink.transfer_syntax) == (
+        ds.SOPInstanceUID,
+        ExplicitVRLittleEndian,
+    )
+    assert recorder.handed == [sink]
+
+
+@pytest.mark.parametrize("ending", ["abort", "stray command"])
+def test_a_data_set_cut_off_discards_its_sink_and_reaches_no_handler(ending: str) -> None:
+    recorder = SinkRecorder()
+    srv = start_with_sinks(recorder)
+    try:
+        assoc = connect(srv.server_address[1])
+        [ctx] = [c.context_id for c in assoc.accepted_contexts if c.abstract_syntax == CT_IMAGE]  # type: ignore[attr-defined]
+        ds = ct_instance()
+        data = encoded(ds)
+        # The command and the first half of the data set; the last fragment never comes.
+        sock = assoc.dul.socket  # type: ignore[attr-defined]
+        sock.send(
+            pdata((ctx, 0x03, store_command(3, ds.SOPInstanceUID)), (ctx, 0x00, data[: len(data) // 2]))
+        )
+        wait_until(lambda: recorder.sinks and recorder.sinks[0].pieces, 10, "the first piece")
+        if ending == "abort":
+            assoc.abort()  # type: ignore[attr-defined]
+        else:
+            sock.send(pdata((ctx, 0x03, b"x")))
+        wait_until(lambda: recorder.sinks[0].discarded, 10, "the sink to be discarded")
+        wait_until(lambda: not assoc.is_established, 10, "the association to end")  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+    assert not recorder.sinks[0].finished
+    assert recorder.stored == [] and recorder.handed == []

@@ -209,13 +209,16 @@ class S3BlobStore:
     def _objects_prefix(self) -> str:
         return self._objects.split("/", 1)[1] + "/"
 
-    def sweep_temporary(self) -> int:
-        """Abort the multipart uploads under ``objects/`` started over ``multipart_grace_seconds`` ago.
+    def sweep_temporary(self, older_than: float | None = None) -> int:
+        """Abort the multipart uploads under ``objects/`` started over ``multipart_grace_seconds`` ago (or before
+        ``older_than``, if that is earlier).
 
         They are what a crash in the middle of :meth:`put_file` leaves (their parts are billed but invisible).
         Younger ones may belong to another process still uploading, and are left to it.
         """
         cutoff = time.time() - self.multipart_grace_seconds
+        if older_than is not None:
+            cutoff = min(cutoff, older_than)
         aborted = 0
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._objects_prefix()}
         while True:

@@ -100,6 +100,10 @@ class TieredBlobStore:
         self.hot = hot
         self.archive = archive
         self.cache = cache
+        # Writes go to the hot tier: a blob written as it arrives too, when the hot tier can (storage.drafts).
+        maker = getattr(hot, "draft", None)
+        if maker is not None:
+            self.draft = maker
 
     def put(self, key: str, data: bytes) -> None:
         self.hot.put(key, data)
@@ -173,8 +177,8 @@ class TieredBlobStore:
             if not self.hot.exists(key):
                 yield key
 
-    def sweep_temporary(self) -> int:
-        removed = self.hot.sweep_temporary() + self.archive.sweep_temporary()
+    def sweep_temporary(self, older_than: float | None = None) -> int:
+        removed = self.hot.sweep_temporary(older_than) + self.archive.sweep_temporary(older_than)
         if self.cache is not None:
             removed += self.cache.files.sweep_temporary()
         return removed

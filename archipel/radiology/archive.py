@@ -15,17 +15,18 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from queue import SimpleQueue
+from typing import Literal, cast
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from archipel.platform.db import Database, utcnow
 from archipel.platform.settings import DuplicatePolicy
-from archipel.platform.storage import BlobStore
+from archipel.platform.storage import BlobDraft, BlobStore, drafts
 from archipel.radiology.dicomfile import InvalidInstance, ParsedInstance, parse_part10
 from archipel.radiology.documents_models import Document
 from archipel.radiology.models import Instance, InstanceVersion, Patient, Series, Study
@@ -95,6 +96,80 @@ def _blob_writers() -> ThreadPoolExecutor:
         if _writers is None:
             _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="archipel-blob")
         return _writers
+
+
+#: What tells an incoming blob's writer that the object will not be stored.
+_DROPPED = object()
+
+_incoming_lock = threading.Lock()
+_incoming_writers: ThreadPoolExecutor | None = None
+
+
+def _incoming_pool() -> ThreadPoolExecutor:
+    """Threads that write incoming blobs, one per object being received: a slow sender holds only its own."""
+    global _incoming_writers
+    with _incoming_lock:
+        if _incoming_writers is None:
+            _incoming_writers = ThreadPoolExecutor(max_workers=512, thread_name_prefix="archipel-incoming")
+        return _incoming_writers
+
+
+class IncomingBlob:
+    """An object's blob written while the object is still arriving (a C-STORE data set, PDU by PDU).
+
+    Each piece is handed to a writer thread of its own, which hashes and writes it (without the GIL) while the
+    receiving thread reads the next one from the network. At :meth:`finish` that thread flushes the blob and
+    moves it under its digest, beside the hand-off, the parse and the index statements that
+    :meth:`Archive.store` runs next. Hand it to :meth:`Archive.store` with the same bytes, or to
+    :meth:`Archive.drop` when the object is not stored.
+    """
+
+    def __init__(self, draft: BlobDraft, header: bytes) -> None:
+        self.draft = draft
+        #: Bytes handed over so far.
+        self.size = 0
+        #: The digest, once every piece is hashed.
+        self.hashed: Future[str] = Future()
+        #: (digest, whether this created the blob), once :meth:`finish` has been called.
+        self.placing: Future[tuple[str, bool]] | None = None
+        #: Handed to :meth:`Archive.store`, which removes the blob if the object is not stored.
+        self.taken = False
+        self._pieces: SimpleQueue[bytes | memoryview | object | None] = SimpleQueue()
+        self._done = _incoming_pool().submit(self._write)
+        self.write(header)
+
+    def write(self, piece: bytes | memoryview) -> None:
+        """Hand over the next piece (a view stays valid: the receiver does not reuse its buffers)."""
+        self.size += len(piece)
+        self._pieces.put(piece)
+
+    def finish(self) -> None:
+        """The last piece is handed over: flush and place the blob once it is written."""
+        self._pieces.put(None)
+        self.placing = self._done
+
+    def discard(self) -> None:
+        """Drop a blob that was not finished."""
+        if self.placing is None:
+            self._pieces.put(_DROPPED)
+
+    def _write(self) -> tuple[str, bool]:
+        draft = self.draft
+        try:
+            while True:
+                piece = self._pieces.get()
+                if piece is None:
+                    break
+                if piece is _DROPPED:
+                    raise CancelledError("the object is not stored")
+                draft.write(cast(bytes | memoryview, piece))
+            key = draft.close()
+        except BaseException as exc:
+            draft.discard()
+            self.hashed.set_exception(exc)
+            raise
+        self.hashed.set_result(key)
+        return key, draft.place()
 
 
 def _instance_values(p: ParsedInstance, digest: str, size: int, source_ae: str) -> dict[str, object]:
@@ -171,12 +246,37 @@ class Archive:
         self._lock = threading.Lock()
         self._running = 0
 
-    def store(self, data: bytes, *, source_ae: str = "", default_issuer: str = "") -> StoreResult:
+    def receiving(self, header: bytes) -> IncomingBlob | None:
+        """A blob to write an arriving object into, starting with ``header`` (its first bytes), or ``None``
+        when the blob store takes whole blobs only."""
+        maker = drafts(self.blobs)
+        return IncomingBlob(maker(), header) if maker is not None else None
+
+    def drop(self, incoming: IncomingBlob, sop_uid: str | None) -> None:
+        """Remove what ``incoming`` wrote for an object that is not stored (see :meth:`_discard`)."""
+        if incoming.placing is None:
+            incoming.discard()
+        else:
+            self._discard(incoming.placing, sop_uid)
+
+    def store(
+        self,
+        data: bytes,
+        *,
+        source_ae: str = "",
+        default_issuer: str = "",
+        incoming: IncomingBlob | None = None,
+    ) -> StoreResult:
         """Store one Part-10 object and return once it is durable.
+
+        ``incoming``: its blob, written already as it arrived and finished (:class:`IncomingBlob`).
 
         Raises :class:`InvalidInstance` (or :class:`DuplicateConflict`) with a reason; nothing stored before
         is changed in that case.
         """
+        if incoming is not None:
+            incoming.taken = True
+            return self._store_incoming(data, source_ae, default_issuer, incoming)
         # Hashing and the durable blob write release the GIL. With no other store running they go to a
         # helper thread and overlap the parse, which is what a lone association waits on; with other stores
         # running, those already keep the cores busy and the hand-off would only add work, so they run here.
@@ -191,10 +291,36 @@ class Archive:
             with self._lock:
                 self._running -= 1
 
-    def _store(self, data: bytes, source_ae: str, default_issuer: str, overlap: bool) -> StoreResult:
+    def _store_incoming(
+        self, data: bytes, source_ae: str, default_issuer: str, incoming: IncomingBlob
+    ) -> StoreResult:
+        placing = incoming.placing
+        if placing is None or incoming.size != len(data):
+            # A caller's bug, not the sender's: the blob would not hold these bytes.
+            self.drop(incoming, None)
+            raise RuntimeError("the incoming blob is unfinished or holds other bytes than the object")
+        hashed = incoming.hashed
+        with self._lock:
+            self._running += 1
+        try:
+            return self._store(data, source_ae, default_issuer, False, (placing, hashed))
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _store(
+        self,
+        data: bytes,
+        source_ae: str,
+        default_issuer: str,
+        overlap: bool,
+        written: tuple[Future[tuple[str, bool]], Future[str]] | None = None,
+    ) -> StoreResult:
         writing: Future[tuple[str, bool]]
         hashed: Future[str] = Future()
-        if overlap:
+        if written is not None:
+            writing, hashed = written
+        elif overlap:
             writing = _blob_writers().submit(self._put, data, hashed)
         else:
             writing = Future()
@@ -477,8 +603,9 @@ class Archive:
         and return how many; then register in the MPI every stored patient that has no local identity."""
         import time
 
-        removed = self.blobs.sweep_temporary()
         cutoff = time.time() - grace_seconds
+        # A draft being received by another process is written to as it arrives: the grace spares it too.
+        removed = self.blobs.sweep_temporary(cutoff if grace_seconds else None)
         with self.db.sessions() as s:
             known = set(s.execute(select(Instance.blob_key)).scalars())
             known.update(s.execute(select(InstanceVersion.blob_key)).scalars())

@@ -113,7 +113,12 @@ def start_listener(rt: Runtime, host: str, port: int, *, reuse_port: bool = Fals
     ]
     tls = dicom_tls(rt.settings)
     server = serve(
-        ae, (host, port), handlers, reuse_port=reuse_port, ssl_context=server_context(tls) if tls else None
+        ae,
+        (host, port),
+        handlers,
+        reuse_port=reuse_port,
+        ssl_context=server_context(tls) if tls else None,
+        incoming_sinks=store.incoming,
     )
     actual = server.server_address[1]
     log.info(

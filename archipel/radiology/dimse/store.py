@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from archipel.platform import access, audit
 from archipel.platform.authn import Principal
 from archipel.platform.db import Database
-from archipel.radiology.archive import Archive
+from archipel.radiology.archive import Archive, IncomingBlob
 from archipel.radiology.dicomfile import InvalidInstance
 from archipel.radiology.dimse import wire
 from archipel.radiology.dimse.nodes import NodeRegistry
@@ -109,8 +109,24 @@ class StoreService:
                 ingest = self._open.setdefault(key, ingest)
         return ingest
 
+    def incoming(self, request: wire.StoreRequest, transfer_syntax: str) -> IncomingBlob | None:
+        """The listener's sink factory (``reactor.SinkFactory``): the blob that a plain C-STORE data set is
+        written to as it arrives, starting with the File Meta Information that :func:`received_part10` puts
+        before it."""
+        header = wire.part10_header(request.sop_class_uid, request.sop_instance_uid, transfer_syntax)
+        return self.archive.receiving(header)
+
     def handle_store(self, event: evt.Event) -> int | Dataset:
         """EVT_C_STORE: store the received data set as it came and return the DIMSE status."""
+        incoming = cast(IncomingBlob | None, getattr(event.request, "incoming", None))
+        try:
+            return self._handle_store(event, incoming)
+        finally:
+            # Whatever was not stored: a denial, a refusal before the archive took it, an unexpected failure.
+            if incoming is not None and not incoming.taken:
+                self.archive.drop(incoming, str(cast(C_STORE, event.request).AffectedSOPInstanceUID))
+
+    def _handle_store(self, event: evt.Event, incoming: IncomingBlob | None) -> int | Dataset:
         ingest = self._ingest(event.assoc)
         calling = ingest.principal.subject
         decision = access.allow(
@@ -123,7 +139,9 @@ class StoreService:
             return failure(NOT_AUTHORISED, decision.reason)
         try:
             data = received_part10(event)
-            result = self.archive.store(data, source_ae=calling, default_issuer=ingest.site)
+            result = self.archive.store(
+                data, source_ae=calling, default_issuer=ingest.site, incoming=incoming
+            )
         except InvalidInstance as exc:
             ingest.refused[exc.code] += 1
             log.warning("event=store_refused calling_ae=%s code=0x%04X reason=%s", calling, exc.code, exc)

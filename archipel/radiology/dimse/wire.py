@@ -51,6 +51,13 @@ def c_store_response(message_id: int, sop_class_uid: str, sop_instance_uid: str,
     return _implicit(0x0000, struct.pack("<I", len(body))) + body
 
 
+def command_pdu(context_id: int, command: bytes) -> bytes:
+    """A P-DATA-TF PDU carrying ``command`` (an encoded command set) whole, in one PDV (PS3.8 9.3.5, E.2)."""
+    # PDV item: length, presentation context ID, message control header 0x03 (command, last fragment).
+    item = struct.pack(">LBB", len(command) + 2, context_id, 0x03) + command
+    return struct.pack(">BBL", 0x04, 0, len(item)) + item
+
+
 def _explicit(element: int, vr: bytes, value: bytes) -> bytes:
     """One Explicit VR Little Endian element of group 0002."""
     if vr == b"OB":
