@@ -444,17 +444,24 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-_flushers_lock = threading.Lock()
-_flusher_pool: ThreadPoolExecutor | None = None
+class LazyPool:
+    """A process-wide thread pool, made on first use (a process that never needs it starts no thread)."""
+
+    def __init__(self, workers: int, prefix: str) -> None:
+        self.workers = workers
+        self.prefix = prefix
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.prefix)
+            return self._pool
 
 
-def _flushers() -> ThreadPoolExecutor:
-    """Threads that flush directories while the caller flushes the file it renamed into them."""
-    global _flusher_pool
-    with _flushers_lock:
-        if _flusher_pool is None:
-            _flusher_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="archipel-dirsync")
-        return _flusher_pool
+#: Threads that flush directories while the caller flushes the file it renamed into them.
+_flushers = LazyPool(4, "archipel-dirsync")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future
 from contextlib import nullcontext
 from dataclasses import dataclass
 from queue import SimpleQueue
@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from archipel.platform.db import Database, utcnow
 from archipel.platform.settings import DuplicatePolicy
-from archipel.platform.storage import BlobDraft, BlobStore, drafts
+from archipel.platform.storage import BlobDraft, BlobStore, LazyPool, drafts
 from archipel.radiology.dicomfile import InvalidInstance, ParsedInstance, parse_part10
 from archipel.radiology.documents_models import Document
 from archipel.radiology.models import Instance, InstanceVersion, Patient, Series, Study
@@ -85,33 +85,14 @@ class StoreResult:
     patient: str = ""
 
 
-_writers_lock = threading.Lock()
-_writers: ThreadPoolExecutor | None = None
-
-
-def _blob_writers() -> ThreadPoolExecutor:
-    """The process-wide pool that hashes and writes blobs while the calling thread parses and checks."""
-    global _writers
-    with _writers_lock:
-        if _writers is None:
-            _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="archipel-blob")
-        return _writers
-
+#: The pool that hashes and writes blobs while the calling thread parses and checks.
+_blob_writers = LazyPool(8, "archipel-blob")
 
 #: What tells an incoming blob's writer that the object will not be stored.
 _DROPPED = object()
 
-_incoming_lock = threading.Lock()
-_incoming_writers: ThreadPoolExecutor | None = None
-
-
-def _incoming_pool() -> ThreadPoolExecutor:
-    """Threads that write incoming blobs, one per object being received: a slow sender holds only its own."""
-    global _incoming_writers
-    with _incoming_lock:
-        if _incoming_writers is None:
-            _incoming_writers = ThreadPoolExecutor(max_workers=512, thread_name_prefix="archipel-incoming")
-        return _incoming_writers
+#: Threads that write incoming blobs, one per object being received: a slow sender holds only its own.
+_incoming_pool = LazyPool(512, "archipel-incoming")
 
 
 class IncomingBlob:
