@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE, evt
 
 from archipel.radiology.dimse import wire
-from archipel.radiology.dimse.reactor import ListenerServer, serve
+from archipel.radiology.dimse.reactor import ListenerServer, ReceivedDataSet, serve
 from tests.support import free_port, wait_until
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -363,6 +363,8 @@ def test_a_command_and_its_data_set_in_one_pdu_are_one_request_and_a_stray_comma
 class Sink:
     """An incoming sink (reactor.IncomingSink) that keeps what it is given."""
 
+    prefix = b""
+
     def __init__(self, request: wire.StoreRequest, transfer_syntax: str) -> None:
         self.request, self.transfer_syntax = request, transfer_syntax
         self.pieces: list[bytes] = []
@@ -386,13 +388,17 @@ class SinkRecorder(DataRecorder):
         self.sinks: list[Sink] = []
         self.handed: list[object] = []
 
+    prefix = b""
+
     def sink(self, request: wire.StoreRequest, transfer_syntax: str) -> Sink:
         made = Sink(request, transfer_syntax)
+        made.prefix = self.prefix
         self.sinks.append(made)
         return made
 
     def on_store(self, event: evt.Event) -> int:
         self.handed.append(getattr(event.request, "incoming", None))
+        self.part10 = getattr(event.request.DataSet, "part10", None)
         return super().on_store(event)
 
 
@@ -401,8 +407,12 @@ def start_with_sinks(recorder: SinkRecorder) -> ListenerServer:
     return serve(scp_ae(), ("127.0.0.1", free_port()), handlers, incoming_sinks=recorder.sink)
 
 
-def test_a_sink_is_given_the_data_set_piece_by_piece_as_it_arrives_and_the_handler_gets_it() -> None:
+@pytest.mark.parametrize("prefix", [b"", b"META" * 33], ids=["no-prefix", "prefix"])
+def test_a_sink_is_given_the_data_set_piece_by_piece_as_it_arrives_and_the_handler_gets_it(
+    prefix: bytes,
+) -> None:
     recorder = SinkRecorder()
+    recorder.prefix = prefix
     srv = start_with_sinks(recorder)
     try:
         assoc = connect(srv.server_address[1])
@@ -424,6 +434,22 @@ def test_a_sink_is_given_the_data_set_piece_by_piece_as_it_arrives_and_the_handl
         ExplicitVRLittleEndian,
     )
     assert recorder.handed == [sink]
+    # With a prefix, the data set is joined with it once (reactor.ReceivedDataSet) and still reads as itself.
+    assert recorder.part10 == (prefix + encoded(ds) if prefix else None)
+
+
+def test_a_received_data_set_reads_as_the_data_set_alone() -> None:
+    from pydicom import dcmread
+
+    ds = ct_instance()
+    data = encoded(ds)
+    received = ReceivedDataSet(b"PREFIX" + data, 6)
+    assert received.part10[received.start :] == data
+    assert received.read(4) == data[:4] and received.tell() == 4
+    received.seek(0)
+    assert received.getvalue() == data and bytes(received.getbuffer()) == data
+    received.seek(0)
+    assert dcmread(received, force=True).SOPInstanceUID == ds.SOPInstanceUID
 
 
 @pytest.mark.parametrize("ending", ["abort", "stray command"])

@@ -153,11 +153,14 @@ class FileBlobStore:
 
     def _fan_out(self, parent: Path) -> list[Path]:
         """Create ``parent`` (``objects/ab/cd``) and its own parent if missing; return those created."""
+        if _exists(parent):
+            return []  # one system call in an archive that is not young
         created = []
-        for directory in (parent.parent, parent):
-            if not directory.exists():
-                directory.mkdir(exist_ok=True)
-                created.append(directory)
+        if not _exists(parent.parent):
+            parent.parent.mkdir(exist_ok=True)
+            created.append(parent.parent)
+        parent.mkdir(exist_ok=True)  # made meanwhile by another writer: flushed once more, harmlessly
+        created.append(parent)
         return created
 
     def _holds(self, final: Path, data: bytes) -> bool:
@@ -392,8 +395,10 @@ class FileBlobDraft:
         fd = cast(int, self._fd)
         store = self.store
         final = store.path(key)
+        # As few system calls as possible: each one gives the GIL away, and this thread may then wait for the
+        # receiving threads' Python to give it back.
         try:
-            if final.exists() and store._holds_same(final, self.size, self._same):
+            if _exists(final) and store._holds_same(final, self.size, self._same):
                 self._drop()
                 return False
             if self._buffer is not None:
@@ -435,6 +440,15 @@ class FileBlobDraft:
         if fd is not None:
             os.close(fd)
         self.path.unlink(missing_ok=True)
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()`` in one system call, without pathlib's wrapping."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -107,6 +107,8 @@ class IncomingBlob:
 
     def __init__(self, draft: BlobDraft, header: bytes) -> None:
         self.draft = draft
+        #: What is written before the data set (the receiver joins it with the data set: reactor.IncomingSink).
+        self.prefix = header
         #: Bytes handed over so far.
         self.size = 0
         #: The digest, once every piece is hashed.

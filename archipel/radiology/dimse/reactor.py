@@ -325,7 +325,11 @@ class DirectStoreMessage(DIMSEMessage):
 
 class IncomingSink(Protocol):
     """Where a plain C-STORE data set is written as its fragments arrive, beside its assembly in memory (the
-    archive's blob, see ``archive.IncomingBlob``). The handler finds it as the request's ``incoming``."""
+    archive's blob, see ``archive.IncomingBlob``). The handler finds it as the request's ``incoming``.
+
+    A sink whose ``prefix`` attribute holds bytes (the File Meta Information it wrote before the data set) gets
+    its request's data set as a :class:`ReceivedDataSet`, joined once with that prefix.
+    """
 
     def write(self, piece: memoryview) -> None:
         """The next fragment of the data set."""
@@ -335,6 +339,69 @@ class IncomingSink(Protocol):
 
     def discard(self) -> None:
         """The data set will not be delivered (the association broke off)."""
+
+
+class ReceivedDataSet(BytesIO):
+    """A received data set joined once with the bytes its sink wrote before it (``part10``: the File Meta
+    Information, then the data set), so that a handler storing the Part-10 object copies nothing more.
+
+    It reads as the data set alone, as pynetdicom's own ``BytesIO`` does; that copy is made only if something
+    reads it.
+    """
+
+    def __init__(self, part10: bytes, start: int) -> None:
+        super().__init__()
+        #: The sink's prefix followed by the data set.
+        self.part10 = part10
+        #: Where the data set starts in :attr:`part10`.
+        self.start = start
+        self._filled = False
+
+    def _fill(self) -> None:
+        if not self._filled:
+            self._filled = True
+            super().write(memoryview(self.part10)[self.start :])
+            super().seek(0)
+
+    def getvalue(self) -> bytes:
+        """The data set's bytes."""
+        self._fill()
+        return super().getvalue()
+
+    def getbuffer(self) -> memoryview:
+        """A view of the data set's bytes."""
+        self._fill()
+        return super().getbuffer()
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read from the data set."""
+        self._fill()
+        return super().read(size)
+
+    def read1(self, size: int | None = -1) -> bytes:
+        """Read from the data set."""
+        self._fill()
+        return super().read1(size)
+
+    def readinto(self, buffer: Any) -> int:
+        """Read from the data set into ``buffer``."""
+        self._fill()
+        return super().readinto(buffer)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """Read a line of the data set."""
+        self._fill()
+        return super().readline(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move in the data set."""
+        self._fill()
+        return super().seek(offset, whence)
+
+    def tell(self) -> int:
+        """The position in the data set."""
+        self._fill()
+        return super().tell()
 
 
 #: What the listener's server may offer as ``incoming_sinks``: a sink for a request and its transfer syntax.
@@ -477,7 +544,11 @@ class StoreResponseDIMSE(DIMSEServiceProvider):
     def _deliver(self, bulk: _BulkStore) -> None:
         message = DirectStoreMessage()
         message.context_id = bulk.context_id
-        message.data_set = BytesIO(b"".join(bulk.fragments))  # BytesIO shares these bytes until written
+        prefix = getattr(bulk.sink, "prefix", None)
+        if isinstance(prefix, bytes) and prefix:
+            message.data_set = ReceivedDataSet(b"".join([prefix, *bulk.fragments]), len(prefix))
+        else:
+            message.data_set = BytesIO(b"".join(bulk.fragments))  # BytesIO shares these bytes until written
         message.__class__ = DirectStoreRequest  # type: ignore[assignment]
         cast(DirectStoreRequest, message).request = bulk.request
         primitive = cast(DirectStoreRequest, message).message_to_primitive()

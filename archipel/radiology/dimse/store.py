@@ -31,6 +31,7 @@ from archipel.radiology.archive import Archive, IncomingBlob
 from archipel.radiology.dicomfile import InvalidInstance
 from archipel.radiology.dimse import wire
 from archipel.radiology.dimse.nodes import NodeRegistry
+from archipel.radiology.dimse.reactor import ReceivedDataSet
 
 log = logging.getLogger("archipel.dimse")
 
@@ -80,7 +81,10 @@ def received_part10(event: evt.Event) -> bytes:
         str(request.AffectedSOPInstanceUID),
         str(event.context.transfer_syntax),
     )
-    return header + cast(BytesIO, request.DataSet).getvalue()
+    received = request.DataSet
+    if isinstance(received, ReceivedDataSet) and received.part10[: received.start] == header:
+        return received.part10  # joined once with this header already, as it arrived
+    return header + cast(BytesIO, received).getvalue()
 
 
 class StoreService:
