@@ -51,9 +51,15 @@ class BlobDraft(Protocol):
     """
 
     size: int
+    #: The SHA-256 of the pieces so far. A caller that hands pieces to another thread to write may hash them
+    #: itself, into this, and write them with :meth:`write_hashed`.
+    hasher: hashlib._Hash
 
     def write(self, piece: bytes | memoryview) -> None:
         """Append ``piece`` (hashed and written at once)."""
+
+    def write_hashed(self, piece: bytes | memoryview) -> None:
+        """Append ``piece``, which the caller has added to :attr:`hasher` already."""
 
     def close(self) -> str:
         """No more pieces: return the blob's key, the SHA-256 of everything written, in hex."""
@@ -321,7 +327,7 @@ class FileBlobDraft:
         self.store = store
         self.path = store.tmp / f"draft.{uuid.uuid4().hex}"
         self.size = 0
-        self._hash = hashlib.sha256()
+        self.hasher = hashlib.sha256()
         self._key = ""
         #: The aligned buffer of a direct draft; ``None`` when written through the page cache.
         self._buffer: mmap.mmap | None = None
@@ -342,7 +348,13 @@ class FileBlobDraft:
         """Hash and write ``piece``."""
         if self._fd is None or self._key:
             raise ValueError("the draft is closed")
-        self._hash.update(piece)
+        self.hasher.update(piece)
+        self.write_hashed(piece)
+
+    def write_hashed(self, piece: bytes | memoryview) -> None:
+        """Write ``piece``, hashed into :attr:`hasher` by the caller."""
+        if self._fd is None or self._key:
+            raise ValueError("the draft is closed")
         self.size += len(piece)
         if self._buffer is None:
             _write_all(self._fd, piece)
@@ -386,7 +398,7 @@ class FileBlobDraft:
         if not self._key:
             if self._fd is None:
                 raise ValueError("the draft was discarded")
-            self._key = self._hash.hexdigest()
+            self._key = self.hasher.hexdigest()
         return self._key
 
     def place(self) -> bool:

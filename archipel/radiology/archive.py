@@ -98,8 +98,10 @@ _incoming_pool = LazyPool(512, "archipel-incoming")
 class IncomingBlob:
     """An object's blob written while the object is still arriving (a C-STORE data set, PDU by PDU).
 
-    Each piece is handed to a writer thread of its own, which hashes and writes it (without the GIL) while the
-    receiving thread reads the next one from the network. At :meth:`finish` that thread flushes the blob and
+    Each piece is hashed by the receiving thread (without the GIL, 0.3 ms per 0.5 MB) and handed to a writer
+    thread of its own, which writes it while the receiving thread reads the next one from the network: the
+    digest is known as soon as the last piece is, and the writer, whose direct writes wait for the disk, does
+    not fall behind by the hashing too. At :meth:`finish` that thread flushes the blob and
     moves it under its digest, beside the hand-off, the parse and the index statements that
     :meth:`Archive.store` runs next. Hand it to :meth:`Archive.store` with the same bytes, or to
     :meth:`Archive.drop` when the object is not stored.
@@ -122,12 +124,14 @@ class IncomingBlob:
         self.write(header)
 
     def write(self, piece: bytes | memoryview) -> None:
-        """Hand over the next piece (a view stays valid: the receiver does not reuse its buffers)."""
+        """Hash the next piece and hand it over (a view stays valid: the receiver does not reuse its buffers)."""
         self.size += len(piece)
+        self.draft.hasher.update(piece)
         self._pieces.put(piece)
 
     def finish(self) -> None:
         """The last piece is handed over: flush and place the blob once it is written."""
+        self.hashed.set_result(self.draft.hasher.hexdigest())
         self._pieces.put(None)
         self.placing = self._done
 
@@ -145,13 +149,11 @@ class IncomingBlob:
                     break
                 if piece is _DROPPED:
                     raise CancelledError("the object is not stored")
-                draft.write(cast(bytes | memoryview, piece))
+                draft.write_hashed(cast(bytes | memoryview, piece))
             key = draft.close()
-        except BaseException as exc:
+        except BaseException:
             draft.discard()
-            self.hashed.set_exception(exc)
             raise
-        self.hashed.set_result(key)
         return key, draft.place()
 
 
