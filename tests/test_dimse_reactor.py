@@ -477,3 +477,49 @@ def test_a_data_set_cut_off_discards_its_sink_and_reaches_no_handler(ending: str
         srv.shutdown()
     assert not recorder.sinks[0].finished
     assert recorder.stored == [] and recorder.handed == []
+
+
+class Awkward(SinkRecorder):
+    """A C-STORE handler that answers with a status data set, then raises, then answers plainly."""
+
+    def on_store(self, event: evt.Event) -> object:
+        self.handed.append(getattr(event.request, "incoming", None))
+        calls = len(self.handed)
+        if calls == 1:
+            status = Dataset()
+            status.Status = 0xA700
+            status.ErrorComment = "disk full, for a test"
+            return status
+        if calls == 2:
+            raise RuntimeError("a handler's bug")
+        return 0x0000
+
+
+def test_direct_c_store_dispatch_keeps_status_data_sets_handler_failures_and_the_association(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plain C-STOREs go straight to the handler (EventDrivenAssociation._serve_store); what pynetdicom's
+    Storage SCP does with a status data set, or with a handler that raises (0xC211), is kept."""
+    from pynetdicom.service_class import StorageServiceClass
+
+    def not_here(*args: object) -> None:
+        raise AssertionError("pynetdicom's Storage SCP was used")
+
+    monkeypatch.setattr(StorageServiceClass, "SCP", not_here)
+    recorder = Awkward()
+    srv = serve(
+        scp_ae(),
+        ("127.0.0.1", free_port()),
+        [(evt.EVT_C_STORE, recorder.on_store)],
+        incoming_sinks=recorder.sink,
+    )
+    try:
+        assoc = connect(srv.server_address[1])
+        first = assoc.send_c_store(ct_instance())  # type: ignore[attr-defined]
+        assert (first.Status, first.ErrorComment) == (0xA700, "disk full, for a test")
+        assert assoc.send_c_store(ct_instance()).Status == 0xC211  # type: ignore[attr-defined]
+        assert assoc.send_c_store(ct_instance()).Status == 0x0000  # type: ignore[attr-defined]
+        assoc.release()  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+    assert len(recorder.handed) == 3 and all(h is not None for h in recorder.handed)
