@@ -672,7 +672,11 @@ class EventDrivenAssociation(Association):
         finally:
             self.abort = self._abort_blocking  # type: ignore[method-assign]
         if self.is_established:
-            self._respond(msg, context_id, status)
+            try:
+                self._respond(msg, context_id, status)
+            except Exception:
+                _LOG.exception("event=dimse_store_response_failed")  # as pynetdicom's _serve_request: abort
+                self.abort()
         self._is_paused = False
         self.dimse.cancel_req = {}
         return True
