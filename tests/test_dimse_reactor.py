@@ -8,6 +8,7 @@ several processes share one port.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE, evt
 
 from archipel.radiology.dimse import wire
+from archipel.radiology.dimse.balance import TURN_WAIT, ListenerGroup, LoadBoard
 from archipel.radiology.dimse.reactor import ListenerServer, ReceivedDataSet, serve
 from tests.support import free_port, wait_until
 
@@ -523,3 +525,91 @@ def test_direct_c_store_dispatch_keeps_status_data_sets_handler_failures_and_the
     finally:
         srv.shutdown()
     assert len(recorder.handed) == 3 and all(h is not None for h in recorder.handed)
+
+
+def start_group(recorder: Recorder, processes: int = 2) -> list[ListenerServer]:
+    """A listener group's servers in this process: the first binds, the others serve a copy of its socket."""
+    handlers = [(evt.EVT_C_STORE, recorder.on_store), (evt.EVT_RELEASED, recorder.on_end)]
+    first_group = ListenerGroup.create(processes)
+    first = serve(scp_ae(), ("127.0.0.1", free_port()), handlers, group=first_group)
+    servers = [first]
+    for slot in range(1, processes):
+        spec = first_group.board.spec(slot, os.dup(first.socket.fileno()))
+        servers.append(serve(scp_ae(), ("127.0.0.1", 0), handlers, group=ListenerGroup.parse(spec)))
+    return servers
+
+
+def serving(servers: list[ListenerServer]) -> list[int]:
+    return [len(srv.active_associations) for srv in servers]
+
+
+def test_a_listener_group_gives_each_new_association_to_its_least_busy_server(recorder: Recorder) -> None:
+    servers = start_group(recorder)
+    port = servers[0].server_address[1]
+    held: list[object] = []
+    try:
+        for opened in range(1, 5):
+            held.append(connect(port))
+            wait_until(lambda n=opened: sum(serving(servers)) == n, 5, "the association's thread")
+            # The association opened after an even number lands where it makes the two level again.
+            assert max(serving(servers)) - min(serving(servers)) <= 1
+        assert serving(servers) == [2, 2]
+        assert [srv.group.board.serving() for srv in servers] == [2, 2]  # type: ignore[attr-defined]
+        for assoc in held[:2]:
+            assoc.release()  # type: ignore[attr-defined]
+        wait_until(lambda: sum(srv.group.board.serving() for srv in servers) == 2, 5, "the counts")  # type: ignore[attr-defined]
+        held = held[2:]
+        for _ in range(2):
+            held.append(connect(port))
+        wait_until(lambda: sum(serving(servers)) == 4, 5, "the new associations")
+        assert serving(servers) == [2, 2]
+        for assoc in held:
+            assert assoc.send_c_store(ct_instance()).Status == 0  # type: ignore[attr-defined]
+            assoc.release()  # type: ignore[attr-defined]
+        assert len(recorder.stored) == 4
+    finally:
+        for srv in servers:
+            srv.shutdown()
+
+
+def test_a_listener_group_member_that_stops_leaves_the_socket_to_the_others(recorder: Recorder) -> None:
+    first, second = start_group(recorder)
+    port = first.server_address[1]
+    busy = connect(port)  # the first server, or the second: either is then one ahead
+    try:
+        second.shutdown()  # closes its copy of the socket, frees its slot: the first takes everything now
+        for _ in range(3):
+            assoc = connect(port)
+            assert assoc.send_c_echo().Status == 0  # type: ignore[attr-defined]
+            assoc.release()  # type: ignore[attr-defined]
+    finally:
+        busy.release()  # type: ignore[attr-defined]
+        first.shutdown()
+
+
+def test_a_listener_group_does_not_wait_on_a_member_that_is_gone_or_stuck() -> None:
+    # Three slots of one board: a process that died serving nothing, a live one that serves nothing and never
+    # accepts (stopped, say), and the one that looks, serving one association. Neither of the first two may hold
+    # a connection back from it for long.
+    fd = os.memfd_create("test-board")
+    os.ftruncate(fd, 3 * 8)
+    dead, stuck, seen = (LoadBoard(fd, 3, slot) for slot in range(3))
+    try:
+        dead._cells[0] = 2**22 + 12345  # no such pid (above the kernel's largest)
+        stuck.join()
+        seen.join()
+        seen.add(1)
+        assert not seen.my_turn()  # the live, idle one comes first...
+        stuck.leave()
+        assert seen.my_turn()  # ...and a dead one never does
+        stuck.join()
+        started = time.monotonic()
+        while not seen.take_turn():
+            pass
+        assert TURN_WAIT <= time.monotonic() - started < 1  # declined for TURN_WAIT, then took it
+        seen.add(-1)
+        assert seen.serving() == 0 and seen.my_turn()
+    finally:
+        for board in (dead, stuck, seen):
+            board.close()
+        os.close(fd)

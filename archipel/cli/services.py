@@ -190,15 +190,27 @@ def dicom_cmd(
             "spreads new associations over them.",
         ),
     ] = False,
+    listener_group: Annotated[
+        str | None,
+        typer.Option(
+            "--listener-group",
+            hidden=True,
+            help="LISTEN_FD:BOARD_FD:SLOT:SLOTS, given by serve --dicom-listeners to the processes it starts.",
+        ),
+    ] = None,
     data: DataOpt = None,
 ) -> None:
     """Run a DICOM listener only."""
     from archipel.mammo import intake
     from archipel.radiology import documents_expected, telerad
     from archipel.radiology.archive import Archive
+    from archipel.radiology.dimse.balance import ListenerGroup
     from archipel.radiology.dimse.listener import start_listener
 
     refuse_embedded_secrets("dicom", data)
+    if listener_group is not None and reuse_port:
+        raise typer.BadParameter("--listener-group and --reuse-port exclude each other")
+    group = ListenerGroup.parse(listener_group) if listener_group is not None else None
     if os.environ.get("ARCHIPEL_PARENT_PID"):
         _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))  # a listener of ``serve --dicom-listeners``
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
@@ -208,7 +220,9 @@ def dicom_cmd(
     telerad.install()  # a study that arrives here is linked to the reading requests waiting for its accession
     documents_expected.install()  # ... and to the reports that came before it
     Archive(rt.db, rt.blobs).sweep_orphans(_sweep_grace(rt, shared=True))
-    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port, reuse_port=reuse_port)
+    listener = start_listener(
+        rt, rt.settings.dicom_host, rt.settings.dicom_port, reuse_port=reuse_port, group=group
+    )
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
     listener.stop()
 
@@ -270,6 +284,7 @@ def serve(
 
     from archipel.platform.audit_checkpoints import CheckpointScheduler
     from archipel.radiology.archive import Archive
+    from archipel.radiology.dimse.balance import ListenerGroup
     from archipel.radiology.dimse.listener import start_listener
 
     rt = setup(
@@ -297,21 +312,25 @@ def serve(
     # Urgent (frozen-section) slides get a worker of their own, so they never wait behind routine conversions.
     urgent = ["worker", "--queues", "wsi-urgent", "--concurrency", "1", "--no-drop-folder"]
     urgent_proc = subprocess.Popen([sys.executable, "-m", "archipel.cli", *urgent], env=env)
-    shared = dicom_listeners > 1
-    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port, reuse_port=shared)
-    # More listener processes share the port (SO_REUSEPORT): associations then use more than one core, which
-    # one process cannot (the GIL). Each is an ``archipel dicom`` of its own, as in the many-process layout.
-    listener_procs = [
-        subprocess.Popen(
-            [
-                *(sys.executable, "-m", "archipel.cli", "dicom", "--reuse-port"),
-                *("--dicom-port", str(listener.port), "--aet", rt.settings.ae_title),
-            ],
-            env=env,
-        )
-        for _ in range(dicom_listeners - 1)
-    ]
-    if shared:
+    group = ListenerGroup.create(dicom_listeners) if dicom_listeners > 1 else None
+    listener = start_listener(rt, rt.settings.dicom_host, rt.settings.dicom_port, group=group)
+    # More listener processes serve the same socket, the least busy accepting (decision 0053): associations
+    # then use more than one core, which one process cannot (the GIL). Each is an ``archipel dicom`` of its own.
+    listener_procs = []
+    if group is not None:
+        inherited = (listener.fileno(), group.board.fd)
+        listener_procs = [
+            subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "archipel.cli", "dicom"),
+                    *("--listener-group", group.board.spec(slot, listener.fileno())),
+                    *("--dicom-port", str(listener.port), "--aet", rt.settings.ae_title),
+                ],
+                env=env,
+                pass_fds=inherited,
+            )
+            for slot in range(1, dicom_listeners)
+        ]
         log.info("event=dicom_listeners count=%d port=%d", dicom_listeners, listener.port)
     from archipel.radiology.hl7.listener import start_hl7_listener
 

@@ -6,6 +6,9 @@ on disk, which the archive's durability contract relies on.
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,6 +93,51 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+_LOG = logging.getLogger("archipel.db")
+
+
+class WriterTurn:
+    """The turn of SQLite writers: a lock between this process's threads, then one between processes.
+
+    SQLite lets one writer in at a time, and one that finds the database locked sleeps in its busy handler
+    (1, 2, 5, 10 ms and longer) before it looks again: two processes that write often (the listener processes
+    of ``serve --dicom-listeners``, a worker beside them) lose milliseconds to each other at every collision.
+    Writers that take this turn first wait in the kernel instead (``flock`` on a file beside the database),
+    and the next is woken as soon as the previous one is done. Writers that do not take it (a plain session
+    that writes) are still kept apart by SQLite itself; this only orders those that do. A filesystem without
+    file locks leaves the ordering between processes to SQLite alone.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._threads = threading.Lock()
+        self._path = f"{database}-writer" if database and database != ":memory:" else None
+        self._fd: int | None = None
+        self._pid = 0
+
+    def acquire(self) -> None:
+        """Wait for the turn (held by no other thread of this process and no other process)."""
+        self._threads.acquire()
+        if self._path is None:
+            return
+        try:
+            if self._fd is None or self._pid != os.getpid():
+                # A forked child shares its parent's open file, and with it the parent's lock: its own, then.
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._pid = os.getpid()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            _LOG.warning("event=sqlite_writer_lock_unavailable path=%s error=%r", self._path, str(exc))
+            self._path = self._fd = None
+
+    def release(self) -> None:
+        """Give the turn to the next writer."""
+        try:
+            if self._fd is not None and self._pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
 class Database:
     """One engine and its session factory."""
 
@@ -101,8 +149,8 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(archipel_write=True), expire_on_commit=False
         )
-        # SQLite has one writer at a time: threads of this process queue here rather than spin on SQLITE_BUSY.
-        self._write_lock: threading.Lock | None = threading.Lock() if is_sqlite else None
+        # SQLite has one writer at a time: writers queue here rather than sleep and retry on SQLITE_BUSY.
+        self._write_lock = WriterTurn(self.engine.url.database) if is_sqlite else None
         self._write_engine = self.engine.execution_options(archipel_write=True)
         #: Small write units from many threads, committed together (see :class:`GroupCommit`).
         self.group_commit = GroupCommit(self)

@@ -14,6 +14,7 @@ from archipel.platform.settings import Settings
 from archipel.platform.tls import TlsFiles, server_context, tls_files
 from archipel.radiology.archive import Archive
 from archipel.radiology.dicomfile import SUPPORTED_TRANSFER_SYNTAXES
+from archipel.radiology.dimse.balance import ListenerGroup
 from archipel.radiology.dimse.find import handle_find
 from archipel.radiology.dimse.nodes import NodeRegistry
 from archipel.radiology.dimse.reactor import serve
@@ -66,6 +67,10 @@ class Listener:
         """Stop accepting, and close the listening socket."""
         self.server.shutdown()
 
+    def fileno(self) -> int:
+        """The listening socket's descriptor (what a listener group's other processes inherit)."""
+        return int(self.server.socket.fileno())
+
 
 def build_ae(rt: Runtime) -> AE:
     """The application entity with every presentation context we accept."""
@@ -93,9 +98,12 @@ def dicom_tls(settings: Settings) -> TlsFiles | None:
     return tls_files(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca, prefix="dicom")
 
 
-def start_listener(rt: Runtime, host: str, port: int, *, reuse_port: bool = False) -> Listener:
+def start_listener(
+    rt: Runtime, host: str, port: int, *, reuse_port: bool = False, group: ListenerGroup | None = None
+) -> Listener:
     """Start serving on ``host:port`` in background threads and return at once; with ``reuse_port``, share the
-    port with the listeners of other processes (SO_REUSEPORT)."""
+    port with the listeners of other processes (SO_REUSEPORT); with ``group``, serve the socket of a listener
+    group by turns (:mod:`balance`: bound here for its first process, inherited by the others)."""
     ae = build_ae(rt)
     archive = Archive(rt.db, rt.blobs, rt.settings.duplicate_policy)
     nodes = NodeRegistry(rt.db)
@@ -117,6 +125,7 @@ def start_listener(rt: Runtime, host: str, port: int, *, reuse_port: bool = Fals
         (host, port),
         handlers,
         reuse_port=reuse_port,
+        group=group,
         ssl_context=server_context(tls) if tls else None,
         incoming_sinks=store.incoming,
     )

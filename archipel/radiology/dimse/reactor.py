@@ -57,6 +57,7 @@ from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from archipel.radiology.dimse import wire
+from archipel.radiology.dimse.balance import ListenerGroup
 
 T = TypeVar("T")
 
@@ -643,6 +644,15 @@ class EventDrivenAssociation(Association):
     def _idle(self) -> bool:
         return self.dimse.msg_queue.empty() and self.dul.to_user_queue.empty()
 
+    def run(self) -> None:
+        """Run the association; its server learns when it is over, however it ends."""
+        try:
+            super().run()
+        finally:
+            server = getattr(self, "_server", None)
+            if isinstance(server, ListenerServer):
+                server.association_ended()
+
     def _serve_request(self, msg: Any, context_id: int) -> None:
         if not self._serve_store(msg, context_id):
             super()._serve_request(msg, context_id)
@@ -755,6 +765,14 @@ class EventDrivenAssociation(Association):
 class EventDrivenRequestHandler(RequestHandler):
     """pynetdicom's request handler, building an :class:`EventDrivenAssociation` for each connection."""
 
+    def handle(self) -> None:
+        """Start the connection's association (the server learns at once if it could not)."""
+        try:
+            super().handle()
+        except BaseException:
+            cast(ListenerServer, self.server).association_ended()  # no association thread will tell it
+            raise
+
     def _create_association(self) -> Association:
         # What pynetdicom 3.0's RequestHandler does, with our association class.
         assoc = EventDrivenAssociation(self.ae, MODE_ACCEPTOR)
@@ -822,6 +840,9 @@ class ListenerServer(ThreadedAssociationServer):
             client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
 
+    def association_ended(self) -> None:
+        """An association that this server accepted is over (or could not start)."""
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Complete the TLS handshake (in this connection's thread), then serve the association."""
         if isinstance(request, ssl.SSLSocket):
@@ -838,6 +859,7 @@ class ListenerServer(ThreadedAssociationServer):
                     client_address[0],
                     _reason(exc),
                 )
+                self.association_ended()
                 return
             request.settimeout(None)
         super().finish_request(request, client_address)
@@ -849,12 +871,81 @@ class SharedPortListenerServer(ListenerServer):
     reuse_port = True
 
 
+class GroupListenerServer(ListenerServer):
+    """A :class:`ListenerServer` of a listener group (:mod:`balance`): one listening socket served by several
+    processes, each accepting a waiting connection only when its turn comes (the least busy).
+
+    :func:`serve` makes a subclass with ``group`` set, since the socket is bound while the server is built.
+    The listening socket does not block: another process may have taken a waiting connection first.
+    """
+
+    group: ListenerGroup
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._declined = False
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        """Bind the group's socket (its first process), or take the one inherited."""
+        fd = self.group.listen_fd
+        if fd is None:
+            super().server_bind()
+        else:
+            cast(socket.socket, self.socket).close()
+            self.socket = socket.socket(fileno=fd)
+            self.server_address = self.socket.getsockname()
+        cast(socket.socket, self.socket).setblocking(False)
+
+    def server_activate(self) -> None:
+        """Listen, unless the socket came listening already."""
+        if self.group.listen_fd is None:
+            super().server_activate()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a waiting connection if it is this process's turn (``BlockingIOError`` if not, or if another
+        process took it first), counting it on the board."""
+        board = self.group.board
+        if not board.take_turn():
+            self._declined = True
+            raise BlockingIOError("another listener process of the group serves fewer associations")
+        client, address = super().get_request()
+        board.add(1)
+        return client, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start the connection's thread (and count the connection off if it cannot start)."""
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.association_ended()
+            raise
+
+    def association_ended(self) -> None:
+        """Count the association off the board."""
+        self.group.board.add(-1)
+
+    def service_actions(self) -> None:
+        """pynetdicom's periodic collection, counted in turns of the accept loop: not in those that declined,
+        which come every millisecond while a connection waits for another process."""
+        if self._declined:
+            self._declined = False
+            return
+        super().service_actions()
+
+    def server_close(self) -> None:
+        """Close this process's descriptor of the socket, which the group's other processes keep serving (a
+        ``shutdown`` would stop it for all of them), and leave the board."""
+        cast(socket.socket, self.socket).close()
+        self.group.board.leave()
+
+
 def serve(
     ae: AE,
     address: tuple[str, int],
     handlers: list[Any],
     *,
     reuse_port: bool = False,
+    group: ListenerGroup | None = None,
     ssl_context: ssl.SSLContext | None = None,
     incoming_sinks: SinkFactory | None = None,
 ) -> ListenerServer:
@@ -863,9 +954,12 @@ def serve(
     What ``AE.start_server(block=False)`` does, with :class:`ListenerServer` and
     :class:`EventDrivenRequestHandler`. Stop it with ``server.shutdown()``. With ``ssl_context`` every
     connection is wrapped in TLS before its association starts; a peer that does not speak TLS is dropped.
-    With ``incoming_sinks``, each plain C-STORE data set is also written to a sink as it arrives.
+    With ``incoming_sinks``, each plain C-STORE data set is also written to a sink as it arrives. With
+    ``group``, this process serves the group's one socket by turns with its other processes (:mod:`balance`).
     """
-    server_class = SharedPortListenerServer if reuse_port else ListenerServer
+    server_class: type[ListenerServer] = SharedPortListenerServer if reuse_port else ListenerServer
+    if group is not None:
+        server_class = type("GroupListenerServer", (GroupListenerServer,), {"group": group})
     server = cast(
         ListenerServer,
         ae.make_server(
