@@ -33,7 +33,7 @@ from bench.qido import run_qido
 TARGETS = ("archipel", "orthanc", "orthanc-nagle", "bare")
 #: Also accepted: ``archipel-Nproc``, Archipel with N DICOM listener processes on one data dir, each on a port of
 #: its own (associations dealt out in turn), and ``archipel-Nlisteners``, ``archipel serve --dicom-listeners N``:
-#: N processes on one port, associations spread by the kernel (SO_REUSEPORT), as a site would run it.
+#: N processes on one socket, each association taken by the least busy (decision 0053), as a site would run it.
 
 
 @dataclass

@@ -61,8 +61,8 @@ class ArchipelTarget:
 
     With ``listeners`` > 1, that many more ``archipel dicom`` processes serve the same data dir on ports of
     their own (the many-process layout of the architecture, on one machine); associations are spread over
-    all ports. With ``one_port`` as well, ``serve --dicom-listeners`` runs them on its own port instead
-    (SO_REUSEPORT: the kernel spreads the associations).
+    all ports. With ``one_port`` as well, ``serve --dicom-listeners`` runs them on its own socket instead
+    (the least busy process accepts each association, decision 0053).
     """
 
     aet = "ARCHIPEL"

@@ -210,7 +210,10 @@ def dicom_cmd(
     refuse_embedded_secrets("dicom", data)
     if listener_group is not None and reuse_port:
         raise typer.BadParameter("--listener-group and --reuse-port exclude each other")
-    group = ListenerGroup.parse(listener_group) if listener_group is not None else None
+    try:
+        group = ListenerGroup.parse(listener_group) if listener_group is not None else None
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--listener-group") from exc
     if os.environ.get("ARCHIPEL_PARENT_PID"):
         _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))  # a listener of ``serve --dicom-listeners``
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
