@@ -263,9 +263,8 @@ class ArchipelServer:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"archipel serve exited: {self.log.read_text()[-3000:]}")
-            # HTTP first: every TCP probe of the DICOM port leaves a pending association on the listener until
-            # its timeout, and probing it every 50 ms while HTTP starts up (slow under load) fills the
-            # association limit, so that the test's first real association is refused (local limit exceeded).
+            # HTTP first: each TCP probe of the DICOM port costs the listener an association thread (until the
+            # probe closes), and probing it every 50 ms while HTTP starts up (slow under load) only adds work.
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code != 200:
                     return False

@@ -8,10 +8,11 @@ whose instances come in through both processes is indexed once with all of them.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import func, select
 
 from archipel.radiology.models import Series
@@ -22,6 +23,7 @@ from tests.support import ArchipelServer, wait_until
 pytestmark = pytest.mark.e2e
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 def _listener_children(pid: int) -> list[int]:
@@ -103,3 +105,42 @@ def test_two_listener_processes_take_associations_in_turn_and_index_one_series_s
         srv.stop()
     # Stopping serve stops its listener processes too: nothing holds the port any more.
     assert not Path(f"/proc/{child}").exists() or b"zombie" in Path(f"/proc/{child}/status").read_bytes()
+
+
+def test_a_killed_serve_takes_its_listener_processes_along_and_starts_again_on_the_same_port(
+    tmp_path: Path,
+) -> None:
+    srv = ArchipelServer(tmp_path / "data", env={"ARCHIPEL_DICOM_LISTENERS": "2"})
+    srv.data.mkdir(parents=True)
+    srv.add_node("PYNETDICOM", site="SITE-A")
+    srv.start()
+    try:
+        assert srv.proc is not None
+        serve_pid = srv.proc.pid
+        wait_until(lambda: len(_listener_children(serve_pid)) == 1, 60, "the second listener process")
+        (child,) = _listener_children(serve_pid)
+        wait_until(
+            lambda: srv.log.read_text().count("event=dicom_listening") == 2, 60, "both listeners to listen"
+        )
+        # Only serve dies (not its process group): the listener that shares its socket must not outlive it,
+        # or it would keep the DICOM port from the serve started next.
+        os.kill(serve_pid, signal.SIGKILL)
+        srv.proc.wait(10)
+        wait_until(
+            lambda: (
+                not Path(f"/proc/{child}").exists() or b"zombie" in Path(f"/proc/{child}/status").read_bytes()
+            ),
+            0.5,
+            "the orphaned listener process to be gone",
+        )
+        port = srv.dicom_port
+        srv.start()
+        assert srv.dicom_port == port  # not moved to another port after "address already in use"
+        wait_until(
+            lambda: srv.log.read_text().count("event=dicom_listening") >= 4, 60, "both listeners again"
+        )
+        assoc = scu(srv, [(VERIFICATION, [ImplicitVRLittleEndian])])
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+    finally:
+        srv.stop()

@@ -613,3 +613,14 @@ def test_a_listener_group_does_not_wait_on_a_member_that_is_gone_or_stuck() -> N
         for board in (dead, stuck, seen):
             board.close()
         os.close(fd)
+
+
+def test_a_connection_closed_before_its_association_request_ends_at_once(server: ListenerServer) -> None:
+    # A TCP health check or port probe: pynetdicom's acceptor would wait out the ACSE timeout (60 s here).
+    probe = socket.create_connection(("127.0.0.1", server.server_address[1]), 2)
+    wait_until(lambda: len(server.active_associations) == 1, 5, "the connection's association thread")
+    probe.close()
+    wait_until(lambda: not server.active_associations, 5, "the association thread to end")
+    assoc = connect(server.server_address[1])  # and the listener goes on as before
+    assert assoc.send_c_echo().Status == 0  # type: ignore[attr-defined]
+    assoc.release()  # type: ignore[attr-defined]

@@ -24,10 +24,26 @@ if TYPE_CHECKING:
 STOP_GRACE_SECONDS = 5
 
 
+#: prctl(2): the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
 def _exit_with_parent(parent: int) -> None:
-    """Leave when the ``serve`` process that started us is gone (even after a SIGKILL)."""
+    """Leave when the ``serve`` process that started us is gone (even after a SIGKILL).
+
+    On Linux the kernel kills us at once (``PR_SET_PDEATHSIG``): a listener of ``serve --dicom-listeners``
+    holds the group's listening socket, which would keep the port taken from a ``serve`` started again. The
+    watch thread covers other systems, and a parent that died before the signal was asked for. (The signal
+    comes when the parent's thread that started us ends: ``serve`` starts its processes from its main thread.)
+    """
+    import contextlib
+    import ctypes
     import threading
     import time
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -201,6 +217,10 @@ def dicom_cmd(
     data: DataOpt = None,
 ) -> None:
     """Run a DICOM listener only."""
+    if os.environ.get("ARCHIPEL_PARENT_PID"):
+        # A listener of ``serve --dicom-listeners``: first of all, so that it holds the inherited socket no longer
+        # than ``serve`` lives, even while it is starting.
+        _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))
     from archipel.mammo import intake
     from archipel.radiology import documents_expected, telerad
     from archipel.radiology.archive import Archive
@@ -214,8 +234,6 @@ def dicom_cmd(
         group = ListenerGroup.parse(listener_group) if listener_group is not None else None
     except (ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--listener-group") from exc
-    if os.environ.get("ARCHIPEL_PARENT_PID"):
-        _exit_with_parent(int(os.environ["ARCHIPEL_PARENT_PID"]))  # a listener of ``serve --dicom-listeners``
     rt = setup(data, dicom_port=dicom_port, ae_title=aet)
     check_dicom_tls(rt.settings)
     configure_logging()

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 #: The longest a process leaves a waiting connection to a less busy one before it accepts it itself.
-TURN_WAIT = 0.02
+TURN_WAIT = 0.1
 #: How long a process that declines a connection sleeps before it looks again.
 DECLINE_PAUSE = 0.001
 #: A decline this long after the previous one is a new waiting connection: its wait starts again.

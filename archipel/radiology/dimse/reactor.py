@@ -209,6 +209,12 @@ class EventDrivenDUL(DULServiceProvider):
             if isinstance(dimse, StoreResponseDIMSE):
                 dimse.abandon()
             self._close_wake()
+            assoc = self.assoc
+            if assoc.is_acceptor and getattr(assoc.requestor, "primitive", None) is None:
+                # The connection ended before its A-ASSOCIATE-RQ (a TCP health check, a port probe): PS3.8
+                # AA-5 tells the user nothing, so pynetdicom's acceptor would wait out the ACSE timeout for a
+                # request that cannot come, counted as an association all that time. What it gets on timeout.
+                self.to_user_queue.put(None)  # type: ignore[arg-type]
 
     def _close_wake(self) -> None:
         for s in (self._wake_r, self._wake_w):
