@@ -108,7 +108,7 @@ def c_get_series(port: int, series_uid: str) -> dict[str, bytes]:
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_kill_9_during_ingest_loses_no_acknowledged_instance(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

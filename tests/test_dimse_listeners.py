@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from archipel.radiology.models import Series
 from archipel.radiology.samples import SyntheticPatient, ct_series
 from tests.dimse_peers import archive_look, scu
-from tests.support import ArchipelServer, wait_until
+from tests.support import ArchipelServer, archipel_cmd, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -58,22 +58,34 @@ def _connections(pid: int, port: int) -> int:
     return held
 
 
-def test_two_listener_processes_take_associations_in_turn_and_index_one_series_sent_through_both(
-    tmp_path: Path,
-) -> None:
+def _start_two_listeners(tmp_path: Path) -> tuple[ArchipelServer, int, int]:
+    """``serve --dicom-listeners 2`` with both listeners listening: the server, serve's pid and the other's."""
     srv = ArchipelServer(tmp_path / "data", env={"ARCHIPEL_DICOM_LISTENERS": "2"})
     srv.data.mkdir(parents=True)
     srv.add_node("PYNETDICOM", site="SITE-A")
     srv.start()
+    assert srv.proc is not None
+    serve_pid = srv.proc.pid
+    wait_until(lambda: len(_listener_children(serve_pid)) == 1, 60, "the second listener process")
+    (child,) = _listener_children(serve_pid)
+    wait_until(
+        lambda: srv.log.read_text().count("event=dicom_listening") == 2, 60, "both listeners to listen"
+    )
+    return srv, serve_pid, child
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return b"zombie" in Path(f"/proc/{pid}/status").read_bytes()
+    except FileNotFoundError:
+        return True
+
+
+def test_two_listener_processes_take_associations_in_turn_and_die_with_serve(tmp_path: Path) -> None:
+    srv, serve_pid, child = _start_two_listeners(tmp_path)
     assocs = []
     try:
         assert srv.proc is not None
-        serve_pid = srv.proc.pid
-        wait_until(lambda: len(_listener_children(serve_pid)) == 1, 60, "the second listener process")
-        (child,) = _listener_children(serve_pid)
-        wait_until(
-            lambda: srv.log.read_text().count("event=dicom_listening") == 2, 60, "both listeners to listen"
-        )
         processes = (serve_pid, child)
 
         def spread() -> list[int]:
@@ -85,6 +97,7 @@ def test_two_listener_processes_take_associations_in_turn_and_index_one_series_s
             # Each new association goes to the process that serves fewer: never two apart.
             assert max(spread()) - min(spread()) <= 1, spread()
         assert spread() == [2, 2]
+        # One series sent through both processes is indexed once, with every instance.
         patient = SyntheticPatient("LSN0001", "LISTENERS^Two", "19650303", "F", issuer="SITE-A")
         sent = list(ct_series(patient, 24, key="two-listeners"))
         for k, ds in enumerate(sent):
@@ -98,49 +111,37 @@ def test_two_listener_processes_take_associations_in_turn_and_index_one_series_s
             assert set(held) == {str(ds.SOPInstanceUID) for ds in sent}
             with look.db.sessions() as s:
                 assert s.scalar(select(func.count()).select_from(Series)) == 1
+        # Only serve dies (not its process group): the listener that shares its socket must not outlive it,
+        # or it would keep the DICOM port from the serve started next.
+        os.kill(serve_pid, signal.SIGKILL)
+        srv.proc.wait(10)
+        wait_until(lambda: _gone(child), 0.5, "the orphaned listener process to be gone")
+        port = srv.dicom_port
+        srv.start()
+        assert srv.dicom_port == port  # not moved to another port after "address already in use"
+        assert srv.proc is not None
+        wait_until(lambda: len(_listener_children(srv.proc.pid)) == 1, 60, "the new second listener")
+        (child,) = _listener_children(srv.proc.pid)
+        wait_until(
+            lambda: srv.log.read_text().count("event=dicom_listening") >= 4, 60, "both listeners again"
+        )
+        echo = scu(srv, [(VERIFICATION, [ImplicitVRLittleEndian])])
+        assert echo.send_c_echo().Status == 0x0000
+        echo.release()
     finally:
         for assoc in assocs:
             if assoc.is_established:
                 assoc.abort()
         srv.stop()
     # Stopping serve stops its listener processes too: nothing holds the port any more.
-    assert not Path(f"/proc/{child}").exists() or b"zombie" in Path(f"/proc/{child}/status").read_bytes()
+    assert _gone(child)
 
 
-def test_a_killed_serve_takes_its_listener_processes_along_and_starts_again_on_the_same_port(
-    tmp_path: Path,
-) -> None:
-    srv = ArchipelServer(tmp_path / "data", env={"ARCHIPEL_DICOM_LISTENERS": "2"})
-    srv.data.mkdir(parents=True)
-    srv.add_node("PYNETDICOM", site="SITE-A")
-    srv.start()
-    try:
-        assert srv.proc is not None
-        serve_pid = srv.proc.pid
-        wait_until(lambda: len(_listener_children(serve_pid)) == 1, 60, "the second listener process")
-        (child,) = _listener_children(serve_pid)
-        wait_until(
-            lambda: srv.log.read_text().count("event=dicom_listening") == 2, 60, "both listeners to listen"
-        )
-        # Only serve dies (not its process group): the listener that shares its socket must not outlive it,
-        # or it would keep the DICOM port from the serve started next.
-        os.kill(serve_pid, signal.SIGKILL)
-        srv.proc.wait(10)
-        wait_until(
-            lambda: (
-                not Path(f"/proc/{child}").exists() or b"zombie" in Path(f"/proc/{child}/status").read_bytes()
-            ),
-            0.5,
-            "the orphaned listener process to be gone",
-        )
-        port = srv.dicom_port
-        srv.start()
-        assert srv.dicom_port == port  # not moved to another port after "address already in use"
-        wait_until(
-            lambda: srv.log.read_text().count("event=dicom_listening") >= 4, 60, "both listeners again"
-        )
-        assoc = scu(srv, [(VERIFICATION, [ImplicitVRLittleEndian])])
-        assert assoc.send_c_echo().Status == 0x0000
-        assoc.release()
-    finally:
-        srv.stop()
+def test_a_malformed_listener_group_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    run = archipel_cmd("dicom", "--listener-group", "3:4:five", data=tmp_path / "data", check=False)
+    assert run.returncode == 2
+    assert "not a listener group" in run.stderr and "LISTEN_FD:BOARD_FD:SLOT:SLOTS" in run.stderr
+    both = archipel_cmd(
+        "dicom", "--listener-group", "3:4:1:2", "--reuse-port", data=tmp_path / "data", check=False
+    )
+    assert both.returncode == 2 and "exclude each other" in both.stderr
