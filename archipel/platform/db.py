@@ -127,6 +127,8 @@ class WriterTurn:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError as exc:
             _LOG.warning("event=sqlite_writer_lock_unavailable path=%s error=%r", self._path, str(exc))
+            if self._fd is not None and self._pid == os.getpid():
+                os.close(self._fd)
             self._path = self._fd = None
 
     def release(self) -> None:
